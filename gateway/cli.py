@@ -1,0 +1,184 @@
+"""The `gateway` command: serve, check, and explain tag resolution.
+
+Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
+2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ConfigError
+from .principal import Principal
+from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
+from .tags import TagManager, check
+from .tags.explain import context_json, context_text, decision_json, decision_text
+
+EXIT_OK = 0
+EXIT_NOT_PERMITTED = 1
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except UsageError as exc:
+        parser.error(str(exc))
+    return result
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="MCP gateway with tag-based permissions."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config",
+            help=f"gateway.yaml (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})",
+        )
+        return p
+
+    serve = with_config(commands.add_parser("serve", help="run the gateway"))
+    serve.add_argument("--host", help="bind address (default from gateway.yaml: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default from gateway.yaml: 8080)")
+    serve.set_defaults(handler=_serve)
+
+    check_cmd = with_config(
+        commands.add_parser("check", help="validate every config file; exit 2 if any is bad")
+    )
+    check_cmd.set_defaults(handler=_check)
+
+    tags = commands.add_parser("tags", help="explain tag resolution")
+    tag_commands = tags.add_subparsers(dest="tags_command", required=True, metavar="COMMAND")
+    resolve = with_config(
+        tag_commands.add_parser("resolve", help="what applies to a user, and why")
+    )
+    _principal_args(resolve)
+    resolve.add_argument("--json", action="store_true", help="print JSON")
+    resolve.set_defaults(handler=_resolve)
+
+    why = with_config(
+        tag_commands.add_parser("why", help="may a user call a tool (with these arguments)?")
+    )
+    _principal_args(why)
+    why.add_argument("--tool", required=True, help="namespaced tool name, e.g. payments__refund")
+    why.add_argument("--args", help="the call's arguments as a JSON object")
+    why.add_argument("--json", action="store_true", help="print JSON")
+    why.set_defaults(handler=_why)
+    return parser
+
+
+def _principal_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--org", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument(
+        "--roles",
+        default="",
+        help="comma-separated roles, as an identity provider would give them "
+        "(default: the user's roles in the org file)",
+    )
+    p.add_argument("--intent", help="the intent to resolve for (narrows intent-bound tags)")
+
+
+def _open(args: argparse.Namespace) -> tuple[GatewayConfig, TagManager]:
+    config = load_config(config_path(args.config))
+    manager = TagManager.open(
+        config.tags_dir, config.path.parent, cache_size=config.settings.tags.cache_size
+    )
+    return config, manager
+
+
+def _principal(args: argparse.Namespace) -> Principal:
+    roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+    return Principal(user_id=args.user, org_id=args.org, roles=roles)
+
+
+def _check(args: argparse.Namespace) -> int:
+    config, manager = _open(args)
+    tagset = manager.tagset
+    print(
+        f"ok: {config.path} and {len(tagset.files)} tag files "
+        f"({len(tagset.orgs)} orgs, {tagset.tag_count} tags)"
+    )
+    return EXIT_OK
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    _, manager = _open(args)
+    context = manager.resolve(_principal(args), args.intent)
+    if args.json:
+        _print_json(context_json(context))
+    else:
+        print(context_text(context))
+    return EXIT_OK
+
+
+def _why(args: argparse.Namespace) -> int:
+    arguments: dict[str, Any] | None = None
+    if args.args is not None:
+        try:
+            parsed = json.loads(args.args)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--args is not valid JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise UsageError("--args must be a JSON object, e.g. '{\"amount\": 250}'")
+        arguments = parsed
+    _, manager = _open(args)
+    decision = check(manager.resolve(_principal(args), args.intent), args.tool, arguments)
+    if args.json:
+        _print_json(decision_json(decision))
+    else:
+        print(decision_text(decision))
+    return EXIT_OK if decision.allowed else EXIT_NOT_PERMITTED
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import ROUTES_SERVED, build_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config, manager = _open(args)
+    server = config.settings.server
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
+    tagset = manager.tagset
+    print(
+        f"gateway: tag config version {tagset.version} from {config.tags_dir} "
+        f"({len(tagset.orgs)} orgs, {tagset.tag_count} tags)"
+        + ("; watching for changes" if config.settings.tags.watch else ""),
+        file=sys.stderr,
+    )
+    print(
+        f"gateway: serving {', '.join(ROUTES_SERVED)} on http://{host}:{port} "
+        "(the MCP endpoint /mcp is not built yet)",
+        file=sys.stderr,
+    )
+    uvicorn.run(build_app(config, manager), host=host, port=port, log_level="info")
+    return EXIT_OK
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The tag schema: what an org's YAML file may say, validated strictly.
+
+Every model rejects unknown fields and does no type coercion (`strict`), so a typo or a
+YAML surprise (`version: 1.10` read as a float, `no` read as false) is an error naming the
+field instead of a silent change of meaning. Models are frozen: a loaded config is shared
+by every request and must not change under them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
+from pydantic import Tag as UnionMember
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+"""Tag, org, user and role names: what SEP-986 allows for tool names, without a leading dot."""
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+ToolPattern = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+"""An exact tool name or a glob (`*`, `?`, `[...]`) over namespaced tool names."""
+
+JsonScalar = str | int | float | bool | None
+Number = int | float
+
+# YAML gives lists; frozen models keep tuples. Only the container is lax: items stay strict.
+Names = Annotated[tuple[Name, ...], Field(strict=False)]
+Texts = Annotated[tuple[str, ...], Field(strict=False)]
+ToolPatterns = Annotated[tuple[ToolPattern, ...], Field(strict=False)]
+
+
+class TagKind(StrEnum):
+    COMPANY = "company"
+    ROLE = "role"
+    FUNCTION = "function"
+    TOOL = "tool"
+    FLOW = "flow"
+
+
+KIND_ORDER: dict[TagKind, int] = {kind: index for index, kind in enumerate(TagKind)}
+"""The order of prompt sections: company, role, function, tool, flow."""
+
+ORG_WIDE = "*"
+"""`assigned_users: ["*"]` applies a tag to every known user of the org."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class ArgumentConstraint(_Strict):
+    """Constraints on one argument of a tool call, addressed by a dotted path.
+
+    An absent argument passes every constraint except `required`. A present one must satisfy
+    all of them. `min`/`max` apply to numbers, `max_length` to strings and arrays, `pattern`
+    (a full match) to strings, `enum` and `const` to any JSON value, compared with its type
+    (so `1`, `1.0` and `true` are not confused).
+    """
+
+    min: Number | None = None
+    max: Number | None = None
+    enum: Annotated[tuple[JsonScalar, ...], Field(strict=False)] | None = None
+    const: JsonValue = None
+    pattern: str | None = None
+    max_length: Annotated[int, Field(ge=0)] | None = None
+    required: bool = False
+    forbidden: bool = False
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        for bound in (self.min, self.max):
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError("min and max must be finite numbers")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        if self.enum is not None and not self.enum:
+            raise ValueError("enum must list at least one value")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from exc
+        if self.forbidden and (self.required or self.has_value_checks):
+            raise ValueError("a forbidden argument cannot have other constraints")
+        return self
+
+    @property
+    def has_value_checks(self) -> bool:
+        return any(
+            value is not None
+            for value in (self.min, self.max, self.enum, self.const, self.pattern, self.max_length)
+        )
+
+
+def _argument_path(path: str) -> str:
+    if any(not segment for segment in path.split(".")):
+        raise ValueError(f"argument path {path!r} has an empty part")
+    return path
+
+
+ArgumentPath = Annotated[str, StringConstraints(min_length=1), AfterValidator(_argument_path)]
+ToolScope = dict[ArgumentPath, ArgumentConstraint]
+"""Argument path (`amount`, `payment.amount`, `items.*.sku`) → its constraints."""
+
+
+class TagMeta(_Strict):
+    title: str = ""
+    description: str = ""
+    priority: int = 0
+    includes: Names = ()
+    intents: Annotated[
+        tuple[Annotated[str, StringConstraints(min_length=1)], ...], Field(strict=False)
+    ] = ()
+    version: str | int | None = None
+
+
+class TagConfig(_Strict):
+    """The RBAC part of a tag."""
+
+    assigned_users: Texts = ()
+    assigned_roles: Names = ()
+    org_scope: Texts = ()
+    """Org ids, or '*' for every org (shared files only)."""
+    allowed_tools: ToolPatterns = ()
+    denied_tools: ToolPatterns = ()
+    scopes: dict[ToolPattern, ToolScope] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names(self) -> Self:
+        for user in self.assigned_users:
+            if user != ORG_WIDE and not re.match(NAME_PATTERN, user):
+                raise ValueError(
+                    f"assigned_users entry {user!r} is neither a user name nor '*' (every user)"
+                )
+        for org in self.org_scope:
+            if org != ORG_WIDE and not re.match(NAME_PATTERN, org):
+                raise ValueError(f"org_scope entry {org!r} is neither an org id nor '*'")
+        return self
+
+
+class FlowStep(_Strict):
+    id: Name
+    tool: Annotated[str, StringConstraints(min_length=1)]
+    description: str = ""
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    when: str | None = None
+    """A condition on earlier results; evaluated by the flow engine, stored verbatim here."""
+
+
+class FlowDefinition(_Strict):
+    description: str = ""
+    steps: Annotated[tuple[FlowStep, ...], Field(min_length=1, strict=False)]
+
+    @model_validator(mode="after")
+    def _unique_steps(self) -> Self:
+        seen: set[str] = set()
+        for step in self.steps:
+            if step.id in seen:
+                raise ValueError(f"step id {step.id!r} is used twice")
+            seen.add(step.id)
+        return self
+
+
+def _content_kind(value: object) -> str:
+    return "text-content" if isinstance(value, str) else "flow-content"
+
+
+Content = Annotated[
+    Annotated[str, UnionMember("text-content")]
+    | Annotated[FlowDefinition, UnionMember("flow-content")],
+    Discriminator(_content_kind),
+]
+"""Prompt text, or for a flow tag the workflow definition. Discriminated so that an error
+names the one shape that was meant instead of listing why every shape failed."""
+
+
+class TagPayload(_Strict):
+    meta: TagMeta = TagMeta()
+    config: TagConfig = TagConfig()
+    content: Content = ""
+
+
+class Tag(_Strict):
+    tag: Name
+    kind: Annotated[TagKind, Field(strict=False)]
+    payload: TagPayload = TagPayload()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _content_fits_kind(cls, data: Any) -> Any:
+        # Checked before the fields so that a mismatch is one clear error, not a list of
+        # why the content is not the other shape.
+        if not isinstance(data, dict) or data.get("kind") not in set(TagKind):
+            return data
+        payload = data.get("payload")
+        content = payload.get("content", "") if isinstance(payload, dict) else ""
+        if data["kind"] == TagKind.FLOW and not isinstance(content, dict):
+            raise ValueError("a flow tag's content must be a mapping with 'steps'")
+        if data["kind"] != TagKind.FLOW and not isinstance(content, str):
+            raise ValueError(f"a {data['kind']} tag's content must be text")
+        return data
+
+    @property
+    def title(self) -> str:
+        return self.payload.meta.title or self.tag
+
+
+class OrgUser(_Strict):
+    roles: Names = ()
+    name: str = ""
+
+
+class OrgFile(_Strict):
+    """One `orgs/<org>.yaml` file: an org's users and tags.
+
+    A file whose name starts with `_` holds shared tags instead: no users, and every tag
+    names the orgs it serves in `org_scope`.
+    """
+
+    org: Name | None = None
+    users: dict[Name, OrgUser] = Field(default_factory=dict)
+    tags: Annotated[tuple[Tag, ...], Field(strict=False)] = ()

@@ -1,0 +1,219 @@
+"""Reading YAML config files so that every mistake can be named by file, field and line.
+
+PyYAML's C parser does the parsing when it is available. Line numbers are only needed when
+something is wrong, so the node tree that carries them is composed again lazily, on error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError, ConfigIssue
+
+if TYPE_CHECKING:
+    _BaseLoader = yaml.SafeLoader
+else:  # libyaml's parser when PyYAML was built with it: an order of magnitude faster
+    _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Loader(_BaseLoader):
+    """SafeLoader that refuses duplicate keys, which PyYAML would silently overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: dict[Hashable, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first at line {seen[key]})",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark.line + 1
+        mapping: dict[Hashable, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+
+@dataclass
+class YamlDocument:
+    """A parsed YAML file, with line numbers for any path into it on demand."""
+
+    path: Path
+    data: Any
+    node: yaml.Node | None = field(default=None, repr=False)
+    _lines: dict[Loc, int] | None = field(default=None, repr=False)
+
+    def line_of(self, loc: Sequence[str | int]) -> int | None:
+        """Line (1-based) of the deepest node along `loc` that exists in the file."""
+        if self._lines is None:
+            self._lines = {}
+            if self.node is not None:
+                _index_lines(self.node, (), self._lines)
+        for end in range(len(loc), -1, -1):
+            line = self._lines.get(tuple(loc[:end]))
+            if line is not None:
+                return line
+        return None
+
+    def value_at(self, loc: Sequence[str | int]) -> Any:
+        """The value at `loc`, or None where the path leaves the data."""
+        value = self.data
+        for part in loc:
+            try:
+                value = value[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return value
+
+
+def _index_lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+    out.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                out.setdefault((*loc, key_node.value), key_node.start_mark.line + 1)
+                _index_lines(value_node, (*loc, key_node.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*loc, index), out)
+
+
+def read_yaml(path: Path, display: str | None = None) -> YamlDocument:
+    """Read and parse `path`. Raises ConfigError naming the file and line on any failure."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(name, f"cannot read file: {exc}")]) from exc
+    return parse_yaml(text, path, name)
+
+
+def parse_yaml(text: str, path: Path, display: str) -> YamlDocument:
+    loader = _Loader(text)
+    try:
+        # One parse gives both the data and the node tree that knows the lines.
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError([ConfigIssue(display, f"invalid YAML: {message}", line=line)]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue(display, f"invalid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
+    return YamlDocument(path=path, data=data, node=node)
+
+
+def _non_json(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    """Where YAML produced something JSON cannot say (dates, binary, non-text keys)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield (loc, f"key {key!r} must be text; quote it")
+            else:
+                yield from _non_json(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_json(item, (*loc, index))
+    elif not isinstance(value, str | int | float | bool) and value is not None:
+        kind = type(value).__name__
+        yield (loc, f"YAML read this as a {kind} ({value!r}); quote it to make it text")
+
+
+def validate(doc: YamlDocument, model: type[M], display: str) -> tuple[M | None, list[ConfigIssue]]:
+    """Validate the document against `model`; returns the model or every issue found."""
+    issues = [
+        ConfigIssue(display, message, line=doc.line_of(loc), field=dotted(loc))
+        for loc, message in _non_json(doc.data, ())
+    ]
+    if issues:
+        return None, issues
+    try:
+        return model.model_validate(doc.data), []
+    except ValidationError as exc:
+        return None, [_issue(doc, display, error) for error in exc.errors(include_url=False)]
+
+
+def _issue(doc: YamlDocument, display: str, error: Any) -> ConfigIssue:
+    kind = error["type"]
+    loc = real_loc(doc.data, error["loc"], missing=kind == "missing")
+    if kind == "extra_forbidden":
+        message = "unknown field"
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind in _EXPECTED:
+        message = f"expected {_EXPECTED[kind]} (got {_short(error.get('input'))})"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if "input" in error and kind not in ("value_error", "assertion_error"):
+            message += f" (got {_short(error['input'])})"
+    tag = None
+    if len(loc) >= 2 and loc[0] == "tags" and isinstance(loc[1], int):
+        name = doc.value_at(("tags", loc[1], "tag"))
+        tag = name if isinstance(name, str) else f"#{loc[1] + 1}"
+        field_loc = loc[2:]
+    else:
+        field_loc = loc
+    return ConfigIssue(
+        display, message, line=doc.line_of(loc), tag=tag, field=dotted(field_loc) or None
+    )
+
+
+_EXPECTED = {
+    "model_type": "a mapping",
+    "dict_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "string_type": "text",
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "float_type": "a number",
+}
+
+
+def real_loc(data: Any, loc: Sequence[str | int], missing: bool = False) -> Loc:
+    """Keep the parts of a pydantic error location that are keys of the data.
+
+    Pydantic puts union members and validator names (`int`, `function-after[...]`) into
+    locations; a person wants the path they wrote. For a missing field the last part is
+    kept: it names what has to be added.
+    """
+    out: list[str | int] = []
+    value = data
+    for part in loc:
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if in_dict or in_list:
+            value = value[part]
+            out.append(part)
+    if missing and loc and (not out or out[-1] != loc[-1]):
+        out.append(loc[-1])
+    return tuple(out)
+
+
+def dotted(loc: Sequence[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
