@@ -37,3 +37,8 @@ def tags_dir(tmp_path: Path) -> Callable[..., Path]:
         return directory
 
     return write
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

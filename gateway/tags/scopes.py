@@ -90,7 +90,7 @@ def _check(path: str, value: Any, rule: ArgumentConstraint) -> str | None:
         return f"{path} is not allowed"
     if rule.min is not None or rule.max is not None:
         if not _is_number(value):
-            return f"{path} must be a number (got {_type_name(value)} {_show(value)})"
+            return f"{path} must be a number (got {_got(value)})"
         if not math.isfinite(value):
             return f"{path} {_show(value)} is not a finite number"
         if rule.max is not None and value > rule.max:
@@ -108,7 +108,7 @@ def _check(path: str, value: Any, rule: ArgumentConstraint) -> str | None:
             return f"{path} must be text or an array (got {_type_name(value)})"
     if rule.pattern is not None:
         if not isinstance(value, str):
-            return f"{path} must be text (got {_type_name(value)} {_show(value)})"
+            return f"{path} must be text (got {_got(value)})"
         if _compiled(rule.pattern).fullmatch(value) is None:
             return f"{path} {_show(value)} does not match pattern {rule.pattern!r}"
     if rule.enum is not None and not any(_same(value, allowed) for allowed in rule.enum):
@@ -155,6 +155,12 @@ def _type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def _got(value: Any) -> str:
+    if value is None or isinstance(value, dict | list):
+        return _type_name(value)
+    return f"{_type_name(value)} {_show(value)}"
 
 
 def _show(value: Any) -> str:

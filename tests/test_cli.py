@@ -1,0 +1,250 @@
+"""The `gateway` command line: check, tags resolve, tags why, and serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from tests.conftest import DEMO_CONFIG, ROOT
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse errors
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+def demo(*argv: str) -> list[str]:
+    return [*argv, "--config", str(DEMO_CONFIG)]
+
+
+def test_check_accepts_the_demo_config(run: Run) -> None:
+    code, out, _ = run(*demo("check"))
+    assert code == 0
+    assert out.startswith("ok: ")
+    assert "(2 orgs, 16 tags)" in out
+
+
+def test_check_lists_every_error_and_exits_2(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "orgs").mkdir()
+    (tmp_path / "gateway.yaml").write_text("tags: {dir: orgs}\n")
+    (tmp_path / "orgs" / "acme.yaml").write_text("tags:\n  - {tag: a, kind: nope}\n")
+    (tmp_path / "orgs" / "globex.yaml").write_text("users: {bob: {roles: [r]}, bob: {}}\n")
+    code, out, err = run("check", "--config", str(tmp_path / "gateway.yaml"))
+    assert code == 2
+    assert out == ""
+    assert err.startswith("2 configuration errors:\n")
+    assert "orgs/acme.yaml:2: tag 'a': kind: Input should be" in err
+    assert "orgs/globex.yaml:1: invalid YAML: duplicate key 'bob' (first at line 1)" in err
+
+
+def test_check_reports_a_bad_gateway_yaml(run: Run, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server:\n  port: 99999\n  hots: x\n")
+    code, _, err = run("check", "--config", str(config))
+    assert code == 2
+    assert f"{config}:2: server.port: Input should be less than or equal to 65535" in err
+    assert f"{config}:3: server.hots: unknown field" in err
+
+
+def test_check_reports_a_missing_config(run: Run, tmp_path: Path) -> None:
+    code, _, err = run("check", "--config", str(tmp_path / "nope.yaml"))
+    assert code == 2
+    assert "nope.yaml: cannot read file" in err
+
+
+def test_resolve_json_has_the_documented_keys(run: Run) -> None:
+    code, out, _ = run(*demo("tags", "resolve", "--org", "acme", "--user", "alice", "--json"))
+    assert code == 0
+    data = json.loads(out)
+    assert {"tags", "tools", "denied", "scopes", "flows", "prompt"} <= set(data)
+    assert data["principal"] == {
+        "user": "alice",
+        "org": "acme",
+        "roles": ["support_agent"],
+        "role_source": "org file",
+    }
+    tools = {t["tool"]: t["granted_by"] for t in data["tools"]}
+    assert tools["payments__refund"] == ["tool_refund_small"]
+    assert data["flows"][0]["tag"] == "flow_refund"
+    assert data["prompt"].startswith("## Acme Retail\n")
+
+
+def test_resolve_text_explains(run: Run) -> None:
+    code, out, _ = run(*demo("tags", "resolve", "--org", "acme", "--user", "dave"))
+    assert code == 0
+    assert "role_intern" in out
+    assert "assigned role intern" in out
+    assert "  payments__*    role_intern\n" in out
+
+
+def test_resolve_with_roles_and_intent(run: Run) -> None:
+    code, out, _ = run(
+        *demo(
+            "tags",
+            "resolve",
+            "--org",
+            "acme",
+            "--user",
+            "x",
+            "--roles",
+            "support_agent",
+            "--intent",
+            "billing",
+            "--json",
+        )
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["principal"]["role_source"] == "identity provider"
+    assert {
+        "tag": "fn_refunds",
+        "reason": "intents refund, order_problem do not include 'billing'",
+    } in data["skipped"]
+
+
+def test_why_denied_with_reason_and_exit_1(run: Run) -> None:
+    code, out, _ = run(
+        *demo(
+            "tags",
+            "why",
+            "--org",
+            "acme",
+            "--user",
+            "alice",
+            "--tool",
+            "payments__refund",
+            "--args",
+            '{"amount": 250, "order_id": "ORD-123456"}',
+        )
+    )
+    assert code == 1
+    assert out == (
+        "NOT PERMITTED: payments__refund\namount 250 exceeds max 100 set by tag tool_refund_small\n"
+    )
+
+
+def test_why_permitted_json(run: Run) -> None:
+    code, out, _ = run(
+        *demo(
+            "tags",
+            "why",
+            "--org",
+            "acme",
+            "--user",
+            "alice",
+            "--tool",
+            "payments__refund",
+            "--args",
+            '{"amount": 25, "order_id": "ORD-123456"}',
+            "--json",
+        )
+    )
+    assert code == 0
+    assert json.loads(out) == {
+        "tool": "payments__refund",
+        "allowed": True,
+        "outcome": "allowed",
+        "reason": "granted by tag tool_refund_small; arguments within its scope",
+        "granted_by": ["tool_refund_small"],
+        "denied_by": [],
+        "admitted_by": "tool_refund_small",
+        "violations": [],
+    }
+
+
+def test_why_rejects_bad_args(run: Run) -> None:
+    code, _, err = run(
+        *demo("tags", "why", "--org", "acme", "--user", "a", "--tool", "t", "--args", "[1]")
+    )
+    assert code == 2
+    assert "--args must be a JSON object" in err
+    code, _, err = run(
+        *demo("tags", "why", "--org", "acme", "--user", "a", "--tool", "t", "--args", "{")
+    )
+    assert code == 2
+    assert "--args is not valid JSON" in err
+
+
+def test_console_script_is_installed() -> None:
+    gateway = Path(sys.executable).parent / "gateway"
+    done = subprocess.run(
+        [str(gateway), "check", "--config", str(DEMO_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok: ")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_starts_says_what_it_serves_and_stops() -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(DEMO_CONFIG),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    body = json.loads(resp.read())
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert body == {"status": "ok", "tags": {"version": 1, "last_reload_failed": False}}
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert (
+            f"serving /health on http://127.0.0.1:{port} (the MCP endpoint /mcp is not built yet)"
+            in err
+        )
+        assert "tag config version 1" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
