@@ -1,0 +1,17 @@
+# The gateway on the demo config. Build: docker build -t mcp-tag-gateway .
+# Run:   docker run --rm -p 127.0.0.1:8080:8080 mcp-tag-gateway
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 gateway
+
+COPY configs ./configs
+USER gateway
+EXPOSE 8080
+# Inside a container the gateway must listen on all interfaces to be reachable through
+# the published port; the host decides who can reach that port.
+CMD ["gateway", "serve", "--config", "configs/gateway.yaml", "--host", "0.0.0.0", "--port", "8080"]
