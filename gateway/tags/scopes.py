@@ -59,12 +59,12 @@ def _lookup(value: Any, parts: list[str], prefix: str) -> Iterator[tuple[str, An
         if isinstance(value, list):
             for index, item in enumerate(value):
                 yield from _lookup(item, rest, f"{prefix}[{index}]")
-        elif isinstance(value, dict):
+        elif isinstance(value, Mapping):
             for key, item in value.items():
                 yield from _lookup(item, rest, f"{prefix}.{key}" if prefix else str(key))
         else:
             yield prefix, _WrongShape(value, "an array or object")
-    elif isinstance(value, dict):
+    elif isinstance(value, Mapping):
         path = f"{prefix}.{head}" if prefix else head
         yield from _lookup(value.get(head, _ABSENT), rest, path)
     else:
