@@ -1,7 +1,7 @@
 """Reading YAML config files so that every mistake can be named by file, field and line.
 
-PyYAML's C parser does the parsing when it is available. Line numbers are only needed when
-something is wrong, so the node tree that carries them is composed again lazily, on error.
+PyYAML's C parser composes a node tree, which knows every line; the data is built from it,
+and the tree is kept so that a line can be named for any path into the file.
 """
 
 from __future__ import annotations
@@ -26,24 +26,119 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class _Loader(_BaseLoader):
-    """SafeLoader that refuses duplicate keys, which PyYAML would silently overwrite."""
+    """Remembers how each plain scalar resolved: PyYAML resolves every scalar in Python,
+    against a list of regexes, and a config repeats the same few hundred values."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._plain_tags: dict[str, str] = {}
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode or not implicit[0]:
+            tag: str = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            return tag
+        tag_of = self._plain_tags.get(value)
+        if tag_of is None:
+            tag_of = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            self._plain_tags[value] = tag_of
+        return tag_of
+
+
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+_MERGE = "tag:yaml.org,2002:merge"
+_VALUE = "tag:yaml.org,2002:value"
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class _Constructor:
+    """Builds Python data from a composed node tree, refusing duplicate keys (which PyYAML
+    would silently overwrite).
+
+    Plain text, lists and mappings, nearly all of a config, are built here directly;
+    PyYAML's own constructor, in Python even with libyaml, took most of a load's time.
+    Every other node (numbers, booleans, null, dates, explicit tags) goes to PyYAML's safe
+    constructor, so what a value means stays exactly what PyYAML says.
+    """
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self._loader = loader
+        self._built: dict[int, Any] = {}
+        """Built lists and mappings by node id: an alias yields the same object, as in
+        PyYAML, so a tree of aliases cannot blow up into exponentially many copies."""
+        self._open: set[int] = set()
+        self.json_like = True
+        """False once anything was built that JSON cannot say (a date, a set, a number as
+        a key): only then is the data walked to name where (see `_non_json`)."""
+
+    def build(self, node: yaml.Node) -> Any:
+        tag = node.tag
+        if isinstance(node, yaml.ScalarNode):
+            if tag == _STR:
+                return node.value
+            scalar = self._loader.construct_object(node, deep=True)
+            if type(scalar) not in _JSON_SCALARS:
+                self.json_like = False
+            return scalar
+        if tag not in (_SEQ, _MAP):
+            self.json_like = False
+            return self._loader.construct_object(node, deep=True)
+        key = id(node)
+        if key in self._built:
+            return self._built[key]
+        if key in self._open:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to a node that contains it", node.start_mark
+            )
+        self._open.add(key)
+        value: Any
+        if isinstance(node, yaml.SequenceNode):
+            value = [self.build(item) for item in node.value]
+        else:
+            assert isinstance(node, yaml.MappingNode)
+            value = self._mapping(node)
+        self._open.discard(key)
+        self._built[key] = value
+        return value
+
+    def _mapping(self, node: yaml.MappingNode) -> dict[Hashable, Any]:
+        merged = False
         seen: dict[Hashable, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+        mapping: dict[Hashable, Any] = {}
+        for key_node, value_node in node.value:
+            tag = key_node.tag
+            if tag == _MERGE:
+                merged = True  # merged keys may be overridden: only explicit ones are unique
                 continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable):
-                if key in seen:
+            if tag == _VALUE:
+                merged, key = True, "="  # what PyYAML's flatten_mapping makes of it
+            else:
+                key = self.build(key_node)
+            if type(key) is not str:
+                self.json_like = False
+                if not isinstance(key, Hashable):
                     raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"duplicate key {key!r} (first at line {seen[key]})",
+                        "while constructing a mapping",
+                        node.start_mark,
+                        "found unhashable key",
                         key_node.start_mark,
                     )
-                seen[key] = key_node.start_mark.line + 1
-        mapping: dict[Hashable, Any] = super().construct_mapping(node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+            if not merged:
+                mapping[key] = self.build(value_node)
+        if merged:
+            self._loader.flatten_mapping(node)  # PyYAML's `<<` semantics, in place
+            mapping = {}
+            for key_node, value_node in node.value:
+                mapping[self.build(key_node)] = self.build(value_node)
         return mapping
 
 
@@ -54,6 +149,8 @@ class YamlDocument:
     path: Path
     data: Any
     node: yaml.Node | None = field(default=None, repr=False)
+    json_like: bool = True
+    """Whether the data holds only what JSON can say (text keys, JSON scalars)."""
     _lines: dict[Loc, int] | None = field(default=None, repr=False)
 
     def line_of(self, loc: Sequence[str | int]) -> int | None:
@@ -67,6 +164,18 @@ class YamlDocument:
             if line is not None:
                 return line
         return None
+
+    def item_lines(self, loc: Sequence[str]) -> list[int]:
+        """Lines of the items of the list at mapping path `loc`, without indexing the whole
+        file (which `line_of` does, and which costs more than the items need)."""
+        node = self.node
+        for part in loc:
+            if not isinstance(node, yaml.MappingNode):
+                return []
+            node = next((v for k, v in node.value if k.value == part), None)
+        if not isinstance(node, yaml.SequenceNode):
+            return []
+        return [item.start_mark.line + 1 for item in node.value]
 
     def value_at(self, loc: Sequence[str | int]) -> Any:
         """The value at `loc`, or None where the path leaves the data."""
@@ -106,7 +215,10 @@ def parse_yaml(text: str, path: Path, display: str) -> YamlDocument:
     try:
         # One parse gives both the data and the node tree that knows the lines.
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        constructor = _Constructor(loader)
+        data = constructor.build(node) if node is not None else None
+    except RecursionError as exc:
+        raise ConfigError([ConfigIssue(display, "invalid YAML: nested too deeply")]) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -116,7 +228,7 @@ def parse_yaml(text: str, path: Path, display: str) -> YamlDocument:
         raise ConfigError([ConfigIssue(display, f"invalid YAML: {exc}")]) from exc
     finally:
         loader.dispose()
-    return YamlDocument(path=path, data=data, node=node)
+    return YamlDocument(path=path, data=data, node=node, json_like=constructor.json_like)
 
 
 def _non_json(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
@@ -137,12 +249,13 @@ def _non_json(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
 
 def validate(doc: YamlDocument, model: type[M], display: str) -> tuple[M | None, list[ConfigIssue]]:
     """Validate the document against `model`; returns the model or every issue found."""
-    issues = [
-        ConfigIssue(display, message, line=doc.line_of(loc), field=dotted(loc))
-        for loc, message in _non_json(doc.data, ())
-    ]
-    if issues:
-        return None, issues
+    if not doc.json_like:
+        issues = [
+            ConfigIssue(display, message, line=doc.line_of(loc), field=dotted(loc))
+            for loc, message in _non_json(doc.data, ())
+        ]
+        if issues:
+            return None, issues
     try:
         return model.model_validate(doc.data), []
     except ValidationError as exc:

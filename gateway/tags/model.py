@@ -186,16 +186,25 @@ Content = Annotated[
 names the one shape that was meant instead of listing why every shape failed."""
 
 
+_NO_META = TagMeta()
+_NO_CONFIG = TagConfig()
+# The shared empty defaults come from factories: pydantic deep-copies a default instance
+# for every tag that omits it, which is wasted work on frozen models.
+
+
 class TagPayload(_Strict):
-    meta: TagMeta = TagMeta()
-    config: TagConfig = TagConfig()
+    meta: TagMeta = Field(default_factory=lambda: _NO_META)
+    config: TagConfig = Field(default_factory=lambda: _NO_CONFIG)
     content: Content = ""
+
+
+_NO_PAYLOAD = TagPayload()
 
 
 class Tag(_Strict):
     tag: Name
     kind: Annotated[TagKind, Field(strict=False)]
-    payload: TagPayload = TagPayload()
+    payload: TagPayload = Field(default_factory=lambda: _NO_PAYLOAD)
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class TagStore:
         self._loader = TagLoader(directory, display_root)
         self._current: TagSet | None = None
         self._subscribers: list[Subscriber] = []
+        self._loading = threading.Lock()
         self.last_error: ConfigError | None = None
         self.loaded_at: float = 0.0
 
@@ -71,15 +73,28 @@ class TagStore:
 
     def reload(self) -> ReloadResult:
         """Load the directory again; swap it in if it is valid and different."""
+        return self._swap(self._load())
+
+    async def areload(self) -> ReloadResult:
+        """`reload` with the loading in a worker thread: a large config takes a second or
+        two to parse, which must not stall the event loop. Subscribers still run here."""
+        return self._swap(await anyio.to_thread.run_sync(self._load))
+
+    def _load(self) -> TagSet | ConfigError:
+        with self._loading:  # the loader's parse cache is not for two threads at once
+            try:
+                return self._loader.load()
+            except ConfigError as exc:
+                return exc
+
+    def _swap(self, loaded: TagSet | ConfigError) -> ReloadResult:
         old = self.current
-        try:
-            loaded = self._loader.load()
-        except ConfigError as exc:
-            self.last_error = exc
+        if isinstance(loaded, ConfigError):
+            self.last_error = loaded
             logger.error(
-                "tag config change rejected; version %d stays in force. %s", old.version, exc
+                "tag config change rejected; version %d stays in force. %s", old.version, loaded
             )
-            return ReloadResult(False, old.version, exc)
+            return ReloadResult(False, old.version, loaded)
         self.last_error = None
         if loaded.digest == old.digest:
             return ReloadResult(False, old.version)
@@ -112,4 +127,4 @@ class TagStore:
             debounce=debounce_ms,
             stop_event=stop,
         ):
-            self.reload()
+            await self.areload()
