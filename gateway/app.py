@@ -1,8 +1,8 @@
 """The Starlette app and the lifespan that wires the gateway's parts together.
 
-What it serves today: `/health`. The MCP endpoint (`/mcp`) and the session API are built
-on this app by later work; until then the process loads, validates and watches the tag
-configuration, and says so.
+What it serves today: `/health` (the process is up) and `/ready` (it can serve: the state
+store is reachable; 503 with the reason otherwise). The MCP endpoint (`/mcp`) and the
+session API are built on this app by later work.
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .settings import GatewayConfig
+from .state import StateStore
 from .tags import TagManager
 
-ROUTES_SERVED = ("/health",)
+ROUTES_SERVED = ("/health", "/ready")
 
 
-def build_app(config: GatewayConfig, tags: TagManager) -> Starlette:
+def build_app(config: GatewayConfig, tags: TagManager, state: StateStore) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tasks:
+        # The store never fails to start: without its server it reports not ready and
+        # keeps connecting, while tag listing and checks go on from the config files.
+        async with state, anyio.create_task_group() as tasks:
             if config.settings.tags.watch:
                 tasks.start_soon(tags.store.watch)
             yield
@@ -43,7 +46,15 @@ def build_app(config: GatewayConfig, tags: TagManager) -> Starlette:
             }
         )
 
-    app = Starlette(routes=[Route("/health", health)], lifespan=lifespan)
+    async def ready(_request: Request) -> JSONResponse:
+        status = state.status()
+        body = {"ready": status.ready, "state": {"url": status.url, "reason": status.reason}}
+        if status.ready:
+            return JSONResponse(body)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    app = Starlette(routes=[Route("/health", health), Route("/ready", ready)], lifespan=lifespan)
     app.state.tags = tags
+    app.state.store = state
     app.state.config = config
     return app

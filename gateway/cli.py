@@ -13,9 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, ConfigIssue
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
+from .state import StateStore, TTLs, open_store
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
 
@@ -148,6 +149,18 @@ def _why(args: argparse.Namespace) -> int:
     return EXIT_OK if decision.allowed else EXIT_NOT_PERMITTED
 
 
+def _state_store(config: GatewayConfig) -> StateStore:
+    settings = config.settings.state
+    try:
+        return open_store(
+            config.state_url,
+            TTLs(**settings.ttl.model_dump()),
+            stream_max_len=settings.stream_max_len,
+        )
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue(str(config.path), str(exc), field="state.url")]) from exc
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -172,7 +185,9 @@ def _serve(args: argparse.Namespace) -> int:
         "(the MCP endpoint /mcp is not built yet)",
         file=sys.stderr,
     )
-    uvicorn.run(build_app(config, manager), host=host, port=port, log_level="info")
+    state = _state_store(config)
+    print(f"gateway: state store {state.url}", file=sys.stderr)
+    uvicorn.run(build_app(config, manager, state), host=host, port=port, log_level="info")
     return EXIT_OK
 
 

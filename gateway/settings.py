@@ -6,14 +6,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError, ConfigIssue
 from .yamlfile import read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/gateway.yaml")
 CONFIG_ENV = "GATEWAY_CONFIG"
+STATE_URL_ENV = "GATEWAY_STATE_URL"
+STATE_SCHEMES = ("memory", "redis", "rediss")
 
 
 class _Strict(BaseModel):
@@ -34,9 +37,46 @@ class TagSettings(_Strict):
     """Resolved contexts kept in-process (an LRU, dropped on every config change)."""
 
 
+Seconds = Annotated[float, Field(gt=0, strict=False)]
+
+
+class StateTTLSettings(_Strict):
+    """Seconds each kind of key lives after its last write or its session's activity."""
+
+    session: Seconds = 2 * 3600
+    tag_cache: Seconds = 30 * 60
+    events: Seconds = 3600
+    tool_execution: Seconds = 5 * 60
+    tool_results: Seconds = 10 * 60
+    flow: Seconds = 2 * 3600
+
+
+class StateSettings(_Strict):
+    """Where session state, the resolved-tags cache, flow state and event streams live."""
+
+    url: str = "memory://"
+    """`memory://` (in-process, the default), `redis://host:port/db` or `rediss://...`.
+    The environment's GATEWAY_STATE_URL wins over this."""
+    ttl: StateTTLSettings = StateTTLSettings()
+    stream_max_len: Annotated[int, Field(ge=1)] = 10_000
+    """Events kept per stream; a reader that falls further behind is told of the gap."""
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in STATE_SCHEMES:
+            raise ValueError(
+                f"unknown state URL scheme {scheme!r}: expected one of "
+                + ", ".join(f"{s}://" for s in STATE_SCHEMES)
+            )
+        return url
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     tags: TagSettings = TagSettings()
+    state: StateSettings = StateSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +89,10 @@ class GatewayConfig:
     @property
     def tags_dir(self) -> Path:
         return (self.path.parent / self.settings.tags.dir).resolve()
+
+    @property
+    def state_url(self) -> str:
+        return os.environ.get(STATE_URL_ENV) or self.settings.state.url
 
 
 def config_path(explicit: str | Path | None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,9 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,39 +208,102 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_starts_says_what_it_serves_and_stops() -> None:
+@contextlib.contextmanager
+def serving(command: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Start `command` with `--port N` added, wait (bounded) until /health answers, yield
+    the process and port; the process is always reaped."""
     port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # The README's quick-start command itself, on the demo config.
-    env = {k: v for k, v in env.items() if k != "GATEWAY_CONFIG"}
     proc = subprocess.Popen(
-        [str(ROOT / "scripts" / "serve"), "--port", str(port)],
+        [*command, "--port", str(port)],
         cwd=ROOT,
-        env=env,
+        env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        body = None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                    body = json.loads(resp.read())
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                     break
             except OSError:
                 time.sleep(0.1)
-        assert body == {"status": "ok", "tags": {"version": 1, "last_reload_failed": False}}
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0
-        assert (
-            f"serving /health on http://127.0.0.1:{port} (the MCP endpoint /mcp is not built yet)"
-            in err
-        )
-        assert "tag config version 1" in err
+        yield proc, port
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=10)
+
+
+def _get(url: str) -> tuple[int, dict[str, str], Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+def _clean_env() -> dict[str, str]:
+    unset = ("GATEWAY_CONFIG", "GATEWAY_STATE_URL")
+    return {k: v for k, v in os.environ.items() if k not in unset}
+
+
+def test_serve_starts_says_what_it_serves_and_stops() -> None:
+    # The README's quick-start command itself, on the demo config.
+    with serving([str(ROOT / "scripts" / "serve")], _clean_env()) as (proc, port):
+        status, _, body = _get(f"http://127.0.0.1:{port}/health")
+        assert (status, body) == (
+            200,
+            {"status": "ok", "tags": {"version": 1, "last_reload_failed": False}},
+        )
+        status, _, ready = _get(f"http://127.0.0.1:{port}/ready")
+        assert (status, ready) == (
+            200,
+            {"ready": True, "state": {"url": "memory://", "reason": None}},
+        )
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert (
+            f"serving /health, /ready on http://127.0.0.1:{port} "
+            "(the MCP endpoint /mcp is not built yet)" in err
+        )
+        assert "state store memory://" in err
+        assert "tag config version 1" in err
+
+
+def test_serve_without_its_redis_runs_and_says_it_is_not_ready() -> None:
+    """Redis down at start-up: the gateway neither exits nor crash-loops; /ready answers
+    503 with the URL and the reason, and keeps retrying in the background."""
+    closed = _free_port()  # nothing listens there
+    url = f"redis://:secret@127.0.0.1:{closed}/0"
+    env = {**_clean_env(), "GATEWAY_STATE_URL": url}
+    gateway = str(Path(sys.executable).parent / "gateway")
+    with serving([gateway, "serve", "--config", str(DEMO_CONFIG)], env) as (proc, port):
+        status, _, _ = _get(f"http://127.0.0.1:{port}/health")
+        assert status == 200
+        time.sleep(1.0)  # a few retries later it is still up, and still says why
+        assert proc.poll() is None
+        status, headers, ready = _get(f"http://127.0.0.1:{port}/ready")
+        assert status == 503
+        assert headers["retry-after"] == "1"
+        assert ready["ready"] is False
+        assert ready["state"]["url"] == f"redis://:***@127.0.0.1:{closed}/0"
+        assert ready["state"]["reason"].startswith("cannot reach Redis: ")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert "secret" not in err
+
+
+def test_check_rejects_an_unknown_state_url(run: Run, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("tags:\n  dir: orgs\nstate:\n  url: mysql://db/0\n")
+    (tmp_path / "orgs").mkdir()
+    code, _, err = run("check", "--config", str(config))
+    assert code == 2
+    assert (
+        f"{config}:4: state.url: unknown state URL scheme 'mysql': expected one of memory://, "
+        "redis://, rediss://"
+    ) in err

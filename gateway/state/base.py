@@ -1,0 +1,307 @@
+"""The state store's contract: one async interface, its key names, TTLs and errors.
+
+Two implementations keep the same semantics: `MemoryStore` (in-process, the default) and
+`RedisStore` (shared by replicas). Everything session-scoped lives here: session state, the
+resolved-tags cache, flow state, and the sessions' event streams.
+
+Key names are fixed. The braces are literal: they are Redis Cluster hash tags, so every key
+of one session (`SESSION:{s1}`, `STREAM:{s1}:events`, `FLOW:{s1}:{flow_refund}`) lives in
+one slot. Values inside braces are escaped (`{`, `}`, `:` and `%` as `%7B`, `%7D`, `%3A`,
+`%25`) so that no user id can forge another key or split a hash tag.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self
+
+from ..errors import GatewayError
+
+JsonObject = dict[str, Any]
+"""What the store keeps: JSON objects (encoded by `gateway.state.codec`)."""
+
+
+class Stream(StrEnum):
+    EVENTS = "events"
+    """Everything that happens in a session, for the session API's SSE and WebSocket."""
+    TOOL_EXECUTION = "tool_execution"
+    """Tool calls in flight."""
+    TOOL_RESULTS = "tool_results"
+    """Tool call results."""
+
+
+@dataclass(frozen=True, slots=True)
+class TTLs:
+    """Seconds each kind of key lives after its last write (or a session's last activity)."""
+
+    session: float = 2 * 3600
+    tag_cache: float = 30 * 60
+    events: float = 3600
+    tool_execution: float = 5 * 60
+    tool_results: float = 10 * 60
+    flow: float = 2 * 3600
+
+    def stream(self, stream: Stream) -> float:
+        ttl: float = getattr(self, stream.value)
+        return ttl
+
+
+DEFAULT_STREAM_MAX_LEN = 10_000
+"""Events kept per stream; older ones are trimmed (and a read past them reports a gap)."""
+
+
+# --- key names -----------------------------------------------------------------------------
+
+
+def _part(value: str) -> str:
+    return value.replace("%", "%25").replace("{", "%7B").replace("}", "%7D").replace(":", "%3A")
+
+
+def session_key(session_id: str) -> str:
+    return f"SESSION:{{{_part(session_id)}}}"
+
+
+def session_flows_key(session_id: str) -> str:
+    """The set of a session's flow ids, so that touching a session reaches its flows."""
+    return f"SESSION:{{{_part(session_id)}}}:flows"
+
+
+def stream_key(session_id: str, stream: Stream) -> str:
+    return f"STREAM:{{{_part(session_id)}}}:{stream.value}"
+
+
+def flow_key(session_id: str, flow_id: str) -> str:
+    return f"FLOW:{{{_part(session_id)}}}:{{{_part(flow_id)}}}"
+
+
+def tag_cache_key(user_id: str, org_id: str, intent: str | None) -> str:
+    """`intent` None (no intent) is the empty `{}`; intents are names, never empty."""
+    return f"TAGCACHE:{{{_part(user_id)}}}:{{{_part(org_id)}}}:{{{_part(intent or '')}}}"
+
+
+TAG_CACHE_PATTERN = "TAGCACHE:*"
+
+
+def channel_name(session_id: str) -> str:
+    """The pub/sub channel of `pub_event` and `subscribe`."""
+    return f"NOTIFY:{{{_part(session_id)}}}"
+
+
+# --- stream ids ----------------------------------------------------------------------------
+
+START = "0-0"
+"""The id before every event: `read(..., after_id=START)` reads from the beginning."""
+
+
+def parse_id(event_id: str) -> tuple[int, int]:
+    """A stream id, `<milliseconds>-<sequence>` as Redis writes them, as a sortable pair."""
+    ms, sep, seq = event_id.partition("-")
+    try:
+        parsed = (int(ms), int(seq) if sep else 0)
+    except ValueError:
+        raise InvalidStreamId(event_id) from None
+    if parsed[0] < 0 or parsed[1] < 0:
+        raise InvalidStreamId(event_id)
+    return parsed
+
+
+def format_id(parsed: tuple[int, int]) -> str:
+    return f"{parsed[0]}-{parsed[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    id: str
+    data: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGap:
+    """Events after `after_id` up to `lost_through` were trimmed or expired unread."""
+
+    after_id: str
+    lost_through: str | None
+    """The newest id known to be lost; None when the whole stream expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBatch:
+    events: tuple[StreamEvent, ...]
+    gap: StreamGap | None = None
+    """Set when events the reader has not seen are gone: it must not assume continuity."""
+
+    @property
+    def last_id(self) -> str | None:
+        return self.events[-1].id if self.events else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """Readiness as `/ready` reports it."""
+
+    ready: bool
+    url: str
+    """With any password replaced by `***`."""
+    reason: str | None = None
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+class StateError(GatewayError):
+    """Base of the state store's errors."""
+
+
+class StateUnavailable(StateError):
+    """The backend cannot be reached or did not answer in time. The API answers 503 with
+    `Retry-After: retry_after`; MCP listing and calls go on from the configuration files."""
+
+    def __init__(self, url: str, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"state store {url} unavailable: {reason}")
+        self.url = url
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class StateDecodeError(StateError):
+    """A stored value cannot be read by this gateway (unknown encoding version, damage)."""
+
+
+class InvalidStreamId(StateError, ValueError):
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"invalid stream id {event_id!r}: expected '<ms>-<seq>', e.g. '0-0'")
+
+
+# --- the interface -------------------------------------------------------------------------
+
+
+class StateStore(ABC):
+    """What every backend provides. Use it as an async context manager (or call `start`
+    and `aclose`). Every operation either completes or raises a `StateError`."""
+
+    url: str
+    ttls: TTLs
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and start background work."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop background work and release connections. Ends every `follow`."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Return when the backend answers; raise StateUnavailable otherwise."""
+
+    @abstractmethod
+    def status(self) -> StoreStatus:
+        """Ready or not, and why not, without a round trip (kept up by the store)."""
+
+    # sessions
+
+    @abstractmethod
+    async def get_session_state(self, session_id: str) -> JsonObject | None: ...
+
+    @abstractmethod
+    async def set_session_state(
+        self, session_id: str, state: Mapping[str, Any], ttl: float | None = None
+    ) -> None: ...
+
+    @abstractmethod
+    async def touch_session(self, session_id: str) -> bool:
+        """Renew the TTL of every key of the session (state, streams, flows) to its
+        configured value. False when the session has no state (expired or never set)."""
+
+    @abstractmethod
+    async def delete_session(self, session_id: str) -> None:
+        """Remove every key of the session."""
+
+    # resolved-tags cache
+
+    @abstractmethod
+    async def get_resolved_tags_cache(
+        self, user_id: str, org_id: str, intent: str | None, config_version: str
+    ) -> JsonObject | None:
+        """The cached entry, or None when absent or written under another config version
+        (the tag config's digest: replicas agree on it, unlike their version counters)."""
+
+    @abstractmethod
+    async def set_resolved_tags_cache(
+        self,
+        user_id: str,
+        org_id: str,
+        intent: str | None,
+        config_version: str,
+        tags: Mapping[str, Any],
+        ttl: float | None = None,
+    ) -> None: ...
+
+    @abstractmethod
+    async def invalidate_tags_cache(self) -> int:
+        """Remove every cached entry (on a tag config change); returns how many."""
+
+    # flows
+
+    @abstractmethod
+    async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None: ...
+
+    @abstractmethod
+    async def set_flow_state(
+        self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
+    ) -> None: ...
+
+    # streams
+
+    @abstractmethod
+    async def append(self, session_id: str, stream: Stream, event: Mapping[str, Any]) -> str:
+        """Add `event`; returns its id. Ids of one stream increase with every append."""
+
+    @abstractmethod
+    async def read(
+        self, session_id: str, stream: Stream, after_id: str = START, limit: int = 100
+    ) -> StreamBatch:
+        """Up to `limit` events with ids after `after_id`, oldest first."""
+
+    @abstractmethod
+    def follow(
+        self, session_id: str, stream: Stream, after_id: str = START
+    ) -> AsyncIterator[StreamBatch]:
+        """Batches of new events as they are appended, waiting (without polling) between
+        them; a batch may carry only a gap. Ends when the store closes."""
+
+    # pub/sub: wakes other replicas up; at most once, so nothing that must arrive goes here
+
+    @abstractmethod
+    async def pub_event(self, session_id: str, payload: Mapping[str, Any]) -> int:
+        """Publish `payload` to the session's subscribers; returns how many received it
+        (on Redis: how many replicas' subscriptions)."""
+
+    @abstractmethod
+    def subscribe(self, session_id: str) -> AbstractAsyncContextManager[AsyncIterator[JsonObject]]:
+        """`async with store.subscribe(sid) as events: async for payload in events: ...`.
+        Subscribed once the `async with` is entered."""
+
+    # diagnostics
+
+    @abstractmethod
+    async def debug_keys(self, pattern: str = "*") -> dict[str, float | None]:
+        """Every live key matching the glob `pattern`, with its remaining TTL in seconds
+        (None for none). For operators and tests; it scans, so not for hot paths."""

@@ -1,0 +1,566 @@
+"""The Redis backend: the state store shared by every replica.
+
+- One connection pool (`redis.asyncio`); every operation bounded by `op_timeout`, and a
+  circuit breaker that stops calling a dead server: while it is down every operation
+  raises `StateUnavailable` at once, and the first success after it returns closes it.
+- Streams are Redis Streams, appended by a script (XADD, a trim to the cap that records
+  the newest id it removed, EXPIRE, PUBLISH); a read is XRANGE plus XINFO, whose
+  `max-deleted-entry-id` (Redis 7) tells a reader that events it had not read are gone.
+- `follow` does not hold a blocking XREAD per follower. Every append also publishes the new
+  id on a channel named after the stream's key; one pub/sub connection per store listens
+  for the streams its followers wait on and wakes them, and they read with XRANGE. Pub/sub
+  only wakes: the events themselves are in the stream, so a lost wake-up delays a follower
+  (until `recheck` seconds pass or the connection is back) but loses nothing.
+- Start-up does not wait for Redis: `start` returns at once and a background task connects
+  with backoff and jitter; until it has, `status()` says not ready and why, and operations
+  raise `StateUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..breaker import Breaker
+from . import codec
+from .base import (
+    START,
+    TAG_CACHE_PATTERN,
+    JsonObject,
+    StateStore,
+    StateUnavailable,
+    StoreStatus,
+    Stream,
+    StreamBatch,
+    StreamEvent,
+    StreamGap,
+    TTLs,
+    channel_name,
+    flow_key,
+    parse_id,
+    session_flows_key,
+    session_key,
+    stream_key,
+    tag_cache_key,
+)
+
+logger = logging.getLogger("gateway.state")
+
+T = TypeVar("T")
+MIN_REDIS = (7, 0)
+"""XINFO's max-deleted-entry-id and EXPIRE's NX/GT options arrived in Redis 7.0."""
+SUBSCRIBER_BUFFER = 1000
+LONG_OP_TIMEOUT = 30.0
+"""For operations that scan the keyspace (invalidating the tag cache, diagnostics)."""
+_DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+_FIELD = b"v"
+
+_APPEND = """
+local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[1])
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
+if excess > tonumber(ARGV[3]) then
+  local removed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[2])
+  redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', removed[#removed][1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', KEYS[1], '')
+return id
+"""
+"""Append, trim, renew, wake, in one round trip. Trimming is done here rather than by
+XADD's MAXLEN because Redis records no trace of what MAXLEN trimmed; XSETID's
+MAXDELETEDID makes XINFO tell readers the newest id they can no longer read. The stream
+is trimmed back to its cap once it is `slack` over, so the cost is paid once per slack."""
+
+
+def redact(url: str) -> str:
+    """`url` with its password replaced, for logs and readiness reports."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(eq=False)
+class _Listener:
+    """One follower's or subscriber's interest in a channel."""
+
+    on_message: Callable[[bytes], None]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    wakeup: anyio.Event = field(default_factory=anyio.Event)
+
+    def wake(self, _data: bytes = b"") -> None:
+        self.wakeup.set()
+
+
+class RedisStore(StateStore):
+    def __init__(
+        self,
+        url: str,
+        ttls: TTLs,
+        stream_max_len: int,
+        op_timeout: float = 0.5,
+        recheck: float = 5.0,
+        max_connections: int = 200,
+    ) -> None:
+        if stream_max_len < 1:
+            raise ValueError("stream_max_len must be at least 1")
+        self.url = redact(url)
+        self.ttls = ttls
+        self.stream_max_len = stream_max_len
+        self._raw_url = url
+        self._op_timeout = op_timeout
+        self._recheck = recheck
+        self._max_connections = max_connections
+        self._breaker = Breaker()
+        self._ready = False
+        self._reason: str | None = "not started"
+        self._closed = False
+        self._redis: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._listeners: dict[str, set[_Listener]] = {}
+        self._confirmed: dict[str, anyio.Event] = {}
+        self._subscribed = anyio.Event()
+        self._stack: AsyncExitStack | None = None
+        self._tasks: TaskGroup | None = None
+        self._waiters: set[_Waiter] = set()
+        self._pubsub_lock = anyio.Lock()
+        self._trim_slack = max(1, min(100, stream_max_len // 10))
+        self._append_script: Any = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closed = False
+        self._redis = aioredis.Redis.from_url(
+            self._raw_url,
+            socket_timeout=self._op_timeout,
+            socket_connect_timeout=self._op_timeout,
+            max_connections=self._max_connections,
+            health_check_interval=30,
+        )
+        self._pubsub = self._redis.pubsub()
+        self._append_script = self._redis.register_script(_APPEND)
+        self._stack = AsyncExitStack()
+        self._tasks = await self._stack.enter_async_context(anyio.create_task_group())
+        self._tasks.start_soon(self._listen)
+        # One attempt now, so that a store started beside a live Redis is ready when
+        # `start` returns; the rest in the background, so that start-up never waits long.
+        if not await self._try_connect():
+            logger.warning("state store %s not ready: %s; retrying", self.url, self._reason)
+            self._tasks.start_soon(self._connect)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._ready, self._reason = False, "closed"
+        for waiter in list(self._waiters):
+            waiter.wake()
+        self._subscribed.set()
+        if self._tasks is not None:
+            self._tasks.cancel_scope.cancel()
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = self._tasks = None
+        if self._pubsub is not None:
+            with anyio.CancelScope(shield=True):
+                await self._pubsub.aclose()
+            self._pubsub = None
+        if self._redis is not None:
+            with anyio.CancelScope(shield=True):
+                await self._redis.aclose()
+            self._redis = None
+
+    async def _connect(self) -> None:
+        """Until Redis answers: retry with backoff and jitter, never giving up or crashing;
+        `status()` says why it is not ready meanwhile."""
+        backoff = ExponentialWithJitterBackoff(base=0.05, cap=5.0)
+        failures = 1  # start() made the first attempt
+        while not self._closed and not await self._try_connect():
+            if self._reason and "too old" in self._reason:
+                return
+            failures += 1
+            if failures % 20 == 0:
+                logger.warning("state store %s not ready: %s", self.url, self._reason)
+            await anyio.sleep(backoff.compute(failures))
+
+    async def _try_connect(self) -> bool:
+        try:
+            with anyio.fail_after(max(self._op_timeout, 2.0)):
+                info = await self._client().info("server")
+        except (*_DOWN, ResponseError) as exc:
+            self._reason = f"cannot reach Redis: {exc or type(exc).__name__}"
+            return False
+        version = str(info.get("redis_version", "0"))
+        parsed = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        if parsed < MIN_REDIS:
+            self._reason = f"Redis {version} is too old: the gateway needs 7.0 or newer"
+            logger.error("state store %s: %s", self.url, self._reason)
+            return False
+        self._ready, self._reason = True, None
+        logger.info("state store %s ready (Redis %s)", self.url, version)
+        return True
+
+    def status(self) -> StoreStatus:
+        if self._ready and self._breaker.retry_after() > 0:
+            return StoreStatus(False, self.url, "Redis stopped answering; retrying")
+        return StoreStatus(self._ready, self.url, self._reason)
+
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise StateUnavailable(self.url, "store not started")
+        return self._redis
+
+    async def _call(
+        self, operation: Callable[[aioredis.Redis], Awaitable[T]], seconds: float | None = None
+    ) -> T:
+        """Run one operation, bounded in time, behind the breaker."""
+        if not self._ready:
+            raise StateUnavailable(self.url, self._reason or "not connected", 1.0)
+        wait = self._breaker.retry_after()
+        if wait > 0:
+            raise StateUnavailable(self.url, "Redis is not answering", wait)
+        try:
+            with anyio.fail_after(seconds or self._op_timeout):
+                result = await operation(self._client())
+        except _DOWN as exc:
+            self._breaker.failure()
+            reason = str(exc) or f"no answer within {self._op_timeout:g} s"
+            raise StateUnavailable(self.url, reason, max(self._breaker.retry_after(), 0.5)) from exc
+        self._breaker.success()
+        return result
+
+    async def ping(self) -> None:
+        await self._call(lambda r: r.ping())
+
+    # --- values ------------------------------------------------------------------------
+
+    async def _get(self, key: str) -> JsonObject | None:
+        raw = await self._call(lambda r: r.get(key))
+        return None if raw is None else codec.decode(raw, key)
+
+    async def _set(self, key: str, value: Mapping[str, Any], ttl: float) -> None:
+        encoded = codec.encode(value)
+        await self._call(lambda r: r.set(key, encoded, px=_ms(ttl)))
+
+    async def get_session_state(self, session_id: str) -> JsonObject | None:
+        return await self._get(session_key(session_id))
+
+    async def set_session_state(
+        self, session_id: str, state: Mapping[str, Any], ttl: float | None = None
+    ) -> None:
+        await self._set(session_key(session_id), state, ttl or self.ttls.session)
+
+    async def touch_session(self, session_id: str) -> bool:
+        index = session_flows_key(session_id)
+
+        async def touch(r: aioredis.Redis) -> bool:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.pexpire(session_key(session_id), _ms(self.ttls.session))
+                for stream in Stream:
+                    pipe.pexpire(stream_key(session_id, stream), _ms(self.ttls.stream(stream)))
+                pipe.pexpire(index, _ms(self.ttls.flow))
+                pipe.smembers(index)
+                found = await pipe.execute()
+            flows: set[bytes | str] = found[-1]
+            if flows:
+                async with r.pipeline(transaction=True) as pipe:
+                    for flow_id in flows:
+                        pipe.pexpire(flow_key(session_id, _text(flow_id)), _ms(self.ttls.flow))
+                    await pipe.execute()
+            return bool(found[0])
+
+        return await self._call(touch)
+
+    async def delete_session(self, session_id: str) -> None:
+        index = session_flows_key(session_id)
+
+        async def delete(r: aioredis.Redis) -> None:
+            flows = await r.smembers(index)
+            keys = [session_key(session_id), index]
+            keys += [stream_key(session_id, stream) for stream in Stream]
+            keys += [flow_key(session_id, _text(flow_id)) for flow_id in flows]
+            await r.unlink(*keys)
+
+        await self._call(delete)
+
+    async def get_resolved_tags_cache(
+        self, user_id: str, org_id: str, intent: str | None, config_version: str
+    ) -> JsonObject | None:
+        entry = await self._get(tag_cache_key(user_id, org_id, intent))
+        if entry is None or entry.get("config_version") != config_version:
+            return None
+        tags: JsonObject = entry["tags"]
+        return tags
+
+    async def set_resolved_tags_cache(
+        self,
+        user_id: str,
+        org_id: str,
+        intent: str | None,
+        config_version: str,
+        tags: Mapping[str, Any],
+        ttl: float | None = None,
+    ) -> None:
+        entry = {"config_version": config_version, "tags": tags}
+        await self._set(tag_cache_key(user_id, org_id, intent), entry, ttl or self.ttls.tag_cache)
+
+    async def invalidate_tags_cache(self) -> int:
+        async def invalidate(r: aioredis.Redis) -> int:
+            removed = 0
+            batch: list[bytes] = []
+            async for key in r.scan_iter(match=TAG_CACHE_PATTERN, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += await r.unlink(*batch)
+                    batch.clear()
+            if batch:
+                removed += await r.unlink(*batch)
+            return removed
+
+        return await self._call(invalidate, seconds=LONG_OP_TIMEOUT)
+
+    async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None:
+        return await self._get(flow_key(session_id, flow_id))
+
+    async def set_flow_state(
+        self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
+    ) -> None:
+        encoded = codec.encode(state)
+        ttl_ms = _ms(ttl or self.ttls.flow)
+        index = session_flows_key(session_id)
+
+        async def store(r: aioredis.Redis) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.set(flow_key(session_id, flow_id), encoded, px=ttl_ms)
+                pipe.sadd(index, flow_id)
+                # The index outlives every flow it lists, so a touch can always reach them.
+                pipe.pexpire(index, ttl_ms, nx=True)
+                pipe.pexpire(index, ttl_ms, gt=True)
+                await pipe.execute()
+
+        await self._call(store)
+
+    # --- streams -----------------------------------------------------------------------
+
+    async def append(self, session_id: str, stream: Stream, event: Mapping[str, Any]) -> str:
+        encoded = codec.encode(event)
+        key = stream_key(session_id, stream)
+        args = [encoded, self.stream_max_len, self._trim_slack, _ms(self.ttls.stream(stream))]
+        added = await self._call(lambda r: self._append_script(keys=[key], args=args, client=r))
+        return _text(added)
+
+    async def read(
+        self, session_id: str, stream: Stream, after_id: str = START, limit: int = 100
+    ) -> StreamBatch:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        parse_id(after_id)
+        key = stream_key(session_id, stream)
+
+        async def fetch(r: aioredis.Redis) -> StreamBatch:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.xrange(key, min=f"({after_id}", max="+", count=limit)
+                pipe.xinfo_stream(key)
+                entries, info = await pipe.execute(raise_on_error=False)
+            if isinstance(entries, Exception):
+                raise entries
+            if isinstance(info, ResponseError):
+                # No such key: the stream expired (or never was).
+                gap = StreamGap(after_id, None) if parse_id(after_id) != (0, 0) else None
+                return StreamBatch((), gap)
+            if isinstance(info, Exception):
+                raise info
+            gap = None
+            deleted = info.get("max-deleted-entry-id")
+            if isinstance(deleted, bytes):
+                deleted_id = deleted.decode()
+                if deleted_id != "0-0" and parse_id(after_id) < parse_id(deleted_id):
+                    gap = StreamGap(after_id, deleted_id)
+            events = tuple(
+                StreamEvent(entry_id.decode(), codec.decode(fields[_FIELD], key))
+                for entry_id, fields in entries
+            )
+            return StreamBatch(events, gap)
+
+        return await self._call(fetch)
+
+    async def follow(
+        self, session_id: str, stream: Stream, after_id: str = START
+    ) -> AsyncIterator[StreamBatch]:
+        key = stream_key(session_id, stream)
+        parse_id(after_id)
+        waiter = _Waiter()
+        self._waiters.add(waiter)
+        try:
+            async with self._listening(key, _Listener(waiter.wake)):
+                while not self._closed:
+                    # A fresh wake-up before each read: an append between the read and the
+                    # wait still wakes this follower.
+                    waiter.wakeup = anyio.Event()
+                    batch = await self.read(session_id, stream, after_id)
+                    if batch.events or batch.gap:
+                        if batch.events:
+                            after_id = batch.events[-1].id
+                        elif batch.gap is not None:
+                            after_id = batch.gap.lost_through or START
+                        yield batch
+                        continue
+                    with anyio.move_on_after(self._recheck):
+                        await waiter.wakeup.wait()
+        finally:
+            self._waiters.discard(waiter)
+
+    # --- pub/sub -----------------------------------------------------------------------
+
+    async def pub_event(self, session_id: str, payload: Mapping[str, Any]) -> int:
+        encoded = codec.encode(payload)
+        received: int = await self._call(lambda r: r.publish(channel_name(session_id), encoded))
+        return received
+
+    @asynccontextmanager
+    async def subscribe(self, session_id: str) -> AsyncIterator[AsyncIterator[JsonObject]]:
+        channel = channel_name(session_id)
+        sender, receiver = anyio.create_memory_object_stream[JsonObject](SUBSCRIBER_BUFFER)
+
+        def deliver(data: bytes) -> None:
+            _offer(sender, codec.decode(data, channel), channel)
+
+        try:
+            async with self._listening(channel, _Listener(deliver)), receiver:
+                yield receiver
+        finally:
+            sender.close()
+
+    @asynccontextmanager
+    async def _listening(self, channel: str, listener: _Listener) -> AsyncIterator[None]:
+        """Register `listener` on `channel`; the first one subscribes the store's pub/sub
+        connection and waits until Redis confirms, so nothing published after this returns
+        is missed."""
+        listeners = self._listeners.setdefault(channel, set())
+        listeners.add(listener)
+        try:
+            if channel not in self._confirmed:
+                confirmed = self._confirmed[channel] = anyio.Event()
+                await self._call(self._subscribe_channel(channel))
+                self._subscribed.set()
+            else:
+                confirmed = self._confirmed[channel]
+            with anyio.fail_after(max(self._op_timeout, 1.0)):
+                await confirmed.wait()
+            yield
+        finally:
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[channel]
+                self._confirmed.pop(channel, None)
+                if self._pubsub is not None and not self._closed:
+                    # (the server forgets a dropped connection's channels by itself)
+                    with (
+                        anyio.CancelScope(shield=True),
+                        anyio.move_on_after(self._op_timeout),
+                        contextlib.suppress(*_DOWN),
+                    ):
+                        async with self._pubsub_lock:
+                            await self._pubsub.unsubscribe(channel)
+
+    def _subscribe_channel(self, channel: str) -> Callable[[aioredis.Redis], Awaitable[None]]:
+        async def subscribe(_r: aioredis.Redis) -> None:
+            # One at a time: the pub/sub object makes its connection on first use, and two
+            # first uses at once would make two, one of which nobody reads.
+            async with self._pubsub_lock:
+                await self._pubsub.subscribe(channel)
+
+        return subscribe
+
+    async def _listen(self) -> None:
+        """The pub/sub connection's reader: confirms subscriptions and dispatches messages.
+        On a lost connection it wakes every follower (they re-read) and reconnects, which
+        re-subscribes every channel."""
+        backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+        failures = 0
+        while not self._closed:
+            if not self._listeners:
+                self._subscribed = anyio.Event()
+                await self._subscribed.wait()
+                continue
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except _DOWN as exc:
+                failures += 1
+                logger.warning("state store %s: pub/sub connection lost: %s", self.url, exc)
+                for waiter in list(self._waiters):
+                    waiter.wake()
+                await anyio.sleep(backoff.compute(failures))
+                continue
+            failures = 0
+            if message is None:
+                continue
+            kind = message["type"]
+            channel = message["channel"]
+            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            if kind == b"subscribe" or kind == "subscribe":
+                confirmed = self._confirmed.get(name)
+                if confirmed is not None:
+                    confirmed.set()
+                # A re-subscription after a reconnect: events may have been published while
+                # the connection was down, so every follower reads again.
+                for waiter in list(self._waiters):
+                    waiter.wake()
+            elif kind == b"message" or kind == "message":
+                for listener in list(self._listeners.get(name, ())):
+                    listener.on_message(message["data"])
+
+    # --- diagnostics -------------------------------------------------------------------
+
+    async def debug_keys(self, pattern: str = "*") -> dict[str, float | None]:
+        async def scan(r: aioredis.Redis) -> dict[str, float | None]:
+            keys = [key async for key in r.scan_iter(match=pattern, count=1000)]
+            async with r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.pttl(key)
+                ttls = await pipe.execute()
+            return {
+                key.decode(): (None if ttl < 0 else ttl / 1000)
+                for key, ttl in zip(keys, ttls, strict=True)
+                if ttl != -2
+            }
+
+        return await self._call(scan, seconds=LONG_OP_TIMEOUT)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ms(seconds: float) -> int:
+    if seconds <= 0:
+        raise ValueError(f"ttl must be positive, got {seconds}")
+    return max(1, round(seconds * 1000))
+
+
+def _offer(sender: MemoryObjectSendStream[JsonObject], item: JsonObject, channel: str) -> None:
+    try:
+        sender.send_nowait(item)
+    except anyio.WouldBlock:
+        logger.warning("subscriber of %s is %d behind; dropped", channel, SUBSCRIBER_BUFFER)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass
