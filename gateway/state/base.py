@@ -13,7 +13,7 @@ one slot. Values inside braces are escaped (`{`, `}`, `:` and `%` as `%7B`, `%7D
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -275,6 +275,13 @@ class StateStore(ABC):
         """Add `event`; returns its id. Ids of one stream increase with every append."""
 
     @abstractmethod
+    async def append_many(
+        self, session_id: str, stream: Stream, events: Sequence[Mapping[str, Any]]
+    ) -> list[str]:
+        """Add `events` in order, in one round trip; returns their ids. All or none are
+        encoded before anything is written (a bad event writes nothing)."""
+
+    @abstractmethod
     async def read(
         self, session_id: str, stream: Stream, after_id: str = START, limit: int = 100
     ) -> StreamBatch:
@@ -285,7 +292,8 @@ class StateStore(ABC):
         self, session_id: str, stream: Stream, after_id: str = START
     ) -> AsyncIterator[StreamBatch]:
         """Batches of new events as they are appended, waiting (without polling) between
-        them; a batch may carry only a gap. Ends when the store closes."""
+        them; a batch may carry only a gap. While the backend is unavailable it waits and
+        then reads on from where it was. Ends when the store closes."""
 
     # pub/sub: wakes other replicas up; at most once, so nothing that must arrive goes here
 

@@ -13,7 +13,7 @@ import fnmatch
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,16 +242,28 @@ class MemoryStore(StateStore):
     # --- streams -----------------------------------------------------------------------
 
     async def append(self, session_id: str, stream: Stream, event: Mapping[str, Any]) -> str:
-        encoded = codec.encode(event)
+        return self._append(session_id, stream, [codec.encode(event)])[0]
+
+    async def append_many(
+        self, session_id: str, stream: Stream, events: Sequence[Mapping[str, Any]]
+    ) -> list[str]:
+        return self._append(session_id, stream, [codec.encode(event) for event in events])
+
+    def _append(self, session_id: str, stream: Stream, encoded: list[bytes]) -> list[str]:
+        if not encoded:
+            return []
         key = stream_key(session_id, stream)
         live = self._live_stream(key)
         if live is None:
             live = self._streams[key] = _Stream()
         now_ms = int(time.time() * 1000)
-        ms, seq = live.last
-        new_id = (now_ms, 0) if now_ms > ms else (ms, seq + 1)
-        live.entries.append((new_id, encoded))
-        live.last = new_id
+        ids: list[str] = []
+        for raw in encoded:
+            ms, seq = live.last
+            new_id = (now_ms, 0) if now_ms > ms else (ms, seq + 1)
+            live.entries.append((new_id, raw))
+            live.last = new_id
+            ids.append(format_id(new_id))
         while len(live.entries) > self.stream_max_len:
             live.max_deleted = live.entries.popleft()[0]
         live.expires_at = self._expiry(self.ttls.stream(stream))
@@ -259,7 +271,7 @@ class MemoryStore(StateStore):
         if wakeup is not None:
             wakeup.set()
         self._maybe_sweep()
-        return format_id(new_id)
+        return ids
 
     async def read(
         self, session_id: str, stream: Stream, after_id: str = START, limit: int = 100

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,7 +30,8 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -131,7 +132,8 @@ class RedisStore(StateStore):
         self._op_timeout = op_timeout
         self._recheck = recheck
         self._max_connections = max_connections
-        self._breaker = Breaker()
+        # Capped at 2 s so that a returned server is used again within a few seconds.
+        self._breaker = Breaker(threshold=3, cooldown=0.25, max_cooldown=2.0)
         self._ready = False
         self._reason: str | None = "not started"
         self._closed = False
@@ -157,6 +159,10 @@ class RedisStore(StateStore):
             socket_connect_timeout=self._op_timeout,
             max_connections=self._max_connections,
             health_check_interval=30,
+            # A pooled connection that died with its server fails on first use: one retry
+            # at once, on a fresh connection, is what recovers; redis-py's default backoff
+            # (seconds) would outlast every operation's bound.
+            retry=Retry(NoBackoff(), 1),
         )
         self._pubsub = self._redis.pubsub()
         self._append_script = self._redis.register_script(_APPEND)
@@ -368,6 +374,25 @@ class RedisStore(StateStore):
         added = await self._call(lambda r: self._append_script(keys=[key], args=args, client=r))
         return _text(added)
 
+    async def append_many(
+        self, session_id: str, stream: Stream, events: Sequence[Mapping[str, Any]]
+    ) -> list[str]:
+        encoded = [codec.encode(event) for event in events]
+        if not encoded:
+            return []
+        key = stream_key(session_id, stream)
+        ttl_ms = _ms(self.ttls.stream(stream))
+
+        async def add(r: aioredis.Redis) -> list[str]:
+            async with r.pipeline(transaction=True) as pipe:
+                for raw in encoded:
+                    args = [raw, self.stream_max_len, self._trim_slack, ttl_ms]
+                    await self._append_script(keys=[key], args=args, client=pipe)
+                added: list[bytes | str] = await pipe.execute()
+            return [_text(event_id) for event_id in added]
+
+        return await self._call(add)
+
     async def read(
         self, session_id: str, stream: Stream, after_id: str = START, limit: int = 100
     ) -> StreamBatch:
@@ -416,7 +441,13 @@ class RedisStore(StateStore):
                     # A fresh wake-up before each read: an append between the read and the
                     # wait still wakes this follower.
                     waiter.wakeup = anyio.Event()
-                    batch = await self.read(session_id, stream, after_id)
+                    try:
+                        batch = await self.read(session_id, stream, after_id)
+                    except StateUnavailable as exc:
+                        # The events wait in the stream: ride the outage out, and read on
+                        # from the same id once Redis is back.
+                        await anyio.sleep(min(max(exc.retry_after, 0.1), 1.0))
+                        continue
                     if batch.events or batch.gap:
                         if batch.events:
                             after_id = batch.events[-1].id

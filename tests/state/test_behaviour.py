@@ -430,6 +430,30 @@ async def test_append_returns_strictly_increasing_ids(store: StateStore) -> None
 
 
 @pytest.mark.anyio
+async def test_append_many_appends_in_order_after_what_was_there(store: StateStore) -> None:
+    first = await store.append("s1", Stream.EVENTS, {"n": 0})
+    ids = await store.append_many("s1", Stream.EVENTS, [{"n": n} for n in range(1, 30)])
+    assert len(ids) == 29
+    parsed = [parse_id(event_id) for event_id in [first, *ids]]
+    assert all(earlier < later for earlier, later in itertools.pairwise(parsed))
+    batch = await store.read("s1", Stream.EVENTS, limit=100)
+    assert [event.data for event in batch.events] == [{"n": n} for n in range(30)]
+    assert [event.id for event in batch.events] == [first, *ids]
+    assert await store.append_many("s1", Stream.EVENTS, []) == []
+    ttl = (await store.debug_keys("STREAM:{s1}:events"))["STREAM:{s1}:events"]
+    assert ttl is not None
+    assert abs(ttl - DEFAULT_TTLS.events) < 1
+
+
+@pytest.mark.anyio
+async def test_append_many_with_one_bad_event_writes_none(store: StateStore) -> None:
+    with pytest.raises(StateError):
+        await store.append_many("s1", Stream.EVENTS, [{"n": 1}, {"bad": float("nan")}])
+    assert (await store.read("s1", Stream.EVENTS)).events == ()
+    assert await store.debug_keys() == {}
+
+
+@pytest.mark.anyio
 async def test_read_is_oldest_first_exclusive_and_limited(store: StateStore) -> None:
     values: list[dict[str, Any]] = [{"n": n, "text": "é" * n} for n in range(5)]
     ids = [await store.append("s1", Stream.EVENTS, value) for value in values]
