@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from .settings import GatewayConfig
 from .state import StateStore
+from .tagcache import invalidate_on_change
 from .tags import TagManager
 
 ROUTES_SERVED = ("/health", "/ready")
@@ -29,6 +30,7 @@ def build_app(config: GatewayConfig, tags: TagManager, state: StateStore) -> Sta
         # The store never fails to start: without its server it reports not ready and
         # keeps connecting, while tag listing and checks go on from the config files.
         async with state, anyio.create_task_group() as tasks:
+            await tasks.start(invalidate_on_change, tags.store, state)
             if config.settings.tags.watch:
                 tasks.start_soon(tags.store.watch)
             yield
