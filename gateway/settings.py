@@ -16,7 +16,7 @@ from .yamlfile import read_yaml, validate
 DEFAULT_CONFIG = Path("configs/gateway.yaml")
 CONFIG_ENV = "GATEWAY_CONFIG"
 STATE_URL_ENV = "GATEWAY_STATE_URL"
-STATE_SCHEMES = ("memory", "redis", "rediss")
+STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
 
 
 class _Strict(BaseModel):
@@ -55,8 +55,9 @@ class StateSettings(_Strict):
     """Where session state, the resolved-tags cache, flow state and event streams live."""
 
     url: str = "memory://"
-    """`memory://` (in-process, the default), `redis://host:port/db` or `rediss://...`.
-    The environment's GATEWAY_STATE_URL wins over this."""
+    """`memory://` (in-process, the default), `redis://host:port/db`, `rediss://...`, or
+    `redis+cluster://host:port` (any node of a Redis Cluster). The environment's
+    GATEWAY_STATE_URL wins over this."""
     ttl: StateTTLSettings = StateTTLSettings()
     stream_max_len: Annotated[int, Field(ge=1)] = 10_000
     """Events kept per stream; a reader that falls further behind is told of the gap."""

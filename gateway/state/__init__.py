@@ -48,11 +48,11 @@ def open_store(
         from .memory import MemoryStore
 
         return MemoryStore(ttls or TTLs(), stream_max_len)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         from .redis import RedisStore
 
         return RedisStore(url, ttls or TTLs(), stream_max_len)
     raise ValueError(
         f"state URL {url!r}: expected memory://, redis://host:port/db, rediss://... "
-        "(redis+cluster:// is not supported yet)"
+        "or redis+cluster://host:port"
     )

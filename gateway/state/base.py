@@ -300,7 +300,8 @@ class StateStore(ABC):
     @abstractmethod
     async def pub_event(self, session_id: str, payload: Mapping[str, Any]) -> int:
         """Publish `payload` to the session's subscribers; returns how many received it
-        (on Redis: how many replicas' subscriptions)."""
+        (on Redis: how many replicas' subscriptions; on a Redis Cluster only those on the
+        node that took the message, so 0 there does not mean nobody got it)."""
 
     @abstractmethod
     def subscribe(self, session_id: str) -> AbstractAsyncContextManager[AsyncIterator[JsonObject]]:

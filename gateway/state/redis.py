@@ -30,6 +30,7 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -62,6 +63,7 @@ from .base import (
 logger = logging.getLogger("gateway.state")
 
 T = TypeVar("T")
+Client = aioredis.Redis | RedisCluster
 MIN_REDIS = (7, 0)
 """XINFO's max-deleted-entry-id and EXPIRE's NX/GT options arrived in Redis 7.0."""
 SUBSCRIBER_BUFFER = 1000
@@ -71,19 +73,22 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _FIELD = b"v"
 
 _APPEND = """
-local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[1])
-local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
-if excess > tonumber(ARGV[3]) then
-  local removed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[2])
-  redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', removed[#removed][1])
+local ids = {}
+for i = 4, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'v', ARGV[i])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
+if excess > tonumber(ARGV[2]) then
+  local removed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[1])
+  redis.call('XSETID', KEYS[1], ids[#ids], 'MAXDELETEDID', removed[#removed][1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', KEYS[1], '')
-return id
+return ids
 """
-"""Append, trim, renew, wake, in one round trip. Trimming is done here rather than by
-XADD's MAXLEN because Redis records no trace of what MAXLEN trimmed; XSETID's
+"""Append events, trim, renew, wake: one round trip, atomic. Trimming is done here rather
+than by XADD's MAXLEN because Redis records no trace of what MAXLEN trimmed; XSETID's
 MAXDELETEDID makes XINFO tell readers the newest id they can no longer read. The stream
 is trimmed back to its cap once it is `slack` over, so the cost is paid once per slack."""
 
@@ -137,7 +142,7 @@ class RedisStore(StateStore):
         self._ready = False
         self._reason: str | None = "not started"
         self._closed = False
-        self._redis: aioredis.Redis | None = None
+        self._redis: Client | None = None
         self._pubsub: Any = None
         self._listeners: dict[str, set[_Listener]] = {}
         self._confirmed: dict[str, anyio.Event] = {}
@@ -153,17 +158,27 @@ class RedisStore(StateStore):
 
     async def start(self) -> None:
         self._closed = False
-        self._redis = aioredis.Redis.from_url(
-            self._raw_url,
-            socket_timeout=self._op_timeout,
-            socket_connect_timeout=self._op_timeout,
-            max_connections=self._max_connections,
-            health_check_interval=30,
-            # A pooled connection that died with its server fails on first use: one retry
-            # at once, on a fresh connection, is what recovers; redis-py's default backoff
-            # (seconds) would outlast every operation's bound.
-            retry=Retry(NoBackoff(), 1),
-        )
+        scheme, _, rest = self._raw_url.partition("://")
+        if scheme.endswith("+cluster"):
+            self._redis = RedisCluster.from_url(
+                f"{scheme.removesuffix('+cluster')}://{rest}",
+                socket_timeout=self._op_timeout,
+                socket_connect_timeout=self._op_timeout,
+                max_connections=self._max_connections,
+                retry=Retry(NoBackoff(), 1),
+            )
+        else:
+            self._redis = aioredis.Redis.from_url(
+                self._raw_url,
+                socket_timeout=self._op_timeout,
+                socket_connect_timeout=self._op_timeout,
+                max_connections=self._max_connections,
+                health_check_interval=30,
+                # A pooled connection that died with its server fails on first use: one
+                # retry at once, on a fresh connection, is what recovers; redis-py's default
+                # backoff (seconds) would outlast every operation's bound.
+                retry=Retry(NoBackoff(), 1),
+            )
         self._pubsub = self._redis.pubsub()
         self._append_script = self._redis.register_script(_APPEND)
         self._stack = AsyncExitStack()
@@ -230,13 +245,13 @@ class RedisStore(StateStore):
             return StoreStatus(False, self.url, "Redis stopped answering; retrying")
         return StoreStatus(self._ready, self.url, self._reason)
 
-    def _client(self) -> aioredis.Redis:
+    def _client(self) -> Client:
         if self._redis is None:
             raise StateUnavailable(self.url, "store not started")
         return self._redis
 
     async def _call(
-        self, operation: Callable[[aioredis.Redis], Awaitable[T]], seconds: float | None = None
+        self, operation: Callable[[Client], Awaitable[T]], seconds: float | None = None
     ) -> T:
         """Run one operation, bounded in time, behind the breaker."""
         if not self._ready:
@@ -278,8 +293,10 @@ class RedisStore(StateStore):
     async def touch_session(self, session_id: str) -> bool:
         index = session_flows_key(session_id)
 
-        async def touch(r: aioredis.Redis) -> bool:
-            async with r.pipeline(transaction=True) as pipe:
+        async def touch(r: Client) -> bool:
+            # Not a transaction: a touch needs no atomicity, and redis-py's cluster
+            # pipeline fails on SMEMBERS inside one.
+            async with r.pipeline(transaction=False) as pipe:
                 pipe.pexpire(session_key(session_id), _ms(self.ttls.session))
                 for stream in Stream:
                     pipe.pexpire(stream_key(session_id, stream), _ms(self.ttls.stream(stream)))
@@ -299,7 +316,7 @@ class RedisStore(StateStore):
     async def delete_session(self, session_id: str) -> None:
         index = session_flows_key(session_id)
 
-        async def delete(r: aioredis.Redis) -> None:
+        async def delete(r: Client) -> None:
             flows = await r.smembers(index)
             keys = [session_key(session_id), index]
             keys += [stream_key(session_id, stream) for stream in Stream]
@@ -330,7 +347,7 @@ class RedisStore(StateStore):
         await self._set(tag_cache_key(user_id, org_id, intent), entry, ttl or self.ttls.tag_cache)
 
     async def invalidate_tags_cache(self) -> int:
-        async def invalidate(r: aioredis.Redis) -> int:
+        async def invalidate(r: Client) -> int:
             removed = 0
             batch: list[bytes] = []
             async for key in r.scan_iter(match=TAG_CACHE_PATTERN, count=1000):
@@ -354,7 +371,7 @@ class RedisStore(StateStore):
         ttl_ms = _ms(ttl or self.ttls.flow)
         index = session_flows_key(session_id)
 
-        async def store(r: aioredis.Redis) -> None:
+        async def store(r: Client) -> None:
             async with r.pipeline(transaction=True) as pipe:
                 pipe.set(flow_key(session_id, flow_id), encoded, px=ttl_ms)
                 pipe.sadd(index, flow_id)
@@ -368,30 +385,20 @@ class RedisStore(StateStore):
     # --- streams -----------------------------------------------------------------------
 
     async def append(self, session_id: str, stream: Stream, event: Mapping[str, Any]) -> str:
-        encoded = codec.encode(event)
-        key = stream_key(session_id, stream)
-        args = [encoded, self.stream_max_len, self._trim_slack, _ms(self.ttls.stream(stream))]
-        added = await self._call(lambda r: self._append_script(keys=[key], args=args, client=r))
-        return _text(added)
+        return (await self._append(session_id, stream, [codec.encode(event)]))[0]
 
     async def append_many(
         self, session_id: str, stream: Stream, events: Sequence[Mapping[str, Any]]
     ) -> list[str]:
         encoded = [codec.encode(event) for event in events]
-        if not encoded:
-            return []
+        return await self._append(session_id, stream, encoded) if encoded else []
+
+    async def _append(self, session_id: str, stream: Stream, encoded: list[bytes]) -> list[str]:
         key = stream_key(session_id, stream)
         ttl_ms = _ms(self.ttls.stream(stream))
-
-        async def add(r: aioredis.Redis) -> list[str]:
-            async with r.pipeline(transaction=True) as pipe:
-                for raw in encoded:
-                    args = [raw, self.stream_max_len, self._trim_slack, ttl_ms]
-                    await self._append_script(keys=[key], args=args, client=pipe)
-                added: list[bytes | str] = await pipe.execute()
-            return [_text(event_id) for event_id in added]
-
-        return await self._call(add)
+        args = [self.stream_max_len, self._trim_slack, ttl_ms, *encoded]
+        added = await self._call(lambda r: self._append_script(keys=[key], args=args, client=r))
+        return [_text(event_id) for event_id in added]
 
     async def read(
         self, session_id: str, stream: Stream, after_id: str = START, limit: int = 100
@@ -401,7 +408,7 @@ class RedisStore(StateStore):
         parse_id(after_id)
         key = stream_key(session_id, stream)
 
-        async def fetch(r: aioredis.Redis) -> StreamBatch:
+        async def fetch(r: Client) -> StreamBatch:
             async with r.pipeline(transaction=True) as pipe:
                 pipe.xrange(key, min=f"({after_id}", max="+", count=limit)
                 pipe.xinfo_stream(key)
@@ -513,8 +520,8 @@ class RedisStore(StateStore):
                         async with self._pubsub_lock:
                             await self._pubsub.unsubscribe(channel)
 
-    def _subscribe_channel(self, channel: str) -> Callable[[aioredis.Redis], Awaitable[None]]:
-        async def subscribe(_r: aioredis.Redis) -> None:
+    def _subscribe_channel(self, channel: str) -> Callable[[Client], Awaitable[None]]:
+        async def subscribe(_r: Client) -> None:
             # One at a time: the pub/sub object makes its connection on first use, and two
             # first uses at once would make two, one of which nobody reads.
             async with self._pubsub_lock:
@@ -563,7 +570,7 @@ class RedisStore(StateStore):
     # --- diagnostics -------------------------------------------------------------------
 
     async def debug_keys(self, pattern: str = "*") -> dict[str, float | None]:
-        async def scan(r: aioredis.Redis) -> dict[str, float | None]:
+        async def scan(r: Client) -> dict[str, float | None]:
             keys = [key async for key in r.scan_iter(match=pattern, count=1000)]
             async with r.pipeline(transaction=False) as pipe:
                 for key in keys:

@@ -23,7 +23,7 @@ DEFAULT_TTLS = TTLs(
     session=7200, tag_cache=1800, events=3600, tool_execution=300, tool_results=600, flow=7200
 )
 
-BACKENDS = ("memory", "redis")
+BACKENDS = ("memory", "redis", "redis-cluster")
 
 REDIS_START_TIMEOUT = 10.0
 REDIS_STOP_TIMEOUT = 5.0
@@ -130,6 +130,65 @@ def redis_url(redis_port: int) -> str:
     return f"redis://127.0.0.1:{redis_port}/0"
 
 
+CLUSTER_NODES = 3
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    """A Redis Cluster of our own: three primaries on free loopback ports, slots spread by
+    `redis-cli --cluster create`. Only the cluster half of the suite starts it."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        pytest.fail("redis-server and redis-cli must be on PATH for the cluster tests")
+    ports = [_free_port() for _ in range(CLUSTER_NODES)]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            directory = tmp_path_factory.mktemp(f"cluster-{port}")
+            command = [
+                binary,
+                "--bind", "127.0.0.1",
+                "--port", str(port),
+                "--cluster-enabled", "yes",
+                # Explicit: the default bus port, the port + 10000, may be taken or > 65535.
+                "--cluster-port", str(_free_port()),
+                "--cluster-config-file", str(directory / "nodes.conf"),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(directory),
+            ]  # fmt: skip
+            log = (directory / "redis.log").open("wb")
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while not all(_answers_ping(port) for port in ports):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                pytest.fail(f"cluster nodes on ports {ports} did not start")
+            time.sleep(0.05)
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        create = [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
+        subprocess.run(create, check=True, capture_output=True, timeout=30)
+        with redis.Redis(host="127.0.0.1", port=ports[0]) as client:
+            for _ in range(int(REDIS_START_TIMEOUT / 0.05)):
+                if b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"):
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"cluster on ports {ports} did not become ready")
+        yield ports
+    finally:
+        for process in processes:
+            _stop(process)
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_ports: list[int]) -> str:
+    for port in redis_cluster_ports:
+        with redis.Redis(host="127.0.0.1", port=port) as client:
+            client.flushall()
+    return f"redis+cluster://127.0.0.1:{redis_cluster_ports[0]}"
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
@@ -140,8 +199,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 def state_url(backend: str, request: pytest.FixtureRequest) -> str:
     if backend == "memory":
         return "memory://"
-    # Only the redis half of the suite needs (and starts) the server.
-    url: str = request.getfixturevalue("redis_url")
+    # Only the redis half of the suite needs (and starts) the server, and the cluster half
+    # the cluster.
+    fixture = "redis_cluster_url" if backend == "redis-cluster" else "redis_url"
+    url: str = request.getfixturevalue(fixture)
     return url
 
 

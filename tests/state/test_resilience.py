@@ -103,46 +103,47 @@ async def test_redis_killed_and_restarted(tmp_path: Path) -> None:
                 async for batch in store.follow("s1", Stream.EVENTS, START):
                     await sender.send(batch)
 
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(follow)
-                # Every write below is acknowledged before the kill.
-                for n in range(20):
-                    await store.set_session_state(f"s{n}", {"n": n})
-                ids = [await store.append("s1", Stream.EVENTS, {"n": n}) for n in range(50)]
-                await store.set_flow_state("s1", "flow_refund", {"step": 3})
+            with sender, received:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(follow)
+                    # Every write below is acknowledged before the kill.
+                    for n in range(20):
+                        await store.set_session_state(f"s{n}", {"n": n})
+                    ids = [await store.append("s1", Stream.EVENTS, {"n": n}) for n in range(50)]
+                    await store.set_flow_state("s1", "flow_refund", {"step": 3})
 
-                server.kill()
-                # While it is down: a typed error, and quickly, every time.
-                for attempt in range(10):
-                    started = time.monotonic()
-                    with pytest.raises(StateUnavailable) as caught:
-                        await store.get_session_state("s1")
-                    assert time.monotonic() - started < 1.0, attempt
-                    assert caught.value.retry_after > 0
-                    assert str(caught.value).startswith(f"state store {server.url} unavailable")
-                assert not store.status().ready
+                    server.kill()
+                    # While it is down: a typed error, and quickly, every time.
+                    for attempt in range(10):
+                        started = time.monotonic()
+                        with pytest.raises(StateUnavailable) as caught:
+                            await store.get_session_state("s1")
+                        assert time.monotonic() - started < 1.0, attempt
+                        assert caught.value.retry_after > 0
+                        assert str(caught.value).startswith(f"state store {server.url} unavailable")
+                    assert not store.status().ready
 
-                server.start()
-                assert await recovered(store, deadline=5.0) < 5.0
-                assert store.status().ready
+                    server.start()
+                    assert await recovered(store, deadline=5.0) < 5.0
+                    assert store.status().ready
 
-                # Nothing acknowledged was lost (appendfsync always).
-                for n in range(20):
-                    assert await store.get_session_state(f"s{n}") == {"n": n}
-                assert await store.get_flow_state("s1", "flow_refund") == {"step": 3}
-                batch = await store.read("s1", Stream.EVENTS, START, limit=100)
-                assert [event.id for event in batch.events] == ids
+                    # Nothing acknowledged was lost (appendfsync always).
+                    for n in range(20):
+                        assert await store.get_session_state(f"s{n}") == {"n": n}
+                    assert await store.get_flow_state("s1", "flow_refund") == {"step": 3}
+                    batch = await store.read("s1", Stream.EVENTS, START, limit=100)
+                    assert [event.id for event in batch.events] == ids
 
-                # The follower rode the outage out and goes on with new events.
-                new_id = await store.append("s1", Stream.EVENTS, {"n": 50})
-                seen: list[str] = []
-                with anyio.fail_after(5):
-                    async for batch in received:
-                        seen += [event.id for event in batch.events]
-                        if batch.last_id == new_id:
-                            break
-                assert seen == [*ids, new_id]
-                tasks.cancel_scope.cancel()
+                    # The follower rode the outage out and goes on with new events.
+                    new_id = await store.append("s1", Stream.EVENTS, {"n": 50})
+                    seen: list[str] = []
+                    with anyio.fail_after(5):
+                        async for batch in received:
+                            seen += [event.id for event in batch.events]
+                            if batch.last_id == new_id:
+                                break
+                    assert seen == [*ids, new_id]
+                    tasks.cancel_scope.cancel()
 
 
 async def test_pub_sub_resubscribes_after_redis_returns(tmp_path: Path) -> None:
