@@ -18,10 +18,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -59,6 +58,7 @@ from .base import (
     stream_key,
     tag_cache_key,
 )
+from .redis_pubsub import Hub, Listener
 
 logger = logging.getLogger("gateway.state")
 
@@ -104,17 +104,10 @@ def redact(url: str) -> str:
 
 
 @dataclass(eq=False)
-class _Listener:
-    """One follower's or subscriber's interest in a channel."""
-
-    on_message: Callable[[bytes], None]
-
-
-@dataclass(eq=False)
 class _Waiter:
     wakeup: anyio.Event = field(default_factory=anyio.Event)
 
-    def wake(self, _data: bytes = b"") -> None:
+    def wake(self) -> None:
         self.wakeup.set()
 
 
@@ -143,14 +136,9 @@ class RedisStore(StateStore):
         self._reason: str | None = "not started"
         self._closed = False
         self._redis: Client | None = None
-        self._pubsub: Any = None
-        self._listeners: dict[str, set[_Listener]] = {}
-        self._confirmed: dict[str, anyio.Event] = {}
-        self._subscribed = anyio.Event()
+        self._hub: Hub | None = None
         self._stack: AsyncExitStack | None = None
         self._tasks: TaskGroup | None = None
-        self._waiters: set[_Waiter] = set()
-        self._pubsub_lock = anyio.Lock()
         self._trim_slack = max(1, min(100, stream_max_len // 10))
         self._append_script: Any = None
 
@@ -179,11 +167,17 @@ class RedisStore(StateStore):
                 # backoff (seconds) would outlast every operation's bound.
                 retry=Retry(NoBackoff(), 1),
             )
-        self._pubsub = self._redis.pubsub()
+        self._hub = Hub(
+            self._redis.pubsub(),
+            self.url,
+            self._op_timeout,
+            lambda operation: self._call(lambda _r: operation()),
+            _DOWN,
+        )
         self._append_script = self._redis.register_script(_APPEND)
         self._stack = AsyncExitStack()
         self._tasks = await self._stack.enter_async_context(anyio.create_task_group())
-        self._tasks.start_soon(self._listen)
+        self._tasks.start_soon(self._hub.run)
         # One attempt now, so that a store started beside a live Redis is ready when
         # `start` returns; the rest in the background, so that start-up never waits long.
         if not await self._try_connect():
@@ -193,18 +187,14 @@ class RedisStore(StateStore):
     async def aclose(self) -> None:
         self._closed = True
         self._ready, self._reason = False, "closed"
-        for waiter in list(self._waiters):
-            waiter.wake()
-        self._subscribed.set()
+        if self._hub is not None:
+            await self._hub.aclose()  # wakes every follower, which then sees the close
         if self._tasks is not None:
             self._tasks.cancel_scope.cancel()
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = self._tasks = None
-        if self._pubsub is not None:
-            with anyio.CancelScope(shield=True):
-                await self._pubsub.aclose()
-            self._pubsub = None
+        self._hub = None
         if self._redis is not None:
             with anyio.CancelScope(shield=True):
                 await self._redis.aclose()
@@ -441,31 +431,27 @@ class RedisStore(StateStore):
         key = stream_key(session_id, stream)
         parse_id(after_id)
         waiter = _Waiter()
-        self._waiters.add(waiter)
-        try:
-            async with self._listening(key, _Listener(waiter.wake)):
-                while not self._closed:
-                    # A fresh wake-up before each read: an append between the read and the
-                    # wait still wakes this follower.
-                    waiter.wakeup = anyio.Event()
-                    try:
-                        batch = await self.read(session_id, stream, after_id)
-                    except StateUnavailable as exc:
-                        # The events wait in the stream: ride the outage out, and read on
-                        # from the same id once Redis is back.
-                        await anyio.sleep(min(max(exc.retry_after, 0.1), 1.0))
-                        continue
-                    if batch.events or batch.gap:
-                        if batch.events:
-                            after_id = batch.events[-1].id
-                        elif batch.gap is not None:
-                            after_id = batch.gap.lost_through or START
-                        yield batch
-                        continue
-                    with anyio.move_on_after(self._recheck):
-                        await waiter.wakeup.wait()
-        finally:
-            self._waiters.discard(waiter)
+        async with self._listening(key, Listener(lambda _data: waiter.wake(), waiter.wake)):
+            while not self._closed:
+                # A fresh wake-up before each read: an append between the read and the
+                # wait still wakes this follower.
+                waiter.wakeup = anyio.Event()
+                try:
+                    batch = await self.read(session_id, stream, after_id)
+                except StateUnavailable as exc:
+                    # The events wait in the stream: ride the outage out, and read on
+                    # from the same id once Redis is back.
+                    await anyio.sleep(min(max(exc.retry_after, 0.1), 1.0))
+                    continue
+                if batch.events or batch.gap:
+                    if batch.events:
+                        after_id = batch.events[-1].id
+                    elif batch.gap is not None:
+                        after_id = batch.gap.lost_through or START
+                    yield batch
+                    continue
+                with anyio.move_on_after(self._recheck):
+                    await waiter.wakeup.wait()
 
     # --- pub/sub -----------------------------------------------------------------------
 
@@ -483,89 +469,16 @@ class RedisStore(StateStore):
             _offer(sender, codec.decode(data, channel), channel)
 
         try:
-            async with self._listening(channel, _Listener(deliver)), receiver:
+            listener = Listener(deliver, lambda: None)
+            async with self._listening(channel, listener), receiver:
                 yield receiver
         finally:
             sender.close()
 
-    @asynccontextmanager
-    async def _listening(self, channel: str, listener: _Listener) -> AsyncIterator[None]:
-        """Register `listener` on `channel`; the first one subscribes the store's pub/sub
-        connection and waits until Redis confirms, so nothing published after this returns
-        is missed."""
-        listeners = self._listeners.setdefault(channel, set())
-        listeners.add(listener)
-        try:
-            if channel not in self._confirmed:
-                confirmed = self._confirmed[channel] = anyio.Event()
-                await self._call(self._subscribe_channel(channel))
-                self._subscribed.set()
-            else:
-                confirmed = self._confirmed[channel]
-            with anyio.fail_after(max(self._op_timeout, 1.0)):
-                await confirmed.wait()
-            yield
-        finally:
-            listeners.discard(listener)
-            if not listeners:
-                del self._listeners[channel]
-                self._confirmed.pop(channel, None)
-                if self._pubsub is not None and not self._closed:
-                    # (the server forgets a dropped connection's channels by itself)
-                    with (
-                        anyio.CancelScope(shield=True),
-                        anyio.move_on_after(self._op_timeout),
-                        contextlib.suppress(*_DOWN),
-                    ):
-                        async with self._pubsub_lock:
-                            await self._pubsub.unsubscribe(channel)
-
-    def _subscribe_channel(self, channel: str) -> Callable[[Client], Awaitable[None]]:
-        async def subscribe(_r: Client) -> None:
-            # One at a time: the pub/sub object makes its connection on first use, and two
-            # first uses at once would make two, one of which nobody reads.
-            async with self._pubsub_lock:
-                await self._pubsub.subscribe(channel)
-
-        return subscribe
-
-    async def _listen(self) -> None:
-        """The pub/sub connection's reader: confirms subscriptions and dispatches messages.
-        On a lost connection it wakes every follower (they re-read) and reconnects, which
-        re-subscribes every channel."""
-        backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
-        failures = 0
-        while not self._closed:
-            if not self._listeners:
-                self._subscribed = anyio.Event()
-                await self._subscribed.wait()
-                continue
-            try:
-                message = await self._pubsub.get_message(timeout=1.0)
-            except _DOWN as exc:
-                failures += 1
-                logger.warning("state store %s: pub/sub connection lost: %s", self.url, exc)
-                for waiter in list(self._waiters):
-                    waiter.wake()
-                await anyio.sleep(backoff.compute(failures))
-                continue
-            failures = 0
-            if message is None:
-                continue
-            kind = message["type"]
-            channel = message["channel"]
-            name = channel.decode() if isinstance(channel, bytes) else str(channel)
-            if kind == b"subscribe" or kind == "subscribe":
-                confirmed = self._confirmed.get(name)
-                if confirmed is not None:
-                    confirmed.set()
-                # A re-subscription after a reconnect: events may have been published while
-                # the connection was down, so every follower reads again.
-                for waiter in list(self._waiters):
-                    waiter.wake()
-            elif kind == b"message" or kind == "message":
-                for listener in list(self._listeners.get(name, ())):
-                    listener.on_message(message["data"])
+    def _listening(self, channel: str, listener: Listener) -> AbstractAsyncContextManager[None]:
+        if self._hub is None:
+            raise StateUnavailable(self.url, "store not started")
+        return self._hub.listening(channel, listener)
 
     # --- diagnostics -------------------------------------------------------------------
 
