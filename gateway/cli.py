@@ -16,7 +16,7 @@ from typing import Any
 from .errors import ConfigError, ConfigIssue
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
-from .state import StateStore, TTLs, open_store
+from .state import StateStore, open_store
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
 
@@ -152,11 +152,7 @@ def _why(args: argparse.Namespace) -> int:
 def _state_store(config: GatewayConfig) -> StateStore:
     settings = config.settings.state
     try:
-        return open_store(
-            config.state_url,
-            TTLs(**settings.ttl.model_dump()),
-            stream_max_len=settings.stream_max_len,
-        )
+        return open_store(config.state_url, config.state_ttls, settings.stream_max_len)
     except ValueError as exc:
         raise ConfigError([ConfigIssue(str(config.path), str(exc), field="state.url")]) from exc
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError, ConfigIssue
+from .state.base import TTLs
 from .yamlfile import read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/gateway.yaml")
@@ -94,6 +95,10 @@ class GatewayConfig:
     @property
     def state_url(self) -> str:
         return os.environ.get(STATE_URL_ENV) or self.settings.state.url
+
+    @property
+    def state_ttls(self) -> TTLs:
+        return TTLs(**self.settings.state.ttl.model_dump())
 
 
 def config_path(explicit: str | Path | None) -> Path:

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from gateway.cli import main
+from gateway.settings import load_config
+from gateway.state import TTLs
 from tests.conftest import DEMO_CONFIG, ROOT
 
 Run = Callable[..., tuple[int, str, str]]
@@ -307,3 +309,27 @@ def test_check_rejects_an_unknown_state_url(run: Run, tmp_path: Path) -> None:
         f"{config}:4: state.url: unknown state URL scheme 'mysql': expected one of memory://, "
         "redis://, rediss://"
     ) in err
+
+
+def test_state_settings_come_from_gateway_yaml_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "state:\n  url: redis://127.0.0.1:6399/2\n  ttl: {session: 60, events: 1.5}\n"
+    )
+    monkeypatch.delenv("GATEWAY_STATE_URL", raising=False)
+    loaded = load_config(config)
+    assert loaded.state_url == "redis://127.0.0.1:6399/2"
+    assert loaded.state_ttls == TTLs(session=60, events=1.5)
+    monkeypatch.setenv("GATEWAY_STATE_URL", "memory://")
+    assert loaded.state_url == "memory://"
+
+
+def test_a_ttl_must_be_positive(run: Run, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("tags:\n  dir: orgs\nstate:\n  ttl:\n    session: 0\n")
+    (tmp_path / "orgs").mkdir()
+    code, _, err = run("check", "--config", str(config))
+    assert code == 2
+    assert f"{config}:5: state.ttl.session:" in err
