@@ -7,6 +7,7 @@ session API are built on this app by later work.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,11 +18,23 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .settings import GatewayConfig
-from .state import StateStore
+from .state import StateStore, StateUnavailable
 from .tagcache import invalidate_on_change
 from .tags import TagManager
 
 ROUTES_SERVED = ("/health", "/ready")
+
+
+async def state_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """Any route that needs the state store while it is away answers 503, saying when to
+    come back; the URL and reason are for operators (`/ready`), not for callers."""
+    if not isinstance(exc, StateUnavailable):  # registered for that type only
+        raise exc
+    return JSONResponse(
+        {"error": "state store unavailable; retry later"},
+        status_code=503,
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+    )
 
 
 def build_app(config: GatewayConfig, tags: TagManager, state: StateStore) -> Starlette:
@@ -55,7 +68,11 @@ def build_app(config: GatewayConfig, tags: TagManager, state: StateStore) -> Sta
             return JSONResponse(body)
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
-    app = Starlette(routes=[Route("/health", health), Route("/ready", ready)], lifespan=lifespan)
+    app = Starlette(
+        routes=[Route("/health", health), Route("/ready", ready)],
+        lifespan=lifespan,
+        exception_handlers={StateUnavailable: state_unavailable},
+    )
     app.state.tags = tags
     app.state.store = state
     app.state.config = config
