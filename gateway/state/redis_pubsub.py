@@ -54,6 +54,7 @@ class Hub:
         self._listeners: dict[str, set[Listener]] = {}
         self._confirmed: dict[str, anyio.Event] = {}
         self._activity = anyio.Event()
+        self._pending: set[str] = set()
         # One subscribe at a time: the pub/sub object makes its connection on first use,
         # and two first uses at once would make two, one of which nobody reads.
         self._lock = anyio.Lock()
@@ -70,7 +71,8 @@ class Hub:
 
     @asynccontextmanager
     async def listening(self, channel: str, listener: Listener) -> AsyncIterator[None]:
-        """Register `listener`; returns once Redis has confirmed the channel's subscription."""
+        """Register `listener`; returns once Redis has confirmed the channel's subscription.
+        Raises StateUnavailable when it cannot be subscribed."""
         if self._closed:
             raise StateUnavailable(self._url, "closed")
         listeners = self._listeners.setdefault(channel, set())
@@ -79,22 +81,32 @@ class Hub:
             confirmed = self._confirmed.get(channel)
             if confirmed is None:
                 confirmed = self._confirmed[channel] = anyio.Event()
-                await self._guard(lambda: self._subscribe(channel))
+                self._pending.add(channel)
+                await self._subscribe_pending()
                 self._activity.set()
-            with anyio.fail_after(max(self._op_timeout, 1.0)):
+            with anyio.move_on_after(max(self._op_timeout, 1.0)):
                 await confirmed.wait()
+            if not confirmed.is_set():
+                raise StateUnavailable(self._url, f"no confirmation of the subscription {channel}")
             yield
         finally:
             listeners.discard(listener)
             if not listeners:
                 del self._listeners[channel]
                 self._confirmed.pop(channel, None)
+                self._pending.discard(channel)
                 if not self._closed:
                     await self._unsubscribe(channel)
 
-    async def _subscribe(self, channel: str) -> None:
+    async def _subscribe_pending(self) -> None:
+        """Subscribe every channel waiting for it, in one SUBSCRIBE: when many listeners
+        arrive at once (clients reconnecting after a restart), the first to get the lock
+        subscribes for all, and the bound on the operation covers the command only, not
+        the wait for the lock."""
         async with self._lock:
-            await self._pubsub.subscribe(channel)
+            channels, self._pending = self._pending, set()
+            if channels:
+                await self._guard(lambda: self._pubsub.subscribe(*sorted(channels)))
 
     async def _unsubscribe(self, channel: str) -> None:
         # Best effort: the server forgets a dropped connection's channels by itself.
