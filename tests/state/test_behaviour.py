@@ -651,6 +651,34 @@ async def test_followers_started_together_each_receive_their_stream(store: State
 
 
 @pytest.mark.anyio
+async def test_many_followers_started_at_once_all_receive_their_event(store: StateStore) -> None:
+    """As when every client reconnects after a restart: no follower may time out waiting
+    for the others' subscriptions."""
+    count = 1_000  # fewer do not show the old one-channel-at-a-time subscribing failing
+    received: set[int] = set()
+    failures: list[BaseException] = []
+
+    async def follower(n: int) -> None:
+        try:
+            async with following(store, f"s{n}", Stream.EVENTS) as batches:
+                async for batch in batches:
+                    if batch.events:
+                        received.add(n)
+                        return
+        except StateError as exc:
+            failures.append(exc)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            for n in range(count):
+                tasks.start_soon(follower, n)
+            for n in range(count):
+                await store.append(f"s{n}", Stream.EVENTS, {"n": n})
+    assert failures == []
+    assert received == set(range(count))
+
+
+@pytest.mark.anyio
 async def test_follow_ends_when_the_store_closes(make_store: MakeStore) -> None:
     received = anyio.Event()
     ended: list[str] = []
