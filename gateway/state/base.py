@@ -215,15 +215,25 @@ class StateStore(ABC):
     def status(self) -> StoreStatus:
         """Ready or not, and why not, without a round trip (kept up by the store)."""
 
+    # the two primitives every value goes through
+
+    @abstractmethod
+    async def _get_value(self, key: str) -> JsonObject | None:
+        """The decoded value at `key`, None when absent or expired."""
+
+    @abstractmethod
+    async def _set_value(self, key: str, value: Mapping[str, Any], ttl: float) -> None:
+        """Encode and store `value` at `key` with `ttl` seconds to live."""
+
     # sessions
 
-    @abstractmethod
-    async def get_session_state(self, session_id: str) -> JsonObject | None: ...
+    async def get_session_state(self, session_id: str) -> JsonObject | None:
+        return await self._get_value(session_key(session_id))
 
-    @abstractmethod
     async def set_session_state(
         self, session_id: str, state: Mapping[str, Any], ttl: float | None = None
-    ) -> None: ...
+    ) -> None:
+        await self._set_value(session_key(session_id), state, ttl or self.ttls.session)
 
     @abstractmethod
     async def touch_session(self, session_id: str) -> bool:
@@ -236,14 +246,17 @@ class StateStore(ABC):
 
     # resolved-tags cache
 
-    @abstractmethod
     async def get_resolved_tags_cache(
         self, user_id: str, org_id: str, intent: str | None, config_version: str
     ) -> JsonObject | None:
         """The cached entry, or None when absent or written under another config version
         (the tag config's digest: replicas agree on it, unlike their version counters)."""
+        entry = await self._get_value(tag_cache_key(user_id, org_id, intent))
+        if entry is None or entry.get("config_version") != config_version:
+            return None
+        tags: JsonObject = entry["tags"]
+        return tags
 
-    @abstractmethod
     async def set_resolved_tags_cache(
         self,
         user_id: str,
@@ -252,7 +265,10 @@ class StateStore(ABC):
         config_version: str,
         tags: Mapping[str, Any],
         ttl: float | None = None,
-    ) -> None: ...
+    ) -> None:
+        entry = {"config_version": config_version, "tags": tags}
+        key = tag_cache_key(user_id, org_id, intent)
+        await self._set_value(key, entry, ttl or self.ttls.tag_cache)
 
     @abstractmethod
     async def invalidate_tags_cache(self) -> int:
@@ -260,8 +276,8 @@ class StateStore(ABC):
 
     # flows
 
-    @abstractmethod
-    async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None: ...
+    async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None:
+        return await self._get_value(flow_key(session_id, flow_id))
 
     @abstractmethod
     async def set_flow_state(

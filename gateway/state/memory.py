@@ -39,7 +39,6 @@ from .base import (
     session_flows_key,
     session_key,
     stream_key,
-    tag_cache_key,
 )
 
 logger = logging.getLogger("gateway.state")
@@ -135,7 +134,10 @@ class MemoryStore(StateStore):
         self._values[key] = _Value(data, self._expiry(ttl))
         self._maybe_sweep()
 
-    def _get(self, key: str) -> JsonObject | None:
+    async def _set_value(self, key: str, value: Mapping[str, Any], ttl: float) -> None:
+        self._write(key, codec.encode(value), ttl)
+
+    async def _get_value(self, key: str) -> JsonObject | None:
         value = self._live(key)
         if value is None or not isinstance(value.data, bytes):
             return None
@@ -152,14 +154,6 @@ class MemoryStore(StateStore):
             del self._streams[key]
 
     # --- sessions ----------------------------------------------------------------------
-
-    async def get_session_state(self, session_id: str) -> JsonObject | None:
-        return self._get(session_key(session_id))
-
-    async def set_session_state(
-        self, session_id: str, state: Mapping[str, Any], ttl: float | None = None
-    ) -> None:
-        self._write(session_key(session_id), codec.encode(state), ttl or self.ttls.session)
 
     async def touch_session(self, session_id: str) -> bool:
         state = self._live(session_key(session_id))
@@ -191,29 +185,6 @@ class MemoryStore(StateStore):
 
     # --- resolved-tags cache -----------------------------------------------------------
 
-    async def get_resolved_tags_cache(
-        self, user_id: str, org_id: str, intent: str | None, config_version: str
-    ) -> JsonObject | None:
-        key = tag_cache_key(user_id, org_id, intent)
-        entry = self._get(key)
-        if entry is None or entry.get("config_version") != config_version:
-            return None
-        tags: JsonObject = entry["tags"]
-        return tags
-
-    async def set_resolved_tags_cache(
-        self,
-        user_id: str,
-        org_id: str,
-        intent: str | None,
-        config_version: str,
-        tags: Mapping[str, Any],
-        ttl: float | None = None,
-    ) -> None:
-        entry = {"config_version": config_version, "tags": tags}
-        key = tag_cache_key(user_id, org_id, intent)
-        self._write(key, codec.encode(entry), ttl or self.ttls.tag_cache)
-
     async def invalidate_tags_cache(self) -> int:
         keys = [key for key in self._values if key.startswith("TAGCACHE:")]
         live = sum(1 for key in keys if self._live(key) is not None)
@@ -222,9 +193,6 @@ class MemoryStore(StateStore):
         return live
 
     # --- flows -------------------------------------------------------------------------
-
-    async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None:
-        return self._get(flow_key(session_id, flow_id))
 
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None

@@ -57,7 +57,6 @@ from .base import (
     session_flows_key,
     session_key,
     stream_key,
-    tag_cache_key,
 )
 from .redis_pubsub import Hub, Listener
 
@@ -280,21 +279,13 @@ class RedisStore(StateStore):
 
     # --- values ------------------------------------------------------------------------
 
-    async def _get(self, key: str) -> JsonObject | None:
+    async def _get_value(self, key: str) -> JsonObject | None:
         raw = await self._call(lambda r: r.get(key))
         return None if raw is None else codec.decode(raw, key)
 
-    async def _set(self, key: str, value: Mapping[str, Any], ttl: float) -> None:
+    async def _set_value(self, key: str, value: Mapping[str, Any], ttl: float) -> None:
         encoded = codec.encode(value)
         await self._call(lambda r: r.set(key, encoded, px=_ms(ttl)))
-
-    async def get_session_state(self, session_id: str) -> JsonObject | None:
-        return await self._get(session_key(session_id))
-
-    async def set_session_state(
-        self, session_id: str, state: Mapping[str, Any], ttl: float | None = None
-    ) -> None:
-        await self._set(session_key(session_id), state, ttl or self.ttls.session)
 
     async def touch_session(self, session_id: str) -> bool:
         index = session_flows_key(session_id)
@@ -331,27 +322,6 @@ class RedisStore(StateStore):
 
         await self._call(delete)
 
-    async def get_resolved_tags_cache(
-        self, user_id: str, org_id: str, intent: str | None, config_version: str
-    ) -> JsonObject | None:
-        entry = await self._get(tag_cache_key(user_id, org_id, intent))
-        if entry is None or entry.get("config_version") != config_version:
-            return None
-        tags: JsonObject = entry["tags"]
-        return tags
-
-    async def set_resolved_tags_cache(
-        self,
-        user_id: str,
-        org_id: str,
-        intent: str | None,
-        config_version: str,
-        tags: Mapping[str, Any],
-        ttl: float | None = None,
-    ) -> None:
-        entry = {"config_version": config_version, "tags": tags}
-        await self._set(tag_cache_key(user_id, org_id, intent), entry, ttl or self.ttls.tag_cache)
-
     async def invalidate_tags_cache(self) -> int:
         async def invalidate(r: Client) -> int:
             removed = 0
@@ -366,9 +336,6 @@ class RedisStore(StateStore):
             return removed
 
         return await self._call(invalidate, seconds=LONG_OP_TIMEOUT)
-
-    async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None:
-        return await self._get(flow_key(session_id, flow_id))
 
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
