@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import datetime
 import gc
@@ -43,7 +42,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +58,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from gateway.state import StateError, StateStore, Stream, open_store
+from tests.redis_server import RedisServer, running
 
 # --------------------------------------------------------------------------------------
 # Sizes and targets
@@ -114,8 +113,6 @@ STATE_BYTES = 1_024
 NS_PER_MS = 1_000_000
 NS_PER_US = 1_000
 
-REDIS_START_TIMEOUT = 10.0
-REDIS_STOP_TIMEOUT = 5.0
 READY_TIMEOUT = 5.0
 READY_POLL = 0.01
 FOLLOW_SETUP_TIMEOUT = 30.0
@@ -225,75 +222,15 @@ def session_state(index: int) -> dict[str, Any]:
 # The private redis-server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _die_with_parent() -> None:
-    # A benchmark killed outright (SIGKILL) runs no `finally`; on Linux the kernel then
-    # stops the server for it, so no redis-server outlives the benchmark.
-    if sys.platform == "linux":
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=REDIS_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=REDIS_STOP_TIMEOUT)
-
-
 @contextlib.contextmanager
 def private_redis() -> Iterator[int]:
     """A redis-server of our own on a free loopback port, stopped on the way out."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         raise SystemExit("state_bench: redis-server is not on PATH (e.g. apt-get install it)")
     with tempfile.TemporaryDirectory(prefix="state-bench-redis-") as directory:
-        port = _free_port()
-        command = [
-            binary,
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", directory,
-            "--daemonize", "no",
-        ]  # fmt: skip
-        log_path = Path(directory) / "redis-server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-            )
-        try:
-            deadline = time.monotonic() + REDIS_START_TIMEOUT
-            while not _answers_ping(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"redis-server on port {port} did not answer PING within "
-                        f"{REDIS_START_TIMEOUT} s (exit status {process.poll()}):\n"
-                        f"{log_path.read_text(errors='replace')}"
-                    )
-                time.sleep(0.05)
-            yield port
-        finally:
-            _stop(process)
+        server = RedisServer(Path(directory))
+        with running(server):
+            yield server.port
 
 
 def _redis_server_version() -> str:

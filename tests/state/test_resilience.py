@@ -3,9 +3,6 @@ and no acknowledged write lost when Redis runs with `appendfsync always`."""
 
 from __future__ import annotations
 
-import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,69 +12,18 @@ import anyio
 import pytest
 
 from gateway.state import START, StateStore, StateUnavailable, Stream, StreamBatch, open_store
-from tests.state.conftest import DEFAULT_TTLS, _answers_ping, _free_port, _stop
+from tests.redis_server import RedisServer, running
+from tests.state.conftest import DEFAULT_TTLS
 
 pytestmark = pytest.mark.anyio
 
-START_TIMEOUT = 10.0
-
-
-class DurableRedis:
-    """A redis-server of the test's own that fsyncs every write to its append-only file,
-    and can be killed (-9) and started again on the same port and data."""
-
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not on PATH")
-        self.binary = binary
-        self.directory = directory
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [
-            self.binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--dir", str(self.directory),
-            "--daemonize", "no",
-        ]  # fmt: skip
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers_ping(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                text = (self.directory / "redis.log").read_text(errors="replace")
-                pytest.fail(f"redis-server did not start on port {self.port}:\n{text}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            _stop(self.process)
-
 
 @contextmanager
-def durable_redis(directory: Path) -> Iterator[DurableRedis]:
-    server = DurableRedis(directory)
-    server.start()
-    try:
+def durable_redis(directory: Path) -> Iterator[RedisServer]:
+    """A redis-server that fsyncs every write to its append-only file before answering."""
+    server = RedisServer(directory, "--appendonly", "yes", "--appendfsync", "always")
+    with running(server):
         yield server
-    finally:
-        server.stop()
 
 
 async def recovered(store: StateStore, deadline: float) -> float:
