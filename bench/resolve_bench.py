@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from bench.measure import NS_PER_MS, NS_PER_S, NS_PER_US, Metric, figure, percentile
 from gateway.principal import Principal
 from gateway.tags.context import ResolvedContext
 from gateway.tags.model import ArgumentConstraint, ToolScope
@@ -62,22 +63,6 @@ FULL = Sizes(
     orgs=100, users_per_org=10, uncached_calls=2_000, cached_calls=200_000, check_calls=50_000
 )
 QUICK = Sizes(orgs=10, users_per_org=10, uncached_calls=300, cached_calls=20_000, check_calls=5_000)
-
-NS_PER_S = 1_000_000_000
-NS_PER_MS = 1_000_000
-NS_PER_US = 1_000
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    key: str
-    """The JSON key; its suffix names the unit of the JSON value."""
-    label: str
-    scale: int
-    """Nanoseconds per unit."""
-    unit: str
-    target: float | None = None
-    """The median must be under this many units, if set."""
 
 
 METRICS: tuple[Metric, ...] = (
@@ -447,11 +432,6 @@ def generate(directory: Path, sizes: Sizes, seed: int) -> Generated:
 # Measuring
 
 
-def percentile(ordered: Sequence[int], fraction: float) -> int:
-    """Nearest-rank percentile of an ascending sequence."""
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
-
-
 def _timed(action: Callable[[], object]) -> int:
     gc.collect()
     start = time.perf_counter_ns()
@@ -634,14 +614,6 @@ def _reload(store: TagStore, changed: bool) -> None:
 # Reporting
 
 
-def _figure(value: float) -> str:
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}" if value >= 0.01 else f"{value:.4f}"
-
-
 def report(rounds: list[dict[str, float]], gen: Generated, sizes: Sizes, args: Any) -> bool:
     """Print the table, PASS/FAIL per target and one JSON line; True when all targets hold."""
     summary: dict[str, dict[str, float | str | None]] = {}
@@ -657,17 +629,17 @@ def report(rounds: list[dict[str, float]], gen: Generated, sizes: Sizes, args: A
             "first": round(values[0], 6),
             "target": metric.target,
         }
-        target = "" if metric.target is None else f"< {_figure(metric.target)} {metric.unit}"
+        target = metric.target_text()
         if metric.target is not None:
-            verdicts.append((metric, median, median < metric.target))
+            verdicts.append((metric, median, metric.met(median)))
         rows.append(
             (
                 metric.label,
-                f"{_figure(median)} {metric.unit}",
-                f"{_figure(min(values))}-{_figure(max(values))}",
-                f"{_figure(values[0])}",
+                f"{figure(median)} {metric.unit}",
+                f"{figure(min(values))}-{figure(max(values))}",
+                f"{figure(values[0])}",
                 target,
-                "" if metric.target is None else ("PASS" if median < metric.target else "FAIL"),
+                "" if metric.target is None else ("PASS" if metric.met(median) else "FAIL"),
             )
         )
     header = ("measurement", "median", "spread (min-max)", "round 1", "target", "")
@@ -679,8 +651,8 @@ def report(rounds: list[dict[str, float]], gen: Generated, sizes: Sizes, args: A
     for metric, median, ok in verdicts:
         verdict = "PASS" if ok else "FAIL"
         print(
-            f"{verdict} {metric.key}: median {_figure(median)} {metric.unit} "
-            f"(target < {_figure(metric.target or 0)} {metric.unit})"
+            f"{verdict} {metric.key}: median {figure(median)} {metric.unit} "
+            f"(target {metric.target_text()})"
         )
     print(
         json.dumps(

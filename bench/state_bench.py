@@ -57,6 +57,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from bench.measure import NS_PER_MS, NS_PER_US, Metric, figure, percentile
 from gateway.state import StateError, StateStore, Stream, open_store
 from tests.redis_server import RedisServer, running
 
@@ -110,8 +111,6 @@ BACKENDS = ("memory", "redis")
 EVENT_BYTES = 200
 STATE_BYTES = 1_024
 
-NS_PER_MS = 1_000_000
-NS_PER_US = 1_000
 
 READY_TIMEOUT = 5.0
 READY_POLL = 0.01
@@ -125,29 +124,6 @@ FOLLOW_SETTLE = 0.3
 """After the warm-up: each follower re-reads once before it waits; let those reads end."""
 ROUND_TIMEOUT = 120.0
 CLEANUP_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    key: str
-    """The JSON key; its suffix names the unit of the JSON value."""
-    label: str
-    scale: int
-    """Raw units (nanoseconds, or events per second) per reported unit."""
-    unit: str
-    target: float | None = None
-    """The Redis backend's median must be under this (or at least this, if `higher`)."""
-    higher: bool = False
-    """Whether more is better (throughput)."""
-
-    def met(self, value: float) -> bool:
-        assert self.target is not None
-        return value >= self.target if self.higher else value < self.target
-
-    def target_text(self) -> str:
-        if self.target is None:
-            return ""
-        return f"{'>=' if self.higher else '<'} {_figure(self.target)} {self.unit}"
 
 
 METRICS: tuple[Metric, ...] = (
@@ -252,11 +228,6 @@ def _terminate_on_sigterm() -> None:
 
 # --------------------------------------------------------------------------------------
 # Measuring
-
-
-def percentile(ordered: Sequence[int], fraction: float) -> int:
-    """Nearest-rank percentile of an ascending sequence."""
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 async def measure_append_many(
@@ -497,14 +468,6 @@ async def run_round(
 # Reporting
 
 
-def _figure(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}" if value >= 0.01 else f"{value:.4f}"
-
-
 def report(rounds: list[dict[str, dict[str, float]]], sizes: Sizes, args: Any) -> bool:
     """Print the table, PASS/FAIL per target and one JSON line; True when all targets hold.
     A figure not measured in some rounds (follower set-up failed) is the median of the
@@ -536,8 +499,8 @@ def report(rounds: list[dict[str, dict[str, float]]], sizes: Sizes, args: Any) -
                     else ""
                 )
                 cells.append(
-                    f"{_figure(median)} {metric.unit} "
-                    f"({_figure(min(measured))}-{_figure(max(measured))}{partial})"
+                    f"{figure(median)} {metric.unit} "
+                    f"({figure(min(measured))}-{figure(max(measured))}{partial})"
                 )
             if backend == "redis" and metric.target is not None:
                 verdicts.append((metric, median, median is not None and metric.met(median)))
@@ -551,9 +514,9 @@ def report(rounds: list[dict[str, dict[str, float]]], sizes: Sizes, args: Any) -
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     print()
     for metric, median, ok in verdicts:
-        figure = "not measured" if median is None else f"{_figure(median)} {metric.unit}"
+        shown = "not measured" if median is None else f"{figure(median)} {metric.unit}"
         print(
-            f"{'PASS' if ok else 'FAIL'} redis {metric.key}: median {figure} "
+            f"{'PASS' if ok else 'FAIL'} redis {metric.key}: median {shown} "
             f"(target {metric.target_text()})"
         )
     passed = all(ok for _, _, ok in verdicts)
