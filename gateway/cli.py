@@ -7,10 +7,13 @@ Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ConfigIssue
@@ -19,6 +22,7 @@ from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, lo
 from .state import StateStore, open_store
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
+from .upstreams.importer import merged_text, read_client_config, render, write_atomically
 
 EXIT_OK = 0
 EXIT_NOT_PERMITTED = 1
@@ -82,7 +86,50 @@ def _parser() -> argparse.ArgumentParser:
     why.add_argument("--args", help="the call's arguments as a JSON object")
     why.add_argument("--json", action="store_true", help="print JSON")
     why.set_defaults(handler=_why)
+
+    upstreams = commands.add_parser("upstreams", help="the MCP servers behind the gateway")
+    upstream_commands = upstreams.add_subparsers(
+        dest="upstreams_command", required=True, metavar="COMMAND"
+    )
+    importing = with_config(
+        upstream_commands.add_parser(
+            "import",
+            help="add the servers of a desktop MCP client's JSON config (mcpServers) to "
+            "gateway.yaml",
+        )
+    )
+    importing.add_argument("file", help="e.g. claude_desktop_config.json")
+    importing.add_argument(
+        "--print", action="store_true", help="print the entries instead of writing them"
+    )
+    importing.set_defaults(handler=_import_upstreams)
     return parser
+
+
+def _import_upstreams(args: argparse.Namespace) -> int:
+    imported = read_client_config(Path(args.file))
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.print:
+        print("upstreams:\n" + render(imported.entries), end="")
+        return EXIT_OK
+    path = config_path(args.config)
+    text = merged_text(path, imported.entries)
+    # Validated as the gateway will read it, beside the original, before replacing it.
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".check", encoding="utf-8"
+    ) as candidate:
+        candidate.write(text)
+        candidate.flush()
+        try:
+            load_config(Path(candidate.name))
+        except ConfigError as exc:
+            issues = [dataclasses.replace(i, file=str(path)) for i in exc.issues]
+            raise ConfigError(issues) from exc
+    write_atomically(path, text)
+    names = ", ".join(imported.entries)
+    print(f"added {len(imported.entries)} upstreams to {path}: {names}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _principal_args(p: argparse.ArgumentParser) -> None:
@@ -183,6 +230,12 @@ def _serve(args: argparse.Namespace) -> int:
     )
     state = _state_store(config)
     print(f"gateway: state store {state.url}", file=sys.stderr)
+    if config.settings.upstreams:
+        names = ", ".join(config.settings.upstreams)
+        print(
+            f"gateway: upstreams configured: {names} (not connected: the pool is not built yet)",
+            file=sys.stderr,
+        )
     uvicorn.run(build_app(config, manager, state), host=host, port=port, log_level="info")
     return EXIT_OK
 

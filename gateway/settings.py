@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError, ConfigIssue
 from .state.base import TTLs
-from .yamlfile import read_yaml, validate
+from .upstreams.config import NAME_PATTERN, Upstream, public_prefix
+from .yamlfile import YamlDocument, read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/gateway.yaml")
 CONFIG_ENV = "GATEWAY_CONFIG"
@@ -75,10 +76,15 @@ class StateSettings(_Strict):
         return url
 
 
+UpstreamName = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     tags: TagSettings = TagSettings()
     state: StateSettings = StateSettings()
+    upstreams: dict[UpstreamName, Upstream] = Field(default_factory=dict)
+    """The MCP servers the gateway is a client of, by name (see gateway.upstreams.config)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,4 +123,29 @@ def load_config(path: Path) -> GatewayConfig:
     settings, issues = validate(doc, Settings, str(path))
     if settings is None:
         raise ConfigError(issues)
+    issues = _shared_prefixes(settings, doc, str(path))
+    if issues:
+        raise ConfigError(issues)
     return GatewayConfig(path.resolve(), settings)
+
+
+def _shared_prefixes(settings: Settings, doc: YamlDocument, display: str) -> list[ConfigIssue]:
+    """Two upstreams with one non-empty prefix would shadow each other's tools."""
+    issues: list[ConfigIssue] = []
+    first: dict[str, str] = {}
+    for name, upstream in settings.upstreams.items():
+        prefix = public_prefix(name, upstream)
+        if not prefix:
+            continue  # passing names through: collisions are told tool by tool, at discovery
+        if prefix in first:
+            issues.append(
+                ConfigIssue(
+                    display,
+                    f"prefix {prefix!r} is also upstream {first[prefix]!r}'s; "
+                    "give each upstream its own",
+                    doc.line_of(("upstreams", name, "prefix")),
+                    field=f"upstreams.{name}.prefix",
+                )
+            )
+        first.setdefault(prefix, name)
+    return issues

@@ -265,7 +265,15 @@ def validate(doc: YamlDocument, model: type[M], display: str) -> tuple[M | None,
 def _issue(doc: YamlDocument, display: str, error: Any) -> ConfigIssue:
     kind = error["type"]
     loc = real_loc(doc.data, error["loc"], missing=kind == "missing")
-    if kind == "extra_forbidden":
+    ctx = error.get("ctx") or {}
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        # A discriminated union: the discriminating field is what is wrong or missing.
+        loc = (*loc, str(ctx.get("discriminator", "")).strip("'"))
+    if kind == "union_tag_invalid":
+        message = f"expected one of {ctx.get('expected_tags')} (got {_short(ctx.get('tag'))})"
+    elif kind == "union_tag_not_found":
+        message = "required field is missing"
+    elif kind == "extra_forbidden":
         message = "unknown field"
     elif kind == "missing":
         message = "required field is missing"

@@ -1,0 +1,1 @@
+"""The MCP Manager: upstream MCP servers, their configuration, pool and catalog."""

@@ -1,0 +1,130 @@
+"""The `upstreams:` section of gateway.yaml: which MCP servers the gateway is a client of.
+
+    upstreams:
+      files:
+        transport: stdio
+        command: npx
+        args: ["-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
+      crm:
+        transport: streamable_http
+        url: https://crm.internal/mcp
+        headers: {Authorization: "Bearer ${CRM_TOKEN}"}
+
+Header and environment values may reference environment variables as `${NAME}`; they are
+expanded when the upstream is connected, and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+"""An upstream's name: it becomes part of public tool names (`<name>__<tool>`)."""
+PREFIX_PATTERN = r"^[A-Za-z0-9._-]{0,64}$"
+"""Characters of MCP tool names (SEP-986: `[A-Za-z0-9._-]`, 1 to 128 of them)."""
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
+
+
+class OnDefinitionChange(StrEnum):
+    ACCEPT = "accept"
+    """Use the new definition."""
+    AUDIT = "audit"
+    """Use it, and record an audit event with the old and new fingerprints."""
+    QUARANTINE = "quarantine"
+    """Hide the tool until an admin approves the new definition."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+Seconds = Annotated[float, Field(gt=0, strict=False)]
+
+
+class _Upstream(_Strict):
+    prefix: Annotated[str | None, Field(pattern=PREFIX_PATTERN)] = None
+    """Put before every tool name: default `<name>__`; empty to pass names through."""
+    enabled: bool = True
+    call_timeout: Seconds = 60.0
+    """A hard cap on one tool call, progress notifications or not."""
+    init_timeout: Seconds = 10.0
+    """For connecting and `initialize`."""
+    on_definition_change: Annotated[OnDefinitionChange, Field(strict=False)] = (
+        OnDefinitionChange.AUDIT
+    )
+
+
+class StdioUpstream(_Upstream):
+    transport: Literal["stdio"]
+    command: Annotated[str, Field(min_length=1)]
+    args: tuple[str, ...] = Field(default=(), strict=False)
+    env: dict[str, str] = Field(default_factory=dict)
+    """Added to a minimal inherited environment (PATH, HOME, ...); values may hold `${VAR}`."""
+    cwd: str | None = None
+
+
+class HttpUpstream(_Upstream):
+    transport: Literal["streamable_http", "sse"]
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Values may hold `${VAR}`: expanded at connect time, never logged."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        return url
+
+
+Upstream = Annotated[StdioUpstream | HttpUpstream, Field(discriminator="transport")]
+
+
+def public_prefix(name: str, upstream: StdioUpstream | HttpUpstream) -> str:
+    return f"{name}__" if upstream.prefix is None else upstream.prefix
+
+
+class MissingVariable(KeyError):
+    """A `${NAME}` reference whose variable is not set."""
+
+    def __init__(self, upstream: str, where: str, variable: str) -> None:
+        super().__init__(variable)
+        self.upstream = upstream
+        self.where = where
+        self.variable = variable
+
+    def __str__(self) -> str:
+        return (
+            f"upstream {self.upstream!r}: {self.where} refers to ${{{self.variable}}}, "
+            "which is not set in the gateway's environment"
+        )
+
+
+def expand(value: str, upstream: str, where: str, environ: Mapping[str, str] | None = None) -> str:
+    """`value` with every `${NAME}` replaced from `environ` (the process environment by
+    default); `$$` is a literal `$`. Raises MissingVariable, which names the variable but
+    never the value."""
+    source = os.environ if environ is None else environ
+
+    def replace(match: re.Match[str]) -> str:
+        variable = match.group(1)
+        if variable is None:
+            return "$"
+        if variable not in source:
+            raise MissingVariable(upstream, where, variable)
+        return source[variable]
+
+    return _REFERENCE.sub(replace, value)
+
+
+def references(value: str) -> list[str]:
+    """The variables `value` refers to."""
+    return [m.group(1) for m in _REFERENCE.finditer(value) if m.group(1) is not None]
