@@ -1,0 +1,235 @@
+"""One upstream MCP server: a long-lived SDK `Client` kept alive by a supervisor task.
+
+The supervisor owns the `Client` in its own task (an upstream that dies takes down the
+task holding its `Client`, never the gateway), connects with a bound on `initialize`,
+lists what the upstream offers, and reconnects with backoff and jitter after a crash or a
+disconnect. Its status (connecting, ready, down, disabled) says what it is doing, the last
+error, and since when. Calls share the one session (the SDK multiplexes them) and are
+capped by the upstream's `call_timeout`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from ..errors import GatewayError
+from .config import HttpUpstream, MissingVariable, StdioUpstream, expand
+
+logger = logging.getLogger("gateway.upstreams")
+
+UpstreamConfig = StdioUpstream | HttpUpstream
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 30.0
+HEALTH_INTERVAL = 15.0
+"""Seconds between checks of an idle connection (a tools/list, which also refreshes)."""
+
+
+class State(StrEnum):
+    CONNECTING = "connecting"
+    READY = "ready"
+    DOWN = "down"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: State
+    since: float
+    """Wall-clock time of the last change."""
+    error: str | None = None
+    """Why it is down, or why it last went down."""
+    failures: int = 0
+    """Connection attempts that failed in a row."""
+
+
+class UpstreamError(GatewayError):
+    """A call could not be made or did not complete; the message names upstream and tool."""
+
+
+def backoff(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Seconds to wait after `failures` failures in a row: exponential, capped, with full
+    jitter so that upstreams failing together do not retry together."""
+    return random.uniform(0, min(cap, base * 2 ** min(failures, 30)))
+
+
+class UpstreamConnection:
+    def __init__(self, name: str, config: UpstreamConfig) -> None:
+        self.name = name
+        self.config = config
+        self.tools: tuple[types.Tool, ...] = ()
+        self._client: Client | None = None
+        self._status = Status(
+            State.DISABLED if not config.enabled else State.CONNECTING, time.time()
+        )
+        self._ready = anyio.Event()
+        self._reached_ready = False
+        self._dead = anyio.Event()
+        self._in_flight = 0
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    def _set(self, state: State, error: str | None = None, failures: int = 0) -> None:
+        if state is not self._status.state or error != self._status.error:
+            self._status = Status(state, time.time(), error, failures)
+            log = logger.warning if state is State.DOWN else logger.info
+            log("upstream %s %s%s", self.name, state.value, f": {error}" if error else "")
+        if state is State.READY:
+            self._ready.set()
+        elif self._ready.is_set():
+            self._ready = anyio.Event()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def run(self) -> None:
+        """Connect and stay connected until cancelled; never raises for the upstream's
+        faults."""
+        if not self.config.enabled:
+            self._set(State.DISABLED)
+            return
+        failures = 0
+        while True:
+            self._set(State.CONNECTING, self._status.error, failures)
+            self._reached_ready = False
+            try:
+                await self._serve_one_connection()
+                error = "the upstream closed the connection"
+            except MissingVariable as exc:
+                error = str(exc)
+            except Exception as exc:  # a third party's faults come in every shape
+                error = _describe(exc)
+            finally:
+                self._client = None
+                self.tools = ()
+            # Failures count in a row: a connection that got ready starts the count again.
+            failures = 1 if self._reached_ready else failures + 1
+            self._set(State.DOWN, error, failures)
+            # A crash-looping stdio child waits here, burning nothing.
+            await anyio.sleep(backoff(failures))
+
+    async def _serve_one_connection(self) -> None:
+        # The bound covers connecting and `initialize`; once ready it is lifted. (A scope
+        # around the `async with` entry alone would close before the Client's own task
+        # group, which anyio forbids.)
+        with anyio.CancelScope(deadline=anyio.current_time() + self.config.init_timeout) as scope:
+            async with self._connect() as client:
+                await self._list_tools(client)
+                scope.deadline = math.inf
+                self._dead = anyio.Event()
+                self._client = client
+                self._reached_ready = True
+                self._set(State.READY)
+                await self._watch(client)
+        if scope.cancelled_caught:
+            raise TimeoutError(f"not ready within {self.config.init_timeout:g} s")
+
+    async def _watch(self, client: Client) -> None:
+        """Return when the connection is dead. A dead SDK Client does not unwind by itself
+        (a stdio child's exit leaves it open), so a call that saw the connection close
+        says so, and an idle connection is checked now and then; a busy one never is, so
+        a long call is never taken for a hang."""
+        while True:
+            with anyio.move_on_after(HEALTH_INTERVAL):
+                await self._dead.wait()
+                return
+            if self._in_flight:
+                continue
+            try:
+                with anyio.fail_after(self.config.init_timeout):
+                    await self._list_tools(client)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no answer to a health check within {self.config.init_timeout:g} s"
+                ) from None
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Client]:
+        config = self.config
+        if isinstance(config, StdioUpstream):
+            env = {key: expand(value, self.name, f"env {key}") for key, value in config.env.items()}
+            params = StdioServerParameters(
+                command=config.command, args=list(config.args), env=env, cwd=config.cwd
+            )
+            async with Client(params, cache=None) as client:
+                yield client
+            return
+        headers = {
+            key: expand(value, self.name, f"header {key}") for key, value in config.headers.items()
+        }
+        if config.transport == "sse":
+            async with Client(sse_client(config.url, headers=headers), cache=None) as client:
+                yield client
+            return
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
+            Client(streamable_http_client(config.url, http_client=http), cache=None) as client,
+        ):
+            yield client
+
+    async def _list_tools(self, client: Client) -> None:
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        for _ in range(1000):  # pages; an upstream that never stops paging is cut off
+            page = await client.list_tools(cursor=cursor)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self.tools = tuple(tools)
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        """Call `tool` on this upstream, capped by its call_timeout. Raises UpstreamError."""
+        client = self._client
+        if client is None:
+            reason = self._status.error or self._status.state.value
+            raise UpstreamError(f"upstream {self.name} is not ready ({reason}); {tool} not called")
+        limit = self.config.call_timeout
+        self._in_flight += 1
+        try:
+            with anyio.fail_after(limit):
+                return await client.call_tool(tool, arguments, read_timeout_seconds=limit)
+        except TimeoutError:
+            raise UpstreamError(
+                f"{tool} on upstream {self.name} did not answer within {limit:g} s"
+            ) from None
+        except MCPError as exc:
+            if exc.error.code == types.CONNECTION_CLOSED:
+                if self._client is client:
+                    self._client = None  # callers fail fast until the supervisor reconnects
+                    self._dead.set()
+                raise UpstreamError(
+                    f"upstream {self.name} closed the connection during {tool}"
+                ) from exc
+            if exc.error.code == types.REQUEST_TIMEOUT:
+                raise UpstreamError(
+                    f"{tool} on upstream {self.name} did not answer within {limit:g} s"
+                ) from exc
+            raise
+        finally:
+            self._in_flight -= 1
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost meaningful message of what may be nested exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

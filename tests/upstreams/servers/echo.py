@@ -1,0 +1,76 @@
+"""A small upstream MCP server for the tests, built with the SDK's lowlevel Server.
+
+    python -m tests.upstreams.servers.echo stdio
+    python -m tests.upstreams.servers.echo http PORT     (streamable HTTP at /mcp)
+
+Tools: `echo` (returns its arguments), `sleep` (waits `seconds`), `crash` (exits the
+process at once), `pid` (the server's process id).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server import Server, ServerRequestContext
+from mcp.server.stdio import stdio_server
+
+TOOLS = [
+    types.Tool(name="echo", description="Echo the arguments", input_schema={"type": "object"}),
+    types.Tool(
+        name="sleep",
+        description="Wait",
+        input_schema={"type": "object", "properties": {"seconds": {"type": "number"}}},
+    ),
+    types.Tool(name="crash", description="Exit at once", input_schema={"type": "object"}),
+    types.Tool(name="pid", description="The process id", input_schema={"type": "object"}),
+]
+
+
+async def list_tools(
+    _ctx: ServerRequestContext, _params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=TOOLS)
+
+
+async def call_tool(
+    _ctx: ServerRequestContext, params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    arguments: dict[str, Any] = dict(params.arguments or {})
+    if params.name == "sleep":
+        await anyio.sleep(float(arguments.get("seconds", 1)))
+        text = "slept"
+    elif params.name == "crash":
+        os._exit(3)
+    elif params.name == "pid":
+        text = str(os.getpid())
+    else:
+        text = repr(sorted(arguments.items()))
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=arguments
+    )
+
+
+server = Server("echo-upstream", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+async def serve_stdio() -> None:
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+def serve_http(port: int) -> None:
+    import uvicorn
+
+    app = server.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["http"]:
+        serve_http(int(sys.argv[2]))
+    else:
+        anyio.run(serve_stdio)

@@ -1,0 +1,209 @@
+"""One upstream connection against real MCP servers: stdio children and streamable HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import anyio
+import mcp_types as types
+import pytest
+
+from gateway.upstreams.config import HttpUpstream, StdioUpstream
+from gateway.upstreams.connection import State, UpstreamConnection, UpstreamError
+from tests.conftest import ROOT
+from tests.redis_server import answers_ping, free_port
+
+pytestmark = pytest.mark.anyio
+
+ECHO = ("-m", "tests.upstreams.servers.echo")
+
+
+def stdio(**fields: object) -> StdioUpstream:
+    base: dict[str, object] = {
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": [*ECHO, "stdio"],
+        "cwd": str(ROOT),
+        "env": {"PYTHONPATH": str(ROOT)},
+    }
+    return StdioUpstream.model_validate({**base, **fields}, strict=False)
+
+
+@asynccontextmanager
+async def running(connection: UpstreamConnection) -> AsyncIterator[UpstreamConnection]:
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(connection.run)
+        yield connection
+        tasks.cancel_scope.cancel()
+
+
+async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll `predicate` every 20 ms; fail the test when it is not true within `seconds`."""
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError(f"not true within {seconds} s")
+
+
+def text(result: types.CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    return block.text
+
+
+async def test_stdio_upstream_lists_and_calls() -> None:
+    async with running(UpstreamConnection("echo", stdio())) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        assert up.status.state is State.READY
+        assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid"]
+        result = await up.call_tool("echo", {"b": 2, "a": 1})
+        assert text(result) == "[('a', 1), ('b', 2)]"
+        assert result.structured_content == {"b": 2, "a": 1}
+        # Concurrent calls share the one session.
+        results: list[str] = []
+
+        async def call(n: int) -> None:
+            results.append(text(await up.call_tool("echo", {"n": n})))
+
+        async with anyio.create_task_group() as tasks:
+            for n in range(20):
+                tasks.start_soon(call, n)
+        assert sorted(results) == sorted(f"[('n', {n})]" for n in range(20))
+
+
+async def test_a_killed_child_is_reported_and_replaced() -> None:
+    async with running(UpstreamConnection("echo", stdio())) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        first = int(text(await up.call_tool("pid", {})))
+        started = time.monotonic()
+        crashed_at = time.time()
+        with pytest.raises(UpstreamError, match="upstream echo closed the connection during crash"):
+            await up.call_tool("crash", {})
+        assert time.monotonic() - started < 1.0
+        await until(lambda: up.status.state is State.READY and up.status.since > crashed_at, 15)
+        second = int(text(await up.call_tool("pid", {})))
+        assert second != first
+        assert gone(first)  # reaped, not left a zombie of ours
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_no_child_outlives_its_connection() -> None:
+    async with running(UpstreamConnection("echo", stdio())) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        pid = int(text(await up.call_tool("pid", {})))
+        assert not gone(pid)
+    await until(lambda: gone(pid), 5)
+
+
+async def test_a_hanging_call_times_out_and_later_calls_work() -> None:
+    async with running(UpstreamConnection("echo", stdio(call_timeout=0.5))) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        started = time.monotonic()
+        with pytest.raises(
+            UpstreamError, match=r"sleep on upstream echo did not answer within 0\.5 s"
+        ):
+            await up.call_tool("sleep", {"seconds": 30})
+        assert time.monotonic() - started < 2.0
+        assert text(await up.call_tool("echo", {})) == "[]"
+
+
+async def test_an_upstream_that_cannot_start_is_down_with_the_reason() -> None:
+    connection = UpstreamConnection("ghost", stdio(command="/nonexistent/mcp-server", args=[]))
+    async with running(connection) as up:
+        await until(lambda: up.status.state is State.DOWN)
+        assert up.status.error is not None
+        assert "FileNotFoundError" in up.status.error or "No such file" in up.status.error
+        with pytest.raises(UpstreamError, match="upstream ghost is not ready"):
+            await up.call_tool("echo", {})
+
+
+async def test_a_missing_variable_is_the_reason_it_is_down() -> None:
+    upstream = stdio(env={"TOKEN": "${GATEWAY_TEST_UNSET_VARIABLE}"})
+    async with running(UpstreamConnection("echo", upstream)) as up:
+        await until(lambda: up.status.state is State.DOWN)
+        assert up.status.error == (
+            "upstream 'echo': env TOKEN refers to ${GATEWAY_TEST_UNSET_VARIABLE}, which is not "
+            "set in the gateway's environment"
+        )
+
+
+async def test_a_disabled_upstream_is_never_started() -> None:
+    connection = UpstreamConnection("off", stdio(enabled=False))
+    with anyio.fail_after(5):
+        await connection.run()
+    assert connection.status.state is State.DISABLED
+
+
+@contextmanager
+def http_echo() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, *ECHO, "http", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP echo upstream did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _listening(port: int) -> bool:
+    # answers_ping speaks RESP; any answer at all means the port is taken by our server.
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+async def test_streamable_http_upstream_lists_and_calls() -> None:
+    with http_echo() as url:
+        upstream = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
+        async with running(UpstreamConnection("web", upstream)) as up:
+            with anyio.fail_after(15):
+                await up.wait_ready()
+            assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid"]
+            assert text(await up.call_tool("echo", {"x": 1})) == "[('x', 1)]"
+
+
+async def test_an_unreachable_http_upstream_is_down_with_the_reason() -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    upstream = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
+    assert not answers_ping(int(url.split(":")[2].split("/")[0]))
+    async with running(UpstreamConnection("web", upstream)) as up:
+        await until(lambda: up.status.state is State.DOWN)
+        assert up.status.error is not None
+        assert "ConnectError" in up.status.error
