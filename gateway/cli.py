@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from .errors import ConfigError, ConfigIssue
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
@@ -23,9 +25,11 @@ from .state import StateStore, open_store
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
 from .upstreams.importer import merged_text, read_client_config, render, write_atomically
+from .upstreams.pool import Pool
 
 EXIT_OK = 0
 EXIT_NOT_PERMITTED = 1
+EXIT_UNHEALTHY = 1
 EXIT_CONFIG = 2
 
 
@@ -103,7 +107,60 @@ def _parser() -> argparse.ArgumentParser:
         "--print", action="store_true", help="print the entries instead of writing them"
     )
     importing.set_defaults(handler=_import_upstreams)
+
+    status = with_config(
+        upstream_commands.add_parser(
+            "status",
+            help="connect to every upstream once and say how each is; exit 1 if one is down",
+        )
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_upstreams_status)
     return parser
+
+
+def _upstreams_status(args: argparse.Namespace) -> int:
+    config = load_config(config_path(args.config))
+    upstreams = config.settings.upstreams
+    pool = Pool(upstreams)
+    limit = max((u.init_timeout for u in upstreams.values()), default=1.0) + 5.0
+
+    async def connect() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(pool.run)
+            with anyio.move_on_after(limit):
+                await pool.settled()
+            tasks.cancel_scope.cancel()
+
+    anyio.run(connect)
+    catalog = pool.catalog
+    rows = []
+    for name, state in pool.statuses().items():
+        tools = sum(1 for entry in catalog.tools.values() if entry.upstream == name)
+        rows.append(
+            {
+                "upstream": name,
+                "transport": upstreams[name].transport,
+                "state": state.state.value,
+                "tools": tools,
+                "error": state.error,
+            }
+        )
+    if args.json:
+        print(json.dumps({"upstreams": rows, "problems": list(catalog.problems)}, indent=2))
+    else:
+        if not rows:
+            print(f"no upstreams in {config.path}")
+        for row in rows:
+            error = f"  {row['error']}" if row["error"] else ""
+            print(
+                f"{row['upstream']:<20} {row['transport']:<16} {row['state']:<10} "
+                f"{row['tools']:>4} tools{error}"
+            )
+        for problem in catalog.problems:
+            print(f"problem: {problem}")
+    down = any(row["state"] not in ("ready", "disabled") for row in rows)
+    return EXIT_UNHEALTHY if down or catalog.problems else EXIT_OK
 
 
 def _import_upstreams(args: argparse.Namespace) -> int:

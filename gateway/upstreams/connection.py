@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,10 +69,15 @@ def backoff(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP)
 
 
 class UpstreamConnection:
-    def __init__(self, name: str, config: UpstreamConfig) -> None:
+    def __init__(
+        self, name: str, config: UpstreamConfig, on_tools: Callable[[], None] | None = None
+    ) -> None:
         self.name = name
         self.config = config
         self.tools: tuple[types.Tool, ...] = ()
+        """The last listing; kept while reconnecting, so tools do not flicker away."""
+        self._on_tools = on_tools
+        self._settled = anyio.Event()
         self._client: Client | None = None
         self._status = Status(
             State.DISABLED if not config.enabled else State.CONNECTING, time.time()
@@ -81,16 +86,26 @@ class UpstreamConnection:
         self._reached_ready = False
         self._dead = anyio.Event()
         self._in_flight = 0
+        self._logged_error: str | None = None
 
     @property
     def status(self) -> Status:
         return self._status
 
     def _set(self, state: State, error: str | None = None, failures: int = 0) -> None:
-        if state is not self._status.state or error != self._status.error:
+        previous = self._status
+        if state is not previous.state or error != previous.error:
             self._status = Status(state, time.time(), error, failures)
-            log = logger.warning if state is State.DOWN else logger.info
-            log("upstream %s %s%s", self.name, state.value, f": {error}" if error else "")
+        # A crash loop logs its first failure, a new reason, and then ever more rarely.
+        repeated = state is State.DOWN and error == self._logged_error
+        if state is State.DOWN and (not repeated or failures & (failures - 1) == 0):
+            logger.warning("upstream %s down (%d in a row): %s", self.name, failures, error)
+            self._logged_error = error
+        elif state is State.READY and previous.state is not State.READY:
+            logger.info("upstream %s ready (%d tools)", self.name, len(self.tools))
+            self._logged_error = None
+        if state is not State.CONNECTING:
+            self._settled.set()
         if state is State.READY:
             self._ready.set()
         elif self._ready.is_set():
@@ -98,6 +113,10 @@ class UpstreamConnection:
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
+
+    async def wait_settled(self) -> None:
+        """Until the first attempt to connect ended, either way (or it is disabled)."""
+        await self._settled.wait()
 
     async def run(self) -> None:
         """Connect and stay connected until cancelled; never raises for the upstream's
@@ -118,7 +137,6 @@ class UpstreamConnection:
                 error = _describe(exc)
             finally:
                 self._client = None
-                self.tools = ()
             # Failures count in a row: a connection that got ready starts the count again.
             failures = 1 if self._reached_ready else failures + 1
             self._set(State.DOWN, error, failures)
@@ -193,7 +211,10 @@ class UpstreamConnection:
             cursor = page.next_cursor
             if not cursor:
                 break
-        self.tools = tuple(tools)
+        if tuple(tools) != self.tools:
+            self.tools = tuple(tools)
+            if self._on_tools is not None:
+                self._on_tools()
 
     async def call_tool(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
         """Call `tool` on this upstream, capped by its call_timeout. Raises UpstreamError."""

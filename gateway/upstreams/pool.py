@@ -1,0 +1,82 @@
+"""The pool: every configured upstream, connected in parallel, and the catalog over them.
+
+An upstream that fails never blocks or crashes the others: each runs in its own
+supervisor task (`UpstreamConnection`). The catalog is rebuilt whenever an upstream's
+tools change (connected, reconnected, gone), each time with a new version number.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import mcp_types as types
+
+from .catalog import Catalog, build
+from .config import public_prefix
+from .connection import State, Status, UpstreamConfig, UpstreamConnection, UpstreamError
+
+logger = logging.getLogger("gateway.upstreams")
+
+CatalogListener = Callable[[Catalog], None]
+
+
+class Pool:
+    def __init__(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
+        self.connections = {
+            name: UpstreamConnection(name, config, on_tools=self._tools_changed)
+            for name, config in upstreams.items()
+        }
+        self._prefixes = {name: public_prefix(name, c) for name, c in upstreams.items()}
+        self._catalog = build(0, {})
+        self._listeners: list[CatalogListener] = []
+        self._changed = anyio.Event()
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def statuses(self) -> dict[str, Status]:
+        return {name: c.status for name, c in self.connections.items()}
+
+    def subscribe(self, listener: CatalogListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def run(self) -> None:
+        """Run every upstream until cancelled."""
+        async with anyio.create_task_group() as tasks:
+            for connection in self.connections.values():
+                tasks.start_soon(connection.run)
+
+    async def settled(self) -> None:
+        """Return once every upstream has made its first attempt (ready, down or disabled):
+        what start-up waits for, each upstream bounded by its own init_timeout."""
+        for connection in self.connections.values():
+            await connection.wait_settled()
+
+    def _tools_changed(self) -> None:
+        offered = {
+            name: (self._prefixes[name], c.tools)
+            for name, c in self.connections.items()
+            if c.status.state is State.READY or c.tools
+        }
+        catalog = build(self._catalog.version + 1, offered)
+        for problem in catalog.problems:
+            if problem not in self._catalog.problems:
+                logger.error("catalog: %s", problem)
+        self._catalog = catalog
+        for listener in list(self._listeners):
+            try:
+                listener(catalog)
+            except Exception:
+                logger.exception("catalog listener %r failed", listener)
+
+    async def call_tool(self, public_name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        """Route a call by its public name. Raises UpstreamError for an unknown tool."""
+        entry = self._catalog.tools.get(public_name)
+        if entry is None:
+            raise UpstreamError(f"no upstream offers a tool named {public_name!r}")
+        return await self.connections[entry.upstream].call_tool(entry.tool.name, arguments)

@@ -1,0 +1,141 @@
+"""The pool over several real upstreams, and the catalog's namespacing and clashes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+import pytest
+
+from gateway.cli import main
+from gateway.upstreams.catalog import Catalog, build
+from gateway.upstreams.connection import State, UpstreamError
+from gateway.upstreams.pool import Pool
+from tests.conftest import ROOT
+from tests.upstreams.test_connection import stdio, text
+
+pytestmark = pytest.mark.anyio
+
+
+def tool(name: str) -> types.Tool:
+    return types.Tool(name=name, input_schema={"type": "object"})
+
+
+def test_public_names_are_prefixed_and_sorted() -> None:
+    catalog = build(
+        3, {"crm": ("crm__", (tool("get"), tool("list"))), "time": ("", (tool("now"),))}
+    )
+    assert catalog.version == 3
+    assert list(catalog.tools) == ["crm__get", "crm__list", "now"]
+    assert (catalog.tools["crm__get"].upstream, catalog.tools["crm__get"].tool.name) == (
+        "crm",
+        "get",
+    )
+    assert catalog.problems == ()
+
+
+def test_a_clash_leaves_both_out_and_names_both() -> None:
+    catalog = build(1, {"a": ("", (tool("search"), tool("a_only"))), "b": ("", (tool("search"),))})
+    assert list(catalog.tools) == ["a_only"]
+    assert catalog.problems == (
+        "tool name 'search' is offered by 'a' and 'b'; left out until the upstreams' prefixes "
+        "tell them apart",
+    )
+
+
+def test_a_name_invalid_for_mcp_is_left_out() -> None:
+    catalog = build(1, {"x": ("x__", (tool("has space"), tool("ok"), tool("a" * 126)))})
+    assert list(catalog.tools) == ["x__ok"]
+    assert catalog.problems[0] == (
+        "upstream 'x': tool 'has space' left out: 'x__has space' is not a valid MCP tool name "
+        "(1 to 128 of A-Z a-z 0-9 _ - .)"
+    )
+    assert len(catalog.problems) == 2
+
+
+async def test_upstreams_connect_in_parallel_and_a_dead_one_blocks_nobody() -> None:
+    pool = Pool(
+        {
+            "one": stdio(),
+            "two": stdio(prefix="second."),
+            "ghost": stdio(command="/nonexistent/mcp-server", args=[]),
+            "off": stdio(enabled=False),
+        }
+    )
+    seen: list[Catalog] = []
+    pool.subscribe(seen.append)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.run)
+        with anyio.fail_after(20):
+            await pool.settled()
+        states = {name: status.state for name, status in pool.statuses().items()}
+        assert states == {
+            "one": State.READY,
+            "two": State.READY,
+            "ghost": State.DOWN,
+            "off": State.DISABLED,
+        }
+        names = list(pool.catalog.tools)
+        assert names == [
+            "one__crash",
+            "one__echo",
+            "one__pid",
+            "one__sleep",
+            "second.crash",
+            "second.echo",
+            "second.pid",
+            "second.sleep",
+        ]
+        assert text(await pool.call_tool("second.echo", {"z": 1})) == "[('z', 1)]"
+        with pytest.raises(UpstreamError, match="no upstream offers a tool named 'nope'"):
+            await pool.call_tool("nope", {})
+        assert seen[-1] is pool.catalog
+        assert [c.version for c in seen] == sorted({c.version for c in seen})
+        tasks.cancel_scope.cancel()
+
+
+async def test_two_upstreams_passing_names_through_clash() -> None:
+    pool = Pool({"a": stdio(prefix=""), "b": stdio(prefix="")})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.run)
+        with anyio.fail_after(20):
+            await pool.settled()
+        assert pool.catalog.tools == {}
+        assert "tool name 'echo' is offered by 'a' and 'b'" in pool.catalog.problems[1]
+        tasks.cancel_scope.cancel()
+
+
+def test_status_command_connects_once_and_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"""upstreams:
+  echo:
+    transport: stdio
+    command: {sys.executable}
+    args: [-m, tests.upstreams.servers.echo]
+    cwd: {ROOT}
+    env: {{PYTHONPATH: {ROOT}}}
+  ghost:
+    transport: stdio
+    command: /nonexistent/mcp-server
+    init_timeout: 2
+"""
+    )
+    assert main(["upstreams", "status", "--config", str(config), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["problems"] == []
+    rows = {row["upstream"]: row for row in report["upstreams"]}
+    assert rows["echo"] == {
+        "upstream": "echo",
+        "transport": "stdio",
+        "state": "ready",
+        "tools": 4,
+        "error": None,
+    }
+    assert rows["ghost"]["state"] == "down"
+    assert "/nonexistent/mcp-server" in rows["ghost"]["error"]
