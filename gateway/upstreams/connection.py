@@ -23,10 +23,12 @@ from typing import Any
 import anyio
 import httpx2
 import mcp_types as types
+from anyio.abc import TaskStatus
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..errors import GatewayError
 from .config import HttpUpstream, MissingVariable, StdioUpstream, expand
@@ -36,6 +38,7 @@ logger = logging.getLogger("gateway.upstreams")
 UpstreamConfig = StdioUpstream | HttpUpstream
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 30.0
+HANDSHAKE_VERSIONS = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
 HEALTH_INTERVAL = 15.0
 """Seconds between checks of an idle connection (a tools/list, which also refreshes)."""
 
@@ -85,6 +88,8 @@ class UpstreamConnection:
         self._ready = anyio.Event()
         self._reached_ready = False
         self._dead = anyio.Event()
+        self._wake = anyio.Event()
+        self._stale = False
         self._in_flight = 0
         self._logged_error: str | None = None
 
@@ -148,14 +153,19 @@ class UpstreamConnection:
         # around the `async with` entry alone would close before the Client's own task
         # group, which anyio forbids.)
         with anyio.CancelScope(deadline=anyio.current_time() + self.config.init_timeout) as scope:
-            async with self._connect() as client:
+            async with self._connect() as client, anyio.create_task_group() as tasks:
+                self._dead = anyio.Event()
+                self._wake = anyio.Event()
+                self._stale = False
+                # Listening first, then listing: a change announced in between is not lost.
+                await tasks.start(self._follow_changes, client)
                 await self._list_tools(client)
                 scope.deadline = math.inf
-                self._dead = anyio.Event()
                 self._client = client
                 self._reached_ready = True
                 self._set(State.READY)
                 await self._watch(client)
+                tasks.cancel_scope.cancel()
         if scope.cancelled_caught:
             raise TimeoutError(f"not ready within {self.config.init_timeout:g} s")
 
@@ -163,20 +173,64 @@ class UpstreamConnection:
         """Return when the connection is dead. A dead SDK Client does not unwind by itself
         (a stdio child's exit leaves it open), so a call that saw the connection close
         says so, and an idle connection is checked now and then; a busy one never is, so
-        a long call is never taken for a hang."""
+        a long call is never taken for a hang. Meanwhile the upstream's announcements of
+        changed tools are followed by a new listing."""
         while True:
-            with anyio.move_on_after(HEALTH_INTERVAL):
-                await self._dead.wait()
+            with anyio.move_on_after(HEALTH_INTERVAL) as idle:
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if self._dead.is_set():
                 return
-            if self._in_flight:
-                continue
-            try:
-                with anyio.fail_after(self.config.init_timeout):
-                    await self._list_tools(client)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"no answer to a health check within {self.config.init_timeout:g} s"
-                ) from None
+            if self._stale:
+                self._stale = False
+                await self._refresh(client)
+            elif idle.cancelled_caught and not self._in_flight:
+                try:
+                    with anyio.fail_after(self.config.init_timeout):
+                        await self._list_tools(client)
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"no answer to a health check within {self.config.init_timeout:g} s"
+                    ) from None
+
+    async def _refresh(self, client: Client) -> None:
+        try:
+            with anyio.fail_after(self.config.init_timeout):
+                await self._list_tools(client)
+        except (TimeoutError, MCPError) as exc:
+            # The old listing stays; the next announcement or health check tries again.
+            logger.warning("upstream %s: tools not refreshed: %s", self.name, _describe(exc))
+
+    async def _follow_changes(
+        self, client: Client, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """2026-era upstreams announce changed tools on a listen stream (handshake-era ones
+        send a notification, which `_on_message` takes). Started once listening."""
+        capability = client.server_capabilities.tools if client.server_capabilities else None
+        if client.protocol_version in HANDSHAKE_VERSIONS or not (
+            capability and capability.list_changed
+        ):
+            task_status.started()
+            return
+        listening = False
+        try:
+            async with client.listen(tools_list_changed=True) as changes:
+                listening = True
+                task_status.started()
+                async for _ in changes:
+                    self._tools_changed()
+        except MCPError as exc:
+            logger.info("upstream %s: no change announcements: %s", self.name, _describe(exc))
+            if not listening:
+                task_status.started()
+
+    async def _on_message(self, message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self._tools_changed()
+
+    def _tools_changed(self) -> None:
+        self._stale = True
+        self._wake.set()
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[Client]:
@@ -186,19 +240,27 @@ class UpstreamConnection:
             params = StdioServerParameters(
                 command=config.command, args=list(config.args), env=env, cwd=config.cwd
             )
-            async with Client(params, cache=None) as client:
+            async with Client(params, cache=None, message_handler=self._on_message) as client:
                 yield client
             return
         headers = {
             key: expand(value, self.name, f"header {key}") for key, value in config.headers.items()
         }
         if config.transport == "sse":
-            async with Client(sse_client(config.url, headers=headers), cache=None) as client:
+            async with Client(
+                sse_client(config.url, headers=headers),
+                cache=None,
+                message_handler=self._on_message,
+            ) as client:
                 yield client
             return
         async with (
             httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
-            Client(streamable_http_client(config.url, http_client=http), cache=None) as client,
+            Client(
+                streamable_http_client(config.url, http_client=http),
+                cache=None,
+                message_handler=self._on_message,
+            ) as client,
         ):
             yield client
 
@@ -236,6 +298,7 @@ class UpstreamConnection:
                 if self._client is client:
                     self._client = None  # callers fail fast until the supervisor reconnects
                     self._dead.set()
+                    self._wake.set()
                 raise UpstreamError(
                     f"upstream {self.name} closed the connection during {tool}"
                 ) from exc

@@ -63,7 +63,7 @@ async def test_stdio_upstream_lists_and_calls() -> None:
         with anyio.fail_after(15):
             await up.wait_ready()
         assert up.status.state is State.READY
-        assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid"]
+        assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid", "mutate"]
         result = await up.call_tool("echo", {"b": 2, "a": 1})
         assert text(result) == "[('a', 1), ('b', 2)]"
         assert result.structured_content == {"b": 2, "a": 1}
@@ -195,7 +195,7 @@ async def test_streamable_http_upstream_lists_and_calls() -> None:
         async with running(UpstreamConnection("web", upstream)) as up:
             with anyio.fail_after(15):
                 await up.wait_ready()
-            assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid"]
+            assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid", "mutate"]
             assert text(await up.call_tool("echo", {"x": 1})) == "[('x', 1)]"
 
 
@@ -207,3 +207,18 @@ async def test_an_unreachable_http_upstream_is_down_with_the_reason() -> None:
         await until(lambda: up.status.state is State.DOWN)
         assert up.status.error is not None
         assert "ConnectError" in up.status.error
+
+
+async def test_announced_tool_changes_are_listed_within_a_second() -> None:
+    changes: list[tuple[str, ...]] = []
+    connection = UpstreamConnection(
+        "echo", stdio(), on_tools=lambda: changes.append(tuple(t.name for t in connection.tools))
+    )
+    async with running(connection) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        assert changes == [("echo", "sleep", "crash", "pid", "mutate")]
+        await up.call_tool("mutate", {})
+        with anyio.fail_after(1):
+            await until(lambda: len(changes) == 2, 1)
+        assert changes[1] == ("echo", "sleep", "crash", "pid", "mutate", "added")

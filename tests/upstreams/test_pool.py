@@ -15,7 +15,7 @@ from gateway.upstreams.catalog import Catalog, build
 from gateway.upstreams.connection import State, UpstreamError
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
-from tests.upstreams.test_connection import stdio, text
+from tests.upstreams.test_connection import stdio, text, until
 
 pytestmark = pytest.mark.anyio
 
@@ -82,10 +82,12 @@ async def test_upstreams_connect_in_parallel_and_a_dead_one_blocks_nobody() -> N
         assert names == [
             "one__crash",
             "one__echo",
+            "one__mutate",
             "one__pid",
             "one__sleep",
             "second.crash",
             "second.echo",
+            "second.mutate",
             "second.pid",
             "second.sleep",
         ]
@@ -94,6 +96,12 @@ async def test_upstreams_connect_in_parallel_and_a_dead_one_blocks_nobody() -> N
             await pool.call_tool("nope", {})
         assert seen[-1] is pool.catalog
         assert [c.version for c in seen] == sorted({c.version for c in seen})
+        # An upstream announcing new tools: the catalog has them within a second.
+        version = pool.catalog.version
+        await pool.call_tool("one__mutate", {})
+        await until(lambda: "one__added" in pool.catalog.tools, 1)
+        assert pool.catalog.version > version
+        assert seen[-1] is pool.catalog
         tasks.cancel_scope.cancel()
 
 
@@ -134,7 +142,7 @@ def test_status_command_connects_once_and_reports(
         "upstream": "echo",
         "transport": "stdio",
         "state": "ready",
-        "tools": 4,
+        "tools": 5,
         "error": None,
     }
     assert rows["ghost"]["state"] == "down"

@@ -4,7 +4,8 @@
     python -m tests.upstreams.servers.echo http PORT     (streamable HTTP at /mcp)
 
 Tools: `echo` (returns its arguments), `sleep` (waits `seconds`), `crash` (exits the
-process at once), `pid` (the server's process id).
+process at once), `pid` (the server's process id), `mutate` (adds a tool `added`, or with
+`{"describe": "..."}` changes echo's description, and announces the change).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server import Server, ServerRequestContext
+from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 
 TOOLS = [
     types.Tool(name="echo", description="Echo the arguments", input_schema={"type": "object"}),
@@ -27,7 +29,9 @@ TOOLS = [
     ),
     types.Tool(name="crash", description="Exit at once", input_schema={"type": "object"}),
     types.Tool(name="pid", description="The process id", input_schema={"type": "object"}),
+    types.Tool(name="mutate", description="Change the tools", input_schema={"type": "object"}),
 ]
+bus = InMemorySubscriptionBus()
 
 
 async def list_tools(
@@ -47,6 +51,13 @@ async def call_tool(
         os._exit(3)
     elif params.name == "pid":
         text = str(os.getpid())
+    elif params.name == "mutate":
+        if "describe" in arguments:
+            TOOLS[0] = TOOLS[0].model_copy(update={"description": str(arguments["describe"])})
+        else:
+            TOOLS.append(types.Tool(name="added", input_schema={"type": "object"}))
+        await bus.publish(ToolsListChanged())
+        text = "mutated"
     else:
         text = repr(sorted(arguments.items()))
     return types.CallToolResult(
@@ -54,7 +65,18 @@ async def call_tool(
     )
 
 
-server = Server("echo-upstream", on_list_tools=list_tools, on_call_tool=call_tool)
+class EchoServer(Server):
+    def create_initialization_options(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("notification_options", NotificationOptions(tools_changed=True))
+        return super().create_initialization_options(*args, **kwargs)
+
+
+server = EchoServer(
+    "echo-upstream",
+    on_list_tools=list_tools,
+    on_call_tool=call_tool,
+    on_subscriptions_listen=ListenHandler(bus),
+)
 
 
 async def serve_stdio() -> None:
