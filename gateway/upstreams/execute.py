@@ -1,0 +1,166 @@
+"""Executing tool calls: the one road from any door (MCP front, envelope engine, API) to an
+upstream.
+
+For every call, in this order, and nothing is sent upstream unless all pass:
+1. the Tag Manager's permission-and-scope check with the caller's ResolvedContext;
+2. the catalog: which upstream offers the public name;
+3. the arguments against the tool's inputSchema (JSON Schema, by the `jsonschema` library).
+Then the call goes to the upstream, and its result comes back exactly as the upstream gave
+it (content, structuredContent, isError, _meta), with the time it took.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+import anyio
+import jsonschema
+import mcp_types as types
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+
+from ..errors import GatewayError
+from ..tags.context import ResolvedContext
+from ..tags.policy import Decision, check
+from .connection import UpstreamError
+from .pool import Pool
+
+
+class CallRefused(GatewayError):
+    """A call that was not sent upstream, and why."""
+
+
+class PermissionDenied(CallRefused):
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"{decision.tool}: not permitted: {decision.reason}")
+        self.decision = decision
+
+
+class InvalidArguments(CallRefused):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    tool: str
+    """The public (namespaced) name."""
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    call: ToolCall
+    result: types.CallToolResult | None
+    """As the upstream gave it; None when the call failed or was refused."""
+    error: GatewayError | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+class Mode(StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+
+
+class Executor:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def execute(self, context: ResolvedContext, call: ToolCall) -> ToolOutcome:
+        """Run one call. Refusals and upstream failures raise (CallRefused, UpstreamError);
+        the outcome carries the result and the time it took."""
+        started = time.perf_counter()
+        decision = check(context, call.tool, call.arguments)
+        if not decision.allowed:
+            raise PermissionDenied(decision)
+        entry = self.pool.catalog.tools.get(call.tool)
+        if entry is None:
+            raise UpstreamError(f"{call.tool}: no upstream offers this tool")
+        problem = _argument_problem(_schema_key(entry.tool.input_schema), call.arguments)
+        if problem is not None:
+            raise InvalidArguments(f"{call.tool}: arguments do not fit its inputSchema: {problem}")
+        connection = self.pool.connections[entry.upstream]
+        result = await connection.call_tool(entry.tool.name, dict(call.arguments))
+        return ToolOutcome(call, result, None, time.perf_counter() - started)
+
+    async def execute_many(
+        self,
+        context: ResolvedContext,
+        calls: Sequence[ToolCall],
+        mode: Mode = Mode.SEQUENTIAL,
+        max_concurrency: int = 8,
+        stop_on_error: bool = False,
+    ) -> list[ToolOutcome]:
+        """Outcomes in the order of `calls`, each with its result or its error. Sequential
+        calls may stop at the first failure (the rest are reported as not run)."""
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        outcomes: list[ToolOutcome | None] = [None] * len(calls)
+
+        async def run(index: int, call: ToolCall) -> None:
+            started = time.perf_counter()
+            try:
+                outcomes[index] = await self.execute(context, call)
+            except GatewayError as exc:
+                outcomes[index] = ToolOutcome(call, None, exc, time.perf_counter() - started)
+
+        if mode is Mode.SEQUENTIAL:
+            for index, call in enumerate(calls):
+                await run(index, call)
+                failed = outcomes[index]
+                if stop_on_error and failed is not None and not failed.ok:
+                    for later in range(index + 1, len(calls)):
+                        skipped = CallRefused(
+                            f"{calls[later].tool}: not run: an earlier call failed"
+                        )
+                        outcomes[later] = ToolOutcome(calls[later], None, skipped, 0.0)
+                    break
+        else:
+            limiter = anyio.CapacityLimiter(max_concurrency)
+
+            async def limited(index: int, call: ToolCall) -> None:
+                async with limiter:
+                    await run(index, call)
+
+            async with anyio.create_task_group() as tasks:
+                for index, call in enumerate(calls):
+                    tasks.start_soon(limited, index, call)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _schema_key(schema: Mapping[str, Any]) -> str:
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+@lru_cache(maxsize=2048)
+def _validator(schema_text: str) -> Validator | SchemaError:
+    """A validator per distinct schema (building one costs more than validating)."""
+    schema = json.loads(schema_text)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        return exc
+    validator: Validator = cls(schema)
+    return validator
+
+
+def _argument_problem(schema_text: str, arguments: Mapping[str, Any]) -> str | None:
+    validator = _validator(schema_text)
+    if isinstance(validator, SchemaError):
+        # The upstream's own schema is broken: the upstream decides what it accepts.
+        return None
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(arguments)))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path)
+    return f"{where}: {error.message}" if where else error.message
