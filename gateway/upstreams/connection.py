@@ -30,6 +30,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from ..breaker import Breaker
 from ..errors import GatewayError
 from .config import HttpUpstream, MissingVariable, StdioUpstream, expand
 
@@ -73,10 +74,16 @@ def backoff(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP)
 
 class UpstreamConnection:
     def __init__(
-        self, name: str, config: UpstreamConfig, on_tools: Callable[[], None] | None = None
+        self,
+        name: str,
+        config: UpstreamConfig,
+        on_tools: Callable[[], None] | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.name = name
         self.config = config
+        self.breaker = breaker or Breaker(threshold=5, cooldown=1.0, max_cooldown=30.0)
+        """Opened by calls that time out or lose the connection, not by tools' own errors."""
         self.tools: tuple[types.Tool, ...] = ()
         """The last listing; kept while reconnecting, so tools do not flicker away."""
         self._on_tools = on_tools
@@ -284,16 +291,29 @@ class UpstreamConnection:
         if client is None:
             reason = self._status.error or self._status.state.value
             raise UpstreamError(f"upstream {self.name} is not ready ({reason}); {tool} not called")
+        wait = self.breaker.retry_after()
+        if wait > 0:
+            raise UpstreamError(
+                f"upstream {self.name} failed {self.breaker.failures} calls in a row; "
+                f"{tool} not called, calls resume in {wait:.1f} s"
+            )
         limit = self.config.call_timeout
         self._in_flight += 1
         try:
             with anyio.fail_after(limit):
-                return await client.call_tool(tool, arguments, read_timeout_seconds=limit)
+                result = await client.call_tool(tool, arguments, read_timeout_seconds=limit)
+            self.breaker.success()
+            return result
         except TimeoutError:
+            self.breaker.failure()
             raise UpstreamError(
                 f"{tool} on upstream {self.name} did not answer within {limit:g} s"
             ) from None
         except MCPError as exc:
+            if exc.error.code in (types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT):
+                self.breaker.failure()
+            else:
+                self.breaker.success()  # the upstream answered, if with an error
             if exc.error.code == types.CONNECTION_CLOSED:
                 if self._client is client:
                     self._client = None  # callers fail fast until the supervisor reconnects

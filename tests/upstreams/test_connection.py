@@ -13,7 +13,9 @@ from contextlib import asynccontextmanager, contextmanager
 import anyio
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
+from gateway.breaker import Breaker
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.connection import State, UpstreamConnection, UpstreamError
 from tests.conftest import ROOT
@@ -222,3 +224,26 @@ async def test_announced_tool_changes_are_listed_within_a_second() -> None:
         with anyio.fail_after(1):
             await until(lambda: len(changes) == 2, 1)
         assert changes[1] == ("echo", "sleep", "crash", "pid", "mutate", "added")
+
+
+async def test_the_breaker_opens_after_failures_in_a_row_and_half_opens() -> None:
+    breaker = Breaker(threshold=2, cooldown=0.5, max_cooldown=0.5)
+    connection = UpstreamConnection("echo", stdio(call_timeout=0.3), breaker=breaker)
+    async with running(connection) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        for _ in range(2):
+            with pytest.raises(UpstreamError, match=r"did not answer within 0\.3 s"):
+                await up.call_tool("sleep", {"seconds": 5})
+        started = time.monotonic()
+        with pytest.raises(UpstreamError, match=r"upstream echo failed 2 calls in a row; "):
+            await up.call_tool("echo", {})
+        assert time.monotonic() - started < 0.1  # failed fast: nothing was sent
+        await anyio.sleep(0.6)
+        assert text(await up.call_tool("echo", {})) == "[]"  # the probe closes it
+        assert breaker.failures == 0
+        # A tool's own error is an answer: it does not count against the upstream.
+        for _ in range(3):
+            with pytest.raises(MCPError):
+                await up.call_tool("sleep", {"seconds": "soon"})  # the handler raises
+        assert breaker.failures == 0
