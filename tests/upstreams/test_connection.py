@@ -155,10 +155,10 @@ async def test_a_disabled_upstream_is_never_started() -> None:
 
 
 @contextmanager
-def http_echo() -> Iterator[str]:
+def http_echo(transport: str = "http") -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, *ECHO, "http", str(port)],
+        [sys.executable, *ECHO, transport, str(port)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -170,7 +170,7 @@ def http_echo() -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the HTTP echo upstream did not start")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}/{'mcp' if transport == 'http' else 'sse'}"
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -195,6 +195,16 @@ async def test_streamable_http_upstream_lists_and_calls() -> None:
     with http_echo() as url:
         upstream = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
         async with running(UpstreamConnection("web", upstream)) as up:
+            with anyio.fail_after(15):
+                await up.wait_ready()
+            assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid", "mutate"]
+            assert text(await up.call_tool("echo", {"x": 1})) == "[('x', 1)]"
+
+
+async def test_sse_upstream_lists_and_calls() -> None:
+    with http_echo("sse") as url:
+        upstream = HttpUpstream.model_validate({"transport": "sse", "url": url})
+        async with running(UpstreamConnection("legacy", upstream)) as up:
             with anyio.fail_after(15):
                 await up.wait_ready()
             assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid", "mutate"]

@@ -2,6 +2,7 @@
 
     python -m tests.upstreams.servers.echo stdio
     python -m tests.upstreams.servers.echo http PORT     (streamable HTTP at /mcp)
+    python -m tests.upstreams.servers.echo sse PORT      (legacy HTTP+SSE at /sse)
 
 Tools: `echo` (returns its arguments), `sleep` (waits `seconds`), `crash` (exits the
 process at once), `pid` (the server's process id), `mutate` (adds a tool `added`, or with
@@ -91,8 +92,35 @@ def serve_http(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+def serve_sse(port: int) -> None:
+    import uvicorn
+    from mcp.server.sse import SseServerTransport
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Mount, Route
+
+    sse = SseServerTransport("/messages/")
+
+    async def handle_sse(request: Request) -> Response:
+        send = request._send  # the SDK documents taking it from the request
+        async with sse.connect_sse(request.scope, request.receive, send) as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+        return Response()
+
+    app = Starlette(
+        routes=[
+            Route("/sse", handle_sse, methods=["GET"]),
+            Mount("/messages/", app=sse.handle_post_message),
+        ]
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["http"]:
         serve_http(int(sys.argv[2]))
+    elif sys.argv[1:2] == ["sse"]:
+        serve_sse(int(sys.argv[2]))
     else:
         anyio.run(serve_stdio)
