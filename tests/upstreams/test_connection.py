@@ -155,10 +155,10 @@ async def test_a_disabled_upstream_is_never_started() -> None:
 
 
 @contextmanager
-def http_echo(transport: str = "http") -> Iterator[str]:
+def http_echo(transport: str = "http", failures: int = 0) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, *ECHO, transport, str(port)],
+        [sys.executable, *ECHO, transport, str(port), str(failures)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -198,6 +198,19 @@ async def test_streamable_http_upstream_lists_and_calls() -> None:
             with anyio.fail_after(15):
                 await up.wait_ready()
             assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid", "mutate"]
+            assert text(await up.call_tool("echo", {"x": 1})) == "[('x', 1)]"
+
+
+async def test_an_http_upstream_answering_500_is_down_then_recovers() -> None:
+    with http_echo(failures=3) as url:
+        upstream = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
+        async with running(UpstreamConnection("sick", upstream)) as up:
+            await until(lambda: up.status.state is State.DOWN, 15)
+            assert up.status.error is not None
+            assert up.status.error == "MCPError: Server returned an error response"
+            with anyio.fail_after(30):
+                await up.wait_ready()
+            assert up.status.error is None
             assert text(await up.call_tool("echo", {"x": 1})) == "[('x', 1)]"
 
 

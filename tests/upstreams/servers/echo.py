@@ -1,7 +1,8 @@
 """A small upstream MCP server for the tests, built with the SDK's lowlevel Server.
 
     python -m tests.upstreams.servers.echo stdio
-    python -m tests.upstreams.servers.echo http PORT     (streamable HTTP at /mcp)
+    python -m tests.upstreams.servers.echo http PORT [N] (streamable HTTP at /mcp; the first
+                                                           N requests answered 500)
     python -m tests.upstreams.servers.echo sse PORT      (legacy HTTP+SSE at /sse)
 
 Tools: `echo` (returns its arguments), `sleep` (waits `seconds`), `crash` (exits the
@@ -85,11 +86,26 @@ async def serve_stdio() -> None:
         await server.run(read, write, server.create_initialization_options())
 
 
-def serve_http(port: int) -> None:
+def serve_http(port: int, failures: int = 0) -> None:
+    """`failures`: answer the first that many requests with 500, as a sick server would."""
     import uvicorn
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     app = server.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    left = [failures]
+
+    def failing(inner: ASGIApp) -> ASGIApp:
+        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and left[0] > 0:
+                left[0] -= 1
+                await send({"type": "http.response.start", "status": 500, "headers": []})
+                await send({"type": "http.response.body", "body": b"sick"})
+                return
+            await inner(scope, receive, send)
+
+        return wrapped
+
+    uvicorn.run(failing(app), host="127.0.0.1", port=port, log_level="warning")
 
 
 def serve_sse(port: int) -> None:
@@ -119,7 +135,7 @@ def serve_sse(port: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["http"]:
-        serve_http(int(sys.argv[2]))
+        serve_http(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     elif sys.argv[1:2] == ["sse"]:
         serve_sse(int(sys.argv[2]))
     else:
