@@ -8,6 +8,7 @@ reported naming both, at start-up as a configuration error.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ class CatalogTool:
     upstream: str
     tool: types.Tool
     """As the upstream defines it, under its own name."""
+    schema_key: str
+    """The inputSchema as canonical JSON: computed once here, so that a call finds its
+    validator without serializing the schema again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,8 @@ def build(version: int, offered: Mapping[str, tuple[str, tuple[types.Tool, ...]]
                     "valid MCP tool name (1 to 128 of A-Z a-z 0-9 _ - .)"
                 )
                 continue
-            owners.setdefault(public, []).append(CatalogTool(public, upstream, tool))
+            schema_key = json.dumps(tool.input_schema, sort_keys=True, separators=(",", ":"))
+            owners.setdefault(public, []).append(CatalogTool(public, upstream, tool, schema_key))
     tools: dict[str, CatalogTool] = {}
     for public, claimants in sorted(owners.items()):
         names = sorted({c.upstream for c in claimants})

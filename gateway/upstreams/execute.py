@@ -85,7 +85,7 @@ class Executor:
         entry = self.pool.catalog.tools.get(call.tool)
         if entry is None:
             raise UpstreamError(f"{call.tool}: no upstream offers this tool")
-        problem = _argument_problem(_schema_key(entry.tool.input_schema), call.arguments)
+        problem = _argument_problem(entry.schema_key, call.arguments)
         if problem is not None:
             raise InvalidArguments(f"{call.tool}: arguments do not fit its inputSchema: {problem}")
         connection = self.pool.connections[entry.upstream]
@@ -135,10 +135,6 @@ class Executor:
                 for index, call in enumerate(calls):
                     tasks.start_soon(limited, index, call)
         return [outcome for outcome in outcomes if outcome is not None]
-
-
-def _schema_key(schema: Mapping[str, Any]) -> str:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 @lru_cache(maxsize=2048)

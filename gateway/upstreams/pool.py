@@ -16,7 +16,7 @@ import mcp_types as types
 
 from .catalog import Catalog, build
 from .config import public_prefix
-from .connection import State, Status, UpstreamConfig, UpstreamConnection, UpstreamError
+from .connection import Status, UpstreamConfig, UpstreamConnection, UpstreamError
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -58,11 +58,8 @@ class Pool:
             await connection.wait_settled()
 
     def _tools_changed(self) -> None:
-        offered = {
-            name: (self._prefixes[name], c.tools)
-            for name, c in self.connections.items()
-            if c.status.state is State.READY or c.tools
-        }
+        # An upstream's last listing stays while it reconnects (see UpstreamConnection.tools).
+        offered = {name: (self._prefixes[name], c.tools) for name, c in self.connections.items()}
         catalog = build(self._catalog.version + 1, offered)
         for problem in catalog.problems:
             if problem not in self._catalog.problems:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from gateway.breaker import Breaker
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.connection import State, UpstreamConnection, UpstreamError
 from tests.conftest import ROOT
-from tests.redis_server import answers_ping, free_port
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -181,9 +182,6 @@ def http_echo(transport: str = "http", failures: int = 0) -> Iterator[str]:
 
 
 def _listening(port: int) -> bool:
-    # answers_ping speaks RESP; any answer at all means the port is taken by our server.
-    import socket
-
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -227,7 +225,7 @@ async def test_sse_upstream_lists_and_calls() -> None:
 async def test_an_unreachable_http_upstream_is_down_with_the_reason() -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"
     upstream = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
-    assert not answers_ping(int(url.split(":")[2].split("/")[0]))
+    assert not _listening(int(url.split(":")[2].split("/")[0]))
     async with running(UpstreamConnection("web", upstream)) as up:
         await until(lambda: up.status.state is State.DOWN)
         assert up.status.error is not None
