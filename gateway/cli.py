@@ -136,13 +136,15 @@ def _upstreams_status(args: argparse.Namespace) -> int:
     catalog = pool.catalog
     rows = []
     for name, state in pool.statuses().items():
-        tools = sum(1 for entry in catalog.tools.values() if entry.upstream == name)
         rows.append(
             {
                 "upstream": name,
                 "transport": upstreams[name].transport,
                 "state": state.state.value,
-                "tools": tools,
+                "tools": sum(1 for e in catalog.tools.values() if e.upstream == name),
+                "resources": sum(1 for e in catalog.resources.values() if e.upstream == name),
+                "templates": sum(1 for e in catalog.templates if e.upstream == name),
+                "prompts": sum(1 for e in catalog.prompts.values() if e.upstream == name),
                 "error": state.error,
             }
         )
@@ -155,7 +157,8 @@ def _upstreams_status(args: argparse.Namespace) -> int:
             error = f"  {row['error']}" if row["error"] else ""
             print(
                 f"{row['upstream']:<20} {row['transport']:<16} {row['state']:<10} "
-                f"{row['tools']:>4} tools{error}"
+                f"{row['tools']:>4} tools {row['resources']:>4} resources "
+                f"{row['templates']:>3} templates {row['prompts']:>3} prompts{error}"
             )
         for problem in catalog.problems:
             print(f"problem: {problem}")

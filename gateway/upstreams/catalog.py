@@ -1,20 +1,29 @@
-"""The catalog: every upstream's tools under their public, namespaced names.
+"""The catalog: everything the upstreams offer, under the names callers see.
 
-A public name is the upstream's prefix and the tool's own name (`crm__get_customer`). It
-must be a valid MCP tool name (SEP-986: 1 to 128 of `A-Z a-z 0-9 _ - .`). Two upstreams
-producing the same public name shadow nobody: both tools are left out and the clash is
-reported naming both, at start-up as a configuration error.
+A tool's or prompt's public name is the upstream's prefix and its own name
+(`crm__get_customer`); a tool's must be a valid MCP tool name (SEP-986: 1 to 128 of
+`A-Z a-z 0-9 _ - .`). Resources keep their URIs, which already say where they are; a read
+is routed back by the URI, or by the resource template it matches.
+
+Nothing shadows anything: when two upstreams produce the same public name, the same
+resource URI or the same URI template, both are left out and the clash is reported naming
+both (at start-up, as a configuration error).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol, TypeVar
 
 import mcp_types as types
+from mcp import UriTemplate
+from mcp.shared.uri_template import InvalidUriTemplate
+
+from .listing import Offer
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -29,22 +38,80 @@ class CatalogTool:
     """The inputSchema as canonical JSON: computed once here, so that a call finds its
     validator without serializing the schema again."""
 
+    @property
+    def repeatable(self) -> bool:
+        """Annotated read-only or idempotent: safe to send again after a lost connection."""
+        notes = self.tool.annotations
+        return bool(notes and (notes.read_only_hint or notes.idempotent_hint))
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogResource:
+    upstream: str
+    resource: types.Resource
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTemplate:
+    upstream: str
+    template: types.ResourceTemplate
+    matcher: UriTemplate
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogPrompt:
+    public_name: str
+    upstream: str
+    prompt: types.Prompt
+    """As the upstream defines it, under its own name."""
+
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
     version: int
     tools: Mapping[str, CatalogTool]
     """By public name, sorted."""
-    problems: tuple[str, ...] = field(default=())
-    """Tools left out, and why (clashes, invalid names)."""
+    resources: Mapping[str, CatalogResource] = field(default_factory=dict)
+    """By URI, sorted."""
+    templates: tuple[CatalogTemplate, ...] = ()
+    """Sorted by URI template."""
+    prompts: Mapping[str, CatalogPrompt] = field(default_factory=dict)
+    """By public name, sorted."""
+    clashes: tuple[str, ...] = ()
+    """Names, URIs or templates that two upstreams both produce (all left out)."""
+    problems: tuple[str, ...] = ()
+    """Everything left out, and why: the clashes and invalid names."""
+
+    def resource_upstream(self, uri: str) -> str | None:
+        """The upstream to read `uri` from: the one listing it, else the one whose
+        template it matches. Raises AmbiguousResource when templates of several match."""
+        listed = self.resources.get(uri)
+        if listed is not None:
+            return listed.upstream
+        matching = sorted({t.upstream for t in self.templates if t.matcher.match(uri) is not None})
+        if len(matching) > 1:
+            raise AmbiguousResource(uri, matching)
+        return matching[0] if matching else None
 
 
-def build(version: int, offered: Mapping[str, tuple[str, tuple[types.Tool, ...]]]) -> Catalog:
-    """A catalog of `offered`: upstream name → (its prefix, its tools)."""
-    owners: dict[str, list[CatalogTool]] = {}
+class AmbiguousResource(LookupError):
+    def __init__(self, uri: str, upstreams: list[str]) -> None:
+        self.uri = uri
+        self.upstreams = upstreams
+        who = " and ".join(repr(name) for name in upstreams)
+        super().__init__(f"resource {uri!r} matches templates of {who}; not read from either")
+
+
+def build(version: int, offered: Mapping[str, tuple[str, Offer]]) -> Catalog:
+    """A catalog of `offered`: upstream name → (its prefix, its offer)."""
     problems: list[str] = []
-    for upstream, (prefix, offered_tools) in sorted(offered.items()):
-        for tool in offered_tools:
+    clashes: list[str] = []
+    tool_claims: list[tuple[str, CatalogTool]] = []
+    resource_claims: list[tuple[str, CatalogResource]] = []
+    template_claims: list[tuple[str, CatalogTemplate]] = []
+    prompt_claims: list[tuple[str, CatalogPrompt]] = []
+    for upstream, (prefix, offer) in sorted(offered.items()):
+        for tool in offer.tools:
             public = prefix + tool.name
             if not TOOL_NAME.match(public):
                 problems.append(
@@ -53,16 +120,64 @@ def build(version: int, offered: Mapping[str, tuple[str, tuple[types.Tool, ...]]
                 )
                 continue
             schema_key = json.dumps(tool.input_schema, sort_keys=True, separators=(",", ":"))
-            owners.setdefault(public, []).append(CatalogTool(public, upstream, tool, schema_key))
-    tools: dict[str, CatalogTool] = {}
-    for public, claimants in sorted(owners.items()):
-        names = sorted({c.upstream for c in claimants})
-        if len(claimants) > 1:
-            who = " and ".join(repr(n) for n in names) if len(names) > 1 else repr(names[0])
-            problems.append(
-                f"tool name {public!r} is offered by {who}; left out until the upstreams' "
-                "prefixes tell them apart"
-            )
+            tool_claims.append((public, CatalogTool(public, upstream, tool, schema_key)))
+        for resource in offer.resources:
+            resource_claims.append((resource.uri, CatalogResource(upstream, resource)))
+        for template in offer.templates:
+            try:
+                matcher = UriTemplate.parse(template.uri_template)
+            except InvalidUriTemplate as exc:
+                problems.append(
+                    f"upstream {upstream!r}: resource template {template.uri_template!r} left "
+                    f"out: {exc}"
+                )
+                continue
+            claim = CatalogTemplate(upstream, template, matcher)
+            template_claims.append((template.uri_template, claim))
+        for prompt in offer.prompts:
+            public = prefix + prompt.name
+            prompt_claims.append((public, CatalogPrompt(public, upstream, prompt)))
+
+    tools = _settle("tool name", tool_claims, clashes)
+    resources = _settle("resource", resource_claims, clashes)
+    templates = _settle("resource template", template_claims, clashes)
+    prompts = _settle("prompt name", prompt_claims, clashes)
+    return Catalog(
+        version,
+        MappingProxyType(tools),
+        MappingProxyType(resources),
+        tuple(templates.values()),
+        MappingProxyType(prompts),
+        tuple(clashes),
+        tuple(problems + clashes),
+    )
+
+
+class _Claim(Protocol):
+    @property
+    def upstream(self) -> str: ...
+
+
+C = TypeVar("C", bound=_Claim)
+
+
+def _settle(kind: str, claims: Iterable[tuple[str, C]], clashes: list[str]) -> dict[str, C]:
+    """The claims to keys that only one claimant makes, sorted by key; the others are told
+    in `clashes`."""
+    by_key: dict[str, list[C]] = {}
+    for key, claim in claims:
+        by_key.setdefault(key, []).append(claim)
+    won: dict[str, C] = {}
+    for key, claimants in sorted(by_key.items()):
+        if len(claimants) == 1:
+            won[key] = claimants[0]
             continue
-        tools[public] = claimants[0]
-    return Catalog(version, MappingProxyType(tools), tuple(problems))
+        names = sorted({c.upstream for c in claimants})
+        who = " and ".join(repr(n) for n in names) if len(names) > 1 else f"{names[0]!r} twice"
+        remedy = (
+            "the upstreams' prefixes tell them apart"
+            if kind.endswith("name")
+            else "only one upstream offers it"
+        )
+        clashes.append(f"{kind} {key!r} is offered by {who}; left out until {remedy}")
+    return won

@@ -3,9 +3,12 @@
 The supervisor owns the `Client` in its own task (an upstream that dies takes down the
 task holding its `Client`, never the gateway), connects with a bound on `initialize`,
 lists what the upstream offers, and reconnects with backoff and jitter after a crash or a
-disconnect. Its status (connecting, ready, down, disabled) says what it is doing, the last
-error, and since when. Calls share the one session (the SDK multiplexes them) and are
-capped by the upstream's `call_timeout`.
+disconnect. Its status (connecting, ready, degraded, down, disabled) says what it is
+doing, the last error, and since when. Requests share the one session (the SDK multiplexes
+them) and are capped by the upstream's `call_timeout`, progress notifications or not.
+
+A tool call is retried (once, after the reconnect) only when the connection was lost before
+an answer and the caller says the tool is safe to repeat: a payment is attempted once.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import anyio
 import httpx2
@@ -27,12 +30,14 @@ from anyio.abc import TaskStatus
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..breaker import Breaker
 from ..errors import GatewayError
 from .config import HttpUpstream, MissingVariable, StdioUpstream, expand
+from .listing import Offer, list_offer
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -41,12 +46,24 @@ BACKOFF_BASE = 0.2
 BACKOFF_CAP = 30.0
 HANDSHAKE_VERSIONS = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
 HEALTH_INTERVAL = 15.0
-"""Seconds between checks of an idle connection (a tools/list, which also refreshes)."""
+"""Seconds between checks of an idle connection (a listing, which also refreshes)."""
+LIST_CHANGED = (
+    types.ToolListChangedNotification,
+    types.ResourceListChangedNotification,
+    types.PromptListChangedNotification,
+)
+R = TypeVar("R")
+ProgressCallback = ProgressFnT
+"""`async (progress, total, message)`, as the upstream reported them."""
+LogCallback = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
 
 
 class State(StrEnum):
     CONNECTING = "connecting"
     READY = "ready"
+    DEGRADED = "degraded"
+    """Connected, but calls have been failing (timeouts, lost answers); the breaker may be
+    open."""
     DOWN = "down"
     DISABLED = "disabled"
 
@@ -57,13 +74,18 @@ class Status:
     since: float
     """Wall-clock time of the last change."""
     error: str | None = None
-    """Why it is down, or why it last went down."""
+    """Why it is down or degraded, or why it last went down."""
     failures: int = 0
-    """Connection attempts that failed in a row."""
+    """Connection attempts (or, when degraded, calls) that failed in a row."""
 
 
 class UpstreamError(GatewayError):
     """A call could not be made or did not complete; the message names upstream and tool."""
+
+
+class ConnectionLost(UpstreamError):
+    """The connection closed before the upstream answered: the call may or may not have
+    taken effect upstream."""
 
 
 def backoff(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -77,31 +99,42 @@ class UpstreamConnection:
         self,
         name: str,
         config: UpstreamConfig,
-        on_tools: Callable[[], None] | None = None,
+        on_change: Callable[[], None] | None = None,
         breaker: Breaker | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.breaker = breaker or Breaker(threshold=5, cooldown=1.0, max_cooldown=30.0)
         """Opened by calls that time out or lose the connection, not by tools' own errors."""
-        self.tools: tuple[types.Tool, ...] = ()
+        self.offer = Offer()
         """The last listing; kept while reconnecting, so tools do not flicker away."""
-        self._on_tools = on_tools
+        self._on_change = on_change
         self._settled = anyio.Event()
         self._client: Client | None = None
         self._status = Status(
             State.DISABLED if not config.enabled else State.CONNECTING, time.time()
         )
         self._ready = anyio.Event()
+        self._new_session = anyio.Event()
+        """Set when the next session is ready (then replaced)."""
         self._reached_ready = False
         self._dead = anyio.Event()
         self._wake = anyio.Event()
         self._stale = False
         self._in_flight = 0
+        self._log_to: list[LogCallback | None] = []
+        """The log callback of each call in flight (see _on_log)."""
         self._logged_error: str | None = None
+        self._call_error = Status(State.DEGRADED, 0.0)
+
+    @property
+    def tools(self) -> tuple[types.Tool, ...]:
+        return self.offer.tools
 
     @property
     def status(self) -> Status:
+        if self._status.state is State.READY and self.breaker.failures:
+            return self._call_error
         return self._status
 
     def _set(self, state: State, error: str | None = None, failures: int = 0) -> None:
@@ -166,10 +199,13 @@ class UpstreamConnection:
                 self._stale = False
                 # Listening first, then listing: a change announced in between is not lost.
                 await tasks.start(self._follow_changes, client)
-                await self._list_tools(client)
+                await self._list(client)
                 scope.deadline = math.inf
                 self._client = client
+                self._new_session.set()
+                self._new_session = anyio.Event()
                 self._reached_ready = True
+                self.breaker.success()  # a new session starts with a clean slate
                 self._set(State.READY)
                 await self._watch(client)
                 tasks.cancel_scope.cancel()
@@ -194,7 +230,7 @@ class UpstreamConnection:
             elif idle.cancelled_caught and not self._in_flight:
                 try:
                     with anyio.fail_after(self.config.init_timeout):
-                        await self._list_tools(client)
+                        await self._list(client)
                 except TimeoutError:
                     raise TimeoutError(
                         f"no answer to a health check within {self.config.init_timeout:g} s"
@@ -203,25 +239,30 @@ class UpstreamConnection:
     async def _refresh(self, client: Client) -> None:
         try:
             with anyio.fail_after(self.config.init_timeout):
-                await self._list_tools(client)
+                await self._list(client)
         except (TimeoutError, MCPError) as exc:
             # The old listing stays; the next announcement or health check tries again.
-            logger.warning("upstream %s: tools not refreshed: %s", self.name, _describe(exc))
+            logger.warning("upstream %s: listing not refreshed: %s", self.name, _describe(exc))
 
     async def _follow_changes(
         self, client: Client, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """2026-era upstreams announce changed tools on a listen stream (handshake-era ones
-        send a notification, which `_on_message` takes). Started once listening."""
-        capability = client.server_capabilities.tools if client.server_capabilities else None
-        if client.protocol_version in HANDSHAKE_VERSIONS or not (
-            capability and capability.list_changed
-        ):
+        """2026-era upstreams announce changed listings on a listen stream (handshake-era
+        ones send notifications, which `_on_message` takes). Started once listening."""
+        caps = client.server_capabilities
+        tools = bool(caps and caps.tools and caps.tools.list_changed)
+        resources = bool(caps and caps.resources and caps.resources.list_changed)
+        prompts = bool(caps and caps.prompts and caps.prompts.list_changed)
+        if client.protocol_version in HANDSHAKE_VERSIONS or not (tools or resources or prompts):
             task_status.started()
             return
         listening = False
         try:
-            async with client.listen(tools_list_changed=True) as changes:
+            async with client.listen(
+                tools_list_changed=tools,
+                resources_list_changed=resources,
+                prompts_list_changed=prompts,
+            ) as changes:
                 listening = True
                 task_status.started()
                 async for _ in changes:
@@ -232,8 +273,18 @@ class UpstreamConnection:
                 task_status.started()
 
     async def _on_message(self, message: object) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
+        if isinstance(message, LIST_CHANGED):
             self._tools_changed()
+
+    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        """A log message goes to a caller only when it can be only that caller's: the one
+        call in flight. Otherwise (several calls, or none) it is logged here, and never
+        handed to a caller it may not concern."""
+        receivers = self._log_to
+        if len(receivers) == 1 and receivers[0] is not None:
+            await receivers[0](params)
+            return
+        logger.info("upstream %s [%s] %s", self.name, params.level, params.data)
 
     def _tools_changed(self) -> None:
         self._stale = True
@@ -247,7 +298,9 @@ class UpstreamConnection:
             params = StdioServerParameters(
                 command=config.command, args=list(config.args), env=env, cwd=config.cwd
             )
-            async with Client(params, cache=None, message_handler=self._on_message) as client:
+            async with Client(
+                params, cache=None, message_handler=self._on_message, logging_callback=self._on_log
+            ) as client:
                 yield client
             return
         headers = {
@@ -258,6 +311,7 @@ class UpstreamConnection:
                 sse_client(config.url, headers=headers),
                 cache=None,
                 message_handler=self._on_message,
+                logging_callback=self._on_log,
             ) as client:
                 yield client
             return
@@ -267,68 +321,132 @@ class UpstreamConnection:
                 streamable_http_client(config.url, http_client=http),
                 cache=None,
                 message_handler=self._on_message,
+                logging_callback=self._on_log,
             ) as client,
         ):
             yield client
 
-    async def _list_tools(self, client: Client) -> None:
-        tools: list[types.Tool] = []
-        cursor: str | None = None
-        for _ in range(1000):  # pages; an upstream that never stops paging is cut off
-            page = await client.list_tools(cursor=cursor)
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-        if tuple(tools) != self.tools:
-            self.tools = tuple(tools)
-            if self._on_tools is not None:
-                self._on_tools()
+    async def _list(self, client: Client) -> None:
+        offer = await list_offer(client)
+        if offer != self.offer:
+            self.offer = offer
+            if self._on_change is not None:
+                self._on_change()
 
-    async def call_tool(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        """Call `tool` on this upstream, capped by its call_timeout. Raises UpstreamError."""
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        retry: bool = False,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+    ) -> types.CallToolResult:
+        """Call `tool`, capped by call_timeout (one cap over every attempt). `retry`: the
+        caller knows the tool is safe to repeat (read-only or idempotent), so a call whose
+        connection was lost is made once more after the reconnect. Raises UpstreamError."""
+        what = f"{tool} on upstream {self.name}"
+        # 2026-era upstreams send log messages only to requests that ask for them.
+        meta = cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: "info"}) if on_log else None
+
+        def send(client: Client, timeout: float) -> Awaitable[types.CallToolResult]:
+            return client.call_tool(
+                tool,
+                arguments,
+                read_timeout_seconds=timeout,
+                progress_callback=on_progress,
+                meta=meta,
+            )
+
+        deadline = anyio.current_time() + self.config.call_timeout
+        next_session = self._new_session
+        try:
+            return await self._request(what, send, deadline, on_log)
+        except ConnectionLost:
+            if not retry:
+                raise
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            await next_session.wait()
+        logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
+        return await self._request(what, send, deadline, on_log)
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        deadline = anyio.current_time() + self.config.call_timeout
+        return await self._request(
+            f"resource {uri} on upstream {self.name}",
+            lambda client, _timeout: client.read_resource(uri, cache_mode="bypass"),
+            deadline,
+        )
+
+    async def get_prompt(self, prompt: str, arguments: dict[str, str]) -> types.GetPromptResult:
+        deadline = anyio.current_time() + self.config.call_timeout
+        return await self._request(
+            f"prompt {prompt} on upstream {self.name}",
+            lambda client, _timeout: client.get_prompt(prompt, arguments),
+            deadline,
+        )
+
+    async def _request(
+        self,
+        what: str,
+        send: Callable[[Client, float], Awaitable[R]],
+        deadline: float,
+        on_log: LogCallback | None = None,
+    ) -> R:
+        """One request over the live session, failing fast while it is down or its breaker
+        is open, and bounded by `deadline`. Lost connections and timeouts count against the
+        breaker; an upstream's own error answer does not."""
         client = self._client
         if client is None:
-            reason = self._status.error or self._status.state.value
-            raise UpstreamError(f"upstream {self.name} is not ready ({reason}); {tool} not called")
+            status = self._status
+            reason = status.error or status.state.value
+            if status.state is State.READY:
+                reason = "its connection was just lost"
+            raise UpstreamError(f"upstream {self.name} is not ready ({reason}); {what} not sent")
         wait = self.breaker.retry_after()
         if wait > 0:
             raise UpstreamError(
                 f"upstream {self.name} failed {self.breaker.failures} calls in a row; "
-                f"{tool} not called, calls resume in {wait:.1f} s"
+                f"{what} not sent, calls resume in {wait:.1f} s"
             )
         limit = self.config.call_timeout
         self._in_flight += 1
+        self._log_to.append(on_log)
         try:
-            with anyio.fail_after(limit):
-                result = await client.call_tool(tool, arguments, read_timeout_seconds=limit)
+            remaining = deadline - anyio.current_time()
+            with anyio.fail_after(remaining):
+                result = await send(client, remaining)
             self.breaker.success()
             return result
         except TimeoutError:
-            self.breaker.failure()
-            raise UpstreamError(
-                f"{tool} on upstream {self.name} did not answer within {limit:g} s"
-            ) from None
+            self._failed(f"{what} did not answer within {limit:g} s")
+            raise UpstreamError(f"{what} did not answer within {limit:g} s") from None
         except MCPError as exc:
-            if exc.error.code in (types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT):
-                self.breaker.failure()
-            else:
-                self.breaker.success()  # the upstream answered, if with an error
-            if exc.error.code == types.CONNECTION_CLOSED:
+            code = exc.error.code
+            if code == types.CONNECTION_CLOSED:
+                self._failed(f"the connection closed during {what}")
                 if self._client is client:
                     self._client = None  # callers fail fast until the supervisor reconnects
+                    if self._ready.is_set():
+                        self._ready = anyio.Event()
                     self._dead.set()
                     self._wake.set()
-                raise UpstreamError(
-                    f"upstream {self.name} closed the connection during {tool}"
+                raise ConnectionLost(
+                    f"upstream {self.name} closed the connection during {what}"
                 ) from exc
-            if exc.error.code == types.REQUEST_TIMEOUT:
-                raise UpstreamError(
-                    f"{tool} on upstream {self.name} did not answer within {limit:g} s"
-                ) from exc
+            if code == types.REQUEST_TIMEOUT:
+                self._failed(f"{what} did not answer within {limit:g} s")
+                raise UpstreamError(f"{what} did not answer within {limit:g} s") from exc
+            self.breaker.success()  # the upstream answered, if with an error
             raise
         finally:
             self._in_flight -= 1
+            self._log_to.remove(on_log)
+
+    def _failed(self, error: str) -> None:
+        since = self._call_error.since if self.breaker.failures else time.time()
+        self.breaker.failure()
+        self._call_error = Status(State.DEGRADED, since, error, self.breaker.failures)
 
 
 def _describe(exc: BaseException) -> str:

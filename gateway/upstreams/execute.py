@@ -6,7 +6,9 @@ For every call, in this order, and nothing is sent upstream unless all pass:
 2. the catalog: which upstream offers the public name;
 3. the arguments against the tool's inputSchema (JSON Schema, by the `jsonschema` library).
 Then the call goes to the upstream, and its result comes back exactly as the upstream gave
-it (content, structuredContent, isError, _meta), with the time it took.
+it (content, structuredContent, isError, _meta), with the time it took. Progress and log
+messages the upstream sends during the call go to the caller's callbacks. A call is
+repeated after a lost connection only when its tool is annotated read-only or idempotent.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from jsonschema.protocols import Validator
 from ..errors import GatewayError
 from ..tags.context import ResolvedContext
 from ..tags.policy import Decision, check
-from .connection import UpstreamError
+from .connection import LogCallback, ProgressCallback, UpstreamError
 from .pool import Pool
 
 
@@ -75,9 +77,17 @@ class Executor:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    async def execute(self, context: ResolvedContext, call: ToolCall) -> ToolOutcome:
+    async def execute(
+        self,
+        context: ResolvedContext,
+        call: ToolCall,
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+    ) -> ToolOutcome:
         """Run one call. Refusals and upstream failures raise (CallRefused, UpstreamError);
-        the outcome carries the result and the time it took."""
+        the outcome carries the result and the time it took. Cancelling the awaiting task
+        cancels the call upstream too (the SDK sends notifications/cancelled)."""
         started = time.perf_counter()
         decision = check(context, call.tool, call.arguments)
         if not decision.allowed:
@@ -89,7 +99,13 @@ class Executor:
         if problem is not None:
             raise InvalidArguments(f"{call.tool}: arguments do not fit its inputSchema: {problem}")
         connection = self.pool.connections[entry.upstream]
-        result = await connection.call_tool(entry.tool.name, dict(call.arguments))
+        result = await connection.call_tool(
+            entry.tool.name,
+            dict(call.arguments),
+            retry=entry.repeatable,
+            on_progress=on_progress,
+            on_log=on_log,
+        )
         return ToolOutcome(call, result, None, time.perf_counter() - started)
 
     async def execute_many(

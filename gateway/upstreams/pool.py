@@ -2,7 +2,8 @@
 
 An upstream that fails never blocks or crashes the others: each runs in its own
 supervisor task (`UpstreamConnection`). The catalog is rebuilt whenever an upstream's
-tools change (connected, reconnected, gone), each time with a new version number.
+offer changes (connected, reconnected, announced a change), each time with a new version
+number, and listeners (the MCP front) are told.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 
-from .catalog import Catalog, build
+from .catalog import AmbiguousResource, Catalog, build
 from .config import public_prefix
 from .connection import Status, UpstreamConfig, UpstreamConnection, UpstreamError
 
@@ -26,13 +27,12 @@ CatalogListener = Callable[[Catalog], None]
 class Pool:
     def __init__(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
         self.connections = {
-            name: UpstreamConnection(name, config, on_tools=self._tools_changed)
+            name: UpstreamConnection(name, config, on_change=self._offer_changed)
             for name, config in upstreams.items()
         }
         self._prefixes = {name: public_prefix(name, c) for name, c in upstreams.items()}
         self._catalog = build(0, {})
         self._listeners: list[CatalogListener] = []
-        self._changed = anyio.Event()
 
     @property
     def catalog(self) -> Catalog:
@@ -57,9 +57,9 @@ class Pool:
         for connection in self.connections.values():
             await connection.wait_settled()
 
-    def _tools_changed(self) -> None:
-        # An upstream's last listing stays while it reconnects (see UpstreamConnection.tools).
-        offered = {name: (self._prefixes[name], c.tools) for name, c in self.connections.items()}
+    def _offer_changed(self) -> None:
+        # An upstream's last listing stays while it reconnects (see UpstreamConnection.offer).
+        offered = {name: (self._prefixes[name], c.offer) for name, c in self.connections.items()}
         catalog = build(self._catalog.version + 1, offered)
         for problem in catalog.problems:
             if problem not in self._catalog.problems:
@@ -77,3 +77,22 @@ class Pool:
         if entry is None:
             raise UpstreamError(f"no upstream offers a tool named {public_name!r}")
         return await self.connections[entry.upstream].call_tool(entry.tool.name, arguments)
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        """Read `uri` from the upstream that offers it. Raises UpstreamError when none (or
+        more than one) does."""
+        try:
+            upstream = self._catalog.resource_upstream(uri)
+        except AmbiguousResource as exc:
+            raise UpstreamError(str(exc)) from None
+        if upstream is None:
+            raise UpstreamError(f"no upstream offers a resource {uri!r}")
+        return await self.connections[upstream].read_resource(uri)
+
+    async def get_prompt(
+        self, public_name: str, arguments: Mapping[str, str]
+    ) -> types.GetPromptResult:
+        entry = self._catalog.prompts.get(public_name)
+        if entry is None:
+            raise UpstreamError(f"no upstream offers a prompt named {public_name!r}")
+        return await self.connections[entry.upstream].get_prompt(entry.prompt.name, dict(arguments))

@@ -25,6 +25,7 @@ from tests.redis_server import free_port
 pytestmark = pytest.mark.anyio
 
 ECHO = ("-m", "tests.upstreams.servers.echo")
+ECHO_TOOLS = ["echo", "sleep", "crash", "pid", "mutate", "cancelled", "lookup", "pay"]
 
 
 def stdio(**fields: object) -> StdioUpstream:
@@ -66,7 +67,7 @@ async def test_stdio_upstream_lists_and_calls() -> None:
         with anyio.fail_after(15):
             await up.wait_ready()
         assert up.status.state is State.READY
-        assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid", "mutate"]
+        assert [tool.name for tool in up.tools] == ECHO_TOOLS
         result = await up.call_tool("echo", {"b": 2, "a": 1})
         assert text(result) == "[('a', 1), ('b', 2)]"
         assert result.structured_content == {"b": 2, "a": 1}
@@ -195,7 +196,7 @@ async def test_streamable_http_upstream_lists_and_calls() -> None:
         async with running(UpstreamConnection("web", upstream)) as up:
             with anyio.fail_after(15):
                 await up.wait_ready()
-            assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid", "mutate"]
+            assert [tool.name for tool in up.tools] == ECHO_TOOLS
             assert text(await up.call_tool("echo", {"x": 1})) == "[('x', 1)]"
 
 
@@ -218,7 +219,7 @@ async def test_sse_upstream_lists_and_calls() -> None:
         async with running(UpstreamConnection("legacy", upstream)) as up:
             with anyio.fail_after(15):
                 await up.wait_ready()
-            assert [tool.name for tool in up.tools] == ["echo", "sleep", "crash", "pid", "mutate"]
+            assert [tool.name for tool in up.tools] == ECHO_TOOLS
             assert text(await up.call_tool("echo", {"x": 1})) == "[('x', 1)]"
 
 
@@ -235,16 +236,16 @@ async def test_an_unreachable_http_upstream_is_down_with_the_reason() -> None:
 async def test_announced_tool_changes_are_listed_within_a_second() -> None:
     changes: list[tuple[str, ...]] = []
     connection = UpstreamConnection(
-        "echo", stdio(), on_tools=lambda: changes.append(tuple(t.name for t in connection.tools))
+        "echo", stdio(), on_change=lambda: changes.append(tuple(t.name for t in connection.tools))
     )
     async with running(connection) as up:
         with anyio.fail_after(15):
             await up.wait_ready()
-        assert changes == [("echo", "sleep", "crash", "pid", "mutate")]
+        assert changes == [tuple(ECHO_TOOLS)]
         await up.call_tool("mutate", {})
         with anyio.fail_after(1):
             await until(lambda: len(changes) == 2, 1)
-        assert changes[1] == ("echo", "sleep", "crash", "pid", "mutate", "added")
+        assert changes[1] == (*ECHO_TOOLS, "added")
 
 
 async def test_the_breaker_opens_after_failures_in_a_row_and_half_opens() -> None:

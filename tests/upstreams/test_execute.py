@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
-from gateway.upstreams.connection import UpstreamError
+from gateway.upstreams.connection import ConnectionLost, UpstreamError
 from gateway.upstreams.execute import (
     Executor,
     InvalidArguments,
@@ -32,7 +33,8 @@ tags:
     payload:
       config:
         assigned_roles: [agent]
-        allowed_tools: ["echo__echo", "echo__sleep", "echo__pid", "echo__crash", "echo__gone"]
+        allowed_tools: ["echo__echo", "echo__sleep", "echo__pid", "echo__crash", "echo__gone",
+                        "echo__lookup", "echo__pay"]
         denied_tools: ["echo__crash"]
         scopes:
           echo__echo: {n: {max: 5}}
@@ -120,3 +122,19 @@ async def test_execute_many_keeps_order_and_reports_each_outcome(executor: Execu
     stopped = await executor.execute_many(ALICE, calls[1:], stop_on_error=True)
     assert [o.ok for o in stopped] == [True, False, False]
     assert str(stopped[2].error) == "echo__echo: not run: an earlier call failed"
+
+
+async def test_only_tools_annotated_safe_to_repeat_are_retried(
+    executor: Executor, tmp_path: Path
+) -> None:
+    lookup, pay = tmp_path / "lookup", tmp_path / "pay"
+    outcome = await executor.execute(ALICE, ToolCall("echo__lookup", {"journal": str(lookup)}))
+    assert outcome.result is not None
+    assert text(outcome.result) == "done"
+    assert lookup.read_text() == "lookup\nlookup\n"
+    with pytest.raises(ConnectionLost, match="closed the connection during pay"):
+        await executor.execute(ALICE, ToolCall("echo__pay", {"journal": str(pay)}))
+    with anyio.fail_after(15):
+        await executor.pool.connections["echo"].wait_ready()
+    assert await pid(executor)  # the upstream is back, and nothing retried the payment
+    assert pay.read_text() == "pay\n"

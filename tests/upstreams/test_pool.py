@@ -13,9 +13,10 @@ import pytest
 from gateway.cli import main
 from gateway.upstreams.catalog import Catalog, build
 from gateway.upstreams.connection import State, UpstreamError
+from gateway.upstreams.listing import Offer
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
-from tests.upstreams.test_connection import stdio, text, until
+from tests.upstreams.test_connection import ECHO_TOOLS, stdio, text, until
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +27,11 @@ def tool(name: str) -> types.Tool:
 
 def test_public_names_are_prefixed_and_sorted() -> None:
     catalog = build(
-        3, {"crm": ("crm__", (tool("get"), tool("list"))), "time": ("", (tool("now"),))}
+        3,
+        {
+            "crm": ("crm__", Offer(tools=(tool("get"), tool("list")))),
+            "time": ("", Offer(tools=(tool("now"),))),
+        },
     )
     assert catalog.version == 3
     assert list(catalog.tools) == ["crm__get", "crm__list", "now"]
@@ -38,7 +43,13 @@ def test_public_names_are_prefixed_and_sorted() -> None:
 
 
 def test_a_clash_leaves_both_out_and_names_both() -> None:
-    catalog = build(1, {"a": ("", (tool("search"), tool("a_only"))), "b": ("", (tool("search"),))})
+    catalog = build(
+        1,
+        {
+            "a": ("", Offer(tools=(tool("search"), tool("a_only")))),
+            "b": ("", Offer(tools=(tool("search"),))),
+        },
+    )
     assert list(catalog.tools) == ["a_only"]
     assert catalog.problems == (
         "tool name 'search' is offered by 'a' and 'b'; left out until the upstreams' prefixes "
@@ -47,7 +58,9 @@ def test_a_clash_leaves_both_out_and_names_both() -> None:
 
 
 def test_a_name_invalid_for_mcp_is_left_out() -> None:
-    catalog = build(1, {"x": ("x__", (tool("has space"), tool("ok"), tool("a" * 126)))})
+    catalog = build(
+        1, {"x": ("x__", Offer(tools=(tool("has space"), tool("ok"), tool("a" * 126))))}
+    )
     assert list(catalog.tools) == ["x__ok"]
     assert catalog.problems[0] == (
         "upstream 'x': tool 'has space' left out: 'x__has space' is not a valid MCP tool name "
@@ -79,18 +92,9 @@ async def test_upstreams_connect_in_parallel_and_a_dead_one_blocks_nobody() -> N
             "off": State.DISABLED,
         }
         names = list(pool.catalog.tools)
-        assert names == [
-            "one__crash",
-            "one__echo",
-            "one__mutate",
-            "one__pid",
-            "one__sleep",
-            "second.crash",
-            "second.echo",
-            "second.mutate",
-            "second.pid",
-            "second.sleep",
-        ]
+        assert names == sorted(f"one__{n}" for n in ECHO_TOOLS) + sorted(
+            f"second.{n}" for n in ECHO_TOOLS
+        )
         assert text(await pool.call_tool("second.echo", {"z": 1})) == "[('z', 1)]"
         with pytest.raises(UpstreamError, match="no upstream offers a tool named 'nope'"):
             await pool.call_tool("nope", {})
@@ -111,8 +115,20 @@ async def test_two_upstreams_passing_names_through_clash() -> None:
         tasks.start_soon(pool.run)
         with anyio.fail_after(20):
             await pool.settled()
-        assert pool.catalog.tools == {}
-        assert "tool name 'echo' is offered by 'a' and 'b'" in pool.catalog.problems[1]
+        catalog = pool.catalog
+        assert catalog.tools == {}
+        assert catalog.prompts == {}
+        assert catalog.resources == {}
+        assert catalog.templates == ()
+        names = "is offered by 'a' and 'b'; left out until the upstreams' prefixes tell them apart"
+        uris = "is offered by 'a' and 'b'; left out until only one upstream offers it"
+        assert f"tool name 'echo' {names}" in catalog.clashes
+        assert f"prompt name 'greet' {names}" in catalog.clashes
+        assert f"resource 'echo://static' {uris}" in catalog.clashes
+        assert f"resource template 'echo://items/{{id}}' {uris}" in catalog.clashes
+        assert len(catalog.clashes) == len(ECHO_TOOLS) + 3
+        with pytest.raises(UpstreamError, match="no upstream offers a resource 'echo://static'"):
+            await pool.read_resource("echo://static")
         tasks.cancel_scope.cancel()
 
 
@@ -142,7 +158,10 @@ def test_status_command_connects_once_and_reports(
         "upstream": "echo",
         "transport": "stdio",
         "state": "ready",
-        "tools": 5,
+        "tools": len(ECHO_TOOLS),
+        "resources": 1,
+        "templates": 1,
+        "prompts": 1,
         "error": None,
     }
     assert rows["ghost"]["state"] == "down"

@@ -5,9 +5,15 @@
                                                            N requests answered 500)
     python -m tests.upstreams.servers.echo sse PORT      (legacy HTTP+SSE at /sse)
 
-Tools: `echo` (returns its arguments), `sleep` (waits `seconds`), `crash` (exits the
-process at once), `pid` (the server's process id), `mutate` (adds a tool `added`, or with
-`{"describe": "..."}` changes echo's description, and announces the change).
+Tools: `echo` (returns its arguments), `sleep` (waits `seconds`, reporting progress and a
+log message every 0.1 s), `crash` (exits the process at once), `pid` (the server's process
+id), `mutate` (adds a tool `added`, or with `{"describe": "..."}` changes echo's description,
+or with `{"resource": URI}` adds a resource, and announces the change), `cancelled` (how
+many calls were cancelled), and two that record each attempt in the file `journal` and
+then exit the process unless the file already held a line: `lookup` (annotated idempotent)
+and `pay` (not).
+
+Resources: `echo://static` and the template `echo://items/{id}`. Prompt: `greet` (`name`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,12 @@ import anyio
 import mcp_types as types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    ResourcesListChanged,
+    ToolsListChanged,
+)
 
 TOOLS = [
     types.Tool(name="echo", description="Echo the arguments", input_schema={"type": "object"}),
@@ -32,8 +43,23 @@ TOOLS = [
     types.Tool(name="crash", description="Exit at once", input_schema={"type": "object"}),
     types.Tool(name="pid", description="The process id", input_schema={"type": "object"}),
     types.Tool(name="mutate", description="Change the tools", input_schema={"type": "object"}),
+    types.Tool(name="cancelled", description="Calls cancelled", input_schema={"type": "object"}),
+    types.Tool(
+        name="lookup",
+        input_schema={"type": "object", "properties": {"journal": {"type": "string"}}},
+        annotations=types.ToolAnnotations(idempotent_hint=True),
+    ),
+    types.Tool(
+        name="pay",
+        input_schema={"type": "object", "properties": {"journal": {"type": "string"}}},
+        annotations=types.ToolAnnotations(destructive_hint=True, idempotent_hint=False),
+    ),
 ]
+RESOURCES = [types.Resource(name="static", uri="echo://static", mime_type="text/plain")]
+TEMPLATES = [types.ResourceTemplate(name="item", uri_template="echo://items/{id}")]
+PROMPTS = [types.Prompt(name="greet", arguments=[types.PromptArgument(name="name", required=True)])]
 bus = InMemorySubscriptionBus()
+cancelled = [0]
 
 
 async def list_tools(
@@ -42,13 +68,72 @@ async def list_tools(
     return types.ListToolsResult(tools=TOOLS)
 
 
+async def list_resources(
+    _ctx: ServerRequestContext, _params: types.PaginatedRequestParams | None
+) -> types.ListResourcesResult:
+    return types.ListResourcesResult(resources=RESOURCES)
+
+
+async def list_templates(
+    _ctx: ServerRequestContext, _params: types.PaginatedRequestParams | None
+) -> types.ListResourceTemplatesResult:
+    return types.ListResourceTemplatesResult(resource_templates=TEMPLATES)
+
+
+async def read_resource(
+    _ctx: ServerRequestContext, params: types.ReadResourceRequestParams
+) -> types.ReadResourceResult:
+    return types.ReadResourceResult(
+        contents=[types.TextResourceContents(uri=params.uri, text=f"contents of {params.uri}")]
+    )
+
+
+async def list_prompts(
+    _ctx: ServerRequestContext, _params: types.PaginatedRequestParams | None
+) -> types.ListPromptsResult:
+    return types.ListPromptsResult(prompts=PROMPTS)
+
+
+async def get_prompt(
+    _ctx: ServerRequestContext, params: types.GetPromptRequestParams
+) -> types.GetPromptResult:
+    name = (params.arguments or {}).get("name", "you")
+    return types.GetPromptResult(
+        messages=[
+            types.PromptMessage(
+                role="user", content=types.TextContent(type="text", text=f"Hello {name}")
+            )
+        ]
+    )
+
+
 async def call_tool(
-    _ctx: ServerRequestContext, params: types.CallToolRequestParams
+    ctx: ServerRequestContext, params: types.CallToolRequestParams
 ) -> types.CallToolResult:
     arguments: dict[str, Any] = dict(params.arguments or {})
     if params.name == "sleep":
-        await anyio.sleep(float(arguments.get("seconds", 1)))
+        seconds = float(arguments.get("seconds", 1))
+        steps = max(1, round(seconds / 0.1))
+        try:
+            for step in range(steps):
+                await anyio.sleep(seconds / steps)
+                await ctx.session.report_progress(step + 1, steps, f"step {step + 1}")
+                await ctx.session.send_log_message(
+                    "info", {"step": step + 1}, logger="sleep", related_request_id=ctx.request_id
+                )
+        except anyio.get_cancelled_exc_class():
+            cancelled[0] += 1
+            raise
         text = "slept"
+    elif params.name == "cancelled":
+        text = str(cancelled[0])
+    elif params.name in ("lookup", "pay"):
+        journal = anyio.Path(str(arguments["journal"]))
+        before = await journal.read_text() if await journal.exists() else ""
+        await journal.write_text(f"{before}{params.name}\n")
+        if not before:
+            os._exit(4)
+        text = "done"
     elif params.name == "crash":
         os._exit(3)
     elif params.name == "pid":
@@ -56,6 +141,10 @@ async def call_tool(
     elif params.name == "mutate":
         if "describe" in arguments:
             TOOLS[0] = TOOLS[0].model_copy(update={"description": str(arguments["describe"])})
+        elif "resource" in arguments:
+            uri = str(arguments["resource"])
+            RESOURCES.append(types.Resource(name=uri.rsplit("/", 1)[-1], uri=uri))
+            await bus.publish(ResourcesListChanged())
         else:
             TOOLS.append(types.Tool(name="added", input_schema={"type": "object"}))
         await bus.publish(ToolsListChanged())
@@ -69,7 +158,10 @@ async def call_tool(
 
 class EchoServer(Server):
     def create_initialization_options(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("notification_options", NotificationOptions(tools_changed=True))
+        kwargs.setdefault(
+            "notification_options",
+            NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True),
+        )
         return super().create_initialization_options(*args, **kwargs)
 
 
@@ -77,6 +169,11 @@ server = EchoServer(
     "echo-upstream",
     on_list_tools=list_tools,
     on_call_tool=call_tool,
+    on_list_resources=list_resources,
+    on_list_resource_templates=list_templates,
+    on_read_resource=read_resource,
+    on_list_prompts=list_prompts,
+    on_get_prompt=get_prompt,
     on_subscriptions_listen=ListenHandler(bus),
 )
 

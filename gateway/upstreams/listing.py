@@ -1,0 +1,73 @@
+"""What one upstream offers: its tools, resources, resource templates and prompts, each
+listed to the last page."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import mcp_types as types
+from mcp import Client
+
+MAX_PAGES = 1000
+"""An upstream that never stops paging is cut off here."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    tools: tuple[types.Tool, ...] = ()
+    resources: tuple[types.Resource, ...] = ()
+    templates: tuple[types.ResourceTemplate, ...] = ()
+    prompts: tuple[types.Prompt, ...] = ()
+
+
+async def list_offer(client: Client) -> Offer:
+    """Everything `client`'s server declares it offers. A kind the server has no capability
+    for is not asked about (an upstream without prompts would answer with an error)."""
+    capabilities = client.server_capabilities
+    tools: tuple[types.Tool, ...] = ()
+    resources: tuple[types.Resource, ...] = ()
+    templates: tuple[types.ResourceTemplate, ...] = ()
+    prompts: tuple[types.Prompt, ...] = ()
+    if capabilities is None or capabilities.tools is not None:
+        tools = await _pages(
+            lambda cursor: client.list_tools(cursor=cursor), lambda page: page.tools
+        )
+    if capabilities is not None and capabilities.resources is not None:
+        resources = await _pages(
+            lambda cursor: client.list_resources(cursor=cursor), lambda page: page.resources
+        )
+        templates = await _pages(
+            lambda cursor: client.list_resource_templates(cursor=cursor),
+            lambda page: page.resource_templates,
+        )
+    if capabilities is not None and capabilities.prompts is not None:
+        prompts = await _pages(
+            lambda cursor: client.list_prompts(cursor=cursor), lambda page: page.prompts
+        )
+    return Offer(tools, resources, templates, prompts)
+
+
+class _Page(Protocol):
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+P = TypeVar("P", bound=_Page)
+
+
+async def _pages(
+    fetch: Callable[[str | None], Awaitable[P]], items: Callable[[P], Sequence[T]]
+) -> tuple[T, ...]:
+    found: list[T] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await fetch(cursor)
+        found.extend(items(page))
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return tuple(found)

@@ -1,0 +1,177 @@
+"""Calls over a live upstream: progress and log relay, cancellation, retries only where a
+tool is safe to repeat, the degraded status, and resources and prompts through the pool."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+import pytest
+
+from gateway.breaker import Breaker
+from gateway.upstreams.connection import ConnectionLost, State, UpstreamConnection, UpstreamError
+from gateway.upstreams.pool import Pool
+from tests.upstreams.test_connection import running, stdio, text, until
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_progress_and_logs_reach_the_callers_callbacks() -> None:
+    reports: list[tuple[float, float | None, str | None]] = []
+    logs: list[types.LoggingMessageNotificationParams] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reports.append((progress, total, message))
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params)
+
+    async with running(UpstreamConnection("echo", stdio())) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        result = await up.call_tool(
+            "sleep", {"seconds": 0.3}, on_progress=on_progress, on_log=on_log
+        )
+        assert text(result) == "slept"
+        assert reports == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+        assert [(log.level, log.logger, log.data) for log in logs] == [
+            ("info", "sleep", {"step": 1}),
+            ("info", "sleep", {"step": 2}),
+            ("info", "sleep", {"step": 3}),
+        ]
+
+
+async def test_logs_are_not_handed_to_one_of_several_callers() -> None:
+    """Two calls in flight: a log message cannot be told apart, so neither caller gets it."""
+    logs: list[types.LoggingMessageNotificationParams] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params)
+
+    async with running(UpstreamConnection("echo", stdio())) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(lambda: up.call_tool("sleep", {"seconds": 0.3}, on_log=on_log))
+            tasks.start_soon(lambda: up.call_tool("sleep", {"seconds": 0.5}))
+        assert logs == []
+
+
+async def test_a_progress_stream_does_not_lift_the_hard_cap() -> None:
+    async with running(UpstreamConnection("echo", stdio(call_timeout=0.5))) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        ticks: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            ticks.append(progress)
+
+        with pytest.raises(UpstreamError, match=r"did not answer within 0\.5 s"):
+            await up.call_tool("sleep", {"seconds": 5}, on_progress=on_progress)
+        assert ticks  # progress kept coming, and the cap still held
+
+
+async def test_cancelling_a_call_cancels_it_upstream() -> None:
+    async with running(UpstreamConnection("echo", stdio())) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        assert text(await up.call_tool("cancelled", {})) == "0"
+        with anyio.move_on_after(0.3):
+            await up.call_tool("sleep", {"seconds": 10})
+        await until(lambda: up.status.state is State.READY)
+        for _ in range(50):  # the notification travels on its own; give it a moment
+            if text(await up.call_tool("cancelled", {})) == "1":
+                break
+            await anyio.sleep(0.02)
+        assert text(await up.call_tool("cancelled", {})) == "1"
+
+
+async def test_a_call_safe_to_repeat_is_retried_after_a_lost_connection(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    async with running(UpstreamConnection("echo", stdio())) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        result = await up.call_tool("lookup", {"journal": str(journal)}, retry=True)
+        assert text(result) == "done"
+        assert journal.read_text() == "lookup\nlookup\n"
+
+
+async def test_a_call_not_safe_to_repeat_is_attempted_exactly_once(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    async with running(UpstreamConnection("echo", stdio())) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        with pytest.raises(ConnectionLost, match="closed the connection during pay"):
+            await up.call_tool("pay", {"journal": str(journal)})
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        await anyio.sleep(0.5)  # time a retry would have had
+        assert journal.read_text() == "pay\n"
+
+
+async def test_failing_calls_make_an_upstream_degraded_until_one_succeeds() -> None:
+    breaker = Breaker(threshold=2, cooldown=0.3, max_cooldown=0.3)
+    connection = UpstreamConnection("echo", stdio(call_timeout=0.3), breaker=breaker)
+    async with running(connection) as up:
+        with anyio.fail_after(15):
+            await up.wait_ready()
+        before = time.time()
+        with pytest.raises(UpstreamError):
+            await up.call_tool("sleep", {"seconds": 5})
+        status = up.status
+        assert status.state is State.DEGRADED
+        assert status.error == "sleep on upstream echo did not answer within 0.3 s"
+        assert status.failures == 1
+        assert status.since >= before
+        with pytest.raises(UpstreamError):
+            await up.call_tool("sleep", {"seconds": 5})
+        assert up.status.since == status.since  # degraded since the first failure
+        assert up.status.failures == 2
+        await anyio.sleep(0.35)
+        assert text(await up.call_tool("echo", {})) == "[]"
+        assert up.status.state is State.READY
+
+
+async def test_resources_and_prompts_through_the_pool() -> None:
+    pool = Pool({"one": stdio(), "two": stdio(prefix="two.")})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.run)
+        with anyio.fail_after(20):
+            await pool.settled()
+        catalog = pool.catalog
+        assert list(catalog.prompts) == ["one__greet", "two.greet"]
+        # Both list echo://static, and both have the same template: neither is guessed.
+        assert catalog.resources == {}
+        with pytest.raises(UpstreamError, match="no upstream offers a resource"):
+            await pool.read_resource("echo://items/7")
+        prompt = await pool.get_prompt("two.greet", {"name": "Ada"})
+        content = prompt.messages[0].content
+        assert isinstance(content, types.TextContent)
+        assert content.text == "Hello Ada"
+        # A resource announced by one upstream is routed to it within a second.
+        await pool.call_tool("two.mutate", {"resource": "echo://extra/1"})
+        await until(lambda: "echo://extra/1" in pool.catalog.resources, 1)
+        read = await pool.read_resource("echo://extra/1")
+        block = read.contents[0]
+        assert isinstance(block, types.TextResourceContents)
+        assert block.text == "contents of echo://extra/1"
+        assert pool.catalog.resources["echo://extra/1"].upstream == "two"
+        with pytest.raises(UpstreamError, match="no upstream offers a prompt named 'greet'"):
+            await pool.get_prompt("greet", {})
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_resource_template_routes_reads_to_its_upstream() -> None:
+    pool = Pool({"one": stdio(), "off": stdio(enabled=False)})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.run)
+        with anyio.fail_after(20):
+            await pool.settled()
+        read = await pool.read_resource("echo://items/7")
+        block = read.contents[0]
+        assert isinstance(block, types.TextResourceContents)
+        assert block.text == "contents of echo://items/7"
+        assert list(pool.catalog.resources) == ["echo://static"]
+        tasks.cancel_scope.cancel()
