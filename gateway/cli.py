@@ -1,6 +1,7 @@
 """The `gateway` command: serve, check, and explain tag resolution.
 
 Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
+`upstreams status`: an upstream is not well, `tools approve`: nothing to approve;
 2 invalid configuration or usage.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
 import logging
 import sys
@@ -18,18 +20,22 @@ from typing import Any
 
 import anyio
 
+from .audit import AuditLog
 from .errors import ConfigError, ConfigIssue
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
 from .state import StateStore, open_store
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
+from .upstreams.config import public_prefix
+from .upstreams.definitions import DefinitionLedger, short
 from .upstreams.importer import merged_text, read_client_config, render, write_atomically
 from .upstreams.pool import Pool
 
 EXIT_OK = 0
 EXIT_NOT_PERMITTED = 1
 EXIT_UNHEALTHY = 1
+EXIT_NOT_FOUND = 1
 EXIT_CONFIG = 2
 
 
@@ -116,6 +122,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_upstreams_status)
+
+    tools = commands.add_parser("tools", help="upstream tools whose definitions changed")
+    tool_commands = tools.add_subparsers(dest="tools_command", required=True, metavar="COMMAND")
+    pending = with_config(
+        tool_commands.add_parser("pending", help="changed definitions waiting for approval")
+    )
+    pending.add_argument("--json", action="store_true", help="print JSON")
+    pending.set_defaults(handler=_tools_pending)
+    approve = with_config(
+        tool_commands.add_parser("approve", help="let a quarantined tool's new definition through")
+    )
+    approve.add_argument("tool", help="the tool's public name, e.g. payments__refund")
+    approve.add_argument("--upstream", help="the upstream, when the public name alone is ambiguous")
+    approve.set_defaults(handler=_tools_approve)
     return parser
 
 
@@ -189,6 +209,71 @@ def _import_upstreams(args: argparse.Namespace) -> int:
     write_atomically(path, text)
     names = ", ".join(imported.entries)
     print(f"added {len(imported.entries)} upstreams to {path}: {names}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _ledger(config: GatewayConfig) -> DefinitionLedger:
+    return DefinitionLedger(config.definitions_path, AuditLog(config.audit_path))
+
+
+def _tools_pending(args: argparse.Namespace) -> int:
+    config = load_config(config_path(args.config))
+    upstreams = config.settings.upstreams
+    rows: list[dict[str, Any]] = [
+        {
+            "tool": (
+                public_prefix(p.upstream, upstreams[p.upstream]) if p.upstream in upstreams else ""
+            )
+            + p.tool,
+            "upstream": p.upstream,
+            "approved": p.approved,
+            "pending": p.pending,
+            "since": p.since,
+            "definition": p.definition,
+        }
+        for p in _ledger(config).pending()
+    ]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no tool definitions wait for approval")
+    for row in rows:
+        print(
+            f"{row['tool']} (upstream {row['upstream']}): {short(row['approved'])} → "
+            f"{short(row['pending'])}\n  new definition: "
+            + json.dumps(row["definition"], ensure_ascii=False)
+        )
+    return EXIT_OK
+
+
+def _tools_approve(args: argparse.Namespace) -> int:
+    config = load_config(config_path(args.config))
+    ledger = _ledger(config)
+    waiting = {(p.upstream, p.tool) for p in ledger.pending()}
+    candidates = [
+        (name, args.tool[len(prefix) :])
+        for name, upstream in config.settings.upstreams.items()
+        if (args.upstream is None or args.upstream == name)
+        and args.tool.startswith(prefix := public_prefix(name, upstream))
+        and (name, args.tool[len(prefix) :]) in waiting
+    ]
+    if not candidates:
+        listed = ", ".join(f"{u}/{t}" for u, t in sorted(waiting)) or "none"
+        print(
+            f"gateway: no definition of {args.tool!r} waits for approval (waiting: {listed})",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
+    if len(candidates) > 1:
+        names = ", ".join(name for name, _ in candidates)
+        raise UsageError(f"{args.tool!r} could be a tool of {names}: say which with --upstream")
+    upstream, tool = candidates[0]
+    approved = ledger.approve(upstream, tool, by=getpass.getuser())
+    print(
+        f"approved {args.tool} (upstream {upstream}): {short(approved.pending)}; "
+        "a running gateway lists it again"
+    )
     return EXIT_OK
 
 

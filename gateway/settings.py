@@ -80,6 +80,8 @@ UpstreamName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 class Settings(_Strict):
+    data_dir: str = ".gateway"
+    """Files the gateway writes: the audit log and the approved tool definitions."""
     server: ServerSettings = ServerSettings()
     tags: TagSettings = TagSettings()
     state: StateSettings = StateSettings()
@@ -97,6 +99,18 @@ class GatewayConfig:
     @property
     def tags_dir(self) -> Path:
         return (self.path.parent / self.settings.tags.dir).resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.path.parent / self.settings.data_dir).resolve()
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.jsonl"
+
+    @property
+    def definitions_path(self) -> Path:
+        return self.data_dir / "tool-definitions.json"
 
     @property
     def state_url(self) -> str:

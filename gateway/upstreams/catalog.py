@@ -81,6 +81,8 @@ class Catalog:
     """Names, URIs or templates that two upstreams both produce (all left out)."""
     problems: tuple[str, ...] = ()
     """Everything left out, and why: the clashes and invalid names."""
+    quarantined: Mapping[str, str] = field(default_factory=dict)
+    """Tools hidden until an admin approves their changed definition: public name → why."""
 
     def resource_upstream(self, uri: str) -> str | None:
         """The upstream to read `uri` from: the one listing it, else the one whose
@@ -102,7 +104,11 @@ class AmbiguousResource(LookupError):
         super().__init__(f"resource {uri!r} matches templates of {who}; not read from either")
 
 
-def build(version: int, offered: Mapping[str, tuple[str, Offer]]) -> Catalog:
+def build(
+    version: int,
+    offered: Mapping[str, tuple[str, Offer]],
+    quarantined: Mapping[str, str] | None = None,
+) -> Catalog:
     """A catalog of `offered`: upstream name → (its prefix, its offer)."""
     problems: list[str] = []
     clashes: list[str] = []
@@ -150,6 +156,7 @@ def build(version: int, offered: Mapping[str, tuple[str, Offer]]) -> Catalog:
         MappingProxyType(prompts),
         tuple(clashes),
         tuple(problems + clashes),
+        MappingProxyType(dict(sorted((quarantined or {}).items()))),
     )
 
 

@@ -3,21 +3,25 @@
 An upstream that fails never blocks or crashes the others: each runs in its own
 supervisor task (`UpstreamConnection`). The catalog is rebuilt whenever an upstream's
 offer changes (connected, reconnected, announced a change), each time with a new version
-number, and listeners (the MCP front) are told.
+number, and listeners (the MCP front) are told. Tool definitions pass the ledger first
+(see definitions.py): a quarantined tool is not in the catalog.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
 import mcp_types as types
+from watchfiles import awatch
 
 from .catalog import AmbiguousResource, Catalog, build
 from .config import public_prefix
 from .connection import Status, UpstreamConfig, UpstreamConnection, UpstreamError
+from .definitions import DefinitionLedger
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -25,7 +29,11 @@ CatalogListener = Callable[[Catalog], None]
 
 
 class Pool:
-    def __init__(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
+    def __init__(
+        self, upstreams: Mapping[str, UpstreamConfig], ledger: DefinitionLedger | None = None
+    ) -> None:
+        self.ledger = ledger or DefinitionLedger()
+        self._configs = dict(upstreams)
         self.connections = {
             name: UpstreamConnection(name, config, on_change=self._offer_changed)
             for name, config in upstreams.items()
@@ -50,6 +58,20 @@ class Pool:
         async with anyio.create_task_group() as tasks:
             for connection in self.connections.values():
                 tasks.start_soon(connection.run)
+            if self.ledger.path is not None:
+                tasks.start_soon(self._follow_approvals)
+
+    async def _follow_approvals(self) -> None:
+        """An admin approving a definition (`gateway tools approve`) writes the ledger;
+        the catalog is rebuilt with the tool back in it."""
+        path = self.ledger.path
+        assert path is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        async for _ in awatch(
+            path.parent, watch_filter=lambda _change, changed: changed == str(path), debounce=50
+        ):
+            if self.ledger.changed_on_disk():
+                self._offer_changed()
 
     async def settled(self) -> None:
         """Return once every upstream has made its first attempt (ready, down or disabled):
@@ -59,11 +81,22 @@ class Pool:
 
     def _offer_changed(self) -> None:
         # An upstream's last listing stays while it reconnects (see UpstreamConnection.offer).
-        offered = {name: (self._prefixes[name], c.offer) for name, c in self.connections.items()}
-        catalog = build(self._catalog.version + 1, offered)
+        offered = {}
+        quarantined: dict[str, str] = {}
+        for name, connection in self.connections.items():
+            prefix, offer = self._prefixes[name], connection.offer
+            mode = self._configs[name].on_definition_change
+            kept, hidden = self.ledger.judge(name, offer.tools, mode)
+            offered[name] = (prefix, dataclasses.replace(offer, tools=tuple(kept)))
+            for tool, reason in hidden.items():
+                quarantined[prefix + tool] = f"upstream {name!r}: tool {tool!r} is hidden: {reason}"
+        catalog = build(self._catalog.version + 1, offered, quarantined)
         for problem in catalog.problems:
             if problem not in self._catalog.problems:
                 logger.error("catalog: %s", problem)
+        for public, reason in catalog.quarantined.items():
+            if public not in self._catalog.quarantined:
+                logger.warning("catalog: %s (approve: gateway tools approve %s)", reason, public)
         self._catalog = catalog
         for listener in list(self._listeners):
             try:
