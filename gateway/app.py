@@ -3,11 +3,17 @@
 What it serves today: `/health` (the process is up) and `/ready` (it can serve: the state
 store is reachable; 503 with the reason otherwise). The MCP endpoint (`/mcp`) and the
 session API are built on this app by later work.
+
+Start-up connects every upstream in parallel and waits until each has made its first
+attempt (each bounded by its own init_timeout). An upstream that is down does not stop the
+gateway; two upstreams producing the same public name or resource URI do, naming both.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,10 +23,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .errors import ConfigError, ConfigIssue
 from .settings import GatewayConfig
 from .state import StateStore, StateUnavailable
 from .tagcache import invalidate_on_change
 from .tags import TagManager
+from .upstreams.pool import Pool
+
+logger = logging.getLogger("gateway")
 
 ROUTES_SERVED = ("/health", "/ready")
 
@@ -37,7 +47,11 @@ async def state_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def build_app(config: GatewayConfig, tags: TagManager, state: StateStore) -> Starlette:
+def build_app(
+    config: GatewayConfig, tags: TagManager, state: StateStore, pool: Pool | None = None
+) -> Starlette:
+    pool = pool or Pool({})
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         # The store never fails to start: without its server it reports not ready and
@@ -46,11 +60,26 @@ def build_app(config: GatewayConfig, tags: TagManager, state: StateStore) -> Sta
             await tasks.start(invalidate_on_change, tags.store, state)
             if config.settings.tags.watch:
                 tasks.start_soon(tags.store.watch)
+            tasks.start_soon(pool.run)
+            await pool.settled()
+            clashes = pool.catalog.clashes
+            if clashes:
+                tasks.cancel_scope.cancel()
+                error = ConfigError(
+                    ConfigIssue(str(config.path), clash, field="upstreams") for clash in clashes
+                )
+                logger.error("cannot start: %s", error)
+                raise error
+            for name, status in pool.statuses().items():
+                if status.error:
+                    logger.warning("upstream %s is %s: %s", name, status.state, status.error)
             yield
             tasks.cancel_scope.cancel()
 
     async def health(_request: Request) -> JSONResponse:
         # No tag names or counts here: /health is unauthenticated.
+        # Nor upstream names: how many are in each state.
+        upstreams = Counter(status.state.value for status in pool.statuses().values())
         return JSONResponse(
             {
                 "status": "ok",
@@ -58,6 +87,7 @@ def build_app(config: GatewayConfig, tags: TagManager, state: StateStore) -> Sta
                     "version": tags.tagset.version,
                     "last_reload_failed": tags.store.last_error is not None,
                 },
+                "upstreams": dict(sorted(upstreams.items())),
             }
         )
 
@@ -76,4 +106,5 @@ def build_app(config: GatewayConfig, tags: TagManager, state: StateStore) -> Sta
     app.state.tags = tags
     app.state.store = state
     app.state.config = config
+    app.state.pool = pool
     return app

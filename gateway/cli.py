@@ -2,12 +2,14 @@
 
 Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
 `upstreams status`: an upstream is not well, `tools approve`: nothing to approve;
-2 invalid configuration or usage.
+2 invalid configuration or usage; 3 `serve`: the gateway could not start (it says why, e.g.
+two upstreams offering the same tool name).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import getpass
 import json
@@ -37,6 +39,7 @@ EXIT_NOT_PERMITTED = 1
 EXIT_UNHEALTHY = 1
 EXIT_NOT_FOUND = 1
 EXIT_CONFIG = 2
+EXIT_STARTUP = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,14 +378,15 @@ def _serve(args: argparse.Namespace) -> int:
     )
     state = _state_store(config)
     print(f"gateway: state store {state.url}", file=sys.stderr)
-    if config.settings.upstreams:
-        names = ", ".join(config.settings.upstreams)
-        print(
-            f"gateway: upstreams configured: {names} (not connected: the pool is not built yet)",
-            file=sys.stderr,
-        )
-    uvicorn.run(build_app(config, manager, state), host=host, port=port, log_level="info")
-    return EXIT_OK
+    upstreams = config.settings.upstreams
+    if upstreams:
+        print(f"gateway: connecting upstreams {', '.join(upstreams)}", file=sys.stderr)
+    pool = Pool(upstreams, _ledger(config))
+    app = build_app(config, manager, state, pool)
+    server_ = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+        server_.run()
+    return EXIT_OK if server_.started else EXIT_STARTUP  # start-up said why it failed
 
 
 def _print_json(data: Any) -> None:

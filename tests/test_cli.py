@@ -257,7 +257,11 @@ def test_serve_starts_says_what_it_serves_and_stops() -> None:
         status, _, body = _get(f"http://127.0.0.1:{port}/health")
         assert (status, body) == (
             200,
-            {"status": "ok", "tags": {"version": 1, "last_reload_failed": False}},
+            {
+                "status": "ok",
+                "tags": {"version": 1, "last_reload_failed": False},
+                "upstreams": {},
+            },
         )
         status, _, ready = _get(f"http://127.0.0.1:{port}/ready")
         assert (status, ready) == (

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +19,9 @@ from gateway.upstreams.connection import State, UpstreamError
 from gateway.upstreams.listing import Offer
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
-from tests.upstreams.test_connection import ECHO_TOOLS, stdio, text, until
+from tests.redis_server import free_port
+from tests.test_cli import _get, serving
+from tests.upstreams.test_connection import ECHO_TOOLS, gone, stdio, text, until
 
 pytestmark = pytest.mark.anyio
 
@@ -166,3 +171,55 @@ def test_status_command_connects_once_and_reports(
     }
     assert rows["ghost"]["state"] == "down"
     assert "/nonexistent/mcp-server" in rows["ghost"]["error"]
+
+
+def test_serve_refuses_to_start_when_two_upstreams_offer_one_name(tmp_path: Path) -> None:
+    entry = (
+        f"{{transport: stdio, command: {sys.executable}, args: [-m, tests.upstreams.servers.echo],"
+        f" cwd: {ROOT}, env: {{PYTHONPATH: {ROOT}}}, prefix: ''}}"
+    )
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"server: {{port: {free_port()}}}\nupstreams:\n  a: {entry}\n  b: {entry}\n")
+    (tmp_path / "orgs").mkdir()
+    gateway = str(Path(sys.executable).parent / "gateway")
+    done = subprocess.run(
+        [gateway, "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert (
+        f"{config}: upstreams: tool name 'echo' is offered by 'a' and 'b'; left out until the "
+        "upstreams' prefixes tell them apart"
+    ) in done.stderr
+
+
+def test_serve_starts_with_an_upstream_down_and_leaves_no_child_behind(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"""upstreams:
+  echo: {{transport: stdio, command: {sys.executable}, args: [-m, tests.upstreams.servers.echo],
+          cwd: {ROOT}, env: {{PYTHONPATH: {ROOT}}}}}
+  ghost: {{transport: stdio, command: /nonexistent/mcp-server, init_timeout: 2}}
+"""
+    )
+    (tmp_path / "orgs").mkdir()
+    gateway = str(Path(sys.executable).parent / "gateway")
+    with serving([gateway, "serve", "--config", str(config)], os.environ.copy()) as (proc, port):
+        status, _, health = _get(f"http://127.0.0.1:{port}/health")
+        assert status == 200
+        assert health["upstreams"] == {"down": 1, "ready": 1}
+        children = _children(proc.pid)
+        assert len(children) == 1  # the echo upstream
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "upstream ghost is down: FileNotFoundError" in err
+    assert all(gone(pid) for pid in children)
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(line) for line in found.stdout.split()]
