@@ -180,7 +180,12 @@ def _settle(kind: str, claims: Iterable[tuple[str, C]], clashes: list[str]) -> d
             won[key] = claimants[0]
             continue
         names = sorted({c.upstream for c in claimants})
-        who = " and ".join(repr(n) for n in names) if len(names) > 1 else f"{names[0]!r} twice"
+        quoted = [repr(name) for name in names]
+        who = (
+            ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
+            if len(names) > 1
+            else f"{quoted[0]} twice"
+        )
         remedy = (
             "the upstreams' prefixes tell them apart"
             if kind.endswith("name")

@@ -101,8 +101,12 @@ class UpstreamConnection:
         config: UpstreamConfig,
         on_change: Callable[[], None] | None = None,
         breaker: Breaker | None = None,
+        start_gate: anyio.Semaphore | None = None,
     ) -> None:
         self.name = name
+        self._start_gate = start_gate
+        """Shared by a pool's stdio upstreams: how many children may be starting at once."""
+        self._holding_gate = False
         self.config = config
         self.breaker = breaker or Breaker(threshold=5, cooldown=1.0, max_cooldown=30.0)
         """Opened by calls that time out or lose the connection, not by tools' own errors."""
@@ -189,6 +193,21 @@ class UpstreamConnection:
             await anyio.sleep(backoff(failures))
 
     async def _serve_one_connection(self) -> None:
+        # A child process starting up is CPU-bound (an interpreter importing its SDK): many
+        # at once on a small machine all miss their init_timeout and start over together.
+        # So stdio children start a few at a time, each timed from when its turn comes.
+        gate = self._start_gate if isinstance(self.config, StdioUpstream) else None
+        if gate is not None:
+            await gate.acquire()
+        try:
+            await self._connect_and_serve(gate)
+        finally:
+            if gate is not None and self._holding_gate:
+                gate.release()
+            self._holding_gate = False
+
+    async def _connect_and_serve(self, gate: anyio.Semaphore | None) -> None:
+        self._holding_gate = gate is not None
         # The bound covers connecting and `initialize`; once ready it is lifted. (A scope
         # around the `async with` entry alone would close before the Client's own task
         # group, which anyio forbids.)
@@ -201,6 +220,9 @@ class UpstreamConnection:
                 await tasks.start(self._follow_changes, client)
                 await self._list(client)
                 scope.deadline = math.inf
+                if gate is not None:
+                    gate.release()
+                    self._holding_gate = False
                 self._client = client
                 self._new_session.set()
                 self._new_session = anyio.Event()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,17 +31,29 @@ CatalogListener = Callable[[Catalog], None]
 
 class Pool:
     def __init__(
-        self, upstreams: Mapping[str, UpstreamConfig], ledger: DefinitionLedger | None = None
+        self,
+        upstreams: Mapping[str, UpstreamConfig],
+        ledger: DefinitionLedger | None = None,
+        start_concurrency: int | None = None,
     ) -> None:
+        """`start_concurrency`: stdio children starting at once (default twice the CPUs,
+        at least 4); the rest wait their turn before their init_timeout starts."""
         self.ledger = ledger or DefinitionLedger()
         self._configs = dict(upstreams)
+        starting = anyio.Semaphore(start_concurrency or max(4, 2 * (os.cpu_count() or 1)))
         self.connections = {
-            name: UpstreamConnection(name, config, on_change=self._offer_changed)
+            name: UpstreamConnection(
+                name, config, on_change=self._offer_changed, start_gate=starting
+            )
             for name, config in upstreams.items()
         }
         self._prefixes = {name: public_prefix(name, c) for name, c in upstreams.items()}
         self._catalog = build(0, {})
         self._listeners: list[CatalogListener] = []
+        self._judged: dict[
+            str, tuple[tuple[types.Tool, ...], tuple[types.Tool, ...], dict[str, str]]
+        ] = {}
+        """Per upstream: the listing last judged, the tools kept, the hidden ones and why."""
 
     @property
     def catalog(self) -> Catalog:
@@ -71,7 +84,7 @@ class Pool:
             path.parent, watch_filter=lambda _change, changed: changed == str(path), debounce=50
         ):
             if self.ledger.changed_on_disk():
-                self._offer_changed()
+                self._offer_changed(rejudge=True)
 
     async def settled(self) -> None:
         """Return once every upstream has made its first attempt (ready, down or disabled):
@@ -79,15 +92,21 @@ class Pool:
         for connection in self.connections.values():
             await connection.wait_settled()
 
-    def _offer_changed(self) -> None:
+    def _offer_changed(self, rejudge: bool = False) -> None:
         # An upstream's last listing stays while it reconnects (see UpstreamConnection.offer).
         offered = {}
         quarantined: dict[str, str] = {}
         for name, connection in self.connections.items():
             prefix, offer = self._prefixes[name], connection.offer
-            mode = self._configs[name].on_definition_change
-            kept, hidden = self.ledger.judge(name, offer.tools, mode)
-            offered[name] = (prefix, dataclasses.replace(offer, tools=tuple(kept)))
+            judged = self._judged.get(name)
+            # Only a new listing (or a ledger changed by an approval) is judged again.
+            if rejudge or judged is None or judged[0] is not offer.tools:
+                mode = self._configs[name].on_definition_change
+                kept, hidden = self.ledger.judge(name, offer.tools, mode)
+                judged = (offer.tools, tuple(kept), hidden)
+                self._judged[name] = judged
+            _, kept_tools, hidden = judged
+            offered[name] = (prefix, dataclasses.replace(offer, tools=kept_tools))
             for tool, reason in hidden.items():
                 quarantined[prefix + tool] = f"upstream {name!r}: tool {tool!r} is hidden: {reason}"
         catalog = build(self._catalog.version + 1, offered, quarantined)
