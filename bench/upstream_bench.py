@@ -9,9 +9,10 @@ directly, one behind a `Pool`. Then, side by side, in alternating blocks:
   and scope check, the catalog lookup, JSON Schema validation of the arguments, the
   breaker and the time cap, and the same SDK call;
 
-each one call after another (latency per call, p50 and p99, and the process's CPU per call)
-and with 32 concurrent callers (latency per call and calls per second). The overhead is the
-pool's p50 minus the direct p50, per round.
+one call after another, alternating direct and pool call by call (latency per call, p50
+and p99, and the process's CPU per call), and with 32 concurrent callers in alternating
+blocks (latency per call and calls per second). The overhead is the pool's p50 minus the
+direct p50, per round.
 
 Start-up: 20 stdio upstreams in one `Pool`, from `run()` until every one is ready. The
 upstreams are `bench/servers/tiny.py` (the standard library only), so the figure is the
@@ -142,15 +143,19 @@ async def pooled(config: StdioUpstream | HttpUpstream) -> AsyncIterator[Executor
         tasks.cancel_scope.cancel()
 
 
-async def sequential(call: Call, count: int) -> tuple[list[int], int]:
-    """Per-call latencies (ns) and the process CPU (ns) the calls took."""
-    latencies: list[int] = []
-    cpu = time.process_time_ns()
+async def interleaved(calls: dict[str, Call], count: int) -> dict[str, tuple[list[int], int]]:
+    """`count` calls of each, alternating one by one (so both meet the same machine), with
+    per-call latencies (ns) and the process CPU (ns) each side's calls took."""
+    latencies: dict[str, list[int]] = {side: [] for side in calls}
+    cpu = dict.fromkeys(calls, 0)
     for _ in range(count):
-        started = time.perf_counter_ns()
-        await call()
-        latencies.append(time.perf_counter_ns() - started)
-    return latencies, time.process_time_ns() - cpu
+        for side, call in calls.items():
+            cpu_started = time.process_time_ns()
+            started = time.perf_counter_ns()
+            await call()
+            latencies[side].append(time.perf_counter_ns() - started)
+            cpu[side] += time.process_time_ns() - cpu_started
+    return {side: (latencies[side], cpu[side]) for side in calls}
 
 
 async def concurrent(call: Call, count: int) -> tuple[list[int], float]:
@@ -186,23 +191,20 @@ async def transport_round(transport: str, calls: int, blocks: int) -> dict[str, 
             arguments = {"n": 1}
             call_direct: Call = lambda: client.call_tool("echo", arguments)  # noqa: E731
             call_pool: Call = lambda: executor.execute(ctx, ToolCall("echo__echo", arguments))  # noqa: E731
-            for call in (call_direct, call_pool):  # warm both paths up
-                await sequential(call, 50)
+            sides = {"direct": call_direct, "pool": call_pool}
+            await interleaved(sides, 50)  # warm both paths up
             lat: dict[str, list[int]] = {"direct": [], "pool": []}
             cpu: dict[str, int] = {"direct": 0, "pool": 0}
             con: dict[str, list[int]] = {"direct": [], "pool": []}
             rate: dict[str, list[float]] = {"direct": [], "pool": []}
             gc.collect()
+            for side, (latencies, used) in (await interleaved(sides, calls)).items():
+                lat[side] += latencies
+                cpu[side] += used
             for block in range(blocks):
                 order = ("direct", "pool") if block % 2 == 0 else ("pool", "direct")
                 for side in order:
-                    call = call_direct if side == "direct" else call_pool
-                    latencies, used = await sequential(call, calls // blocks)
-                    lat[side] += latencies
-                    cpu[side] += used
-                for side in order:
-                    call = call_direct if side == "direct" else call_pool
-                    latencies, per_second = await concurrent(call, calls // blocks)
+                    latencies, per_second = await concurrent(sides[side], calls // blocks)
                     con[side] += latencies
                     rate[side].append(per_second)
     for side in ("direct", "pool"):

@@ -371,11 +371,12 @@ class UpstreamConnection:
         # 2026-era upstreams send log messages only to requests that ask for them.
         meta = cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: "info"}) if on_log else None
 
-        def send(client: Client, timeout: float) -> Awaitable[types.CallToolResult]:
+        def send(client: Client, _timeout: float) -> Awaitable[types.CallToolResult]:
+            # No SDK read timeout: _request's cap covers it (and, unlike the SDK's clock,
+            # never pauses), and one timer per call is cheaper than two.
             return client.call_tool(
                 tool,
                 arguments,
-                read_timeout_seconds=timeout,
                 progress_callback=on_progress,
                 meta=meta,
             )

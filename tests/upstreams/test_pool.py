@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -223,3 +224,42 @@ def test_serve_starts_with_an_upstream_down_and_leaves_no_child_behind(tmp_path:
 def _children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
     return [int(line) for line in found.stdout.split()]
+
+
+async def test_killing_one_upstream_mid_call_leaves_the_others_serving() -> None:
+    pool = Pool({"one": stdio(), "two": stdio()})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.run)
+        with anyio.fail_after(20):
+            await pool.settled()
+        two_pid = text(await pool.call_tool("two__pid", {}))
+        one_pid = int(text(await pool.call_tool("one__pid", {})))
+        answers: list[str] = []
+        failures: list[tuple[UpstreamError, float]] = []
+
+        async def keep_calling_two() -> None:
+            for n in range(40):  # spans the kill and the reconnect
+                answers.append(text(await pool.call_tool("two__echo", {"n": n})))
+                await anyio.sleep(0.01)
+
+        async def long_call() -> None:
+            try:
+                await pool.call_tool("one__sleep", {"seconds": 30})
+            except UpstreamError as exc:
+                failures.append((exc, time.monotonic()))
+
+        async with anyio.create_task_group() as calls:
+            calls.start_soon(keep_calling_two)
+            calls.start_soon(long_call)
+            await anyio.sleep(0.2)
+            killed = time.monotonic()
+            os.kill(one_pid, signal.SIGKILL)
+            await until(lambda: bool(failures), 5)
+        error, when = failures[0]
+        assert when - killed < 1.0
+        assert str(error) == "upstream one closed the connection during sleep on upstream one"
+        assert answers == [f"[('n', {n})]" for n in range(40)]
+        assert text(await pool.call_tool("two__pid", {})) == two_pid
+        await until(lambda: pool.statuses()["one"].state is State.READY, 15)
+        assert int(text(await pool.call_tool("one__pid", {}))) != one_pid
+        tasks.cancel_scope.cancel()
