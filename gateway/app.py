@@ -1,12 +1,16 @@
 """The Starlette app and the lifespan that wires the gateway's parts together.
 
-What it serves today: `/health` (the process is up) and `/ready` (it can serve: the state
-store is reachable; 503 with the reason otherwise). The MCP endpoint (`/mcp`) and the
-session API are built on this app by later work.
+What it serves: `/mcp` (the gateway as an MCP server, see gateway.front), `/health` (the
+process is up) and `/ready` (it can serve: the state store is reachable; 503 with the
+reason otherwise). The session API is built on this app by later work.
 
 Start-up connects every upstream in parallel and waits until each has made its first
 attempt (each bounded by its own init_timeout). An upstream that is down does not stop the
 gateway; two upstreams producing the same public name or resource URI do, naming both.
+
+gateway.yaml is watched: a change to its `auth:` section (a key added or revoked) takes
+effect within a second, ending open requests of revoked credentials; an invalid edit is
+logged and the last good settings stay. Other sections need a restart.
 """
 
 from __future__ import annotations
@@ -18,21 +22,31 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .audit import AuditLog
+from .auth import Authenticator
 from .errors import ConfigError, ConfigIssue
-from .settings import GatewayConfig
+from .front.http import McpEndpoint
+from .front.server import Front
+from .front.views import Views
+from .settings import GatewayConfig, load_config
 from .state import StateStore, StateUnavailable
 from .tagcache import invalidate_on_change
 from .tags import TagManager
+from .upstreams.execute import Executor
 from .upstreams.pool import Pool
+from .watching import changes
 
 logger = logging.getLogger("gateway")
 
-ROUTES_SERVED = ("/health", "/ready")
+ROUTES_SERVED = ("/mcp", "/health", "/ready")
+VERSION = "0.1.0"
 
 
 async def state_unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -48,9 +62,45 @@ async def state_unavailable(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def build_app(
-    config: GatewayConfig, tags: TagManager, state: StateStore, pool: Pool | None = None
+    config: GatewayConfig,
+    tags: TagManager,
+    state: StateStore,
+    pool: Pool | None = None,
+    audit: AuditLog | None = None,
 ) -> Starlette:
     pool = pool or Pool({})
+    settings = config.settings
+    authenticator = Authenticator(settings.auth, config.path.parent, str(config.path))
+    executor = Executor(pool, audit or AuditLog(config.audit_path))
+    front = Front(Views(tags.resolve, lambda: pool.catalog), executor, pool, VERSION)
+    manager = StreamableHTTPSessionManager(
+        app=front.server,
+        security_settings=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=list(settings.server.allowed_hosts),
+            allowed_origins=list(settings.server.allowed_origins),
+        ),
+        session_idle_timeout=settings.server.session_idle_timeout,
+        max_sessions=settings.server.max_sessions,
+    )
+    endpoint = McpEndpoint(manager, lambda: authenticator)
+
+    async def follow_auth() -> None:
+        """Apply edits of gateway.yaml's `auth:` section (see the module docstring)."""
+        nonlocal authenticator
+        path = config.path
+        async for _ in changes(path.parent, lambda _c, changed: changed == str(path), 100):
+            try:
+                fresh = load_config(path).settings.auth
+                if fresh == authenticator.settings:
+                    continue
+                replacement = Authenticator(fresh, path.parent, str(path))
+            except ConfigError as exc:
+                logger.error("gateway.yaml change not applied; the last good auth stays: %s", exc)
+                continue
+            authenticator = replacement
+            logger.info("auth settings reloaded from %s", path)
+            endpoint.recheck(replacement)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -61,6 +111,12 @@ def build_app(
             if config.settings.tags.watch:
                 tasks.start_soon(tags.store.watch)
             tasks.start_soon(pool.run)
+            tasks.start_soon(follow_auth)
+            unsubscribe = (
+                pool.subscribe(front.audience.changed),
+                tags.store.subscribe(front.audience.changed),
+            )
+            tasks.start_soon(front.audience.run)
             await pool.settled()
             clashes = pool.catalog.clashes
             if clashes:
@@ -73,7 +129,12 @@ def build_app(
             for name, status in pool.statuses().items():
                 if status.error:
                     logger.warning("upstream %s is %s: %s", name, status.state, status.error)
-            yield
+            if not authenticator.enabled:
+                logger.warning("no API keys or JWT configured: every /mcp request gets 401")
+            async with manager.run():
+                yield
+            for stop in unsubscribe:
+                stop()
             tasks.cancel_scope.cancel()
 
     async def health(_request: Request) -> JSONResponse:
@@ -99,7 +160,11 @@ def build_app(
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     app = Starlette(
-        routes=[Route("/health", health), Route("/ready", ready)],
+        routes=[
+            Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
+            Route("/health", health),
+            Route("/ready", ready),
+        ],
         lifespan=lifespan,
         exception_handlers={StateUnavailable: state_unavailable},
     )
@@ -107,4 +172,6 @@ def build_app(
     app.state.store = state
     app.state.config = config
     app.state.pool = pool
+    app.state.front = front
+    app.state.mcp = endpoint
     return app

@@ -36,10 +36,12 @@ class AuditLog:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
 
-    def record(self, event: str, **fields: Any) -> AuditEvent:
+    def record(self, event: str, *, level: int = logging.INFO, **fields: Any) -> AuditEvent:
+        """Append one event. `level` is for the logger copy: definition changes are
+        warnings, routine tool calls are info."""
         entry = AuditEvent(event, time.time(), fields)
         line = entry.to_json()
-        logger.warning("%s", line)
+        logger.log(level, "%s", line)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # O_APPEND: lines from several processes interleave whole, never torn.

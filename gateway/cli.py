@@ -371,11 +371,7 @@ def _serve(args: argparse.Namespace) -> int:
         + ("; watching for changes" if config.settings.tags.watch else ""),
         file=sys.stderr,
     )
-    print(
-        f"gateway: serving {', '.join(ROUTES_SERVED)} on http://{host}:{port} "
-        "(the MCP endpoint /mcp is not built yet)",
-        file=sys.stderr,
-    )
+    print(f"gateway: serving {', '.join(ROUTES_SERVED)} on http://{host}:{port}", file=sys.stderr)
     state = _state_store(config)
     print(f"gateway: state store {state.url}", file=sys.stderr)
     upstreams = config.settings.upstreams

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .auth import AuthSettings
 from .errors import ConfigError, ConfigIssue
 from .state.base import TTLs
 from .upstreams.config import NAME_PATTERN, Upstream, public_prefix
@@ -25,9 +26,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*")
+LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    allowed_hosts: Annotated[tuple[str, ...], Field(strict=False)] = LOOPBACK_HOSTS
+    """Host headers /mcp answers (`name` or `name:port`, `name:*` for any port); anything
+    else gets 421, which defeats DNS rebinding. Add the names a proxy forwards."""
+    allowed_origins: Annotated[tuple[str, ...], Field(strict=False)] = LOOPBACK_ORIGINS
+    """Browser Origins /mcp accepts (403 otherwise); a request without Origin passes."""
+    max_sessions: Annotated[int, Field(ge=1)] = 10_000
+    """Handshake-era MCP sessions open at once (503 beyond)."""
+    session_idle_timeout: Annotated[float, Field(gt=0, strict=False)] = 1800
+    """Seconds after which an idle handshake-era MCP session is closed."""
 
 
 class TagSettings(_Strict):
@@ -83,6 +97,8 @@ class Settings(_Strict):
     data_dir: str = ".gateway"
     """Files the gateway writes: the audit log and the approved tool definitions."""
     server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    """Who may call /mcp (see gateway.auth): API keys and JWT."""
     tags: TagSettings = TagSettings()
     state: StateSettings = StateSettings()
     upstreams: dict[UpstreamName, Upstream] = Field(default_factory=dict)

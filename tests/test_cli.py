@@ -271,10 +271,7 @@ def test_serve_starts_says_what_it_serves_and_stops() -> None:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0
-        assert (
-            f"serving /health, /ready on http://127.0.0.1:{port} "
-            "(the MCP endpoint /mcp is not built yet)" in err
-        )
+        assert f"serving /mcp, /health, /ready on http://127.0.0.1:{port}" in err
         assert "state store memory://" in err
         assert "tag config version 1" in err
 

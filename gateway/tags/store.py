@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from watchfiles import awatch
 
 from ..errors import ConfigError
+from ..watching import changes
 from .loader import SUFFIXES, TagLoader, TagSet
 
 logger = logging.getLogger("gateway.tags")
@@ -121,10 +121,5 @@ class TagStore:
             # "..data" is how Kubernetes swaps a mounted ConfigMap: one symlink flip.
             return path.endswith(SUFFIXES) or "..data" in path
 
-        async for _changes in awatch(
-            self.directory,
-            watch_filter=relevant,
-            debounce=debounce_ms,
-            stop_event=stop,
-        ):
+        async for _changes in changes(self.directory, relevant, debounce_ms, stop):
             await self.areload()

@@ -37,6 +37,8 @@ class CatalogTool:
     schema_key: str
     """The inputSchema as canonical JSON: computed once here, so that a call finds its
     validator without serializing the schema again."""
+    listed: types.Tool
+    """What callers are shown: the upstream's definition under the public name."""
 
     @property
     def repeatable(self) -> bool:
@@ -64,6 +66,8 @@ class CatalogPrompt:
     upstream: str
     prompt: types.Prompt
     """As the upstream defines it, under its own name."""
+    listed: types.Prompt
+    """What callers are shown: the upstream's definition under the public name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +130,8 @@ def build(
                 )
                 continue
             schema_key = json.dumps(tool.input_schema, sort_keys=True, separators=(",", ":"))
-            tool_claims.append((public, CatalogTool(public, upstream, tool, schema_key)))
+            listed = tool if public == tool.name else tool.model_copy(update={"name": public})
+            tool_claims.append((public, CatalogTool(public, upstream, tool, schema_key, listed)))
         for resource in offer.resources:
             resource_claims.append((resource.uri, CatalogResource(upstream, resource)))
         for template in offer.templates:
@@ -142,7 +147,8 @@ def build(
             template_claims.append((template.uri_template, claim))
         for prompt in offer.prompts:
             public = prefix + prompt.name
-            prompt_claims.append((public, CatalogPrompt(public, upstream, prompt)))
+            shown = prompt if public == prompt.name else prompt.model_copy(update={"name": public})
+            prompt_claims.append((public, CatalogPrompt(public, upstream, prompt, shown)))
 
     tools = _settle("tool name", tool_claims, clashes)
     resources = _settle("resource", resource_claims, clashes)

@@ -116,6 +116,7 @@ class DefinitionLedger:
                         )
                         self.audit.record(
                             "tool_definition_changed",
+                            level=logging.WARNING,
                             upstream=upstream,
                             tool=tool.name,
                             old=old,
@@ -132,6 +133,7 @@ class DefinitionLedger:
                 if mode is OnDefinitionChange.AUDIT:
                     self.audit.record(
                         "tool_definition_changed",
+                        level=logging.WARNING,
                         upstream=upstream,
                         tool=tool.name,
                         old=old,
@@ -185,6 +187,7 @@ class DefinitionLedger:
             _clear_pending(entry)
             self.audit.record(
                 "tool_definition_approved",
+                level=logging.WARNING,
                 upstream=upstream,
                 tool=tool,
                 old=approved.approved,

@@ -9,10 +9,15 @@ Then the call goes to the upstream, and its result comes back exactly as the ups
 it (content, structuredContent, isError, _meta), with the time it took. Progress and log
 messages the upstream sends during the call go to the caller's callbacks. A call is
 repeated after a lost connection only when its tool is annotated read-only or idempotent.
+
+Every decision (allowed, not granted, denied, out of scope, unknown tool, invalid
+arguments) and how an allowed call ended is one audit event, with the principal, the
+reason and the latency; arguments are recorded as the sha256 of their canonical JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +32,7 @@ import mcp_types as types
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
+from ..audit import AuditLog
 from ..errors import GatewayError
 from ..tags.context import ResolvedContext
 from ..tags.policy import Decision, check
@@ -46,6 +52,10 @@ class PermissionDenied(CallRefused):
 
 class InvalidArguments(CallRefused):
     pass
+
+
+class UnknownTool(CallRefused):
+    """No upstream offers a tool of that name (or it is quarantined)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +84,9 @@ class Mode(StrEnum):
 
 
 class Executor:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, audit: AuditLog | None = None) -> None:
         self.pool = pool
+        self.audit = audit or AuditLog()
 
     async def execute(
         self,
@@ -91,22 +102,61 @@ class Executor:
         started = time.perf_counter()
         decision = check(context, call.tool, call.arguments)
         if not decision.allowed:
+            self._record(context, call, started, decision.outcome.value, decision.reason)
             raise PermissionDenied(decision)
         entry = self.pool.catalog.tools.get(call.tool)
         if entry is None:
-            raise UpstreamError(f"{call.tool}: no upstream offers this tool")
+            reason = "no upstream offers this tool"
+            self._record(context, call, started, "unknown_tool", reason)
+            raise UnknownTool(f"{call.tool}: {reason}")
         problem = _argument_problem(entry.schema_key, call.arguments)
         if problem is not None:
+            self._record(context, call, started, "invalid_arguments", problem)
             raise InvalidArguments(f"{call.tool}: arguments do not fit its inputSchema: {problem}")
         connection = self.pool.connections[entry.upstream]
-        result = await connection.call_tool(
-            entry.tool.name,
-            dict(call.arguments),
-            retry=entry.repeatable,
-            on_progress=on_progress,
-            on_log=on_log,
-        )
+        try:
+            result = await connection.call_tool(
+                entry.tool.name,
+                dict(call.arguments),
+                retry=entry.repeatable,
+                on_progress=on_progress,
+                on_log=on_log,
+            )
+        except UpstreamError as exc:
+            self._record(context, call, started, "allowed", decision.reason, "failed", str(exc))
+            raise
+        except anyio.get_cancelled_exc_class():
+            self._record(context, call, started, "allowed", decision.reason, "cancelled")
+            raise
+        ended = "tool_error" if result.is_error else "ok"
+        self._record(context, call, started, "allowed", decision.reason, ended)
         return ToolOutcome(call, result, None, time.perf_counter() - started)
+
+    def _record(
+        self,
+        context: ResolvedContext,
+        call: ToolCall,
+        started: float,
+        decision: str,
+        reason: str,
+        ended: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        principal = context.principal
+        fields: dict[str, Any] = {
+            "user": principal.user_id,
+            "org": principal.org_id,
+            "tool": call.tool,
+            "decision": decision,
+            "reason": reason,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "arguments_sha256": arguments_digest(call.arguments),
+        }
+        if ended is not None:
+            fields["ended"] = ended
+        if error is not None:
+            fields["error"] = error
+        self.audit.record("tool_call", **fields)
 
     async def execute_many(
         self,
@@ -151,6 +201,13 @@ class Executor:
                 for index, call in enumerate(calls):
                     tasks.start_soon(limited, index, call)
         return [outcome for outcome in outcomes if outcome is not None]
+
+
+def arguments_digest(arguments: Mapping[str, Any]) -> str:
+    """What the audit log keeps of a call's arguments: enough to match a known value,
+    nothing to read one from."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @lru_cache(maxsize=2048)

@@ -17,8 +17,8 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from watchfiles import awatch
 
+from ..watching import changes
 from .catalog import AmbiguousResource, Catalog, build
 from .config import public_prefix
 from .connection import Status, UpstreamConfig, UpstreamConnection, UpstreamError
@@ -80,9 +80,7 @@ class Pool:
         path = self.ledger.path
         assert path is not None
         path.parent.mkdir(parents=True, exist_ok=True)
-        async for _ in awatch(
-            path.parent, watch_filter=lambda _change, changed: changed == str(path), debounce=50
-        ):
+        async for _ in changes(path.parent, lambda _change, changed: changed == str(path), 50):
             if self.ledger.changed_on_disk():
                 self._offer_changed(rejudge=True)
 

@@ -11,13 +11,14 @@ import pytest
 from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
-from gateway.upstreams.connection import ConnectionLost, UpstreamError
+from gateway.upstreams.connection import ConnectionLost
 from gateway.upstreams.execute import (
     Executor,
     InvalidArguments,
     Mode,
     PermissionDenied,
     ToolCall,
+    UnknownTool,
 )
 from gateway.upstreams.pool import Pool
 from tests.upstreams.test_connection import stdio, text
@@ -102,7 +103,7 @@ async def test_arguments_are_checked_against_the_input_schema(executor: Executor
 
 
 async def test_a_granted_tool_no_upstream_offers(executor: Executor) -> None:
-    with pytest.raises(UpstreamError, match="echo__gone: no upstream offers this tool"):
+    with pytest.raises(UnknownTool, match="echo__gone: no upstream offers this tool"):
         await executor.execute(ALICE, ToolCall("echo__gone", {}))
 
 

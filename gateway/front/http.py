@@ -1,0 +1,184 @@
+"""`/mcp`: MCP over streamable HTTP, behind the gateway's authentication.
+
+Every request is authenticated before the SDK sees it (401 with a WWW-Authenticate
+challenge otherwise, and not a word about tools). The caller is then:
+- put where the handlers read it (`caller.current_credential`);
+- handed to the SDK as the request's user, so that a handshake-era MCP session is bound to
+  the principal that opened it (the same session id with another caller's credentials
+  gets 404, as if it did not exist);
+- tracked while the request lasts, so that revoking its credential (an edited gateway.yaml)
+  or reaching its expiry (a JWT's exp) ends it, long-lived streams included.
+
+Host and Origin headers are checked by the SDK against the configured allow-lists (421 and
+403), which defeats DNS rebinding. Requests whose JSON-RPC id is null, a boolean or a
+fraction are refused as Invalid Request: the SDK would otherwise accept them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from ..auth import Authenticator, Credential, Unauthenticated
+from .caller import current_credential
+
+logger = logging.getLogger("gateway.front")
+
+MAX_BODY = 4 * 1024 * 1024
+"""The largest request body /mcp reads (the SDK's own limit)."""
+
+
+class McpEndpoint:
+    """The ASGI app mounted at `/mcp` (as a Route, so there is no redirect to `/mcp/`)."""
+
+    def __init__(
+        self, manager: StreamableHTTPSessionManager, authenticator: Callable[[], Authenticator]
+    ) -> None:
+        self._app = StreamableHTTPASGIApp(manager)
+        self._authenticator = authenticator
+        self._live: dict[int, tuple[Credential, anyio.CancelScope]] = {}
+
+    @property
+    def live_requests(self) -> int:
+        return len(self._live)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
+        client = scope.get("client")
+        try:
+            caller = self._authenticator().authenticate(headers, client[0] if client else None)
+        except Unauthenticated as exc:
+            response = JSONResponse(
+                {"error": "unauthorized", "error_description": exc.reason},
+                status_code=401,
+                headers={"WWW-Authenticate": exc.challenge()},
+            )
+            await response(scope, receive, send)
+            return
+        if scope["method"] == "POST":
+            body = await _read_body(receive)
+            if body is None:
+                await _json_rpc_error(413, types.INVALID_REQUEST, "request body too large")(
+                    scope, receive, send
+                )
+                return
+            problem = _bad_id(body)
+            if problem is not None:
+                await _json_rpc_error(400, types.INVALID_REQUEST, problem)(scope, receive, send)
+                return
+            receive = _replay(body, receive)
+        scope = dict(scope)
+        scope["user"] = AuthenticatedUser(
+            AccessToken(
+                token=caller.label,
+                client_id=caller.owner,
+                scopes=[],
+                subject=caller.principal.user_id,
+                claims={"iss": "mcp-tag-gateway"},
+            )
+        )
+        reset = current_credential.set(caller)
+        try:
+            with anyio.CancelScope() as request_scope:
+                if caller.expires_at is not None:
+                    left = caller.expires_at - time.time()
+                    request_scope.deadline = anyio.current_time() + left
+                key = id(request_scope)
+                self._live[key] = (caller, request_scope)
+                try:
+                    await self._app(scope, receive, send)
+                finally:
+                    del self._live[key]
+        finally:
+            current_credential.reset(reset)
+
+    def recheck(self, authenticator: Authenticator) -> int:
+        """End the requests (streams included) whose credential no longer identifies the
+        same principal under `authenticator`. Returns how many were ended."""
+        ended = 0
+        for caller, request_scope in list(self._live.values()):
+            if caller.kind not in ("api_key", "jwt"):
+                continue
+            try:
+                still = authenticator.check(caller.secret).principal == caller.principal
+            except Unauthenticated:
+                still = False
+            if not still:
+                request_scope.cancel()
+                ended += 1
+        if ended:
+            logger.warning("ended %d open MCP requests whose credentials were revoked", ended)
+        return ended
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the already-read body once, then what the client sends next
+    (its disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _bad_id(body: bytes) -> str | None:
+    """Why a JSON-RPC message's id is unacceptable (null, boolean, fractional), if it is.
+    Anything else, including bodies that are not JSON, is left to the SDK to answer."""
+    if b'"id"' not in body:
+        return None
+    try:
+        parsed: Any = json.loads(body)
+    except ValueError:
+        return None
+    for message in parsed if isinstance(parsed, list) else [parsed]:
+        if not isinstance(message, dict) or "id" not in message or "method" not in message:
+            continue
+        request_id = message["id"]
+        if request_id is None or isinstance(request_id, bool):
+            return f"a request id must be a string or an integer, not {json.dumps(request_id)}"
+        if isinstance(request_id, float):
+            return f"a request id must be a string or an integer, not {request_id!r}"
+    return None
+
+
+def _json_rpc_error(status: int, code: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}},
+        status_code=status,
+    )

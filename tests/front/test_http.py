@@ -1,0 +1,233 @@
+"""/mcp: who may connect, what each caller sees, and every call checked again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import MCPError
+
+from tests.front.harness import KEYS, Gateway, running_gateway
+
+pytestmark = pytest.mark.anyio
+
+MODES = ["auto", "legacy"]
+"""auto: two SDK 2.3 peers settle on 2026-07-28; legacy: the 2025-11-25 handshake."""
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    """One gateway for the module: these tests change nothing in it."""
+    async with running_gateway(tmp_path_factory.mktemp("gateway")) as running:
+        yield running
+
+
+def audit_events(gateway: Gateway) -> list[dict[str, object]]:
+    path = gateway.config.audit_path
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines]
+
+
+def text(result: types.CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    return block.text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_caller_sees_what_its_tags_grant(gateway: Gateway, mode: str) -> None:
+    seen = {}
+    for user in ("alice", "bob", "carol"):
+        async with gateway.client(user, mode) as client:
+            seen[user] = [tool.name for tool in (await client.list_tools()).tools]
+            if mode == "legacy":
+                assert client.protocol_version == "2025-11-25"
+    expected_alice = [
+        f"echo__{name}"
+        for name in sorted(["echo", "sleep", "pid", "mutate", "cancelled", "lookup", "pay"])
+    ]
+    assert seen == {
+        "alice": expected_alice,  # echo__* less the denied echo__crash
+        "bob": ["echo__pid", "tiny__echo"],  # same org, another role
+        "carol": ["tiny__echo"],  # another org
+    }
+
+
+async def test_listed_tools_keep_the_upstream_schema_and_annotations(gateway: Gateway) -> None:
+    async with gateway.client("alice") as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    lookup = tools["echo__lookup"]
+    assert lookup.annotations is not None
+    assert lookup.annotations.idempotent_hint is True
+    assert lookup.input_schema["properties"] == {"journal": {"type": "string"}}
+    assert tools["echo__echo"].description == "Echo the arguments"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_permitted_call_returns_the_upstream_result(gateway: Gateway, mode: str) -> None:
+    async with gateway.client("alice", mode) as client:
+        await client.list_tools()
+        result = await client.call_tool("echo__echo", {"n": 3})
+    assert text(result) == "[('n', 3)]"
+    assert result.structured_content == {"n": 3}
+    assert not result.is_error
+    stamp = (result.meta or {}).get(types.SERVER_INFO_META_KEY)
+    assert stamp is None or stamp["name"] == "mcp-tag-gateway"  # never the upstream's
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_forbidden_tool_is_answered_as_an_unknown_one(gateway: Gateway, mode: str) -> None:
+    async with gateway.client("bob", mode) as client:
+        await client.list_tools()
+        errors = {}
+        for name in ("echo__echo", "echo__crash", "nosuch__tool"):
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool(name, {})
+            errors[name] = (caught.value.error.code, caught.value.error.message)
+    assert errors == {
+        name: (types.INVALID_PARAMS, f"Unknown tool: {name}")
+        for name in ("echo__echo", "echo__crash", "nosuch__tool")
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_out_of_scope_arguments_are_a_tool_error_with_the_reason(
+    gateway: Gateway, mode: str
+) -> None:
+    async with gateway.client("alice", mode) as client:
+        await client.list_tools()
+        result = await client.call_tool("echo__echo", {"n": 50})
+    assert result.is_error
+    assert text(result) == "echo__echo: not permitted: n 50 exceeds max 5 set by tag support"
+
+
+async def test_every_decision_is_audited_without_the_arguments(gateway: Gateway) -> None:
+    before = len(audit_events(gateway))
+    async with gateway.client("alice") as client:
+        await client.list_tools()
+        await client.call_tool("echo__echo", {"n": 3, "secret": "s3cr3t"})
+        await client.call_tool("echo__echo", {"n": 50})
+        with pytest.raises(MCPError):
+            await client.call_tool("echo__crash", {})
+    calls = [e for e in audit_events(gateway)[before:] if e["event"] == "tool_call"]
+    assert [(e["user"], e["org"], e["tool"], e["decision"], e.get("ended")) for e in calls] == [
+        ("alice", "acme", "echo__echo", "allowed", "ok"),
+        ("alice", "acme", "echo__echo", "out_of_scope", None),
+        ("alice", "acme", "echo__crash", "denied", None),
+    ]
+    assert all(
+        isinstance(e["latency_ms"], float) and len(str(e["arguments_sha256"])) == 64 for e in calls
+    )
+    assert "s3cr3t" not in gateway.config.audit_path.read_text()
+    assert "exceeds max 5" in str(calls[1]["reason"])
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "description"),
+    [
+        ({}, None),
+        ({"Authorization": "Bearer wrong-key-0123456789"}, "the credential is not valid"),
+        ({"X-API-Key": "wrong-key-0123456789"}, "the credential is not valid"),
+        ({"Authorization": "Basic YWxpY2U6cHc="}, "must be 'Bearer <credential>'"),
+    ],
+)
+async def test_no_valid_credential_is_a_401_that_tells_nothing(
+    gateway: Gateway, headers: dict[str, str], description: str | None
+) -> None:
+    async with httpx2.AsyncClient(timeout=5) as http:
+        response = await http.post(gateway.url, json=INITIALIZE, headers={**HEADERS, **headers})
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="mcp-gateway"')
+    if description is None:
+        assert "error=" not in challenge
+    else:
+        assert 'error="invalid_token"' in challenge
+        assert description in response.json()["error_description"]
+    assert "echo" not in response.text
+
+
+async def test_the_x_api_key_header_works_as_well(gateway: Gateway) -> None:
+    async with httpx2.AsyncClient(timeout=5) as http:
+        response = await http.post(
+            gateway.url, json=INITIALIZE, headers={**HEADERS, "X-API-Key": KEYS["carol"]}
+        )
+    assert response.status_code == 200
+    assert response.headers["mcp-session-id"]
+
+
+async def test_a_session_answers_only_the_principal_that_opened_it(gateway: Gateway) -> None:
+    alice = {**HEADERS, "Authorization": f"Bearer {KEYS['alice']}"}
+    bob = {**HEADERS, "Authorization": f"Bearer {KEYS['bob']}"}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with httpx2.AsyncClient(timeout=5) as http:
+        opened = await http.post(gateway.url, json=INITIALIZE, headers=alice)
+        session = opened.headers["mcp-session-id"]
+        assert len(session) >= 32
+        version = {"MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session}
+        await http.post(
+            gateway.url,
+            json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+            headers={**alice, **version},
+        )
+        hijack = await http.post(gateway.url, json=listing, headers={**bob, **version})
+        own = await http.post(gateway.url, json=listing, headers={**alice, **version})
+    assert hijack.status_code == 404
+    assert "echo__" not in hijack.text
+    assert own.status_code == 200
+    assert "echo__echo" in own.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Host": "evil.example:8080"}, 421),
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Origin": "http://localhost:3000"}, 200),
+    ],
+)
+async def test_host_and_origin_are_checked(
+    gateway: Gateway, headers: dict[str, str], status: int
+) -> None:
+    auth = {"Authorization": f"Bearer {KEYS['alice']}"}
+    async with httpx2.AsyncClient(timeout=5) as http:
+        response = await http.post(
+            gateway.url, json=INITIALIZE, headers={**HEADERS, **auth, **headers}
+        )
+    assert response.status_code == status
+
+
+@pytest.mark.parametrize("bad_id", [None, True, 1.5, 2.0])
+async def test_a_request_id_that_is_null_boolean_or_fractional_is_invalid(
+    gateway: Gateway, bad_id: object
+) -> None:
+    auth = {"Authorization": f"Bearer {KEYS['alice']}"}
+    async with httpx2.AsyncClient(timeout=5) as http:
+        response = await http.post(
+            gateway.url, json={**INITIALIZE, "id": bad_id}, headers={**HEADERS, **auth}
+        )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"]["code"] == types.INVALID_REQUEST
+    assert body["id"] is None
