@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx2
 import mcp_types as types
 import pytest
@@ -231,3 +232,81 @@ async def test_a_request_id_that_is_null_boolean_or_fractional_is_invalid(
     body = response.json()
     assert body["error"]["code"] == types.INVALID_REQUEST
     assert body["id"] is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_resources_and_prompts_come_from_upstreams_with_a_granted_tool(
+    gateway: Gateway, mode: str
+) -> None:
+    async with gateway.client("alice", mode) as alice, gateway.client("carol", mode) as carol:
+        assert [r.uri for r in (await alice.list_resources()).resources] == [
+            "gateway://context",
+            "echo://static",
+        ]
+        templates = (await alice.list_resource_templates()).resource_templates
+        assert [t.uri_template for t in templates] == ["echo://items/{id}"]
+        assert [p.name for p in (await alice.list_prompts()).prompts] == ["context", "echo__greet"]
+        read = await alice.read_resource("echo://items/7")
+        assert read.contents[0].uri == "echo://items/7"
+        greeting = await alice.get_prompt("echo__greet", {"name": "Ann"})
+        assert greeting.messages[0].content == types.TextContent(type="text", text="Hello Ann")
+
+        # carol has no echo tool: echo's resources and prompts do not exist for her.
+        assert [r.uri for r in (await carol.list_resources()).resources] == ["gateway://context"]
+        assert (await carol.list_resource_templates()).resource_templates == []
+        assert [p.name for p in (await carol.list_prompts()).prompts] == ["context"]
+        with pytest.raises(MCPError) as unread:
+            await carol.read_resource("echo://static")
+        assert unread.value.error.code == -32002
+        with pytest.raises(MCPError) as ungot:
+            await carol.get_prompt("echo__greet", {"name": "Ann"})
+        assert ungot.value.error.message == "Unknown prompt: echo__greet"
+
+
+async def test_the_callers_instructions_are_a_prompt_and_a_resource(gateway: Gateway) -> None:
+    async with gateway.client("alice") as alice:
+        prompt = await alice.get_prompt("context")
+        resource = await alice.read_resource("gateway://context")
+    content = prompt.messages[0].content
+    assert isinstance(content, types.TextContent)
+    assert "Acme Corp: be polite." in content.text
+    assert "You help customers." in content.text
+    contents = resource.contents[0]
+    assert isinstance(contents, types.TextResourceContents)
+    assert contents.text == content.text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_progress_and_logs_of_a_call_reach_its_caller(gateway: Gateway, mode: str) -> None:
+    progress: list[tuple[float, float | None, str | None]] = []
+    logs: list[object] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    async with gateway.client("alice", mode, logging_callback=on_log, log_level="info") as alice:
+        await alice.list_tools()
+        result = await alice.call_tool(
+            "echo__sleep", {"seconds": 0.3}, progress_callback=on_progress
+        )
+    assert text(result) == "slept"
+    assert progress == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+    assert logs == [{"step": 1}, {"step": 2}, {"step": 3}]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancelling_a_call_cancels_it_upstream(gateway: Gateway, mode: str) -> None:
+    async with gateway.client("alice", mode) as alice:
+        await alice.list_tools()
+        before = int(text(await alice.call_tool("echo__cancelled", {})))
+        with anyio.move_on_after(0.5):
+            await alice.call_tool("echo__sleep", {"seconds": 5})
+        for _ in range(100):
+            after = int(text(await alice.call_tool("echo__cancelled", {})))
+            if after > before:
+                break
+            await anyio.sleep(0.05)
+    assert after == before + 1
