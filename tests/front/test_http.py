@@ -278,11 +278,11 @@ async def test_the_callers_instructions_are_a_prompt_and_a_resource(gateway: Gat
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_progress_and_logs_of_a_call_reach_its_caller(gateway: Gateway, mode: str) -> None:
-    progress: list[tuple[float, float | None, str | None]] = []
+    reported: list[tuple[float, float | None, str | None]] = []
     logs: list[object] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append((done, total, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reported.append((progress, total, message))
 
     async def on_log(params: types.LoggingMessageNotificationParams) -> None:
         logs.append(params.data)
@@ -293,7 +293,7 @@ async def test_progress_and_logs_of_a_call_reach_its_caller(gateway: Gateway, mo
             "echo__sleep", {"seconds": 0.3}, progress_callback=on_progress
         )
     assert text(result) == "slept"
-    assert progress == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+    assert reported == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
     assert logs == [{"step": 1}, {"step": 2}, {"step": 3}]
 
 
