@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from anyio.abc import TaskGroup
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -61,6 +62,52 @@ async def state_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def build_front(
+    config: GatewayConfig, tags: TagManager, pool: Pool, audit: AuditLog | None = None
+) -> Front:
+    """The gateway's MCP server, the same for every transport."""
+    executor = Executor(pool, audit or AuditLog(config.audit_path))
+    return Front(Views(tags.resolve, lambda: pool.catalog), executor, pool, VERSION)
+
+
+@asynccontextmanager
+async def running(
+    config: GatewayConfig, tags: TagManager, state: StateStore, pool: Pool, front: Front
+) -> AsyncIterator[TaskGroup]:
+    """Everything the front needs, running: the state store, the tag watcher, the pool and
+    the list_changed fan-out. Enters once every upstream has made its first attempt;
+    raises ConfigError when two upstreams offer the same name or URI."""
+    # The store never fails to start: without its server it reports not ready and
+    # keeps connecting, while tag listing and checks go on from the config files.
+    async with state, anyio.create_task_group() as tasks:
+        await tasks.start(invalidate_on_change, tags.store, state)
+        if config.settings.tags.watch:
+            tasks.start_soon(tags.store.watch)
+        tasks.start_soon(pool.run)
+        unsubscribe = (
+            pool.subscribe(front.audience.changed),
+            tags.store.subscribe(front.audience.changed),
+        )
+        tasks.start_soon(front.audience.run)
+        try:
+            await pool.settled()
+            clashes = pool.catalog.clashes
+            if clashes:
+                error = ConfigError(
+                    ConfigIssue(str(config.path), clash, field="upstreams") for clash in clashes
+                )
+                logger.error("cannot start: %s", error)
+                raise error
+            for name, status in pool.statuses().items():
+                if status.error:
+                    logger.warning("upstream %s is %s: %s", name, status.state, status.error)
+            yield tasks
+        finally:
+            for stop in unsubscribe:
+                stop()
+            tasks.cancel_scope.cancel()
+
+
 def build_app(
     config: GatewayConfig,
     tags: TagManager,
@@ -71,8 +118,7 @@ def build_app(
     pool = pool or Pool({})
     settings = config.settings
     authenticator = Authenticator(settings.auth, config.path.parent, str(config.path))
-    executor = Executor(pool, audit or AuditLog(config.audit_path))
-    front = Front(Views(tags.resolve, lambda: pool.catalog), executor, pool, VERSION)
+    front = build_front(config, tags, pool, audit)
     manager = StreamableHTTPSessionManager(
         app=front.server,
         security_settings=TransportSecuritySettings(
@@ -104,38 +150,12 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        # The store never fails to start: without its server it reports not ready and
-        # keeps connecting, while tag listing and checks go on from the config files.
-        async with state, anyio.create_task_group() as tasks:
-            await tasks.start(invalidate_on_change, tags.store, state)
-            if config.settings.tags.watch:
-                tasks.start_soon(tags.store.watch)
-            tasks.start_soon(pool.run)
+        async with running(config, tags, state, pool, front) as tasks:
             tasks.start_soon(follow_auth)
-            unsubscribe = (
-                pool.subscribe(front.audience.changed),
-                tags.store.subscribe(front.audience.changed),
-            )
-            tasks.start_soon(front.audience.run)
-            await pool.settled()
-            clashes = pool.catalog.clashes
-            if clashes:
-                tasks.cancel_scope.cancel()
-                error = ConfigError(
-                    ConfigIssue(str(config.path), clash, field="upstreams") for clash in clashes
-                )
-                logger.error("cannot start: %s", error)
-                raise error
-            for name, status in pool.statuses().items():
-                if status.error:
-                    logger.warning("upstream %s is %s: %s", name, status.state, status.error)
             if not authenticator.enabled:
                 logger.warning("no API keys or JWT configured: every /mcp request gets 401")
             async with manager.run():
                 yield
-            for stop in unsubscribe:
-                stop()
-            tasks.cancel_scope.cancel()
 
     async def health(_request: Request) -> JSONResponse:
         # No tag names or counts here: /health is unauthenticated.

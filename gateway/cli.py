@@ -14,6 +14,8 @@ import dataclasses
 import getpass
 import json
 import logging
+import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ from typing import Any
 import anyio
 
 from .audit import AuditLog
+from .auth import Authenticator, Credential, Unauthenticated, key_digest
 from .errors import ConfigError, ConfigIssue
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
@@ -33,6 +36,8 @@ from .upstreams.config import public_prefix
 from .upstreams.definitions import DefinitionLedger, short
 from .upstreams.importer import merged_text, read_client_config, render, write_atomically
 from .upstreams.pool import Pool
+
+API_KEY_ENV = "GATEWAY_API_KEY"
 
 EXIT_OK = 0
 EXIT_NOT_PERMITTED = 1
@@ -76,6 +81,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default from gateway.yaml: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from gateway.yaml: 8080)")
     serve.set_defaults(handler=_serve)
+
+    stdio = with_config(
+        commands.add_parser(
+            "stdio", help="serve MCP on stdin/stdout for one caller (for desktop clients)"
+        )
+    )
+    stdio.add_argument(
+        "--api-key",
+        help=f"the caller's API key (default: ${API_KEY_ENV}); or name the caller with --user",
+    )
+    stdio.add_argument("--user", help="a local single-user setup: the user to serve")
+    stdio.add_argument("--org", help="with --user: the user's org")
+    stdio.add_argument("--roles", default="", help="with --user: comma-separated roles")
+    stdio.set_defaults(handler=_stdio)
+
+    keys = commands.add_parser("keys", help="API keys for gateway.yaml")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    new_key = key_commands.add_parser(
+        "new", help="make a key; print it once, and the entry for auth.api_keys"
+    )
+    new_key.add_argument("--user", required=True)
+    new_key.add_argument("--org", required=True)
+    new_key.add_argument("--roles", default="", help="comma-separated (default: the org file's)")
+    new_key.add_argument("--label", help="names the key in the audit log")
+    new_key.set_defaults(handler=_new_key)
+    hash_key = key_commands.add_parser("hash", help="print the sha256 of a key read from stdin")
+    hash_key.set_defaults(handler=_hash_key)
 
     check_cmd = with_config(
         commands.add_parser("check", help="validate every config file; exit 2 if any is bad")
@@ -383,6 +415,60 @@ def _serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
         server_.run()
     return EXIT_OK if server_.started else EXIT_STARTUP  # start-up said why it failed
+
+
+def _stdio(args: argparse.Namespace) -> int:
+    from .front.stdio import serve_stdio
+
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config, manager = _open(args)
+    key = args.api_key or os.environ.get(API_KEY_ENV)
+    if args.user or args.org:
+        if key or not (args.user and args.org):
+            raise UsageError("name the caller with --api-key, or with --user and --org")
+        roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+        caller = Credential(Principal(args.user, args.org, roles), "local", f"local:{args.user}")
+    elif key:
+        authenticator = Authenticator(config.settings.auth, config.path.parent, str(config.path))
+        try:
+            caller = authenticator.check(key)
+        except Unauthenticated as exc:
+            print(f"gateway stdio: {exc.reason}", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        raise UsageError(f"name the caller with --api-key (or ${API_KEY_ENV}), or --user and --org")
+    state = _state_store(config)
+    pool = Pool(config.settings.upstreams, _ledger(config))
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(serve_stdio, config, manager, state, pool, caller)
+    return EXIT_OK
+
+
+def _new_key(args: argparse.Namespace) -> int:
+    key = secrets.token_urlsafe(32)
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    entry: dict[str, Any] = {"user": args.user, "org": args.org}
+    if roles:
+        entry["roles"] = roles
+    entry["sha256"] = key_digest(key)
+    if args.label:
+        entry["label"] = args.label
+    print(f"key (shown once; give it to {args.user}): {key}")
+    print("add under auth.api_keys in gateway.yaml:")
+    print("  - " + json.dumps(entry))
+    return EXIT_OK
+
+
+def _hash_key(_args: argparse.Namespace) -> int:
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise UsageError("give the key on standard input")
+    print(key_digest(key))
+    return EXIT_OK
 
 
 def _print_json(data: Any) -> None:

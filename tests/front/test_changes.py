@@ -3,16 +3,18 @@ changed; revoking a key ends its requests, open streams included."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import anyio
 import httpx2
+import jwt
 import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.front.harness import ACME, KEYS, Gateway, key_entries, running_gateway
+from tests.front.harness import ACME, KEYS, Gateway, gateway_yaml, key_entries, running_gateway
 from tests.upstreams.test_connection import until
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +130,27 @@ async def test_an_invalid_auth_edit_keeps_the_last_good_keys(tmp_path: Path) -> 
         await anyio.sleep(1.0)
         async with gateway.client("alice") as alice:
             assert (await alice.list_tools()).tools
+
+
+async def test_a_jwt_caller_is_served_until_its_token_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GW_JWT_SECRET", "j" * 40)
+    auth = "  jwt: {algorithm: HS256, secret_env: GW_JWT_SECRET, audience: mcp-gateway}\n"
+    claims = {"sub": "carol", "org": "globex", "aud": "mcp-gateway", "exp": time.time() + 2}
+    token = jwt.encode(claims, "j" * 40, algorithm="HS256")
+    async with (
+        running_gateway(tmp_path, gateway_yaml(auth)) as gateway,
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=10) as http,
+    ):
+        transport = streamable_http_client(gateway.url, http_client=http)
+        async with Client(transport, mode="legacy") as client:
+            assert [t.name for t in (await client.list_tools()).tools] == ["tiny__echo"]
+            await anyio.sleep(0.3)
+            assert gateway.app.state.mcp.live_requests >= 1  # the standalone stream
+            await until(lambda: gateway.app.state.mcp.live_requests == 0, 5)
+        response = await http.post(
+            gateway.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=HEADERS
+        )
+        assert response.status_code == 401
+        assert "the token has expired" in response.json()["error_description"]

@@ -1,0 +1,31 @@
+"""`gateway stdio`: the gateway as an MCP server on standard input and output, for desktop
+clients that launch their servers as subprocesses.
+
+One process serves one caller, fixed at start: the owner of an API key (checked as /mcp
+would check it) or, for a local single-user setup, a user and org named on the command
+line. Everything else is as over HTTP: the same views, the same checked calls, the same
+audit log. Logs go to standard error; standard output carries the protocol only.
+"""
+
+from __future__ import annotations
+
+from mcp.server.stdio import stdio_server
+
+from ..app import build_front, running
+from ..auth import Credential
+from ..settings import GatewayConfig
+from ..state import StateStore
+from ..tags import TagManager
+from ..upstreams.pool import Pool
+from .caller import current_credential
+
+
+async def serve_stdio(
+    config: GatewayConfig, tags: TagManager, state: StateStore, pool: Pool, caller: Credential
+) -> None:
+    """Serve until the client closes standard input."""
+    front = build_front(config, tags, pool)
+    current_credential.set(caller)  # the SDK's tasks inherit it
+    async with running(config, tags, state, pool, front), stdio_server() as (read, write):
+        server = front.server
+        await server.run(read, write, server.create_initialization_options())

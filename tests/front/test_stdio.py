@@ -1,0 +1,78 @@
+"""`gateway stdio`: a desktop client launches the gateway and sees its caller's tools."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mcp_types as types
+import pytest
+from mcp import Client, MCPError, StdioServerParameters
+
+from tests.conftest import ROOT
+from tests.front.harness import ACME, GLOBEX, KEYS, gateway_yaml
+from tests.upstreams.test_connection import gone, until
+
+pytestmark = pytest.mark.anyio
+
+GATEWAY = (sys.executable, "-m", "gateway.cli")
+
+
+def configure(directory: Path) -> Path:
+    orgs = directory / "orgs"
+    orgs.mkdir()
+    for org, text in {"acme": ACME, "globex": GLOBEX}.items():
+        (orgs / f"{org}.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+    path = directory / "gateway.yaml"
+    path.write_text(gateway_yaml(), encoding="utf-8")
+    return path
+
+
+def launch(config: Path, *caller: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "gateway.cli", "stdio", "--config", str(config), *caller],
+        cwd=str(ROOT),
+        env={"PYTHONPATH": str(ROOT)},
+    )
+
+
+async def test_an_api_key_caller_lists_and_calls_and_leaves_no_process_behind(
+    tmp_path: Path,
+) -> None:
+    config = configure(tmp_path)
+    async with Client(launch(config, "--api-key", KEYS["bob"])) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["echo__pid", "tiny__echo"]
+        result = await client.call_tool("echo__pid", {})
+        block = result.content[0]
+        assert isinstance(block, types.TextContent)
+        upstream_pid = int(block.text)
+        with pytest.raises(MCPError, match="Unknown tool: echo__echo"):
+            await client.call_tool("echo__echo", {})
+    await until(lambda: gone(upstream_pid), 10)
+
+
+async def test_a_local_user_is_named_on_the_command_line(tmp_path: Path) -> None:
+    config = configure(tmp_path)
+    async with Client(launch(config, "--user", "carol", "--org", "globex")) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["tiny__echo"]
+        result = await client.call_tool("tiny__echo", {"a": 1})
+    assert not result.is_error
+
+
+def test_a_wrong_key_is_refused_before_serving(tmp_path: Path) -> None:
+    config = configure(tmp_path)
+    done = subprocess.run(
+        [*GATEWAY, "stdio", "--config", str(config), "--api-key", "not-a-key-0123456789"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "gateway stdio: the credential is not valid" in done.stderr
+    assert done.stdout == ""
