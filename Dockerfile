@@ -7,9 +7,14 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 gateway
+# The venv sits where the demo config's upstreams expect their Python (../.venv).
+RUN python -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir . \
+    && useradd --system --uid 10001 gateway
+ENV PATH=/app/.venv/bin:$PATH
 
 COPY configs ./configs
+# data_dir: the audit log and the approved tool definitions.
+RUN mkdir -p configs/.gateway && chown gateway configs/.gateway
 USER gateway
 EXPOSE 8080
 # Inside a container the gateway must listen on all interfaces to be reachable through

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .auth import AuthSettings
 from .errors import ConfigError, ConfigIssue
 from .state.base import TTLs
-from .upstreams.config import NAME_PATTERN, Upstream, public_prefix
+from .upstreams.config import NAME_PATTERN, StdioUpstream, Upstream, public_prefix
 from .yamlfile import YamlDocument, read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/gateway.yaml")
@@ -156,7 +156,25 @@ def load_config(path: Path) -> GatewayConfig:
     issues = _shared_prefixes(settings, doc, str(path))
     if issues:
         raise ConfigError(issues)
-    return GatewayConfig(path.resolve(), settings)
+    path = path.resolve()
+    return GatewayConfig(path, _anchor_paths(settings, path.parent))
+
+
+def _anchor_paths(settings: Settings, folder: Path) -> Settings:
+    """Relative stdio commands (`../.venv/bin/python`, not a bare `npx` found on PATH)
+    and working directories are relative to gateway.yaml's folder, like every path in it."""
+    anchored = {}
+    for name, upstream in settings.upstreams.items():
+        if isinstance(upstream, StdioUpstream):
+            changes: dict[str, str] = {}
+            if "/" in upstream.command and not Path(upstream.command).is_absolute():
+                changes["command"] = str(folder / upstream.command)
+            if upstream.cwd is not None and not Path(upstream.cwd).is_absolute():
+                changes["cwd"] = str(folder / upstream.cwd)
+            if changes:
+                upstream = upstream.model_copy(update=changes)
+        anchored[name] = upstream
+    return settings.model_copy(update={"upstreams": anchored})
 
 
 def _shared_prefixes(settings: Settings, doc: YamlDocument, display: str) -> list[ConfigIssue]:
