@@ -137,20 +137,19 @@ async def test_a_jwt_caller_is_served_until_its_token_expires(
 ) -> None:
     monkeypatch.setenv("GW_JWT_SECRET", "j" * 40)
     auth = "  jwt: {algorithm: HS256, secret_env: GW_JWT_SECRET, audience: mcp-gateway}\n"
-    claims = {"sub": "carol", "org": "globex", "aud": "mcp-gateway", "exp": time.time() + 2}
-    token = jwt.encode(claims, "j" * 40, algorithm="HS256")
-    async with (
-        running_gateway(tmp_path, gateway_yaml(auth)) as gateway,
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=10) as http,
-    ):
-        transport = streamable_http_client(gateway.url, http_client=http)
-        async with Client(transport, mode="legacy") as client:
-            assert [t.name for t in (await client.list_tools()).tools] == ["tiny__echo"]
-            await anyio.sleep(0.3)
-            assert gateway.app.state.mcp.live_requests >= 1  # the standalone stream
-            await until(lambda: gateway.app.state.mcp.live_requests == 0, 5)
-        response = await http.post(
-            gateway.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=HEADERS
-        )
-        assert response.status_code == 401
-        assert "the token has expired" in response.json()["error_description"]
+    async with running_gateway(tmp_path, gateway_yaml(auth)) as gateway:
+        # Made once the gateway is up, so that its 3 s start counting now.
+        claims = {"sub": "carol", "org": "globex", "aud": "mcp-gateway", "exp": time.time() + 3}
+        bearer = {"Authorization": f"Bearer {jwt.encode(claims, 'j' * 40, algorithm='HS256')}"}
+        async with httpx2.AsyncClient(headers=bearer, timeout=10) as http:
+            transport = streamable_http_client(gateway.url, http_client=http)
+            async with Client(transport, mode="legacy") as client:
+                assert [t.name for t in (await client.list_tools()).tools] == ["tiny__echo"]
+                await anyio.sleep(0.3)
+                assert gateway.app.state.mcp.live_requests >= 1  # the standalone stream
+                await until(lambda: gateway.app.state.mcp.live_requests == 0, 6)
+            response = await http.post(
+                gateway.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=HEADERS
+            )
+    assert response.status_code == 401
+    assert "the token has expired" in response.json()["error_description"]
