@@ -260,7 +260,7 @@ def test_serve_starts_says_what_it_serves_and_stops() -> None:
             {
                 "status": "ok",
                 "tags": {"version": 1, "last_reload_failed": False},
-                "upstreams": {},
+                "upstreams": {"ready": 4},  # the demo's payments, crm, orders, time
             },
         )
         status, _, ready = _get(f"http://127.0.0.1:{port}/ready")
