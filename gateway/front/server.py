@@ -12,16 +12,20 @@ stamp (the caller talks to the gateway, not to the upstream).
 from __future__ import annotations
 
 import warnings
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast, get_args
+from weakref import WeakKeyDictionary
 
 import mcp_types as types
 from mcp import MCPError
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import LOG_LEVEL_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from ..tags.policy import Outcome
-from ..upstreams.connection import UpstreamError
+from ..upstreams.connection import InputRound, UpstreamError
 from ..upstreams.execute import (
     Executor,
     InvalidArguments,
@@ -30,6 +34,7 @@ from ..upstreams.execute import (
     UnknownTool,
 )
 from ..upstreams.pool import Pool
+from ..upstreams.relay import ElicitationAnswer, SamplingAnswer
 from .caller import credential
 from .notify import Audience
 from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text
@@ -38,6 +43,7 @@ RESOURCE_NOT_FOUND = -32002
 """The code MCP gives a read of a resource that does not exist."""
 
 M = TypeVar("M", bound=BaseModel)
+A = TypeVar("A", bound=BaseModel)
 
 
 class GatewayServer(Server[dict[str, Any]]):
@@ -62,7 +68,15 @@ class Front:
         self.executor = executor
         self.pool = pool
         self.audience = Audience(views)
-        self.server = GatewayServer(
+        self._levels: WeakKeyDictionary[object, types.LoggingLevel] = WeakKeyDictionary()
+        """logging/setLevel per handshake-era connection."""
+        with warnings.catch_warnings():  # logging is deprecated in 2026-07-28, not before
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            self.server = self._build_server(version)
+        self.server.middleware.append(self.audience.middleware)
+
+    def _build_server(self, version: str) -> GatewayServer:
+        return GatewayServer(
             "mcp-tag-gateway",
             version=version,
             title="MCP tag gateway",
@@ -76,8 +90,8 @@ class Front:
             on_list_prompts=self.list_prompts,
             on_get_prompt=self.get_prompt,
             on_subscriptions_listen=self.audience.listen,
+            on_set_logging_level=self.set_logging_level,
         )
-        self.server.middleware.append(self.audience.middleware)
 
     def _view(self) -> View:
         return self.views.view(credential().principal)
@@ -89,14 +103,22 @@ class Front:
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         context = self.views.context(credential().principal)
         call = ToolCall(params.name, params.arguments or {})
+        modern = ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
+        level: types.LoggingLevel | None
+        if modern:  # logs only when this request asked for them (_meta logLevel)
+            level = cast(types.LoggingLevel | None, (ctx.meta or {}).get(LOG_LEVEL_META_KEY))
+        else:  # every level until the client sets one
+            level = self._levels.get(_connection_of(ctx), "debug")
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
 
         async def log(message: types.LoggingMessageNotificationParams) -> None:
+            if level is None or LEVELS.index(message.level) < LEVELS.index(level):
+                return
             with warnings.catch_warnings():  # deprecated in 2026-07-28, relayed all the same
                 warnings.simplefilter("ignore", MCPDeprecationWarning)
                 await ctx.session.send_log_message(
@@ -104,7 +126,20 @@ class Front:
                 )
 
         try:
-            outcome = await self.executor.execute(context, call, on_progress=progress, on_log=log)
+            outcome = await self.executor.execute(
+                context,
+                call,
+                on_progress=progress,
+                on_log=log if level is not None else None,
+                log_level=level or "info",
+                # A 2026-07-28 caller answers an upstream's questions by calling again
+                # (InputRequiredResult, passed through); a handshake-era caller is asked
+                # on its session, during the call.
+                asker=NoBackChannel() if modern else SessionAsker(ctx),
+                input_round=InputRound(params.input_responses, params.request_state)
+                if modern
+                else None,
+            )
         except PermissionDenied as exc:
             if exc.decision.outcome is Outcome.OUT_OF_SCOPE:
                 return _tool_error(f"{params.name}: not permitted: {exc.decision.reason}")
@@ -115,6 +150,12 @@ class Front:
             return _tool_error(str(exc))
         assert outcome.result is not None
         return _own(outcome.result)
+
+    async def set_logging_level(
+        self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        self._levels[_connection_of(ctx)] = params.level
+        return types.EmptyResult()
 
     async def list_resources(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
@@ -163,6 +204,68 @@ class Front:
             return _own(await self.pool.get_prompt(params.name, params.arguments or {}))
         except UpstreamError as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+
+
+LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
+"""Severity-ascending (RFC 5424), as the SDK orders them."""
+
+
+def _connection_of(ctx: ServerRequestContext[Any]) -> object:
+    # The SDK (2.3) has no public handle on a request's connection; see notify.py.
+    return ctx.session._connection
+
+
+class SessionAsker:
+    """Puts an upstream's sampling or elicitation request to a handshake-era caller, on
+    its own session, as part of the call it concerns; refuses it (with an error the
+    upstream sees) when the caller did not declare the capability."""
+
+    def __init__(self, ctx: ServerRequestContext[Any]) -> None:
+        self._ctx = ctx
+
+    async def create_message(self, params: types.CreateMessageRequestParams) -> SamplingAnswer:
+        capabilities = self._ctx.session.client_capabilities
+        if capabilities is None or capabilities.sampling is None:
+            return types.ErrorData(
+                code=types.INVALID_REQUEST, message="the client does not support sampling"
+            )
+        request = types.CreateMessageRequest(params=params)
+        if params.tools or params.tool_choice:
+            return await self._ask(request, types.CreateMessageResultWithTools)
+        return await self._ask(request, types.CreateMessageResult)
+
+    async def elicit(self, params: types.ElicitRequestParams) -> ElicitationAnswer:
+        capabilities = self._ctx.session.client_capabilities
+        if capabilities is None or capabilities.elicitation is None:
+            return types.ErrorData(
+                code=types.INVALID_REQUEST, message="the client does not support elicitation"
+            )
+        return await self._ask(types.ElicitRequest(params=params), types.ElicitResult)
+
+    async def _ask(self, request: Any, result_type: type[A]) -> A | types.ErrorData:
+        metadata = ServerMessageMetadata(related_request_id=self._ctx.request_id)
+        try:
+            return await self._ctx.session.send_request(request, result_type, metadata=metadata)
+        except MCPError as exc:
+            return exc.error
+
+
+class NoBackChannel:
+    """A 2026-07-28 caller cannot be asked in the middle of a call: only an upstream that
+    answers with InputRequiredResult (passed through to the caller) can ask it anything."""
+
+    async def create_message(self, _params: types.CreateMessageRequestParams) -> SamplingAnswer:
+        return _NO_BACK_CHANNEL
+
+    async def elicit(self, _params: types.ElicitRequestParams) -> ElicitationAnswer:
+        return _NO_BACK_CHANNEL
+
+
+_NO_BACK_CHANNEL = types.ErrorData(
+    code=types.INVALID_REQUEST,
+    message="the caller speaks 2026-07-28 and cannot be asked during a call; "
+    "ask it with an InputRequiredResult instead",
+)
 
 
 def _unknown_tool(name: str) -> MCPError:

@@ -21,16 +21,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import anyio
 import httpx2
 import mcp_types as types
 from anyio.abc import TaskStatus
 from mcp import Client, StdioServerParameters
+from mcp.client.session import ClientRequestContext
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
@@ -38,8 +38,28 @@ from ..breaker import Breaker
 from ..errors import GatewayError
 from .config import HttpUpstream, MissingVariable, StdioUpstream, expand
 from .listing import Offer, list_offer
+from .relay import (
+    NO_CALLER,
+    Asker,
+    CallerLink,
+    ElicitationAnswer,
+    LogCallback,
+    ProgressCallback,
+    SamplingAnswer,
+    current_link,
+    link_for,
+)
 
 logger = logging.getLogger("gateway.upstreams")
+
+
+@dataclass(frozen=True, slots=True)
+class InputRound:
+    """A 2026-07-28 caller's answers to an InputRequiredResult, sent with its retry."""
+
+    responses: types.InputResponses | None = None
+    request_state: str | None = None
+
 
 UpstreamConfig = StdioUpstream | HttpUpstream
 BACKOFF_BASE = 0.2
@@ -53,9 +73,6 @@ LIST_CHANGED = (
     types.PromptListChangedNotification,
 )
 R = TypeVar("R")
-ProgressCallback = ProgressFnT
-"""`async (progress, total, message)`, as the upstream reported them."""
-LogCallback = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
 
 
 class State(StrEnum):
@@ -126,8 +143,8 @@ class UpstreamConnection:
         self._wake = anyio.Event()
         self._stale = False
         self._in_flight = 0
-        self._log_to: list[LogCallback | None] = []
-        """The log callback of each call in flight (see _on_log)."""
+        self._links: list[CallerLink] = []
+        """The caller link of each call in flight (see relay.py)."""
         self._logged_error: str | None = None
         self._call_error = Status(State.DEGRADED, 0.0)
 
@@ -299,18 +316,41 @@ class UpstreamConnection:
             self._tools_changed()
 
     async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
-        """A log message goes to a caller only when it can be only that caller's: the one
-        call in flight. Otherwise (several calls, or none) it is logged here, and never
-        handed to a caller it may not concern."""
-        receivers = self._log_to
-        if len(receivers) == 1 and receivers[0] is not None:
-            await receivers[0](params)
+        """A log message goes to the caller of the call it belongs to (relay.py); one that
+        cannot be placed is logged here, never handed to a caller it may not concern."""
+        link = link_for(self._links)
+        if link is not None and link.on_log is not None:
+            await link.on_log(params)
             return
         logger.info("upstream %s [%s] %s", self.name, params.level, params.data)
+
+    async def _on_sampling(
+        self, _context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> SamplingAnswer:
+        link = link_for(self._links)
+        if link is None or link.asker is None:
+            return NO_CALLER
+        return await link.asker.create_message(params)
+
+    async def _on_elicitation(
+        self, _context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> ElicitationAnswer:
+        link = link_for(self._links)
+        if link is None or link.asker is None:
+            return NO_CALLER
+        return await link.asker.elicit(params)
 
     def _tools_changed(self) -> None:
         self._stale = True
         self._wake.set()
+
+    def _callbacks(self) -> dict[str, Any]:
+        return {
+            "message_handler": self._on_message,
+            "logging_callback": self._on_log,
+            "sampling_callback": self._on_sampling,
+            "elicitation_callback": self._on_elicitation,
+        }
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[Client]:
@@ -320,9 +360,7 @@ class UpstreamConnection:
             params = StdioServerParameters(
                 command=config.command, args=list(config.args), env=env, cwd=config.cwd
             )
-            async with Client(
-                params, cache=None, message_handler=self._on_message, logging_callback=self._on_log
-            ) as client:
+            async with Client(params, cache=None, **self._callbacks()) as client:
                 yield client
             return
         headers = {
@@ -332,8 +370,7 @@ class UpstreamConnection:
             async with Client(
                 sse_client(config.url, headers=headers),
                 cache=None,
-                message_handler=self._on_message,
-                logging_callback=self._on_log,
+                **self._callbacks(),
             ) as client:
                 yield client
             return
@@ -342,8 +379,7 @@ class UpstreamConnection:
             Client(
                 streamable_http_client(config.url, http_client=http),
                 cache=None,
-                message_handler=self._on_message,
-                logging_callback=self._on_log,
+                **self._callbacks(),
             ) as client,
         ):
             yield client
@@ -355,6 +391,34 @@ class UpstreamConnection:
             if self._on_change is not None:
                 self._on_change()
 
+    @overload
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        retry: bool = ...,
+        on_progress: ProgressCallback | None = ...,
+        on_log: LogCallback | None = ...,
+        log_level: types.LoggingLevel = ...,
+        asker: Asker | None = ...,
+        input_round: None = ...,
+    ) -> types.CallToolResult: ...
+
+    @overload
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        retry: bool = ...,
+        on_progress: ProgressCallback | None = ...,
+        on_log: LogCallback | None = ...,
+        log_level: types.LoggingLevel = ...,
+        asker: Asker | None = ...,
+        input_round: InputRound,
+    ) -> types.CallToolResult | types.InputRequiredResult: ...
+
     async def call_tool(
         self,
         tool: str,
@@ -363,35 +427,53 @@ class UpstreamConnection:
         retry: bool = False,
         on_progress: ProgressCallback | None = None,
         on_log: LogCallback | None = None,
-    ) -> types.CallToolResult:
+        log_level: types.LoggingLevel = "info",
+        asker: Asker | None = None,
+        input_round: InputRound | None = None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool`, capped by call_timeout (one cap over every attempt). `retry`: the
         caller knows the tool is safe to repeat (read-only or idempotent), so a call whose
-        connection was lost is made once more after the reconnect. Raises UpstreamError."""
+        connection was lost is made once more after the reconnect. Raises UpstreamError.
+
+        `asker` answers the upstream's sampling and elicitation requests during the call.
+        With `input_round` (a 2026-07-28 caller), an upstream's InputRequiredResult is
+        returned as it is, for the caller to answer and call again with the round's
+        responses; otherwise the SDK client answers it through `asker` and retries."""
         what = f"{tool} on upstream {self.name}"
         # 2026-era upstreams send log messages only to requests that ask for them.
-        meta = cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: "info"}) if on_log else None
+        meta = (
+            cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: log_level}) if on_log else None
+        )
 
-        def send(client: Client, _timeout: float) -> Awaitable[types.CallToolResult]:
+        def send(
+            client: Client, _timeout: float
+        ) -> Awaitable[types.CallToolResult | types.InputRequiredResult]:
             # No SDK read timeout: _request's cap covers it (and, unlike the SDK's clock,
             # never pauses), and one timer per call is cheaper than two.
-            return client.call_tool(
-                tool,
-                arguments,
-                progress_callback=on_progress,
-                meta=meta,
-            )
+            if input_round is not None:
+                return client.session.call_tool(
+                    tool,
+                    arguments,
+                    progress_callback=on_progress,
+                    input_responses=input_round.responses,
+                    request_state=input_round.request_state,
+                    meta=meta,
+                    allow_input_required=True,
+                )
+            return client.call_tool(tool, arguments, progress_callback=on_progress, meta=meta)
 
+        link = CallerLink(on_log, asker)
         deadline = anyio.current_time() + self.config.call_timeout
         next_session = self._new_session
         try:
-            return await self._request(what, send, deadline, on_log)
+            return await self._request(what, send, deadline, link)
         except ConnectionLost:
             if not retry:
                 raise
         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
             await next_session.wait()
         logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
-        return await self._request(what, send, deadline, on_log)
+        return await self._request(what, send, deadline, link)
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         deadline = anyio.current_time() + self.config.call_timeout
@@ -414,7 +496,7 @@ class UpstreamConnection:
         what: str,
         send: Callable[[Client, float], Awaitable[R]],
         deadline: float,
-        on_log: LogCallback | None = None,
+        link: CallerLink | None = None,
     ) -> R:
         """One request over the live session, failing fast while it is down or its breaker
         is open, and bounded by `deadline`. Lost connections and timeouts count against the
@@ -434,7 +516,10 @@ class UpstreamConnection:
             )
         limit = self.config.call_timeout
         self._in_flight += 1
-        self._log_to.append(on_log)
+        link = link or CallerLink()
+        self._links.append(link)
+        # Seen by the SDK client's callbacks where they run in this task's context.
+        reset = current_link.set(link)
         try:
             remaining = deadline - anyio.current_time()
             with anyio.fail_after(remaining):
@@ -464,7 +549,8 @@ class UpstreamConnection:
             raise
         finally:
             self._in_flight -= 1
-            self._log_to.remove(on_log)
+            self._links.remove(link)
+            current_link.reset(reset)
 
     def _failed(self, error: str) -> None:
         since = self._call_error.since if self.breaker.failures else time.time()

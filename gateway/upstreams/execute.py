@@ -36,8 +36,9 @@ from ..audit import AuditLog
 from ..errors import GatewayError
 from ..tags.context import ResolvedContext
 from ..tags.policy import Decision, check
-from .connection import LogCallback, ProgressCallback, UpstreamError
+from .connection import InputRound, UpstreamError
 from .pool import Pool
+from .relay import Asker, LogCallback, ProgressCallback
 
 
 class CallRefused(GatewayError):
@@ -68,8 +69,9 @@ class ToolCall:
 @dataclass(frozen=True, slots=True)
 class ToolOutcome:
     call: ToolCall
-    result: types.CallToolResult | None
-    """As the upstream gave it; None when the call failed or was refused."""
+    result: types.CallToolResult | types.InputRequiredResult | None
+    """As the upstream gave it; None when the call failed or was refused. An
+    InputRequiredResult only when the call passed an `input_round`."""
     error: GatewayError | None
     seconds: float
 
@@ -95,10 +97,15 @@ class Executor:
         *,
         on_progress: ProgressCallback | None = None,
         on_log: LogCallback | None = None,
+        log_level: types.LoggingLevel = "info",
+        asker: Asker | None = None,
+        input_round: InputRound | None = None,
     ) -> ToolOutcome:
         """Run one call. Refusals and upstream failures raise (CallRefused, UpstreamError);
         the outcome carries the result and the time it took. Cancelling the awaiting task
-        cancels the call upstream too (the SDK sends notifications/cancelled)."""
+        cancels the call upstream too (the SDK sends notifications/cancelled). The upstream's
+        progress, logs and requests (sampling, elicitation) go to the callbacks and `asker`
+        (see UpstreamConnection.call_tool, also for `input_round`)."""
         started = time.perf_counter()
         decision = check(context, call.tool, call.arguments)
         if not decision.allowed:
@@ -115,20 +122,38 @@ class Executor:
             raise InvalidArguments(f"{call.tool}: arguments do not fit its inputSchema: {problem}")
         connection = self.pool.connections[entry.upstream]
         try:
-            result = await connection.call_tool(
-                entry.tool.name,
-                dict(call.arguments),
-                retry=entry.repeatable,
-                on_progress=on_progress,
-                on_log=on_log,
-            )
+            result: types.CallToolResult | types.InputRequiredResult
+            if input_round is None:
+                result = await connection.call_tool(
+                    entry.tool.name,
+                    dict(call.arguments),
+                    retry=entry.repeatable,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                    log_level=log_level,
+                    asker=asker,
+                )
+            else:
+                result = await connection.call_tool(
+                    entry.tool.name,
+                    dict(call.arguments),
+                    retry=entry.repeatable,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                    log_level=log_level,
+                    asker=asker,
+                    input_round=input_round,
+                )
         except UpstreamError as exc:
             self._record(context, call, started, "allowed", decision.reason, "failed", str(exc))
             raise
         except anyio.get_cancelled_exc_class():
             self._record(context, call, started, "allowed", decision.reason, "cancelled")
             raise
-        ended = "tool_error" if result.is_error else "ok"
+        if isinstance(result, types.InputRequiredResult):
+            ended = "input_required"
+        else:
+            ended = "tool_error" if result.is_error else "ok"
         self._record(context, call, started, "allowed", decision.reason, ended)
         return ToolOutcome(call, result, None, time.perf_counter() - started)
 

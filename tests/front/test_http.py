@@ -53,7 +53,9 @@ async def test_each_caller_sees_what_its_tags_grant(gateway: Gateway, mode: str)
                 assert client.protocol_version == "2025-11-25"
     expected_alice = [
         f"echo__{name}"
-        for name in sorted(["echo", "sleep", "pid", "mutate", "cancelled", "lookup", "pay"])
+        for name in sorted(
+            ["echo", "ask", "confirm", "sleep", "pid", "mutate", "cancelled", "lookup", "pay"]
+        )
     ]
     assert seen == {
         "alice": expected_alice,  # echo__* less the denied echo__crash

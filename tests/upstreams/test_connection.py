@@ -25,7 +25,9 @@ from tests.redis_server import free_port
 pytestmark = pytest.mark.anyio
 
 ECHO = ("-m", "tests.upstreams.servers.echo")
-ECHO_TOOLS = ["echo", "sleep", "crash", "pid", "mutate", "cancelled", "lookup", "pay"]
+ECHO_TOOLS = [
+    *("echo", "sleep", "crash", "pid", "mutate", "cancelled", "ask", "confirm", "lookup", "pay")
+]
 
 
 def stdio(**fields: object) -> StdioUpstream:
@@ -56,7 +58,8 @@ async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
     raise AssertionError(f"not true within {seconds} s")
 
 
-def text(result: types.CallToolResult) -> str:
+def text(result: types.CallToolResult | types.InputRequiredResult) -> str:
+    assert isinstance(result, types.CallToolResult)
     block = result.content[0]
     assert isinstance(block, types.TextContent)
     return block.text

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import mcp_types as types
 import pytest
 
 from gateway.principal import Principal
@@ -63,7 +64,7 @@ async def pid(executor: Executor) -> str:
 async def test_a_permitted_call_returns_the_upstream_result(executor: Executor) -> None:
     outcome = await executor.execute(ALICE, ToolCall("echo__echo", {"n": 3}))
     assert outcome.ok
-    assert outcome.result is not None
+    assert isinstance(outcome.result, types.CallToolResult)
     assert text(outcome.result) == "[('n', 3)]"
     assert outcome.result.structured_content == {"n": 3}
     assert outcome.result.is_error is False

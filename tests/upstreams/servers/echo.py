@@ -5,7 +5,8 @@
                                                            N requests answered 500)
     python -m tests.upstreams.servers.echo sse PORT      (legacy HTTP+SSE at /sse)
 
-Tools: `echo` (returns its arguments), `sleep` (waits `seconds`, reporting progress and a
+Tools: `echo` (returns its arguments), `ask` (asks the caller's model: sampling),
+`confirm` (asks the caller: elicitation), `sleep` (waits `seconds`, reporting progress and a
 log message every 0.1 s), `crash` (exits the process at once), `pid` (the server's process
 id), `mutate` (adds a tool `added`, or with `{"describe": "..."}` changes echo's description,
 or with `{"resource": URI}` adds a resource, and announces the change), `cancelled` (how
@@ -24,6 +25,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+from mcp import MCPError
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import (
@@ -32,6 +34,7 @@ from mcp.server.subscriptions import (
     ResourcesListChanged,
     ToolsListChanged,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 TOOLS = [
     types.Tool(name="echo", description="Echo the arguments", input_schema={"type": "object"}),
@@ -44,6 +47,14 @@ TOOLS = [
     types.Tool(name="pid", description="The process id", input_schema={"type": "object"}),
     types.Tool(name="mutate", description="Change the tools", input_schema={"type": "object"}),
     types.Tool(name="cancelled", description="Calls cancelled", input_schema={"type": "object"}),
+    types.Tool(
+        name="ask",
+        description="Ask the caller's model (sampling)",
+        input_schema={"type": "object", "properties": {"prompt": {"type": "string"}}},
+    ),
+    types.Tool(
+        name="confirm", description="Ask the caller (elicitation)", input_schema={"type": "object"}
+    ),
     types.Tool(
         name="lookup",
         input_schema={"type": "object", "properties": {"journal": {"type": "string"}}},
@@ -107,10 +118,66 @@ async def get_prompt(
     )
 
 
+async def ask(
+    ctx: ServerRequestContext, params: types.CallToolRequestParams, prompt: str
+) -> types.CallToolResult | types.InputRequiredResult:
+    """Sampling in both eras: a request on the session (handshake), or an
+    InputRequiredResult answered by the caller's retry (2026-07-28)."""
+    message = types.SamplingMessage(
+        role="user", content=types.TextContent(type="text", text=prompt)
+    )
+    question = types.CreateMessageRequestParams(messages=[message], max_tokens=20)
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        answer: Any = (params.input_responses or {}).get("llm")
+        if answer is None:
+            request = types.CreateMessageRequest(params=question)
+            return types.InputRequiredResult(input_requests={"llm": request}, request_state="asked")
+        said = answer.content.text
+    else:
+        try:
+            result = await ctx.session.create_message(
+                [message], max_tokens=20, related_request_id=ctx.request_id
+            )
+        except MCPError as exc:
+            said = f"refused: {exc.error.message}"
+        else:
+            assert isinstance(result.content, types.TextContent)
+            said = result.content.text
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"model said: {said}")]
+    )
+
+
+async def confirm(
+    ctx: ServerRequestContext, params: types.CallToolRequestParams
+) -> types.CallToolResult | types.InputRequiredResult:
+    schema: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        answer: Any = (params.input_responses or {}).get("confirm")
+        if answer is None:
+            form = types.ElicitRequestFormParams(message="Sure?", requested_schema=schema)
+            request = types.ElicitRequest(params=form)
+            return types.InputRequiredResult(input_requests={"confirm": request}, request_state="c")
+    else:
+        try:
+            answer = await ctx.session.elicit_form(
+                "Sure?", schema, related_request_id=ctx.request_id
+            )
+        except MCPError as exc:
+            text = f"refused: {exc.error.message}"
+            return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+    text = f"{answer.action} {answer.content}"
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+
 async def call_tool(
     ctx: ServerRequestContext, params: types.CallToolRequestParams
-) -> types.CallToolResult:
+) -> types.CallToolResult | types.InputRequiredResult:
     arguments: dict[str, Any] = dict(params.arguments or {})
+    if params.name == "ask":
+        return await ask(ctx, params, str(arguments.get("prompt", "say hi")))
+    if params.name == "confirm":
+        return await confirm(ctx, params)
     if params.name == "sleep":
         seconds = float(arguments.get("seconds", 1))
         steps = max(1, round(seconds / 0.1))

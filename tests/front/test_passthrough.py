@@ -1,0 +1,86 @@
+"""An upstream's questions during a call (sampling, elicitation) reach the caller whose
+call it is, in both protocol eras, and no one else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import MCPError
+from mcp.client.session import ClientRequestContext
+
+from tests.front.harness import Gateway, running_gateway
+from tests.front.test_http import MODES, text
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    async with running_gateway(tmp_path_factory.mktemp("gateway")) as running:
+        yield running
+
+
+def model(name: str) -> object:
+    async def answer(
+        _ctx: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
+        await anyio.sleep(0.2)  # both calls are in flight at once
+        asked = params.messages[0].content
+        assert isinstance(asked, types.TextContent)
+        reply = types.TextContent(type="text", text=f"{name} heard {asked.text!r}")
+        return types.CreateMessageResult(role="assistant", model=name, content=reply)
+
+    return answer
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_sampling_reaches_the_caller_whose_call_it_is(gateway: Gateway, mode: str) -> None:
+    results: dict[str, str] = {}
+    async with (
+        gateway.client("alice", mode, sampling_callback=model("first")) as first,
+        gateway.client("alice", mode, sampling_callback=model("second")) as second,
+    ):
+        await first.list_tools()
+        await second.list_tools()
+
+        async def ask(name: str, client: object, prompt: str) -> None:
+            result = await client.call_tool("echo__ask", {"prompt": prompt})  # type: ignore[attr-defined]
+            results[name] = text(result)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ask, "first", first, "one")
+            tasks.start_soon(ask, "second", second, "two")
+    assert results == {
+        "first": "model said: first heard 'one'",
+        "second": "model said: second heard 'two'",
+    }
+
+
+async def test_a_caller_without_sampling_is_not_asked(gateway: Gateway) -> None:
+    async with gateway.client("alice", "legacy") as alice:
+        await alice.list_tools()
+        with pytest.raises(MCPError, match="the client does not support sampling"):
+            await alice.call_tool("echo__ask", {"prompt": "hi"})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_elicitation_reaches_the_caller(gateway: Gateway, mode: str) -> None:
+    async def answer(
+        _ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        assert isinstance(params, types.ElicitRequestFormParams)
+        assert params.message == "Sure?"
+        return types.ElicitResult(action="accept", content={"ok": True})
+
+    async with gateway.client("alice", mode, elicitation_callback=answer) as alice:
+        await alice.list_tools()
+        result = await alice.call_tool("echo__confirm", {})
+    assert text(result) == "accept {'ok': True}"
