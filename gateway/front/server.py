@@ -91,6 +91,7 @@ class Front:
             on_get_prompt=self.get_prompt,
             on_subscriptions_listen=self.audience.listen,
             on_set_logging_level=self.set_logging_level,
+            on_completion=self.complete,
         )
 
     def _view(self) -> View:
@@ -156,6 +157,29 @@ class Front:
     ) -> types.EmptyResult:
         self._levels[_connection_of(ctx)] = params.level
         return types.EmptyResult()
+
+    async def complete(
+        self, _ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        """Completion of a prompt's or resource template's argument, by the upstream that
+        offers it (under its own name); the gateway's own `context` takes no arguments."""
+        view, ref = self._view(), params.ref
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = params.context.arguments if params.context else None
+        if isinstance(ref, types.PromptReference):
+            if not view.shows_prompt(ref.name):
+                raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {ref.name}")
+            entry = view.catalog.prompts[ref.name]
+            upstream, ref = entry.upstream, ref.model_copy(update={"name": entry.prompt.name})
+        else:
+            found = view.template_upstream(ref.uri)
+            if found is None:
+                raise MCPError(types.INVALID_PARAMS, f"Unknown resource template: {ref.uri}")
+            upstream = found
+        try:
+            return _own(await self.pool.complete(upstream, ref, argument, context))
+        except UpstreamError as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
 
     async def list_resources(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None

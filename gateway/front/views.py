@@ -70,6 +70,13 @@ class View:
         entry = self.catalog.prompts.get(name)
         return entry is not None and entry.upstream in self.upstreams
 
+    def template_upstream(self, uri_template: str) -> str | None:
+        """The upstream of a listed resource template this caller sees."""
+        for entry in self.catalog.templates:
+            if entry.template.uri_template == uri_template and entry.upstream in self.upstreams:
+                return entry.upstream
+        return None
+
     def differs(self, other: View) -> tuple[bool, bool, bool]:
         """Whether the (tools, resources, prompts) a client was shown have changed."""
         return (

@@ -491,6 +491,19 @@ class UpstreamConnection:
             deadline,
         )
 
+    async def complete(
+        self,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context: dict[str, str] | None,
+    ) -> types.CompleteResult:
+        deadline = anyio.current_time() + self.config.call_timeout
+        return await self._request(
+            f"completion on upstream {self.name}",
+            lambda client, _timeout: client.complete(ref, argument, context),
+            deadline,
+        )
+
     async def _request(
         self,
         what: str,

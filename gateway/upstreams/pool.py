@@ -139,6 +139,16 @@ class Pool:
             raise UpstreamError(f"no upstream offers a resource {uri!r}")
         return await self.connections[upstream].read_resource(uri)
 
+    async def complete(
+        self,
+        upstream: str,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context: dict[str, str] | None = None,
+    ) -> types.CompleteResult:
+        """Completion from `upstream`, for a reference in its own names."""
+        return await self.connections[upstream].complete(ref, argument, context)
+
     async def get_prompt(
         self, public_name: str, arguments: Mapping[str, str]
     ) -> types.GetPromptResult:

@@ -312,3 +312,18 @@ async def test_cancelling_a_call_cancels_it_upstream(gateway: Gateway, mode: str
                 break
             await anyio.sleep(0.05)
     assert after == before + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_completion_goes_to_the_upstream_under_its_own_names(
+    gateway: Gateway, mode: str
+) -> None:
+    async with gateway.client("alice", mode) as alice, gateway.client("carol", mode) as carol:
+        prompt = types.PromptReference(type="ref/prompt", name="echo__greet")
+        names = await alice.complete(prompt, {"name": "name", "value": "An"})
+        template = types.ResourceTemplateReference(type="ref/resource", uri="echo://items/{id}")
+        ids = await alice.complete(template, {"name": "id", "value": ""})
+        with pytest.raises(MCPError, match="Unknown prompt: echo__greet"):
+            await carol.complete(prompt, {"name": "name", "value": "An"})
+    assert names.completion.values == ["Ann", "Andy"]
+    assert ids.completion.values == ["1", "2", "3"]

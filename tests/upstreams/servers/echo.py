@@ -223,6 +223,20 @@ async def call_tool(
     )
 
 
+async def complete(
+    _ctx: ServerRequestContext, params: types.CompleteRequestParams
+) -> types.CompleteResult:
+    """`greet`'s name from a few names, `echo://items/{id}`'s id from 1..3; by prefix."""
+    if isinstance(params.ref, types.PromptReference) and params.ref.name == "greet":
+        known = ["Ann", "Andy", "Bea"]
+    elif isinstance(params.ref, types.ResourceTemplateReference):
+        known = ["1", "2", "3"]
+    else:
+        known = []
+    values = [v for v in known if v.startswith(params.argument.value)]
+    return types.CompleteResult(completion=types.Completion(values=values, total=len(values)))
+
+
 class EchoServer(Server):
     def create_initialization_options(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault(
@@ -241,6 +255,7 @@ server = EchoServer(
     on_read_resource=read_resource,
     on_list_prompts=list_prompts,
     on_get_prompt=get_prompt,
+    on_completion=complete,
     on_subscriptions_listen=ListenHandler(bus),
 )
 
