@@ -8,6 +8,11 @@ the lists that really differ. Two eras, two channels:
 - handshake era (2025-11-25 and before): the session's standalone stream, for every
   session that completed its handshake;
 - 2026-07-28: the client's open `subscriptions/listen` streams.
+
+Resource subscriptions work the same way: a client follows a URI it may read (by
+`resources/subscribe`, or a listen stream's `resource_subscriptions`), the gateway follows
+it at the upstream once however many clients do, and each upstream `resources/updated`
+is told to the clients following that URI.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ from mcp.server.subscriptions import (
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
+    ResourceUpdated,
     ToolsListChanged,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..principal import Principal
+from ..upstreams.connection import UpstreamError
+from ..upstreams.pool import Pool
 from .caller import credential
 from .views import View, Views
 
@@ -45,11 +53,75 @@ class _Client:
     """Sends list_changed for (tools, resources, prompts)."""
 
 
+Tell = Callable[[str], Awaitable[None]]
+
+
+class ResourceFollowers:
+    """Which clients follow which resource URIs; updates from upstreams are told to them."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._followers: dict[str, dict[int, Tell]] = {}
+        self._updated: list[str] = []
+        self._orphaned: set[str] = set()
+        self._wake = anyio.Event()
+        pool.on_resource_updated(self.updated)
+
+    async def follow(self, client: int, uri: str, tell: Tell) -> None:
+        """Raises UpstreamError when no upstream offers `uri`."""
+        followers = self._followers.setdefault(uri, {})
+        first = not followers
+        followers[client] = tell
+        if first:
+            try:
+                await self._pool.subscribe_resource(uri)
+            except UpstreamError:
+                del self._followers[uri]
+                raise
+
+    async def unfollow(self, client: int, uri: str) -> None:
+        followers = self._followers.get(uri, {})
+        if followers.pop(client, None) is not None and not followers:
+            del self._followers[uri]
+            await self._pool.unsubscribe_resource(uri)
+
+    def forget(self, client: int) -> None:
+        """A client went away: drop what it followed (upstreams are told later, in run)."""
+        for uri, followers in list(self._followers.items()):
+            if followers.pop(client, None) is not None and not followers:
+                del self._followers[uri]
+                self._orphaned.add(uri)
+        self._wake.set()
+
+    def updated(self, uri: str) -> None:
+        if uri in self._followers:
+            self._updated.append(uri)
+            self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            updated, self._updated = self._updated, []
+            for uri in dict.fromkeys(updated):
+                for client, tell in list(self._followers.get(uri, {}).items()):
+                    try:
+                        await tell(uri)
+                    except Exception as exc:  # a client gone mid-send
+                        logger.debug("resource update not delivered: %s", exc)
+                        self.forget(client)
+            orphaned, self._orphaned = self._orphaned, set()
+            for uri in orphaned:
+                if uri not in self._followers:
+                    await self._pool.unsubscribe_resource(uri)
+
+
 class Audience:
     """The connected clients, and the fan-out of list_changed to them."""
 
-    def __init__(self, views: Views) -> None:
+    def __init__(self, views: Views, followers: ResourceFollowers) -> None:
         self._views = views
+        self.followers = followers
         self._clients: dict[int, _Client] = {}
         self._changed = anyio.Event()
 
@@ -63,7 +135,12 @@ class Audience:
         self._changed.set()
 
     async def run(self) -> None:
-        """Deliver list_changed after every change, until cancelled."""
+        """Deliver list_changed and resource updates, until cancelled."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.followers.run)
+            await self._run()
+
+    async def _run(self) -> None:
         while True:
             await self._changed.wait()
             self._changed = anyio.Event()
@@ -136,8 +213,20 @@ class Audience:
                 await bus.publish(PromptsListChanged())
 
         key = id(bus)
-        self._clients[key] = _Client(principal, self._views.view(principal), tell)
+        view = self._views.view(principal)
+        self._clients[key] = _Client(principal, view, tell)
+
+        async def updated(uri: str) -> None:
+            await bus.publish(ResourceUpdated(uri=uri))
+
+        followed = []
         try:
+            for uri in params.notifications.resource_subscriptions or ():
+                if view.shows_resource(uri):  # the handler only relays what was asked for
+                    await self.followers.follow(key, uri, updated)
+                    followed.append(uri)
             return await ListenHandler(bus)(ctx, params)
         finally:
             self._clients.pop(key, None)
+            for uri in followed:
+                await self.followers.unfollow(key, uri)

@@ -36,7 +36,7 @@ from ..upstreams.execute import (
 from ..upstreams.pool import Pool
 from ..upstreams.relay import ElicitationAnswer, SamplingAnswer
 from .caller import credential
-from .notify import Audience
+from .notify import Audience, ResourceFollowers
 from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text
 
 RESOURCE_NOT_FOUND = -32002
@@ -67,9 +67,11 @@ class Front:
         self.views = views
         self.executor = executor
         self.pool = pool
-        self.audience = Audience(views)
+        self.audience = Audience(views, ResourceFollowers(pool))
         self._levels: WeakKeyDictionary[object, types.LoggingLevel] = WeakKeyDictionary()
         """logging/setLevel per handshake-era connection."""
+        self._following: set[int] = set()
+        """Connections with resource subscriptions (by id)."""
         with warnings.catch_warnings():  # logging is deprecated in 2026-07-28, not before
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             self.server = self._build_server(version)
@@ -92,6 +94,8 @@ class Front:
             on_subscriptions_listen=self.audience.listen,
             on_set_logging_level=self.set_logging_level,
             on_completion=self.complete,
+            on_subscribe_resource=self.subscribe_resource,
+            on_unsubscribe_resource=self.unsubscribe_resource,
         )
 
     def _view(self) -> View:
@@ -180,6 +184,42 @@ class Front:
             return _own(await self.pool.complete(upstream, ref, argument, context))
         except UpstreamError as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+
+    async def subscribe_resource(
+        self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        """Handshake era: `resources/updated` for `uri` on this session from now on."""
+        uri = str(params.uri)
+        if uri == CONTEXT_URI:
+            return types.EmptyResult()  # changes with the tags: list_changed says so
+        if not self._view().shows_resource(uri):
+            raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}")
+        connection = _connection_of(ctx)
+        key = id(connection)
+        if key not in self._following:
+            self._following.add(key)
+            # Forget this session's subscriptions when it closes (see _connection_of).
+            connection.exit_stack.callback(self._forget, key)  # type: ignore[attr-defined]
+        session = ctx.session
+
+        async def tell(updated: str) -> None:
+            await session.send_resource_updated(updated)
+
+        try:
+            await self.audience.followers.follow(key, uri, tell)
+        except UpstreamError as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        return types.EmptyResult()
+
+    async def unsubscribe_resource(
+        self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        await self.audience.followers.unfollow(id(_connection_of(ctx)), str(params.uri))
+        return types.EmptyResult()
+
+    def _forget(self, key: int) -> None:
+        self._following.discard(key)
+        self.audience.followers.forget(key)
 
     async def list_resources(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None

@@ -49,6 +49,7 @@ from .relay import (
     current_link,
     link_for,
 )
+from .subscriptions import UpstreamSubscriptions
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -119,8 +120,12 @@ class UpstreamConnection:
         on_change: Callable[[], None] | None = None,
         breaker: Breaker | None = None,
         start_gate: anyio.Semaphore | None = None,
+        on_resource_updated: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
+        self.subscriptions = UpstreamSubscriptions(name)
+        """Resources callers subscribed to here; renewed with every new session."""
+        self._on_resource_updated = on_resource_updated
         self._start_gate = start_gate
         """Shared by a pool's stdio upstreams: how many children may be starting at once."""
         self._holding_gate = False
@@ -246,7 +251,11 @@ class UpstreamConnection:
                 self._reached_ready = True
                 self.breaker.success()  # a new session starts with a clean slate
                 self._set(State.READY)
-                await self._watch(client)
+                try:
+                    await self.subscriptions.attach(client, tasks)
+                    await self._watch(client)
+                finally:
+                    self.subscriptions.detach()
                 tasks.cancel_scope.cancel()
         if scope.cancelled_caught:
             raise TimeoutError(f"not ready within {self.config.init_timeout:g} s")
@@ -314,6 +323,11 @@ class UpstreamConnection:
     async def _on_message(self, message: object) -> None:
         if isinstance(message, LIST_CHANGED):
             self._tools_changed()
+        elif (
+            isinstance(message, types.ResourceUpdatedNotification)
+            and self._on_resource_updated is not None
+        ):
+            self._on_resource_updated(str(message.params.uri))
 
     async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         """A log message goes to the caller of the call it belongs to (relay.py); one that

@@ -43,13 +43,18 @@ class Pool:
         starting = anyio.Semaphore(start_concurrency or max(4, 2 * (os.cpu_count() or 1)))
         self.connections = {
             name: UpstreamConnection(
-                name, config, on_change=self._offer_changed, start_gate=starting
+                name,
+                config,
+                on_change=self._offer_changed,
+                start_gate=starting,
+                on_resource_updated=self._resource_updated,
             )
             for name, config in upstreams.items()
         }
         self._prefixes = {name: public_prefix(name, c) for name, c in upstreams.items()}
         self._catalog = build(0, {})
         self._listeners: list[CatalogListener] = []
+        self._update_listeners: list[Callable[[str], None]] = []
         self._judged: dict[
             str, tuple[tuple[types.Tool, ...], tuple[types.Tool, ...], dict[str, str]]
         ] = {}
@@ -65,6 +70,36 @@ class Pool:
     def subscribe(self, listener: CatalogListener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def on_resource_updated(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(uri)` whenever an upstream says a subscribed resource changed."""
+        self._update_listeners.append(listener)
+        return lambda: self._update_listeners.remove(listener)
+
+    def _resource_updated(self, uri: str) -> None:
+        for listener in list(self._update_listeners):
+            try:
+                listener(uri)
+            except Exception:
+                logger.exception("resource update listener %r failed", listener)
+
+    async def subscribe_resource(self, uri: str) -> None:
+        """Follow `uri` at the upstream that offers it (from now on, across reconnects).
+        Raises UpstreamError when no upstream offers it."""
+        await self.connections[self._resource_upstream(uri)].subscriptions.add(uri)
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        for connection in self.connections.values():
+            await connection.subscriptions.remove(uri)
+
+    def _resource_upstream(self, uri: str) -> str:
+        try:
+            upstream = self._catalog.resource_upstream(uri)
+        except AmbiguousResource as exc:
+            raise UpstreamError(str(exc)) from None
+        if upstream is None:
+            raise UpstreamError(f"no upstream offers a resource {uri!r}")
+        return upstream
 
     async def run(self) -> None:
         """Run every upstream until cancelled."""
@@ -131,13 +166,7 @@ class Pool:
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         """Read `uri` from the upstream that offers it. Raises UpstreamError when none (or
         more than one) does."""
-        try:
-            upstream = self._catalog.resource_upstream(uri)
-        except AmbiguousResource as exc:
-            raise UpstreamError(str(exc)) from None
-        if upstream is None:
-            raise UpstreamError(f"no upstream offers a resource {uri!r}")
-        return await self.connections[upstream].read_resource(uri)
+        return await self.connections[self._resource_upstream(uri)].read_resource(uri)
 
     async def complete(
         self,

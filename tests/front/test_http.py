@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import AsyncIterator
 
 import anyio
@@ -10,8 +11,11 @@ import httpx2
 import mcp_types as types
 import pytest
 from mcp import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.subscriptions import ResourceUpdated
 
 from tests.front.harness import KEYS, Gateway, running_gateway
+from tests.upstreams.test_connection import until
 
 pytestmark = pytest.mark.anyio
 
@@ -327,3 +331,38 @@ async def test_completion_goes_to_the_upstream_under_its_own_names(
             await carol.complete(prompt, {"name": "name", "value": "An"})
     assert names.completion.values == ["Ann", "Andy"]
     assert ids.completion.values == ["1", "2", "3"]
+
+
+async def test_a_subscribed_client_hears_of_resource_updates(gateway: Gateway) -> None:
+    updates: list[str] = []
+
+    async def inbox(message: object) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updates.append(str(message.params.uri))
+
+    async with (
+        gateway.client("alice", "legacy", message_handler=inbox) as alice,
+        gateway.client("carol", "legacy") as carol,
+    ):
+        await alice.list_tools()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await alice.subscribe_resource("echo://static")
+            with pytest.raises(MCPError) as refused:
+                await carol.subscribe_resource("echo://static")
+        assert refused.value.error.code == -32002
+        await alice.call_tool("echo__mutate", {"touch": "echo://static"})
+        await alice.call_tool("echo__mutate", {"touch": "echo://items/9"})  # not followed
+        await until(lambda: bool(updates), 2)
+        await anyio.sleep(0.2)
+    assert updates == ["echo://static"]
+
+
+async def test_a_modern_client_follows_resources_on_its_listen_stream(gateway: Gateway) -> None:
+    async with gateway.client("alice") as alice:
+        await alice.list_tools()
+        async with alice.listen(resource_subscriptions=["echo://static"]) as events:
+            await alice.call_tool("echo__mutate", {"touch": "echo://static"})
+            with anyio.fail_after(2):
+                event = await events.__anext__()
+    assert event == ResourceUpdated(uri="echo://static")

@@ -9,7 +9,8 @@ Tools: `echo` (returns its arguments), `ask` (asks the caller's model: sampling)
 `confirm` (asks the caller: elicitation), `sleep` (waits `seconds`, reporting progress and a
 log message every 0.1 s), `crash` (exits the process at once), `pid` (the server's process
 id), `mutate` (adds a tool `added`, or with `{"describe": "..."}` changes echo's description,
-or with `{"resource": URI}` adds a resource, and announces the change), `cancelled` (how
+or with `{"resource": URI}` adds a resource, and announces the change; with
+`{"touch": URI}` tells subscribers that the resource was updated), `cancelled` (how
 many calls were cancelled), and two that record each attempt in the file `journal` and
 then exit the process unless the file already held a line: `lookup` (annotated idempotent)
 and `pay` (not).
@@ -32,6 +33,7 @@ from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
     ResourcesListChanged,
+    ResourceUpdated,
     ToolsListChanged,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -208,6 +210,12 @@ async def call_tool(
     elif params.name == "mutate":
         if "describe" in arguments:
             TOOLS[0] = TOOLS[0].model_copy(update={"description": str(arguments["describe"])})
+        elif "touch" in arguments:  # the resource changed: tell its subscribers
+            uri = str(arguments["touch"])
+            await bus.publish(ResourceUpdated(uri=uri))
+            if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                await ctx.session.send_resource_updated(uri)
+            return types.CallToolResult(content=[types.TextContent(type="text", text="touched")])
         elif "resource" in arguments:
             uri = str(arguments["resource"])
             RESOURCES.append(types.Resource(name=uri.rsplit("/", 1)[-1], uri=uri))
@@ -237,6 +245,13 @@ async def complete(
     return types.CompleteResult(completion=types.Completion(values=values, total=len(values)))
 
 
+async def subscribe(
+    _ctx: ServerRequestContext,
+    _params: types.SubscribeRequestParams | types.UnsubscribeRequestParams,
+) -> types.EmptyResult:
+    return types.EmptyResult()  # updates go to the session's stream whoever subscribed
+
+
 class EchoServer(Server):
     def create_initialization_options(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault(
@@ -256,6 +271,8 @@ server = EchoServer(
     on_list_prompts=list_prompts,
     on_get_prompt=get_prompt,
     on_completion=complete,
+    on_subscribe_resource=subscribe,
+    on_unsubscribe_resource=subscribe,
     on_subscriptions_listen=ListenHandler(bus),
 )
 
