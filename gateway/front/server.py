@@ -17,7 +17,8 @@ from weakref import WeakKeyDictionary
 
 import mcp_types as types
 from mcp import MCPError
-from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server import CacheHint, NotificationOptions, Server, ServerRequestContext
+from mcp.server.caching import CacheableMethod
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import LOG_LEVEL_META_KEY
@@ -38,6 +39,19 @@ from ..upstreams.relay import ElicitationAnswer, SamplingAnswer
 from .caller import credential
 from .notify import Audience, ResourceFollowers
 from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text
+
+PER_CALLER: dict[CacheableMethod, CacheHint] = {
+    method: CacheHint(ttl_ms=0, scope="private")
+    for method in (
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/list",
+    )
+}
+"""2026-07-28 cache hints: every listing is this caller's own (never shared between
+callers), and stale at once, since a tag edit may change it any time."""
 
 RESOURCE_NOT_FOUND = -32002
 """The code MCP gives a read of a resource that does not exist."""
@@ -84,6 +98,7 @@ class Front:
             title="MCP tag gateway",
             instructions="Tools of several MCP servers, as your organisation permits. "
             f"Your instructions: the prompt {CONTEXT_PROMPT!r} or the resource {CONTEXT_URI}.",
+            cache_hints=PER_CALLER,
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
             on_list_resources=self.list_resources,

@@ -366,3 +366,12 @@ async def test_a_modern_client_follows_resources_on_its_listen_stream(gateway: G
             with anyio.fail_after(2):
                 event = await events.__anext__()
     assert event == ResourceUpdated(uri="echo://static")
+
+
+async def test_listings_are_marked_private_to_the_caller(gateway: Gateway) -> None:
+    async with gateway.client("alice") as alice:
+        assert alice.protocol_version == "2026-07-28"
+        tools = await alice.list_tools()
+        resources = await alice.list_resources()
+    assert (tools.cache_scope, tools.ttl_ms) == ("private", 0)
+    assert resources.cache_scope == "private"
