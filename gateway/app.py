@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 
 import anyio
 from anyio.abc import TaskGroup
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +32,7 @@ from starlette.routing import Route
 from .audit import AuditLog
 from .auth import Authenticator
 from .errors import ConfigError, ConfigIssue
+from .front.events import GatewaySessionManager
 from .front.http import McpEndpoint
 from .front.server import Front
 from .front.views import Views
@@ -119,7 +119,8 @@ def build_app(
     settings = config.settings
     authenticator = Authenticator(settings.auth, config.path.parent, str(config.path))
     front = build_front(config, tags, pool, audit)
-    manager = StreamableHTTPSessionManager(
+    manager = GatewaySessionManager(
+        state,
         app=front.server,
         security_settings=TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
