@@ -2,9 +2,11 @@
 
 A tool is listed when the one permission check (`policy.check`, without arguments) grants
 it. Resources, resource templates and prompts are shown from the upstreams of which the
-caller may use at least one tool: an upstream the caller has no business with stays
-invisible as a whole. On top of that, every caller sees its own assembled tag context, as
-the prompt `context` and the resource `gateway://context`.
+caller may use at least one tool (an upstream the caller has no business with stays
+invisible as a whole), and those its tags grant by `allowed_resources` (URIs or URI
+templates) and `allowed_prompts` (namespaced names). On top of that, every caller sees
+its own assembled tag context, as the prompt `context` and the resource
+`gateway://context`.
 
 A view is computed once per (caller, tag version, catalog version) and shared by every
 request of that caller until either version changes.
@@ -20,7 +22,7 @@ import mcp_types as types
 from ..principal import Principal
 from ..tags.context import ResolvedContext
 from ..tags.policy import check
-from ..upstreams.catalog import Catalog
+from ..upstreams.catalog import Catalog, CatalogTemplate
 
 CONTEXT_PROMPT = "context"
 CONTEXT_URI = "gateway://context"
@@ -57,10 +59,15 @@ class View:
             return False  # the gateway's own, answered without an upstream
         listed = self.catalog.resources.get(uri)
         if listed is not None:
-            return listed.upstream in self.upstreams
+            return listed.upstream in self.upstreams or self.context.grants_resource(uri)
         return any(
-            t.upstream in self.upstreams and t.matcher.match(uri) is not None
+            t.matcher.match(uri) is not None and self._shows_template(t)
             for t in self.catalog.templates
+        )
+
+    def _shows_template(self, entry: CatalogTemplate) -> bool:
+        return entry.upstream in self.upstreams or self.context.grants_resource(
+            entry.template.uri_template
         )
 
     def shows_prompt(self, name: str) -> bool:
@@ -68,12 +75,14 @@ class View:
         if name == CONTEXT_PROMPT:
             return False  # the gateway's own, answered without an upstream
         entry = self.catalog.prompts.get(name)
-        return entry is not None and entry.upstream in self.upstreams
+        return entry is not None and (
+            entry.upstream in self.upstreams or self.context.grants_prompt(name)
+        )
 
     def template_upstream(self, uri_template: str) -> str | None:
         """The upstream of a listed resource template this caller sees."""
         for entry in self.catalog.templates:
-            if entry.template.uri_template == uri_template and entry.upstream in self.upstreams:
+            if entry.template.uri_template == uri_template and self._shows_template(entry):
                 return entry.upstream
         return None
 
@@ -126,14 +135,18 @@ def build_view(context: ResolvedContext, catalog: Catalog) -> View:
     resources += [
         r.resource
         for uri, r in catalog.resources.items()
-        if r.upstream in upstreams and uri != CONTEXT_URI
+        if (r.upstream in upstreams or context.grants_resource(uri)) and uri != CONTEXT_URI
     ]
-    templates = [t.template for t in catalog.templates if t.upstream in upstreams]
+    templates = [
+        t.template
+        for t in catalog.templates
+        if t.upstream in upstreams or context.grants_resource(t.template.uri_template)
+    ]
     prompts = [_CONTEXT_PROMPT]
     prompts += [
         p.listed
         for name, p in catalog.prompts.items()
-        if p.upstream in upstreams and name != CONTEXT_PROMPT
+        if (p.upstream in upstreams or context.grants_prompt(name)) and name != CONTEXT_PROMPT
     ]
     return View(
         context,

@@ -99,6 +99,12 @@ class ResolvedContext:
     flows: tuple[FlowInfo, ...]
     sections: tuple[PromptSection, ...]
     prompt: str
+    resource_grants: tuple[ToolRule, ...] = ()
+    """allowed_resources entries (globs over URIs and URI templates)."""
+    prompt_grants: tuple[ToolRule, ...] = ()
+    """allowed_prompts entries (globs over namespaced prompt names)."""
+    audited: tuple[ToolRule, ...] = ()
+    """The grants of tags with `audit_arguments`: calls they admit are logged in full."""
     _matches: dict[str, ToolMatch] = field(default_factory=dict, compare=False, repr=False)
 
     def match(self, tool: str) -> ToolMatch:
@@ -112,6 +118,16 @@ class ResolvedContext:
             if len(self._matches) < 4096:
                 self._matches[tool] = found
         return found
+
+    def grants_resource(self, uri: str) -> bool:
+        return any(rule.glob.matches(uri) for rule in self.resource_grants)
+
+    def grants_prompt(self, name: str) -> bool:
+        return any(rule.glob.matches(name) for rule in self.prompt_grants)
+
+    def audits_arguments(self, tag: str | None, tool: str) -> bool:
+        """Whether the tag that admitted a call to `tool` asks for its arguments in full."""
+        return any(r.tag == tag and r.glob.matches(tool) for r in self.audited)
 
     def scopes_for(self, tag: str, tool: str) -> tuple[ScopeRule, ...]:
         return tuple(r for r in self.scopes if r.tag == tag and r.glob.matches(tool))

@@ -40,6 +40,14 @@ def context_json(context: ResolvedContext) -> dict[str, Any]:
         "denied": [
             {"tool": pattern, "denied_by": tags} for pattern, tags in _by_pattern(context.denials)
         ],
+        "resources": [
+            {"resource": pattern, "granted_by": tags}
+            for pattern, tags in _by_pattern(context.resource_grants)
+        ],
+        "prompts": [
+            {"prompt": pattern, "granted_by": tags}
+            for pattern, tags in _by_pattern(context.prompt_grants)
+        ],
         "scopes": [
             {
                 "tool": rule.glob.pattern,

@@ -36,6 +36,8 @@ class LoadedTag:
     allowed: tuple[ToolGlob, ...]
     denied: tuple[ToolGlob, ...]
     scopes: tuple[tuple[ToolGlob, ToolScope], ...]
+    resources: tuple[ToolGlob, ...] = ()
+    prompts: tuple[ToolGlob, ...] = ()
 
     @property
     def name(self) -> str:
@@ -56,6 +58,8 @@ class LoadedTag:
             allowed=tuple(ToolGlob.compile(p) for p in config.allowed_tools),
             denied=tuple(ToolGlob.compile(p) for p in config.denied_tools),
             scopes=tuple((ToolGlob.compile(k), v) for k, v in config.scopes.items()),
+            resources=tuple(ToolGlob.compile(p) for p in config.allowed_resources),
+            prompts=tuple(ToolGlob.compile(p) for p in config.allowed_prompts),
         )
 
 

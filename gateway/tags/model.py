@@ -136,6 +136,14 @@ class TagConfig(_Strict):
     allowed_tools: ToolPatterns = ()
     denied_tools: ToolPatterns = ()
     scopes: dict[ToolPattern, ToolScope] = Field(default_factory=dict)
+    allowed_resources: ToolPatterns = ()
+    """Resource URIs or URI templates (exact or globs) shown to the caller, besides the
+    resources of every upstream of which it may use a tool."""
+    allowed_prompts: ToolPatterns = ()
+    """Prompt names (namespaced, exact or globs), likewise."""
+    audit_arguments: bool = False
+    """Record the arguments of calls to the tools this tag grants in the audit log in
+    full; otherwise only their sha256 is kept."""
 
     @model_validator(mode="after")
     def _names(self) -> Self:

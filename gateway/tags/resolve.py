@@ -110,6 +110,9 @@ def _assemble(
 ) -> ResolvedContext:
     grants: list[ToolRule] = []
     denials: list[ToolRule] = []
+    resource_grants: list[ToolRule] = []
+    prompt_grants: list[ToolRule] = []
+    audited: list[ToolRule] = []
     scopes: list[ScopeRule] = []
     flows: list[FlowInfo] = []
     sections: list[PromptSection] = []
@@ -117,6 +120,10 @@ def _assemble(
         tag = loaded.tag
         grants.extend(ToolRule(loaded.name, glob) for glob in loaded.allowed)
         denials.extend(ToolRule(loaded.name, glob) for glob in loaded.denied)
+        resource_grants.extend(ToolRule(loaded.name, glob) for glob in loaded.resources)
+        prompt_grants.extend(ToolRule(loaded.name, glob) for glob in loaded.prompts)
+        if tag.payload.config.audit_arguments:
+            audited.extend(ToolRule(loaded.name, glob) for glob in loaded.allowed)
         scopes.extend(ScopeRule(loaded.name, glob, scope) for glob, scope in loaded.scopes)
         content = tag.payload.content
         if isinstance(content, FlowDefinition):
@@ -159,6 +166,9 @@ def _assemble(
         flows=tuple(flows),
         sections=tuple(sections),
         prompt="\n\n".join(f"## {s.title}\n\n{s.text}" for s in sections),
+        resource_grants=tuple(resource_grants),
+        prompt_grants=tuple(prompt_grants),
+        audited=tuple(audited),
     )
 
 

@@ -145,16 +145,20 @@ class Executor:
                     input_round=input_round,
                 )
         except UpstreamError as exc:
-            self._record(context, call, started, "allowed", decision.reason, "failed", str(exc))
+            self._record(
+                context, call, started, "allowed", decision.reason, "failed", str(exc), decision
+            )
             raise
         except anyio.get_cancelled_exc_class():
-            self._record(context, call, started, "allowed", decision.reason, "cancelled")
+            self._record(
+                context, call, started, "allowed", decision.reason, "cancelled", None, decision
+            )
             raise
         if isinstance(result, types.InputRequiredResult):
             ended = "input_required"
         else:
             ended = "tool_error" if result.is_error else "ok"
-        self._record(context, call, started, "allowed", decision.reason, ended)
+        self._record(context, call, started, "allowed", decision.reason, ended, None, decision)
         return ToolOutcome(call, result, None, time.perf_counter() - started)
 
     def _record(
@@ -166,6 +170,7 @@ class Executor:
         reason: str,
         ended: str | None = None,
         error: str | None = None,
+        admitted: Decision | None = None,
     ) -> None:
         principal = context.principal
         fields: dict[str, Any] = {
@@ -177,6 +182,8 @@ class Executor:
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             "arguments_sha256": arguments_digest(call.arguments),
         }
+        if admitted is not None and context.audits_arguments(admitted.admitted_by, call.tool):
+            fields["arguments"] = dict(call.arguments)  # the admitting tag asks for them
         if ended is not None:
             fields["ended"] = ended
         if error is not None:
