@@ -17,26 +17,23 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar, cast, overload
 
 import anyio
-import httpx2
 import mcp_types as types
 from anyio.abc import TaskStatus
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from mcp.client.session import ClientRequestContext
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..breaker import Breaker
 from ..errors import GatewayError
-from .config import HttpUpstream, MissingVariable, StdioUpstream, expand
+from .config import HttpUpstream, MissingVariable, StdioUpstream
 from .listing import Offer, list_offer
 from .relay import (
     NO_CALLER,
@@ -50,6 +47,7 @@ from .relay import (
     link_for,
 )
 from .subscriptions import UpstreamSubscriptions
+from .transports import open_client
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -366,37 +364,8 @@ class UpstreamConnection:
             "elicitation_callback": self._on_elicitation,
         }
 
-    @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[Client]:
-        config = self.config
-        if isinstance(config, StdioUpstream):
-            env = {key: expand(value, self.name, f"env {key}") for key, value in config.env.items()}
-            params = StdioServerParameters(
-                command=config.command, args=list(config.args), env=env, cwd=config.cwd
-            )
-            async with Client(params, cache=None, **self._callbacks()) as client:
-                yield client
-            return
-        headers = {
-            key: expand(value, self.name, f"header {key}") for key, value in config.headers.items()
-        }
-        if config.transport == "sse":
-            async with Client(
-                sse_client(config.url, headers=headers),
-                cache=None,
-                **self._callbacks(),
-            ) as client:
-                yield client
-            return
-        async with (
-            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
-            Client(
-                streamable_http_client(config.url, http_client=http),
-                cache=None,
-                **self._callbacks(),
-            ) as client,
-        ):
-            yield client
+    def _connect(self) -> AbstractAsyncContextManager[Client]:
+        return open_client(self.name, self.config, self._callbacks())
 
     async def _list(self, client: Client) -> None:
         offer = await list_offer(client)
