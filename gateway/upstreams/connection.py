@@ -399,7 +399,7 @@ class UpstreamConnection:
         on_log: LogCallback | None = ...,
         log_level: types.LoggingLevel = ...,
         asker: Asker | None = ...,
-        input_round: InputRound,
+        input_round: InputRound | None,
     ) -> types.CallToolResult | types.InputRequiredResult: ...
 
     async def call_tool(

@@ -122,28 +122,16 @@ class Executor:
             raise InvalidArguments(f"{call.tool}: arguments do not fit its inputSchema: {problem}")
         connection = self.pool.connections[entry.upstream]
         try:
-            result: types.CallToolResult | types.InputRequiredResult
-            if input_round is None:
-                result = await connection.call_tool(
-                    entry.tool.name,
-                    dict(call.arguments),
-                    retry=entry.repeatable,
-                    on_progress=on_progress,
-                    on_log=on_log,
-                    log_level=log_level,
-                    asker=asker,
-                )
-            else:
-                result = await connection.call_tool(
-                    entry.tool.name,
-                    dict(call.arguments),
-                    retry=entry.repeatable,
-                    on_progress=on_progress,
-                    on_log=on_log,
-                    log_level=log_level,
-                    asker=asker,
-                    input_round=input_round,
-                )
+            result = await connection.call_tool(
+                entry.tool.name,
+                dict(call.arguments),
+                retry=entry.repeatable,
+                on_progress=on_progress,
+                on_log=on_log,
+                log_level=log_level,
+                asker=asker,
+                input_round=input_round,
+            )
         except UpstreamError as exc:
             self._record(
                 context, call, started, "allowed", decision.reason, "failed", str(exc), decision

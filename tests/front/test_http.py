@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import AsyncIterator
 
 import anyio
 import httpx2
@@ -14,25 +13,13 @@ from mcp import MCPError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
 
-from tests.front.harness import KEYS, Gateway, running_gateway
+from tests.front.harness import KEYS, Gateway
 from tests.upstreams.test_connection import until
 
 pytestmark = pytest.mark.anyio
 
 MODES = ["auto", "legacy"]
 """auto: two SDK 2.3 peers settle on 2026-07-28; legacy: the 2025-11-25 handshake."""
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    """One gateway for the module: these tests change nothing in it."""
-    async with running_gateway(tmp_path_factory.mktemp("gateway")) as running:
-        yield running
 
 
 def audit_events(gateway: Gateway) -> list[dict[str, object]]:

@@ -4,27 +4,15 @@ lists and calls tools through the gateway with an API key."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.front.harness import KEYS, Gateway, running_gateway
+from tests.front.harness import KEYS, Gateway
 from tests.front.mcp_clients import inspector
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    async with running_gateway(tmp_path_factory.mktemp("gateway")) as running:
-        yield running
 
 
 async def run(gateway: Gateway, *args: str, header: str | None) -> tuple[int, str]:

@@ -3,29 +3,16 @@ call it is, in both protocol eras, and no one else."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import mcp_types as types
 import pytest
 from mcp import MCPError
 from mcp.client.session import ClientRequestContext
 
-from tests.front.harness import Gateway, running_gateway
+from tests.front.harness import Gateway
 from tests.front.test_http import MODES, text
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    async with running_gateway(tmp_path_factory.mktemp("gateway")) as running:
-        yield running
 
 
 def model(name: str) -> object:
