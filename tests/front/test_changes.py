@@ -153,3 +153,21 @@ async def test_a_jwt_caller_is_served_until_its_token_expires(
             )
     assert response.status_code == 401
     assert "the token has expired" in response.json()["error_description"]
+
+
+async def test_an_upstream_change_tells_only_the_clients_who_see_it(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gateway:
+        inboxes = {user: Inbox() for user in ("alice", "bob")}
+        async with (
+            gateway.client("alice", "legacy", message_handler=inboxes["alice"]) as alice,
+            gateway.client("bob", "legacy", message_handler=inboxes["bob"]) as bob,
+        ):
+            await alice.list_tools()
+            await bob.list_tools()
+            await anyio.sleep(0.3)  # the clients open their standalone streams
+            await alice.call_tool("echo__mutate", {})  # the upstream adds a tool, `added`
+            await until(lambda: bool(inboxes["alice"].changed), 2)
+            assert "echo__added" in [t.name for t in (await alice.list_tools()).tools]
+            await anyio.sleep(0.5)
+    assert inboxes["alice"].changed == ["notifications/tools/list_changed"]
+    assert inboxes["bob"].changed == []  # echo__added is not bob's
