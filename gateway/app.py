@@ -106,6 +106,7 @@ async def running(
             for stop in unsubscribe:
                 stop()
             tasks.cancel_scope.cancel()
+            front.executor.audit.close()
 
 
 def build_app(

@@ -33,24 +33,51 @@ class AuditEvent:
 
 
 class AuditLog:
+    REOPEN_CHECK = 1.0
+    """Seconds between checks that the file is still the one open (log rotation)."""
+
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
+        self._fd: int | None = None
+        self._inode: int | None = None
+        self._checked = 0.0
 
-    def record(self, event: str, *, level: int = logging.INFO, **fields: Any) -> AuditEvent:
+    def record(self, event: str, *, level: int = logging.DEBUG, **fields: Any) -> AuditEvent:
         """Append one event. `level` is for the logger copy: definition changes are
-        warnings, routine tool calls are info."""
+        warnings; routine tool calls are debug (the file is their record, and a line on
+        standard error per call costs more than the call's own check)."""
         entry = AuditEvent(event, time.time(), fields)
         line = entry.to_json()
-        logger.log(level, "%s", line)
+        if logger.isEnabledFor(level):
+            logger.log(level, "%s", line)
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # O_APPEND: lines from several processes interleave whole, never torn.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, (line + "\n").encode())
-            finally:
-                os.close(fd)
+            # One write per event on a kept descriptor: O_APPEND lines from several
+            # processes interleave whole, never torn.
+            os.write(self._descriptor(), (line + "\n").encode())
         return entry
+
+    def _descriptor(self) -> int:
+        """The open file, reopened when it was rotated away (checked once a second)."""
+        assert self.path is not None
+        now = time.monotonic()
+        if self._fd is not None and now - self._checked < self.REOPEN_CHECK:
+            return self._fd
+        self._checked = now
+        try:
+            inode: int | None = self.path.stat().st_ino
+        except FileNotFoundError:
+            inode = None
+        if self._fd is None or inode != self._inode:
+            self.close()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._inode = os.fstat(self._fd).st_ino
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def read(self) -> list[dict[str, Any]]:
         """Every event in the file, oldest first (empty without a file)."""

@@ -411,7 +411,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gateway: connecting upstreams {', '.join(upstreams)}", file=sys.stderr)
     pool = Pool(upstreams, _ledger(config))
     app = build_app(config, manager, state, pool)
-    server_ = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    # No access log: a line per MCP message costs more CPU than proxying it (the audit
+    # log records every tool call).
+    config_ = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    server_ = uvicorn.Server(config_)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
         server_.run()
     return EXIT_OK if server_.started else EXIT_STARTUP  # start-up said why it failed
