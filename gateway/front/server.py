@@ -12,6 +12,7 @@ stamp (the caller talks to the gateway, not to the upstream).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any, TypeVar, cast, get_args
 from weakref import WeakKeyDictionary
 
@@ -94,6 +95,7 @@ class Front:
     def _build_server(self, version: str) -> GatewayServer:
         return GatewayServer(
             "mcp-tag-gateway",
+            get_tool_input_schema=self.input_schema,
             version=version,
             title="MCP tag gateway",
             instructions="Tools of several MCP servers, as your organisation permits. "
@@ -115,6 +117,12 @@ class Front:
 
     def _view(self) -> View:
         return self.views.view(credential().principal)
+
+    def input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """For the SDK's check of a 2026-07-28 call's `Mcp-Param-*` headers. Without it the
+        SDK would run tools/list (the caller's whole listing) on every such call."""
+        tool = self._view().tools_by_name.get(name)
+        return tool.input_schema if tool is not None else None
 
     async def list_tools(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None

@@ -14,7 +14,7 @@ request of that caller until either version changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import mcp_types as types
@@ -52,6 +52,7 @@ class View:
     prompts: tuple[types.Prompt, ...]
     upstreams: frozenset[str]
     """The upstreams whose resources and prompts the caller sees."""
+    tools_by_name: Mapping[str, types.Tool]
 
     def shows_resource(self, uri: str) -> bool:
         """Whether `uri` is an upstream's resource that this caller may read."""
@@ -156,6 +157,7 @@ def build_view(context: ResolvedContext, catalog: Catalog) -> View:
         tuple(templates),
         tuple(prompts),
         frozenset(upstreams),
+        {tool.name: tool for tool in tools},
     )
 
 
