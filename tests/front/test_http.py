@@ -13,6 +13,9 @@ from mcp import MCPError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
 
+from gateway.auth import Credential
+from gateway.front.caller import current_credential
+from gateway.principal import Principal
 from tests.front.harness import KEYS, Gateway
 from tests.upstreams.test_connection import until
 
@@ -362,3 +365,17 @@ async def test_listings_are_marked_private_to_the_caller(gateway: Gateway) -> No
         resources = await alice.list_resources()
     assert (tools.cache_scope, tools.ttl_ms) == ("private", 0)
     assert resources.cache_scope == "private"
+
+
+async def test_the_sdk_gets_tool_schemas_from_the_callers_view(gateway: Gateway) -> None:
+    """2026-07-28 calls check `Mcp-Param-*` headers against the tool's schema; the SDK asks
+    this hook (else it would run the caller's whole tools/list per call), and a tool the
+    caller may not see has no schema."""
+    front = gateway.app.state.front
+    assert front.server.get_tool_input_schema == front.input_schema
+    reset = current_credential.set(Credential(Principal("bob", "acme"), "api_key", "t"))
+    try:
+        assert front.input_schema("echo__pid") == {"type": "object"}
+        assert front.input_schema("echo__echo") is None  # alice's, not bob's
+    finally:
+        current_credential.reset(reset)
