@@ -160,9 +160,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def _bad_id(body: bytes) -> str | None:
     """Why a JSON-RPC message's id is unacceptable (null, boolean, fractional), if it is.
     Anything else, including bodies that are not JSON, is left to the SDK to answer."""
-    if b'"id"' not in body:
+    if not body:
         return None
-    try:
+    try:  # every body: a key may be spelt with escapes (`"\u0069d"`)
         parsed: Any = json.loads(body)
     except ValueError:
         return None

@@ -379,3 +379,11 @@ async def test_the_sdk_gets_tool_schemas_from_the_callers_view(gateway: Gateway)
         assert front.input_schema("echo__echo") is None  # alice's, not bob's
     finally:
         current_credential.reset(reset)
+
+
+async def test_an_escaped_id_key_is_checked_too(gateway: Gateway) -> None:
+    auth = {"Authorization": f"Bearer {KEYS['alice']}"}
+    body = json.dumps({**INITIALIZE, "id": None}).replace('"id"', '"\\u0069d"')
+    async with httpx2.AsyncClient(timeout=5) as http:
+        response = await http.post(gateway.url, content=body, headers={**HEADERS, **auth})
+    assert response.status_code == 400
