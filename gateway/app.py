@@ -42,7 +42,7 @@ from .tagcache import invalidate_on_change
 from .tags import TagManager
 from .upstreams.execute import Executor
 from .upstreams.pool import Pool
-from .watching import changes
+from .watching import file_changes
 
 logger = logging.getLogger("gateway")
 
@@ -137,7 +137,7 @@ def build_app(
         """Apply edits of gateway.yaml's `auth:` section (see the module docstring)."""
         nonlocal authenticator
         path = config.path
-        async for _ in changes(path.parent, lambda _c, changed: changed == str(path), 100):
+        async for _ in file_changes(path, 100):
             try:
                 fresh = load_config(path).settings.auth
                 if fresh == authenticator.settings:

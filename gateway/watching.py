@@ -33,3 +33,11 @@ async def changes(
         rust_timeout=WAKE_MS,
     ):
         yield batch
+
+
+async def file_changes(path: Path, debounce_ms: int) -> AsyncIterator[None]:
+    """Once per batch of changes to the one file `path` (watching its folder, so that an
+    editor's replace-by-rename is seen too)."""
+    target = str(path)
+    async for _ in changes(path.parent, lambda _change, changed: changed == target, debounce_ms):
+        yield None

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 
-from ..watching import changes
+from ..watching import file_changes
 from .catalog import AmbiguousResource, Catalog, build
 from .config import public_prefix
 from .connection import Status, UpstreamConfig, UpstreamConnection, UpstreamError
@@ -115,7 +115,7 @@ class Pool:
         path = self.ledger.path
         assert path is not None
         path.parent.mkdir(parents=True, exist_ok=True)
-        async for _ in changes(path.parent, lambda _change, changed: changed == str(path), 50):
+        async for _ in file_changes(path, 50):
             if self.ledger.changed_on_disk():
                 self._offer_changed(rejudge=True)
 
