@@ -39,7 +39,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from ..principal import Principal
 from ..upstreams.connection import UpstreamError
 from ..upstreams.pool import Pool
-from .caller import credential
+from .caller import connection_of, credential
 from .views import View, Views
 
 logger = logging.getLogger("gateway.front")
@@ -177,9 +177,7 @@ class Audience:
         return await call_next(ctx)
 
     def _watch_session(self, session: ServerSession) -> None:
-        # The SDK (2.3) gives no public handle on a session's lifetime; its connection's
-        # exit stack is what closes with it (pinned by the `mcp<2.4` requirement).
-        connection = session._connection
+        connection = connection_of(session)
         key = id(connection)
         if key in self._clients:
             return

@@ -20,6 +20,7 @@ import mcp_types as types
 from mcp import MCPError
 from mcp.server import CacheHint, NotificationOptions, Server, ServerRequestContext
 from mcp.server.caching import CacheableMethod
+from mcp.server.connection import Connection
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import LOG_LEVEL_META_KEY
@@ -37,7 +38,7 @@ from ..upstreams.execute import (
 )
 from ..upstreams.pool import Pool
 from ..upstreams.relay import ElicitationAnswer, SamplingAnswer
-from .caller import credential
+from .caller import connection_of, credential
 from .notify import Audience, ResourceFollowers
 from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text
 
@@ -83,7 +84,7 @@ class Front:
         self.executor = executor
         self.pool = pool
         self.audience = Audience(views, ResourceFollowers(pool))
-        self._levels: WeakKeyDictionary[object, types.LoggingLevel] = WeakKeyDictionary()
+        self._levels: WeakKeyDictionary[Connection, types.LoggingLevel] = WeakKeyDictionary()
         """logging/setLevel per handshake-era connection."""
         self._following: set[int] = set()
         """Connections with resource subscriptions (by id)."""
@@ -139,7 +140,7 @@ class Front:
         if modern:  # logs only when this request asked for them (_meta logLevel)
             level = cast(types.LoggingLevel | None, (ctx.meta or {}).get(LOG_LEVEL_META_KEY))
         else:  # every level until the client sets one
-            level = self._levels.get(_connection_of(ctx), "debug")
+            level = self._levels.get(connection_of(ctx.session), "debug")
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
@@ -182,7 +183,7 @@ class Front:
     async def set_logging_level(
         self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
-        self._levels[_connection_of(ctx)] = params.level
+        self._levels[connection_of(ctx.session)] = params.level
         return types.EmptyResult()
 
     async def complete(
@@ -217,12 +218,12 @@ class Front:
             return types.EmptyResult()  # changes with the tags: list_changed says so
         if not self._view().shows_resource(uri):
             raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}")
-        connection = _connection_of(ctx)
+        connection = connection_of(ctx.session)
         key = id(connection)
         if key not in self._following:
             self._following.add(key)
-            # Forget this session's subscriptions when it closes (see _connection_of).
-            connection.exit_stack.callback(self._forget, key)  # type: ignore[attr-defined]
+            # Forget this session's subscriptions when it closes.
+            connection.exit_stack.callback(self._forget, key)
         session = ctx.session
 
         async def tell(updated: str) -> None:
@@ -237,7 +238,7 @@ class Front:
     async def unsubscribe_resource(
         self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
-        await self.audience.followers.unfollow(id(_connection_of(ctx)), str(params.uri))
+        await self.audience.followers.unfollow(id(connection_of(ctx.session)), str(params.uri))
         return types.EmptyResult()
 
     def _forget(self, key: int) -> None:
@@ -295,11 +296,6 @@ class Front:
 
 LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
 """Severity-ascending (RFC 5424), as the SDK orders them."""
-
-
-def _connection_of(ctx: ServerRequestContext[Any]) -> object:
-    # The SDK (2.3) has no public handle on a request's connection; see notify.py.
-    return ctx.session._connection
 
 
 class SessionAsker:
