@@ -1,1 +1,3 @@
 """MCP gateway."""
+
+__version__ = "0.1.0"

@@ -409,7 +409,7 @@ def _serve(args: argparse.Namespace) -> int:
     upstreams = config.settings.upstreams
     if upstreams:
         print(f"gateway: connecting upstreams {', '.join(upstreams)}", file=sys.stderr)
-    pool = Pool(upstreams, _ledger(config))
+    pool = Pool(upstreams, _ledger(config), direct_calls=config.settings.server.direct_calls)
     app = build_app(config, manager, state, pool)
     # No access log: a line per MCP message costs more CPU than proxying it (the audit
     # log records every tool call).
@@ -445,7 +445,11 @@ def _stdio(args: argparse.Namespace) -> int:
     else:
         raise UsageError(f"name the caller with --api-key (or ${API_KEY_ENV}), or --user and --org")
     state = _state_store(config)
-    pool = Pool(config.settings.upstreams, _ledger(config))
+    pool = Pool(
+        config.settings.upstreams,
+        _ledger(config),
+        direct_calls=config.settings.server.direct_calls,
+    )
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(serve_stdio, config, manager, state, pool, caller)
     return EXIT_OK

@@ -42,6 +42,10 @@ class ServerSettings(_Strict):
     """Handshake-era MCP sessions open at once (503 beyond)."""
     session_idle_timeout: Annotated[float, Field(gt=0, strict=False)] = 1800
     """Seconds after which an idle handshake-era MCP session is closed."""
+    direct_calls: bool = True
+    """Serve 2026-07-28 callers' tools/call, and call 2026-07-28 streamable-HTTP upstreams,
+    without the SDK's generic per-message machinery (front/calls.py, upstreams/exchange.py),
+    which costs most of a proxied call's CPU. Off: the SDK handles every message."""
 
 
 class TagSettings(_Strict):

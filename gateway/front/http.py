@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -32,6 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..auth import Authenticator, Credential, Unauthenticated
 from .caller import current_credential
+from .calls import ModernCalls, takes
 
 logger = logging.getLogger("gateway.front")
 
@@ -43,9 +45,15 @@ class McpEndpoint:
     """The ASGI app mounted at `/mcp` (as a Route, so there is no redirect to `/mcp/`)."""
 
     def __init__(
-        self, manager: StreamableHTTPSessionManager, authenticator: Callable[[], Authenticator]
+        self,
+        manager: StreamableHTTPSessionManager,
+        authenticator: Callable[[], Authenticator],
+        calls: ModernCalls | None = None,
     ) -> None:
+        """`calls`: where 2026-07-28 tools/call requests go (calls.py); without it, the SDK
+        serves them too."""
         self._app = StreamableHTTPASGIApp(manager)
+        self._calls = calls
         self._authenticator = authenticator
         self._live: dict[int, tuple[Credential, anyio.CancelScope]] = {}
 
@@ -69,6 +77,7 @@ class McpEndpoint:
             )
             await response(scope, receive, send)
             return
+        fast: dict[str, Any] | None = None
         if scope["method"] == "POST":
             body = await _read_body(receive)
             if body is None:
@@ -76,11 +85,15 @@ class McpEndpoint:
                     scope, receive, send
                 )
                 return
-            problem = _bad_id(body)
+            message = _parse(body)
+            problem = _bad_id(message)
             if problem is not None:
                 await _json_rpc_error(400, types.INVALID_REQUEST, problem)(scope, receive, send)
                 return
-            receive = _replay(body, receive)
+            if self._calls is not None and takes(message, headers):
+                fast = message
+            else:
+                receive = _replay(body, receive)
         scope = dict(scope)
         scope["user"] = AuthenticatedUser(
             AccessToken(
@@ -100,7 +113,10 @@ class McpEndpoint:
                 key = id(request_scope)
                 self._live[key] = (caller, request_scope)
                 try:
-                    await self._app(scope, receive, send)
+                    if fast is not None and self._calls is not None:
+                        await self._calls.serve(scope, receive, send, fast)
+                    else:
+                        await self._app(scope, receive, send)
                 finally:
                     del self._live[key]
         finally:
@@ -157,15 +173,22 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-def _bad_id(body: bytes) -> str | None:
+_UNPARSED = object()
+
+
+def _parse(body: bytes) -> Any:
+    """The body as JSON, or `_UNPARSED` (left to the SDK to answer)."""
+    if not body:
+        return _UNPARSED
+    try:  # every body: a key may be spelt with escapes (`"\u0069d"`)
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _UNPARSED
+
+
+def _bad_id(parsed: Any) -> str | None:
     """Why a JSON-RPC message's id is unacceptable (null, boolean, fractional), if it is.
     Anything else, including bodies that are not JSON, is left to the SDK to answer."""
-    if not body:
-        return None
-    try:  # every body: a key may be spelt with escapes (`"\u0069d"`)
-        parsed: Any = json.loads(body)
-    except ValueError:
-        return None
     for message in parsed if isinstance(parsed, list) else [parsed]:
         if not isinstance(message, dict) or "id" not in message or "method" not in message:
             continue

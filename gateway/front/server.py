@@ -37,7 +37,13 @@ from ..upstreams.execute import (
     UnknownTool,
 )
 from ..upstreams.pool import Pool
-from ..upstreams.relay import ElicitationAnswer, SamplingAnswer
+from ..upstreams.relay import (
+    Asker,
+    ElicitationAnswer,
+    LogCallback,
+    ProgressCallback,
+    SamplingAnswer,
+)
 from .caller import connection_of, credential
 from .notify import Audience, ResourceFollowers
 from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text
@@ -133,8 +139,6 @@ class Front:
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
-        context = self.views.context(credential().principal)
-        call = ToolCall(params.name, params.arguments or {})
         modern = ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
         level: types.LoggingLevel | None
         if modern:  # logs only when this request asked for them (_meta logLevel)
@@ -146,25 +150,57 @@ class Front:
             await ctx.session.report_progress(progress, total, message)
 
         async def log(message: types.LoggingMessageNotificationParams) -> None:
-            if level is None or LEVELS.index(message.level) < LEVELS.index(level):
-                return
             with warnings.catch_warnings():  # deprecated in 2026-07-28, relayed all the same
                 warnings.simplefilter("ignore", MCPDeprecationWarning)
                 await ctx.session.send_log_message(
                     message.level, message.data, message.logger, related_request_id=ctx.request_id
                 )
 
+        meta: Mapping[str, Any] = ctx.meta or {}
+        # Validated, the key has its Python name; a raw mapping keeps the wire name.
+        wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
+        return await self.run_call(
+            params,
+            on_progress=progress if wants_progress else None,
+            on_log=log,
+            level=level,
+            # A 2026-07-28 caller answers an upstream's questions by calling again
+            # (InputRequiredResult, passed through); a handshake-era caller is asked on its
+            # session, during the call.
+            asker=NoBackChannel() if modern else SessionAsker(ctx),
+            modern=modern,
+        )
+
+    async def run_call(
+        self,
+        params: types.CallToolRequestParams,
+        *,
+        on_progress: ProgressCallback | None,
+        on_log: LogCallback,
+        level: types.LoggingLevel | None,
+        asker: Asker,
+        modern: bool,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """A tools/call of the authenticated caller, from either door to /mcp (the SDK
+        handler above, or calls.py): through the Executor, with refusals answered as the
+        module docstring says. `on_log` gets the upstream's logs at `level` and above
+        (none when `level` is None). Raises MCPError for a tool the caller may not see."""
+        context = self.views.context(credential().principal)
+        call = ToolCall(params.name, params.arguments or {})
+
+        async def log(message: types.LoggingMessageNotificationParams) -> None:
+            if level is None or LEVELS.index(message.level) < LEVELS.index(level):
+                return
+            await on_log(message)
+
         try:
             outcome = await self.executor.execute(
                 context,
                 call,
-                on_progress=progress,
+                on_progress=on_progress,
                 on_log=log if level is not None else None,
                 log_level=level or "info",
-                # A 2026-07-28 caller answers an upstream's questions by calling again
-                # (InputRequiredResult, passed through); a handshake-era caller is asked
-                # on its session, during the call.
-                asker=NoBackChannel() if modern else SessionAsker(ctx),
+                asker=asker,
                 input_round=InputRound(params.input_responses, params.request_state)
                 if modern
                 else None,

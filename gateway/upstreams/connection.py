@@ -34,6 +34,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from ..breaker import Breaker
 from ..errors import GatewayError
 from .config import HttpUpstream, MissingVariable, StdioUpstream
+from .exchange import Exchange, NeedsClient, exchange_for
 from .listing import Offer, list_offer
 from .relay import (
     NO_CALLER,
@@ -119,8 +120,12 @@ class UpstreamConnection:
         breaker: Breaker | None = None,
         start_gate: anyio.Semaphore | None = None,
         on_resource_updated: Callable[[str], None] | None = None,
+        direct_calls: bool = True,
     ) -> None:
+        """`direct_calls`: send tool calls to a 2026-era streamable-HTTP upstream as
+        hand-built exchanges (exchange.py) rather than through the SDK client."""
         self.name = name
+        self._direct_calls = direct_calls
         self.subscriptions = UpstreamSubscriptions(name)
         """Resources callers subscribed to here; renewed with every new session."""
         self._on_resource_updated = on_resource_updated
@@ -135,6 +140,8 @@ class UpstreamConnection:
         self._on_change = on_change
         self._settled = anyio.Event()
         self._client: Client | None = None
+        self._exchange: Exchange | None = None
+        """Tool calls on a 2026-era streamable-HTTP upstream, while its session lasts."""
         self._status = Status(
             State.DISABLED if not config.enabled else State.CONNECTING, time.time()
         )
@@ -154,6 +161,11 @@ class UpstreamConnection:
     @property
     def tools(self) -> tuple[types.Tool, ...]:
         return self.offer.tools
+
+    @property
+    def calls_direct(self) -> bool:
+        """Whether tool calls now go as hand-built exchanges (see exchange.py)."""
+        return self._exchange is not None
 
     @property
     def status(self) -> Status:
@@ -244,6 +256,8 @@ class UpstreamConnection:
                     gate.release()
                     self._holding_gate = False
                 self._client = client
+                if self._direct_calls:
+                    self._exchange = exchange_for(self.name, self.config, client.protocol_version)
                 self._new_session.set()
                 self._new_session = anyio.Event()
                 self._reached_ready = True
@@ -254,6 +268,10 @@ class UpstreamConnection:
                     await self._watch(client)
                 finally:
                     self.subscriptions.detach()
+                    if self._exchange is not None:
+                        exchange, self._exchange = self._exchange, None
+                        with anyio.CancelScope(shield=True):
+                            await exchange.aclose()
                 tasks.cancel_scope.cancel()
         if scope.cancelled_caught:
             raise TimeoutError(f"not ready within {self.config.init_timeout:g} s")
@@ -428,13 +446,28 @@ class UpstreamConnection:
             cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: log_level}) if on_log else None
         )
 
-        def send(
+        async def send(
             client: Client, _timeout: float
-        ) -> Awaitable[types.CallToolResult | types.InputRequiredResult]:
+        ) -> types.CallToolResult | types.InputRequiredResult:
+            exchange = self._exchange
+            if exchange is not None and (entry := self.offer.tool(tool)) is not None:
+                try:
+                    return await exchange.call_tool(
+                        entry,
+                        arguments,
+                        on_progress=on_progress,
+                        on_log=on_log,
+                        log_level=log_level,
+                        input_round=(input_round.responses, input_round.request_state)
+                        if input_round is not None
+                        else None,
+                    )
+                except NeedsClient:
+                    pass  # the SDK client asks the caller through `asker`, and calls again
             # No SDK read timeout: _request's cap covers it (and, unlike the SDK's clock,
             # never pauses), and one timer per call is cheaper than two.
             if input_round is not None:
-                return client.session.call_tool(
+                return await client.session.call_tool(
                     tool,
                     arguments,
                     progress_callback=on_progress,
@@ -443,7 +476,7 @@ class UpstreamConnection:
                     meta=meta,
                     allow_input_required=True,
                 )
-            return client.call_tool(tool, arguments, progress_callback=on_progress, meta=meta)
+            return await client.call_tool(tool, arguments, progress_callback=on_progress, meta=meta)
 
         link = CallerLink(on_log, asker)
         deadline = anyio.current_time() + self.config.call_timeout

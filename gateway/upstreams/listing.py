@@ -4,7 +4,7 @@ listed to the last page."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import mcp_types as types
@@ -22,6 +22,16 @@ class Offer:
     resources: tuple[types.Resource, ...] = ()
     templates: tuple[types.ResourceTemplate, ...] = ()
     prompts: tuple[types.Prompt, ...] = ()
+    _tools_by_name: dict[str, types.Tool] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        self._tools_by_name.update((tool.name, tool) for tool in self.tools)
+
+    def tool(self, name: str) -> types.Tool | None:
+        """The tool named `name` (the upstream's own name), if offered."""
+        return self._tools_by_name.get(name)
 
 
 async def list_offer(client: Client) -> Offer:

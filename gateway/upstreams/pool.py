@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import anyio
 import mcp_types as types
@@ -35,9 +34,11 @@ class Pool:
         upstreams: Mapping[str, UpstreamConfig],
         ledger: DefinitionLedger | None = None,
         start_concurrency: int | None = None,
+        direct_calls: bool = True,
     ) -> None:
         """`start_concurrency`: stdio children starting at once (default twice the CPUs,
-        at least 4); the rest wait their turn before their init_timeout starts."""
+        at least 4); the rest wait their turn before their init_timeout starts.
+        `direct_calls`: see UpstreamConnection."""
         self.ledger = ledger or DefinitionLedger()
         self._configs = dict(upstreams)
         starting = anyio.Semaphore(start_concurrency or max(4, 2 * (os.cpu_count() or 1)))
@@ -48,6 +49,7 @@ class Pool:
                 on_change=self._offer_changed,
                 start_gate=starting,
                 on_resource_updated=self._resource_updated,
+                direct_calls=direct_calls,
             )
             for name, config in upstreams.items()
         }
@@ -155,13 +157,6 @@ class Pool:
                 listener(catalog)
             except Exception:
                 logger.exception("catalog listener %r failed", listener)
-
-    async def call_tool(self, public_name: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        """Route a call by its public name. Raises UpstreamError for an unknown tool."""
-        entry = self._catalog.tools.get(public_name)
-        if entry is None:
-            raise UpstreamError(f"no upstream offers a tool named {public_name!r}")
-        return await self.connections[entry.upstream].call_tool(entry.tool.name, arguments)
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         """Read `uri` from the upstream that offers it. Raises UpstreamError when none (or

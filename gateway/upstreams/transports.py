@@ -9,11 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
+import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from .. import __version__
 from .config import HttpUpstream, StdioUpstream, expand
+
+CLIENT_INFO = types.Implementation(name="mcp-tag-gateway", version=__version__)
+"""How the gateway introduces itself to upstreams."""
 
 
 @asynccontextmanager
@@ -27,13 +32,16 @@ async def open_client(
         params = StdioServerParameters(
             command=config.command, args=list(config.args), env=env, cwd=config.cwd
         )
-        async with Client(params, cache=None, **callbacks) as client:
+        async with Client(params, cache=None, client_info=CLIENT_INFO, **callbacks) as client:
             yield client
         return
-    headers = {key: expand(value, name, f"header {key}") for key, value in config.headers.items()}
+    headers = expanded_headers(name, config)
     if config.transport == "sse":
         async with Client(
-            sse_client(config.url, headers=headers), cache=None, **callbacks
+            sse_client(config.url, headers=headers),
+            cache=None,
+            client_info=CLIENT_INFO,
+            **callbacks,
         ) as client:
             yield client
         return
@@ -41,7 +49,14 @@ async def open_client(
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
         Client(
-            streamable_http_client(config.url, http_client=http), cache=None, **callbacks
+            streamable_http_client(config.url, http_client=http),
+            cache=None,
+            client_info=CLIENT_INFO,
+            **callbacks,
         ) as client,
     ):
         yield client
+
+
+def expanded_headers(name: str, config: HttpUpstream) -> dict[str, str]:
+    return {key: expand(value, name, f"header {key}") for key, value in config.headers.items()}

@@ -140,7 +140,11 @@ async def running_gateway(
     config = load_config(path)
     tags = TagManager.open(config.tags_dir, directory)
     state = open_store("memory://", config.state_ttls)
-    pool = Pool(config.settings.upstreams, DefinitionLedger(config.definitions_path))
+    pool = Pool(
+        config.settings.upstreams,
+        DefinitionLedger(config.definitions_path),
+        direct_calls=config.settings.server.direct_calls,
+    )
     app = build_app(config, tags, state, pool)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")

@@ -13,6 +13,7 @@ import pytest
 from gateway.breaker import Breaker
 from gateway.upstreams.connection import ConnectionLost, State, UpstreamConnection, UpstreamError
 from gateway.upstreams.pool import Pool
+from tests.upstreams.calling import call
 from tests.upstreams.test_connection import running, stdio, text, until
 
 pytestmark = pytest.mark.anyio
@@ -151,7 +152,7 @@ async def test_resources_and_prompts_through_the_pool() -> None:
         assert isinstance(content, types.TextContent)
         assert content.text == "Hello Ada"
         # A resource announced by one upstream is routed to it within a second.
-        await pool.call_tool("two.mutate", {"resource": "echo://extra/1"})
+        await call(pool, "two.mutate", {"resource": "echo://extra/1"})
         await until(lambda: "echo://extra/1" in pool.catalog.resources, 1)
         read = await pool.read_resource("echo://extra/1")
         block = read.contents[0]

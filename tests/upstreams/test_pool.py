@@ -17,11 +17,13 @@ import pytest
 from gateway.cli import main
 from gateway.upstreams.catalog import Catalog, build
 from gateway.upstreams.connection import State, UpstreamError
+from gateway.upstreams.execute import UnknownTool
 from gateway.upstreams.listing import Offer
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
 from tests.redis_server import free_port
 from tests.test_cli import _get, serving
+from tests.upstreams.calling import call
 from tests.upstreams.test_connection import ECHO_TOOLS, gone, stdio, text, until
 
 pytestmark = pytest.mark.anyio
@@ -101,14 +103,14 @@ async def test_upstreams_connect_in_parallel_and_a_dead_one_blocks_nobody() -> N
         assert names == sorted(f"one__{n}" for n in ECHO_TOOLS) + sorted(
             f"second.{n}" for n in ECHO_TOOLS
         )
-        assert text(await pool.call_tool("second.echo", {"z": 1})) == "[('z', 1)]"
-        with pytest.raises(UpstreamError, match="no upstream offers a tool named 'nope'"):
-            await pool.call_tool("nope", {})
+        assert text(await call(pool, "second.echo", {"z": 1})) == "[('z', 1)]"
+        with pytest.raises(UnknownTool, match="nope: no upstream offers this tool"):
+            await call(pool, "nope", {})
         assert seen[-1] is pool.catalog
         assert [c.version for c in seen] == sorted({c.version for c in seen})
         # An upstream announcing new tools: the catalog has them within a second.
         version = pool.catalog.version
-        await pool.call_tool("one__mutate", {})
+        await call(pool, "one__mutate", {})
         await until(lambda: "one__added" in pool.catalog.tools, 1)
         assert pool.catalog.version > version
         assert seen[-1] is pool.catalog
@@ -232,19 +234,19 @@ async def test_killing_one_upstream_mid_call_leaves_the_others_serving() -> None
         tasks.start_soon(pool.run)
         with anyio.fail_after(20):
             await pool.settled()
-        two_pid = text(await pool.call_tool("two__pid", {}))
-        one_pid = int(text(await pool.call_tool("one__pid", {})))
+        two_pid = text(await call(pool, "two__pid", {}))
+        one_pid = int(text(await call(pool, "one__pid", {})))
         answers: list[str] = []
         failures: list[tuple[UpstreamError, float]] = []
 
         async def keep_calling_two() -> None:
             for n in range(40):  # spans the kill and the reconnect
-                answers.append(text(await pool.call_tool("two__echo", {"n": n})))
+                answers.append(text(await call(pool, "two__echo", {"n": n})))
                 await anyio.sleep(0.01)
 
         async def long_call() -> None:
             try:
-                await pool.call_tool("one__sleep", {"seconds": 30})
+                await call(pool, "one__sleep", {"seconds": 30})
             except UpstreamError as exc:
                 failures.append((exc, time.monotonic()))
 
@@ -259,7 +261,7 @@ async def test_killing_one_upstream_mid_call_leaves_the_others_serving() -> None
         assert when - killed < 1.0
         assert str(error) == "upstream one closed the connection during sleep on upstream one"
         assert answers == [f"[('n', {n})]" for n in range(40)]
-        assert text(await pool.call_tool("two__pid", {})) == two_pid
+        assert text(await call(pool, "two__pid", {})) == two_pid
         await until(lambda: pool.statuses()["one"].state is State.READY, 15)
-        assert int(text(await pool.call_tool("one__pid", {}))) != one_pid
+        assert int(text(await call(pool, "one__pid", {}))) != one_pid
         tasks.cancel_scope.cancel()

@@ -5,9 +5,10 @@
                                                            N requests answered 500)
     python -m tests.upstreams.servers.echo sse PORT      (legacy HTTP+SSE at /sse)
 
-Tools: `echo` (returns its arguments), `ask` (asks the caller's model: sampling),
-`confirm` (asks the caller: elicitation), `sleep` (waits `seconds`, reporting progress and a
-log message every 0.1 s), `crash` (exits the process at once), `pid` (the server's process
+Tools: `echo` (returns its arguments; `region` also travels as an Mcp-Param header), `ask`
+(asks the caller's model: sampling), `confirm` (asks the caller: elicitation), `sleep`
+(waits `seconds`, reporting progress and a log message every 0.1 s), `crash` (exits the
+process at once), `pid` (the server's process
 id), `mutate` (adds a tool `added`, or with `{"describe": "..."}` changes echo's description,
 or with `{"resource": URI}` adds a resource, and announces the change; with
 `{"touch": URI}` tells subscribers that the resource was updated), `cancelled` (how
@@ -39,7 +40,15 @@ from mcp.server.subscriptions import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 TOOLS = [
-    types.Tool(name="echo", description="Echo the arguments", input_schema={"type": "object"}),
+    types.Tool(
+        name="echo",
+        description="Echo the arguments",
+        # `region` travels in an Mcp-Param-Region header too (2026-07-28 HTTP).
+        input_schema={
+            "type": "object",
+            "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+        },
+    ),
     types.Tool(
         name="sleep",
         description="Wait",

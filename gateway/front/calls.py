@@ -1,0 +1,238 @@
+"""`tools/call` from a 2026-07-28 caller, served without the SDK's server stack.
+
+A proxied call is the gateway's hot path, and most of its CPU went to machinery around
+the call: the SDK's per-request dispatch (a task per message, memory streams, a dispatch
+context, middleware) on top of Starlette's. In the 2026-07-28 revision a call is one POST
+answered by one response (JSON, or SSE when there is progress or a log to relay on the
+way), with no session, so the gateway serves it here, in the request's own task. Everything
+else, and every call of a handshake-era caller, stays with the SDK.
+
+What this path does is what the SDK's modern entry does (`_streamable_http_modern`), built
+from the same public pieces of the SDK where they exist: the Host/Origin and Content-Type
+checks, the Accept check (406), routing-header duplicates, the envelope ladder
+(`classify_inbound_request`), `Mcp-Param-*` headers against the caller's view of the
+tool's schema, parameter validation by the SDK's request surface, the error ladder
+(`modern_error_data`) and HTTP statuses of JSON-RPC errors, the result's wire shape
+(`serialize_server_result`, `resultType`, the gateway's serverInfo stamp), SSE from the
+first notification on, a keepalive comment every 15 s of silence, and cancellation when
+the caller closes the response stream. The call itself is `Front.run_call`, the same one
+check, catalog, audit and result handling as the SDK door. tests/front/test_calls.py runs
+the same calls through both doors and compares what the client receives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, cast
+
+import anyio
+import mcp_types as types
+import orjson
+from mcp.server.runner import modern_error_data
+from mcp.server.streamable_http import check_accept_headers
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    MCP_PARAM_HEADER_PREFIX,
+    MCP_PROTOCOL_VERSION_HEADER,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    validate_mcp_param_headers,
+)
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp_types import CORE_RESULT_TYPES, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
+from mcp_types import methods as _methods
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .server import Front, NoBackChannel
+
+PING_INTERVAL: Final = 15.0
+"""Seconds of silence after which the response commits to SSE and sends a comment, so
+that an idle-read timeout of a proxy in between does not end (and so cancel) the call."""
+
+_SSE_HEADERS: Final = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+]
+_JSON_TYPE: Final = (b"content-type", b"application/json")
+_PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower()
+_MODERN: Final = frozenset(MODERN_PROTOCOL_VERSIONS)
+
+
+def takes(message: Any, headers: dict[str, str]) -> bool:
+    """Whether a POST body (parsed) is a 2026-07-28 tools/call request, which this module
+    serves. Anything else (other methods, handshake-era callers, batches) goes to the SDK."""
+    return (
+        headers.get(MCP_PROTOCOL_VERSION_HEADER) in _MODERN
+        and isinstance(message, dict)
+        and message.get("method") == "tools/call"
+        and "id" in message
+    )
+
+
+class ModernCalls:
+    def __init__(self, front: Front, security: TransportSecuritySettings | None) -> None:
+        self._front = front
+        self._security = TransportSecurityMiddleware(security)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, call: dict[str, Any]) -> None:
+        """Answer `call` (a tools/call request that `takes`), authenticated already."""
+        request = Request(scope)
+        refused = await self._security.validate_request(request, is_post=True)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        has_json, has_sse = check_accept_headers(request)
+        if not (has_json and has_sse):
+            await Response(status_code=406)(scope, receive, send)
+            return
+        request_id = call["id"]
+        reply = _Reply(send, request_id)
+        duplicated = find_duplicated_routing_header(request.headers.items())
+        if duplicated is not None:
+            error = types.ErrorData(
+                code=types.HEADER_MISMATCH, message=f"{duplicated} header appears more than once"
+            )
+            await reply.finish_error(error)
+            return
+        headers = dict(request.headers)
+        verdict = classify_inbound_request(call, headers=headers)
+        if isinstance(verdict, InboundLadderRejection):
+            await reply.finish_error(_error_of(verdict))
+            return
+        raw_params = call.get("params")
+        try:
+            parsed = _methods.parse_client_request(
+                "tools/call", verdict.protocol_version, raw_params
+            )
+        except ValidationError as exc:
+            await reply.finish_error(modern_error_data(exc))
+            return
+        params = cast(types.CallToolRequest, parsed).params
+        rejection = self._param_headers(params, headers, request)
+        if rejection is not None:
+            await reply.finish_error(_error_of(rejection))
+            return
+        meta = raw_params.get("_meta", {}) if isinstance(raw_params, dict) else {}
+        token = progress_token_from_params(raw_params)
+        level = cast(types.LoggingLevel | None, meta.get(LOG_LEVEL_META_KEY))
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            note: dict[str, Any] = {"progressToken": token, "progress": progress}
+            if total is not None:
+                note["total"] = total
+            if message is not None:
+                note["message"] = message
+            await reply.event("notifications/progress", note)
+
+        async def log(note: types.LoggingMessageNotificationParams) -> None:
+            dumped = note.model_dump(by_alias=True, mode="json", exclude_none=True)
+            await reply.event("notifications/message", dumped)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(reply.watch, receive, tasks.cancel_scope)
+            try:
+                result = await self._front.run_call(
+                    params,
+                    on_progress=progress if token is not None else None,
+                    on_log=log,
+                    level=level,
+                    asker=NoBackChannel(),
+                    modern=True,
+                )
+                answer = self._shape(verdict.protocol_version, result)
+            except Exception as exc:  # the SDK's ladder decides what the caller may see
+                await reply.finish_error(modern_error_data(exc))
+            else:
+                await reply.finish({"jsonrpc": "2.0", "id": request_id, "result": answer})
+            tasks.cancel_scope.cancel()
+
+    def _param_headers(
+        self, params: types.CallToolRequestParams, headers: dict[str, str], request: Request
+    ) -> InboundLadderRejection | None:
+        """`Mcp-Param-*` headers against the schema this caller was shown."""
+        arguments = params.arguments or {}
+        if not arguments and not any(name.startswith(_PARAM_PREFIX) for name in headers):
+            return None
+        schema = self._front.input_schema(params.name)
+        if schema is None:
+            return None  # an unknown tool: the call answers that
+        return validate_mcp_param_headers(schema, arguments, request.headers)
+
+    def _shape(
+        self, version: str, result: types.CallToolResult | types.InputRequiredResult
+    ) -> dict[str, Any]:
+        """As the SDK's ServerRunner shapes a 2026-era result for the wire."""
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        result_type = dumped.get("resultType")
+        if not isinstance(result_type, str) or result_type in CORE_RESULT_TYPES:
+            dumped = _methods.serialize_server_result("tools/call", version, dumped)
+        if dumped.get("resultType") is None:
+            dumped["resultType"] = "complete"
+        meta = dumped.get("_meta")
+        if meta is None:
+            dumped["_meta"] = {SERVER_INFO_META_KEY: self._front.server.server_info_stamp}
+        elif isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None:
+            dumped["_meta"] = {**meta, SERVER_INFO_META_KEY: self._front.server.server_info_stamp}
+        return dumped
+
+
+def _error_of(rejection: InboundLadderRejection) -> types.ErrorData:
+    return types.ErrorData(code=rejection.code, message=rejection.message, data=rejection.data)
+
+
+class _Reply:
+    """One response: JSON unless something is sent before the answer, SSE from then on."""
+
+    def __init__(self, send: Send, request_id: types.RequestId) -> None:
+        self._send = send
+        self._id = request_id
+        self._streaming = False
+
+    async def _commit_sse(self) -> None:
+        if not self._streaming:
+            self._streaming = True  # before the await: a ping may come in between
+            await self._send(
+                {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS}
+            )
+
+    async def event(self, method: str, params: dict[str, Any]) -> None:
+        await self._commit_sse()
+        data = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
+        body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def finish(self, message: dict[str, Any], status: int = 200) -> None:
+        data = orjson.dumps(message)
+        if self._streaming:
+            body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
+            await self._send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        headers = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": data, "more_body": False})
+
+    async def finish_error(self, error: types.ErrorData) -> None:
+        dumped = error.model_dump(by_alias=True, mode="json", exclude_none=True)
+        message = {"jsonrpc": "2.0", "id": self._id, "error": dumped}
+        await self.finish(message, ERROR_CODE_HTTP_STATUS.get(error.code, 200))
+
+    async def watch(self, receive: Receive, call: anyio.CancelScope) -> None:
+        """Cancel the call when the caller goes away (closing the response stream is how a
+        2026-07-28 caller cancels); keep a silent stream alive meanwhile."""
+        while True:
+            with anyio.move_on_after(PING_INTERVAL) as silence:
+                if (await receive())["type"] == "http.disconnect":
+                    call.cancel()
+                    return
+            if silence.cancelled_caught:
+                await self._commit_sse()
+                await self._send(
+                    {"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True}
+                )

@@ -1,0 +1,281 @@
+"""`tools/call` to a 2026-07-28 streamable-HTTP upstream as one hand-built POST.
+
+In that revision a call is a self-contained exchange: one POST, no session, answered with
+JSON or, when the upstream has something to say during the call (progress, logs), with an
+SSE stream ending in the response. The SDK `Client` costs the gateway about three times the
+CPU of the exchange itself on this leg (bench/README.md, "front"), so calls to such an
+upstream are sent here, on a kept-alive aiohttp connection pool. Everything else (connecting,
+`server/discover`, listings, subscriptions, resources, prompts) stays with the SDK `Client`,
+which also stays the fallback for what this path does not do: a handshake-era caller whose
+call the upstream answers with `input_required` is handed to the SDK client, which asks the
+caller (sampling, elicitation) and calls again.
+
+What the SDK client would do and this path does too: the `_meta` envelope (protocol
+version, client info, capabilities, progress token, log level), the routing headers
+(`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*` from the tool's
+`x-mcp-header` annotations), an upstream's JSON-RPC error as `MCPError`, a lost connection
+as `CONNECTION_CLOSED` (so the connection's breaker and reconnect see it), and cancellation
+by closing the POST.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import httpx2
+import mcp_types as types
+import orjson
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    encode_header_value,
+    mcp_param_headers,
+    x_mcp_header_map,
+)
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
+
+from .config import HttpUpstream, StdioUpstream
+from .relay import LogCallback, ProgressCallback
+from .transports import CLIENT_INFO, expanded_headers
+
+logger = logging.getLogger("gateway.upstreams")
+
+_RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
+
+KEEPALIVE = 4.0
+"""Seconds an idle connection is kept: below uvicorn's 5 s, so that the upstream never
+closes one just as a call is sent on it."""
+
+
+class NeedsClient(Exception):
+    """The upstream asked for input that only the SDK client can obtain for this caller."""
+
+
+class Exchange:
+    """Calls to one upstream, for as long as its SDK session lasts (`aclose` after)."""
+
+    def __init__(
+        self,
+        upstream: str,
+        url: str,
+        headers: Mapping[str, str],
+        protocol_version: str,
+        client_info: types.Implementation,
+        capabilities: types.ClientCapabilities,
+    ) -> None:
+        self.upstream = upstream
+        self._url = url
+        self._version = protocol_version
+        self._envelope = {
+            PROTOCOL_VERSION_META_KEY: protocol_version,
+            CLIENT_INFO_META_KEY: client_info.model_dump(by_alias=True, mode="json"),
+            CLIENT_CAPABILITIES_META_KEY: capabilities.model_dump(
+                by_alias=True, mode="json", exclude_none=True
+            ),
+        }
+        self._headers = {
+            **headers,
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            MCP_PROTOCOL_VERSION_HEADER: protocol_version,
+            MCP_METHOD_HEADER: "tools/call",
+        }
+        self._ids = itertools.count(1)
+        self._header_maps: dict[int, dict[tuple[str, ...], str]] = {}
+        """`x-mcp-header` annotations per input schema (by identity: listings are kept)."""
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the running loop, as aiohttp wants.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),  # the connection's cap covers it
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call_tool(
+        self,
+        tool: types.Tool,
+        arguments: dict[str, Any],
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+        log_level: types.LoggingLevel = "info",
+        input_round: tuple[types.InputResponses | None, str | None] | None = None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """Call `tool` (the upstream's own definition) once. Raises MCPError for an error
+        answer or a lost connection (CONNECTION_CLOSED), and NeedsClient when the upstream
+        asks for input and there is no `input_round` to pass the question back in."""
+        request_id = next(self._ids)
+        meta: dict[str, Any] = dict(self._envelope)
+        if on_progress is not None:
+            meta["progressToken"] = request_id
+        if on_log is not None:
+            meta[LOG_LEVEL_META_KEY] = log_level
+        params: dict[str, Any] = {"name": tool.name, "arguments": arguments, "_meta": meta}
+        if input_round is not None:
+            responses, state = input_round
+            if responses is not None:
+                params["inputResponses"] = _RESPONSES.dump_python(
+                    responses, by_alias=True, mode="json", exclude_none=True
+                )
+            if state is not None:
+                params["requestState"] = state
+        body = orjson.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+        )
+        headers = dict(self._headers)
+        headers[MCP_NAME_HEADER] = encode_header_value(tool.name)
+        header_map = self._header_map(tool)
+        if header_map:
+            headers.update(mcp_param_headers(header_map, arguments))
+        try:
+            async with self._http().post(self._url, data=body, headers=headers) as response:
+                answer = await self._answer(response, request_id, on_progress, on_log)
+        except aiohttp.ClientError as exc:
+            # Refused, reset or cut off mid-answer: whether the call took effect is unknown.
+            raise MCPError(
+                types.CONNECTION_CLOSED, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+            ) from exc
+        if "error" in answer:
+            raise MCPError.from_error_data(types.ErrorData.model_validate(answer["error"]))
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise MCPError(types.INTERNAL_ERROR, "the upstream's answer has no result")
+        if result.get("resultType") == "input_required":
+            if input_round is None:
+                raise NeedsClient(tool.name)
+            return types.InputRequiredResult.model_validate(result)
+        return types.CallToolResult.model_validate(result)
+
+    def _header_map(self, tool: types.Tool) -> dict[tuple[str, ...], str]:
+        schema = tool.input_schema
+        found = self._header_maps.get(id(schema))
+        if found is None:
+            found = x_mcp_header_map(schema)
+            if len(self._header_maps) > 4096:  # listings replaced many times over
+                self._header_maps.clear()
+            self._header_maps[id(schema)] = found
+        return found
+
+    async def _answer(
+        self,
+        response: aiohttp.ClientResponse,
+        request_id: int,
+        on_progress: ProgressCallback | None,
+        on_log: LogCallback | None,
+    ) -> dict[str, Any]:
+        kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind == "text/event-stream" and response.status == 200:
+            async for message in _events(response):
+                if message.get("id") == request_id and ("result" in message or "error" in message):
+                    return message
+                await _relay(message, on_progress, on_log)
+            raise MCPError(
+                types.CONNECTION_CLOSED, "the upstream ended the stream before answering"
+            )
+        body = await response.read()
+        if kind == "application/json":
+            try:
+                parsed: Any = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                parsed = None
+            # A JSON-RPC error may come with a 4xx status (400, 404): it is the answer.
+            if isinstance(parsed, dict) and ("result" in parsed or "error" in parsed):
+                return parsed
+        # What the SDK client says of a bare HTTP error.
+        raise MCPError(types.INTERNAL_ERROR, "Server returned an error response")
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC messages of an SSE answer, parsed by httpx2's SSE decoder (fed the
+    aiohttp body), so that the framing rules are a library's, not ours."""
+    stream = httpx2.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        stream=_Body(response),
+        request=httpx2.Request(response.method, str(response.url)),
+    )
+    async for event in httpx2.EventSource(stream):
+        if event.event not in ("", "message") or not event.data:
+            continue
+        try:
+            message = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            logger.warning("dropped an SSE event that is not JSON: %.200s", event.data)
+            continue
+        if isinstance(message, dict):
+            yield message
+
+
+class _Body(httpx2.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.content.iter_any():
+            yield chunk
+
+
+async def _relay(
+    message: dict[str, Any], on_progress: ProgressCallback | None, on_log: LogCallback | None
+) -> None:
+    method, params = message.get("method"), message.get("params")
+    if not isinstance(params, dict):
+        return
+    if method == "notifications/progress" and on_progress is not None:
+        note = types.ProgressNotificationParams.model_validate(params)
+        await on_progress(note.progress, note.total, note.message)
+    elif method == "notifications/message" and on_log is not None:
+        await on_log(types.LoggingMessageNotificationParams.model_validate(params))
+    else:
+        logger.debug("dropped %s sent during a call", method)
+
+
+CAPABILITIES = types.ClientCapabilities(
+    sampling=types.SamplingCapability(),
+    elicitation=types.ElicitationCapability(
+        form=types.FormElicitationCapability(), url=types.UrlElicitationCapability()
+    ),
+)
+"""What the SDK client declares for the gateway, which answers sampling and elicitation."""
+
+
+def exchange_for(
+    name: str, config: HttpUpstream | StdioUpstream, protocol_version: str | None
+) -> Exchange | None:
+    """An Exchange for a streamable-HTTP upstream that speaks 2026-07-28 (or later), else
+    None: stdio, legacy SSE and handshake-era upstreams keep their SDK session for calls."""
+    if not isinstance(config, HttpUpstream) or config.transport != "streamable_http":
+        return None
+    if protocol_version is None or protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None
+    return Exchange(
+        name,
+        config.url,
+        expanded_headers(name, config),
+        protocol_version,
+        CLIENT_INFO,
+        CAPABILITIES,
+    )

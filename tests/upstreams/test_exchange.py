@@ -1,0 +1,163 @@
+"""Tool calls as hand-built 2026-07-28 exchanges (exchange.py) against the SDK client path:
+the same calls to the same streamable-HTTP upstream, compared field by field."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import MCPError
+
+from gateway.upstreams.config import HttpUpstream
+from gateway.upstreams.connection import ConnectionLost, InputRound, UpstreamConnection
+from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
+from tests.upstreams.test_connection import http_echo, running, text, until
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def both(url: str) -> AsyncIterator[tuple[UpstreamConnection, UpstreamConnection]]:
+    """Two connections to the upstream at `url`: hand-built calls, and the SDK client's."""
+    config = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
+    async with (
+        running(UpstreamConnection("direct", config)) as direct,
+        running(UpstreamConnection("sdk", config, direct_calls=False)) as sdk,
+    ):
+        with anyio.fail_after(15):
+            await direct.wait_ready()
+            await sdk.wait_ready()
+        assert direct.calls_direct
+        assert not sdk.calls_direct
+        yield direct, sdk
+
+
+async def outcome(up: UpstreamConnection, tool: str, arguments: dict[str, Any]) -> Any:
+    """What a caller gets: the result as JSON, or the error's code and message."""
+    try:
+        result = await up.call_tool(tool, arguments)
+    except MCPError as exc:
+        return ("error", exc.error.code, exc.error.message)
+    return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("echo", {}),
+    ("echo", {"x": 1}),
+    ("echo", {"text": "héllo ✓ 日本", "nested": {"a": [1, 2.5, None, True], "b": {}}}),
+    ("echo", {"region": "eu-west"}),  # also an Mcp-Param-Region header, checked upstream
+    ("echo", {"region": "Zürich"}),  # a header value that must be base64-wrapped
+    ("sleep", {"seconds": "soon"}),  # the handler raises: a tool error
+    ("no_such_tool", {}),  # the upstream's own error answer
+]
+
+
+async def test_results_and_errors_match_the_sdk_client() -> None:
+    with http_echo() as url:
+        async with both(url) as (direct, sdk):
+            for tool, arguments in CALLS:
+                expected = await outcome(sdk, tool, arguments)
+                assert await outcome(direct, tool, arguments) == expected, (tool, arguments)
+            # The call really carried the header: a wrong one is refused upstream.
+            assert (await outcome(direct, "echo", {"region": "eu-west"}))["isError"] is False
+
+
+async def test_progress_and_logs_match_the_sdk_client() -> None:
+    seen: dict[str, list[Any]] = {"direct": [], "sdk": []}
+
+    def recorder(name: str) -> Any:
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen[name].append(("progress", progress, total, message))
+
+        async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+            seen[name].append(("log", params.level, params.logger, params.data))
+
+        return on_progress, on_log
+
+    with http_echo() as url:
+        async with both(url) as (direct, sdk):
+            for up in (direct, sdk):
+                on_progress, on_log = recorder(up.name)
+                result = await up.call_tool(
+                    "sleep", {"seconds": 0.3}, on_progress=on_progress, on_log=on_log
+                )
+                assert text(result) == "slept"
+    assert seen["direct"] == seen["sdk"]
+    assert seen["direct"][:2] == [
+        ("progress", 1, 3, "step 1"),
+        ("log", "info", "sleep", {"step": 1}),
+    ]
+    assert len(seen["direct"]) == 6
+
+
+async def test_cancelling_a_direct_call_cancels_it_upstream() -> None:
+    with http_echo() as url:
+        async with both(url) as (direct, _sdk):
+            before = int(text(await direct.call_tool("cancelled", {})))
+            with anyio.move_on_after(0.3):
+                await direct.call_tool("sleep", {"seconds": 10})
+
+            async def counted() -> bool:
+                return int(text(await direct.call_tool("cancelled", {}))) == before + 1
+
+            for _ in range(50):
+                if await counted():
+                    break
+                await anyio.sleep(0.05)
+            assert await counted()
+
+
+class Answers:
+    """A caller that answers sampling and elicitation, and counts the questions."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def create_message(self, params: types.CreateMessageRequestParams) -> SamplingAnswer:
+        self.asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="hi"), model="m"
+        )
+
+    async def elicit(self, params: types.ElicitRequestParams) -> ElicitationAnswer:
+        self.asked.append("elicitation")
+        return types.ElicitResult(action="accept", content={"ok": True})
+
+
+async def test_input_required_goes_back_to_a_modern_caller_and_is_asked_of_a_handshake_one() -> (
+    None
+):
+    with http_echo() as url:
+        async with both(url) as (direct, sdk):
+            for tool in ("ask", "confirm"):
+                # A 2026-07-28 caller gets the question back, to answer in its retry.
+                rounds = [
+                    await up.call_tool(tool, {}, input_round=InputRound()) for up in (direct, sdk)
+                ]
+                assert isinstance(rounds[0], types.InputRequiredResult)
+                assert rounds[0] == rounds[1]
+                # A handshake-era caller is asked during the call, by the SDK client.
+                answers = [Answers(), Answers()]
+                results = [
+                    await up.call_tool(tool, {}, asker=answer)
+                    for up, answer in zip((direct, sdk), answers, strict=True)
+                ]
+                assert text(results[0]) == text(results[1])
+                assert answers[0].asked == answers[1].asked == [answers[0].asked[0]]
+            assert text(results[0]) == "accept {'ok': True}"
+
+
+async def test_a_connection_lost_mid_call_is_reported_and_reconnected() -> None:
+    with http_echo() as url:
+        config = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
+        async with running(UpstreamConnection("direct", config)) as up:
+            with anyio.fail_after(15):
+                await up.wait_ready()
+            assert up.calls_direct
+            with pytest.raises(ConnectionLost, match="closed the connection during crash"):
+                await up.call_tool("crash", {})
+            await until(lambda: not up.calls_direct, 5)
