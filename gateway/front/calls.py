@@ -80,6 +80,8 @@ class ModernCalls:
     def __init__(self, front: Front, security: TransportSecuritySettings | None) -> None:
         self._front = front
         self._security = TransportSecurityMiddleware(security)
+        # Read-only here: every answer is serialized before the next call could change it.
+        self._stamp = front.server.server_info_stamp
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, call: dict[str, Any]) -> None:
         """Answer `call` (a tools/call request that `takes`), authenticated already."""
@@ -177,9 +179,9 @@ class ModernCalls:
             dumped["resultType"] = "complete"
         meta = dumped.get("_meta")
         if meta is None:
-            dumped["_meta"] = {SERVER_INFO_META_KEY: self._front.server.server_info_stamp}
+            dumped["_meta"] = {SERVER_INFO_META_KEY: self._stamp}
         elif isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None:
-            dumped["_meta"] = {**meta, SERVER_INFO_META_KEY: self._front.server.server_info_stamp}
+            dumped["_meta"] = {**meta, SERVER_INFO_META_KEY: self._stamp}
         return dumped
 
 

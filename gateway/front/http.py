@@ -94,16 +94,6 @@ class McpEndpoint:
                 fast = message
             else:
                 receive = _replay(body, receive)
-        scope = dict(scope)
-        scope["user"] = AuthenticatedUser(
-            AccessToken(
-                token=caller.label,
-                client_id=caller.owner,
-                scopes=[],
-                subject=caller.principal.user_id,
-                claims={"iss": "mcp-tag-gateway"},
-            )
-        )
         reset = current_credential.set(caller)
         try:
             with anyio.CancelScope() as request_scope:
@@ -116,7 +106,7 @@ class McpEndpoint:
                     if fast is not None and self._calls is not None:
                         await self._calls.serve(scope, receive, send, fast)
                     else:
-                        await self._app(scope, receive, send)
+                        await self._app(_as_user(scope, caller), receive, send)
                 finally:
                     del self._live[key]
         finally:
@@ -139,6 +129,21 @@ class McpEndpoint:
         if ended:
             logger.warning("ended %d open MCP requests whose credentials were revoked", ended)
         return ended
+
+
+def _as_user(scope: Scope, caller: Credential) -> Scope:
+    """`scope` naming `caller` as its user, which the SDK binds a new MCP session to."""
+    scope = dict(scope)
+    scope["user"] = AuthenticatedUser(
+        AccessToken(
+            token=caller.label,
+            client_id=caller.owner,
+            scopes=[],
+            subject=caller.principal.user_id,
+            claims={"iss": "mcp-tag-gateway"},
+        )
+    )
+    return scope
 
 
 async def _read_body(receive: Receive) -> bytes | None:

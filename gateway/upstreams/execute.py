@@ -248,6 +248,8 @@ def _argument_problem(schema_text: str, arguments: Mapping[str, Any]) -> str | N
     if isinstance(validator, SchemaError):
         # The upstream's own schema is broken: the upstream decides what it accepts.
         return None
+    if validator.is_valid(arguments):  # the usual case, and cheaper than collecting errors
+        return None
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(arguments)))
     if error is None:
         return None

@@ -204,7 +204,8 @@ async def test_streamable_http_upstream_lists_and_calls() -> None:
 
 
 async def test_an_http_upstream_answering_500_is_down_then_recovers() -> None:
-    with http_echo(failures=3) as url:
+    # Enough failures for a few attempts in a row: one DOWN spell may be shorter than a poll.
+    with http_echo(failures=8) as url:
         upstream = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
         async with running(UpstreamConnection("sick", upstream)) as up:
             await until(lambda: up.status.state is State.DOWN, 15)
