@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 logger = logging.getLogger("gateway.audit")
 
 
@@ -31,11 +33,8 @@ class AuditEvent:
     fields: dict[str, Any]
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"at": self.at, "event": self.event, **self.fields},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        event = {"at": self.at, "event": self.event, **self.fields}
+        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()
 
 
 class AuditLog:

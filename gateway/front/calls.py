@@ -22,6 +22,8 @@ the same calls through both doors and compares what the client receives.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, Final, cast
 
 import anyio
@@ -49,6 +51,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .server import Front, NoBackChannel
+
+logger = logging.getLogger("gateway.front")
 
 PING_INTERVAL: Final = 15.0
 """Seconds of silence after which the response commits to SSE and sends a comment, so
@@ -137,8 +141,7 @@ class ModernCalls:
             dumped = note.model_dump(by_alias=True, mode="json", exclude_none=True)
             await reply.event("notifications/message", dumped)
 
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(reply.watch, receive, tasks.cancel_scope)
+        with anyio.CancelScope() as running, _Watch(reply, receive, running):
             try:
                 result = await self._front.run_call(
                     params,
@@ -153,7 +156,6 @@ class ModernCalls:
                 await reply.finish_error(modern_error_data(exc))
             else:
                 await reply.finish({"jsonrpc": "2.0", "id": request_id, "result": answer})
-            tasks.cancel_scope.cancel()
 
     def _param_headers(
         self, params: types.CallToolRequestParams, headers: dict[str, str], request: Request
@@ -196,6 +198,7 @@ class _Reply:
         self._send = send
         self._id = request_id
         self._streaming = False
+        self._finishing = False
 
     async def _commit_sse(self) -> None:
         if not self._streaming:
@@ -211,6 +214,7 @@ class _Reply:
         await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def finish(self, message: dict[str, Any], status: int = 200) -> None:
+        self._finishing = True  # no keepalive from here on: the answer is being sent
         data = orjson.dumps(message)
         if self._streaming:
             body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
@@ -225,16 +229,57 @@ class _Reply:
         message = {"jsonrpc": "2.0", "id": self._id, "error": dumped}
         await self.finish(message, ERROR_CODE_HTTP_STATUS.get(error.code, 200))
 
-    async def watch(self, receive: Receive, call: anyio.CancelScope) -> None:
-        """Cancel the call when the caller goes away (closing the response stream is how a
-        2026-07-28 caller cancels); keep a silent stream alive meanwhile."""
-        while True:
-            with anyio.move_on_after(PING_INTERVAL) as silence:
-                if (await receive())["type"] == "http.disconnect":
-                    call.cancel()
-                    return
-            if silence.cancelled_caught:
-                await self._commit_sse()
-                await self._send(
-                    {"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True}
-                )
+    async def ping(self) -> None:
+        if self._finishing:
+            return
+        await self._commit_sse()
+        await self._send(
+            {"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True}
+        )
+
+
+class _Watch:
+    """While a call runs: cancel it when the caller goes away (closing the response stream
+    is how a 2026-07-28 caller cancels), and keep a silent response alive. On the loop's
+    own primitives, not a task group: this runs for every call, and a task group with a
+    watcher task cost the hot path more than the permission check."""
+
+    def __init__(self, reply: _Reply, receive: Receive, call: anyio.CancelScope) -> None:
+        self._reply = reply
+        self._receive = receive
+        self._call = call
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def __enter__(self) -> None:
+        self._watcher = asyncio.ensure_future(self._gone())
+        self._watcher.add_done_callback(self._ended)
+        self._timer = self._loop.call_later(PING_INTERVAL, self._keepalive)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+        self._watcher.cancel()
+        for task in self._tasks:
+            task.cancel()
+
+    async def _gone(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+    def _ended(self, watcher: asyncio.Future[None]) -> None:
+        if watcher.cancelled():
+            return  # the call ended first
+        if watcher.exception() is not None:
+            logger.debug("lost the request stream: %r", watcher.exception())
+        self._call.cancel()
+
+    def _pinged(self, ping: asyncio.Future[None]) -> None:
+        self._tasks.discard(ping)
+        if not ping.cancelled() and ping.exception() is not None:
+            logger.debug("keepalive not sent: %r", ping.exception())
+
+    def _keepalive(self) -> None:
+        ping = asyncio.ensure_future(self._reply.ping())
+        self._tasks.add(ping)
+        ping.add_done_callback(self._pinged)
+        self._timer = self._loop.call_later(PING_INTERVAL, self._keepalive)

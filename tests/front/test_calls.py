@@ -17,7 +17,9 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
+from mcp.server import _streamable_http_modern
 
+from gateway.front import calls
 from tests.conftest import ROOT
 from tests.front.harness import KEYS, Gateway, key_entries, running_gateway
 from tests.upstreams.test_connection import http_echo
@@ -248,3 +250,23 @@ async def test_closing_the_response_stream_cancels_the_call_upstream(tmp_path: P
                 break
             await anyio.sleep(0.05)
         assert await cancelled() == before + 1
+
+
+async def test_a_silent_call_is_kept_alive_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After PING_INTERVAL of silence both doors commit to SSE and send comments."""
+    monkeypatch.setattr(calls, "PING_INTERVAL", 0.1)
+    monkeypatch.setattr(_streamable_http_modern, "_SSE_PING_INTERVAL", 0.1)
+    body = _call("echo__sleep", {"seconds": 0.5})
+    async with gateways(tmp_path) as both:
+        answers = [await _post(gateway, body) for gateway in both.values()]
+        assert answers[0] == answers[1]
+        status, kind, messages = answers[0]
+        assert (status, kind) == (200, "text/event-stream")
+        assert messages[0]["result"]["content"][0]["text"] == "slept"
+        async with httpx2.AsyncClient(timeout=20) as http:
+            raw = await http.post(
+                both["direct"].url, content=json.dumps(body), headers=_headers(body)
+            )
+        assert ": ping" in raw.text
