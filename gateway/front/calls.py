@@ -150,6 +150,7 @@ class ModernCalls:
                     level=level,
                     asker=NoBackChannel(),
                     modern=True,
+                    owner=reply,  # this request alone
                 )
                 answer = self._shape(verdict.protocol_version, result)
             except Exception as exc:  # the SDK's ladder decides what the caller may see

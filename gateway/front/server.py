@@ -12,7 +12,7 @@ stamp (the caller talks to the gateway, not to the upstream).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, TypeVar, cast, get_args
 from weakref import WeakKeyDictionary
 
@@ -169,6 +169,7 @@ class Front:
             # session, during the call.
             asker=NoBackChannel() if modern else SessionAsker(ctx),
             modern=modern,
+            owner=connection_of(ctx.session),  # a 2026-07-28 request has its own
         )
 
     async def run_call(
@@ -180,11 +181,13 @@ class Front:
         level: types.LoggingLevel | None,
         asker: Asker,
         modern: bool,
+        owner: Hashable,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """A tools/call of the authenticated caller, from either door to /mcp (the SDK
         handler above, or calls.py): through the Executor, with refusals answered as the
         module docstring says. `on_log` gets the upstream's logs at `level` and above
-        (none when `level` is None). Raises MCPError for a tool the caller may not see."""
+        (none when `level` is None); `owner` is the client session they reach. Raises
+        MCPError for a tool the caller may not see."""
         context = self.views.context(credential().principal)
         call = ToolCall(params.name, params.arguments or {})
 
@@ -204,6 +207,7 @@ class Front:
                 input_round=InputRound(params.input_responses, params.request_state)
                 if modern
                 else None,
+                owner=owner,
             )
         except PermissionDenied as exc:
             if exc.decision.outcome is Outcome.OUT_OF_SCOPE:

@@ -59,6 +59,12 @@ class _Upstream(_Strict):
     on_definition_change: Annotated[OnDefinitionChange, Field(strict=False)] = (
         OnDefinitionChange.AUDIT
     )
+    caller_sessions: Annotated[int, Field(ge=0, le=256)] = 8
+    """Sessions (for stdio, processes) opened besides the gateway's own when calls of
+    several callers overlap on an upstream whose messages cannot be told apart (the
+    handshake era over stdio or SSE), so that its logs, sampling and elicitation reach
+    the caller they belong to. 0: calls share one session, and such messages are refused
+    while calls of several callers are in flight."""
 
 
 class StdioUpstream(_Upstream):

@@ -17,7 +17,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,6 +47,7 @@ from .relay import (
     current_link,
     link_for,
 )
+from .sessions import CallerSessions, SessionFailed
 from .subscriptions import UpstreamSubscriptions
 from .transports import open_client
 
@@ -141,6 +142,8 @@ class UpstreamConnection:
         self._settled = anyio.Event()
         self._client: Client | None = None
         self._exchange: Exchange | None = None
+        self._sessions: CallerSessions | None = None
+        """A session per caller, where the upstream cannot tell calls apart (sessions.py)."""
         """Tool calls on a 2026-era streamable-HTTP upstream, while its session lasts."""
         self._status = Status(
             State.DISABLED if not config.enabled else State.CONNECTING, time.time()
@@ -258,6 +261,15 @@ class UpstreamConnection:
                 self._client = client
                 if self._direct_calls:
                     self._exchange = exchange_for(self.name, self.config, client.protocol_version)
+                if not self._tells_calls_apart(client) and self.config.caller_sessions:
+                    self._sessions = CallerSessions(
+                        self.name,
+                        client,
+                        self._links,
+                        lambda links: open_client(self.name, self.config, self._callbacks(links)),
+                        tasks,
+                        self.config.caller_sessions,
+                    )
                 self._new_session.set()
                 self._new_session = anyio.Event()
                 self._reached_ready = True
@@ -268,6 +280,7 @@ class UpstreamConnection:
                     await self._watch(client)
                 finally:
                     self.subscriptions.detach()
+                    self._sessions = None  # their tasks end with this connection's
                     if self._exchange is not None:
                         exchange, self._exchange = self._exchange, None
                         with anyio.CancelScope(shield=True):
@@ -345,27 +358,29 @@ class UpstreamConnection:
         ):
             self._on_resource_updated(str(message.params.uri))
 
-    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+    async def _on_log(
+        self, links: list[CallerLink], params: types.LoggingMessageNotificationParams
+    ) -> None:
         """A log message goes to the caller of the call it belongs to (relay.py); one that
         cannot be placed is logged here, never handed to a caller it may not concern."""
-        link = link_for(self._links)
+        link = link_for(links, lambda link: link.on_log is not None)
         if link is not None and link.on_log is not None:
             await link.on_log(params)
             return
         logger.info("upstream %s [%s] %s", self.name, params.level, params.data)
 
     async def _on_sampling(
-        self, _context: ClientRequestContext, params: types.CreateMessageRequestParams
+        self, links: list[CallerLink], params: types.CreateMessageRequestParams
     ) -> SamplingAnswer:
-        link = link_for(self._links)
+        link = link_for(links, lambda link: link.asker is not None)
         if link is None or link.asker is None:
             return NO_CALLER
         return await link.asker.create_message(params)
 
     async def _on_elicitation(
-        self, _context: ClientRequestContext, params: types.ElicitRequestParams
+        self, links: list[CallerLink], params: types.ElicitRequestParams
     ) -> ElicitationAnswer:
-        link = link_for(self._links)
+        link = link_for(links, lambda link: link.asker is not None)
         if link is None or link.asker is None:
             return NO_CALLER
         return await link.asker.elicit(params)
@@ -374,16 +389,48 @@ class UpstreamConnection:
         self._stale = True
         self._wake.set()
 
-    def _callbacks(self) -> dict[str, Any]:
+    def _callbacks(self, links: list[CallerLink]) -> dict[str, Any]:
+        """The SDK client's callbacks for a session whose calls in flight are `links`.
+        Only the gateway's own session speaks for the upstream's offer and resources."""
+
+        async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+            await self._on_log(links, params)
+
+        async def on_sampling(
+            _context: ClientRequestContext, params: types.CreateMessageRequestParams
+        ) -> SamplingAnswer:
+            return await self._on_sampling(links, params)
+
+        async def on_elicitation(
+            _context: ClientRequestContext, params: types.ElicitRequestParams
+        ) -> ElicitationAnswer:
+            return await self._on_elicitation(links, params)
+
+        async def ignore(_message: object) -> None:
+            pass
+
         return {
-            "message_handler": self._on_message,
-            "logging_callback": self._on_log,
-            "sampling_callback": self._on_sampling,
-            "elicitation_callback": self._on_elicitation,
+            "message_handler": self._on_message if links is self._links else ignore,
+            "logging_callback": on_log,
+            "sampling_callback": on_sampling,
+            "elicitation_callback": on_elicitation,
         }
 
     def _connect(self) -> AbstractAsyncContextManager[Client]:
-        return open_client(self.name, self.config, self._callbacks())
+        return open_client(self.name, self.config, self._callbacks(self._links))
+
+    def _tells_calls_apart(self, client: Client) -> bool:
+        """Whether the SDK client can say which call an upstream message belongs to: it
+        runs its callbacks in the calling request's context over streamable HTTP, and in
+        the 2026-07-28 revision on any transport (relay.py)."""
+        if isinstance(self.config, HttpUpstream) and self.config.transport == "streamable_http":
+            return True
+        return client.protocol_version not in HANDSHAKE_VERSIONS
+
+    @property
+    def caller_sessions(self) -> int:
+        """Sessions open for callers besides the gateway's own (see sessions.py)."""
+        return self._sessions.opened if self._sessions is not None else 0
 
     async def _list(self, client: Client) -> None:
         offer = await list_offer(client)
@@ -404,6 +451,7 @@ class UpstreamConnection:
         log_level: types.LoggingLevel = ...,
         asker: Asker | None = ...,
         input_round: None = ...,
+        owner: Hashable | None = ...,
     ) -> types.CallToolResult: ...
 
     @overload
@@ -418,6 +466,7 @@ class UpstreamConnection:
         log_level: types.LoggingLevel = ...,
         asker: Asker | None = ...,
         input_round: InputRound | None,
+        owner: Hashable | None = ...,
     ) -> types.CallToolResult | types.InputRequiredResult: ...
 
     async def call_tool(
@@ -431,6 +480,7 @@ class UpstreamConnection:
         log_level: types.LoggingLevel = "info",
         asker: Asker | None = None,
         input_round: InputRound | None = None,
+        owner: Hashable | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool`, capped by call_timeout (one cap over every attempt). `retry`: the
         caller knows the tool is safe to repeat (read-only or idempotent), so a call whose
@@ -439,7 +489,9 @@ class UpstreamConnection:
         `asker` answers the upstream's sampling and elicitation requests during the call.
         With `input_round` (a 2026-07-28 caller), an upstream's InputRequiredResult is
         returned as it is, for the caller to answer and call again with the round's
-        responses; otherwise the SDK client answers it through `asker` and retries."""
+        responses; otherwise the SDK client answers it through `asker` and retries.
+        `owner`: the caller, whose calls never share a session with another caller's where
+        the upstream cannot tell them apart (sessions.py)."""
         what = f"{tool} on upstream {self.name}"
         # 2026-era upstreams send log messages only to requests that ask for them.
         meta = (
@@ -478,18 +530,18 @@ class UpstreamConnection:
                 )
             return await client.call_tool(tool, arguments, progress_callback=on_progress, meta=meta)
 
-        link = CallerLink(on_log, asker)
+        link = CallerLink(on_log, asker, owner)
         deadline = anyio.current_time() + self.config.call_timeout
         next_session = self._new_session
         try:
-            return await self._request(what, send, deadline, link)
+            return await self._request(what, send, deadline, link, owner)
         except ConnectionLost:
             if not retry:
                 raise
         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
             await next_session.wait()
         logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
-        return await self._request(what, send, deadline, link)
+        return await self._request(what, send, deadline, link, owner)
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         deadline = anyio.current_time() + self.config.call_timeout
@@ -526,10 +578,12 @@ class UpstreamConnection:
         send: Callable[[Client, float], Awaitable[R]],
         deadline: float,
         link: CallerLink | None = None,
+        owner: Hashable | None = None,
     ) -> R:
-        """One request over the live session, failing fast while it is down or its breaker
-        is open, and bounded by `deadline`. Lost connections and timeouts count against the
-        breaker; an upstream's own error answer does not."""
+        """One request over the live session (or `owner`'s own, see sessions.py), failing
+        fast while it is down or its breaker is open, and bounded by `deadline`. Lost
+        connections and timeouts count against the breaker; an upstream's own error answer
+        does not."""
         client = self._client
         if client is None:
             status = self._status
@@ -543,10 +597,30 @@ class UpstreamConnection:
                 f"upstream {self.name} failed {self.breaker.failures} calls in a row; "
                 f"{what} not sent, calls resume in {wait:.1f} s"
             )
+        sessions = self._sessions
+        if sessions is None or owner is None:
+            return await self._send(what, send, deadline, link, client, self._links)
+        try:
+            async with sessions.lease(owner, deadline) as (leased, links):
+                return await self._send(what, send, deadline, link, leased, links)
+        except SessionFailed as exc:
+            raise UpstreamError(
+                f"upstream {self.name}: no session for this caller ({exc}); {what} not sent"
+            ) from None
+
+    async def _send(
+        self,
+        what: str,
+        send: Callable[[Client, float], Awaitable[R]],
+        deadline: float,
+        link: CallerLink | None,
+        client: Client,
+        links: list[CallerLink],
+    ) -> R:
         limit = self.config.call_timeout
         self._in_flight += 1
         link = link or CallerLink()
-        self._links.append(link)
+        links.append(link)
         # Seen by the SDK client's callbacks where they run in this task's context.
         reset = current_link.set(link)
         try:
@@ -568,6 +642,8 @@ class UpstreamConnection:
                         self._ready = anyio.Event()
                     self._dead.set()
                     self._wake.set()
+                elif self._sessions is not None:
+                    self._sessions.close(client)  # a caller's own session
                 raise ConnectionLost(
                     f"upstream {self.name} closed the connection during {what}"
                 ) from exc
@@ -578,7 +654,7 @@ class UpstreamConnection:
             raise
         finally:
             self._in_flight -= 1
-            self._links.remove(link)
+            links.remove(link)
             current_link.reset(reset)
 
     def _failed(self, error: str) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -100,12 +100,15 @@ class Executor:
         log_level: types.LoggingLevel = "info",
         asker: Asker | None = None,
         input_round: InputRound | None = None,
+        owner: Hashable | None = None,
     ) -> ToolOutcome:
         """Run one call. Refusals and upstream failures raise (CallRefused, UpstreamError);
         the outcome carries the result and the time it took. Cancelling the awaiting task
         cancels the call upstream too (the SDK sends notifications/cancelled). The upstream's
         progress, logs and requests (sampling, elicitation) go to the callbacks and `asker`
-        (see UpstreamConnection.call_tool, also for `input_round`)."""
+        (see UpstreamConnection.call_tool, also for `input_round`). `owner` is where the
+        call's messages go (a client session); calls of different owners never share an
+        upstream session that cannot tell them apart. Without one, the call is its own."""
         started = time.perf_counter()
         decision = check(context, call.tool, call.arguments)
         if not decision.allowed:
@@ -131,6 +134,7 @@ class Executor:
                 log_level=log_level,
                 asker=asker,
                 input_round=input_round,
+                owner=owner if owner is not None else object(),
             )
         except UpstreamError as exc:
             self._record(

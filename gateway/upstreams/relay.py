@@ -7,14 +7,15 @@ call it belongs to, found in one of two ways:
   context of the request they answer for streamable HTTP, and for 2026-07-28 upstreams
   over any transport, so this is exact even with many calls in flight;
 - otherwise (a handshake-era stdio or SSE upstream gives no way to tell) the link of the
-  one call in flight, when exactly one is.
+  one call in flight, when exactly one is, or when all the calls in flight are one
+  caller's (sessions.py keeps it so), the first of them that can take the message.
 A message that fits neither is never guessed at: logs are logged here, and a request gets
 an error answer, so nothing reaches a caller it does not concern.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,17 +44,29 @@ class Asker(Protocol):
 class CallerLink:
     on_log: LogCallback | None = None
     asker: Asker | None = None
+    owner: Hashable | None = None
+    """Where the call's messages go (a client session, or a 2026-07-28 request): links of
+    one owner may take each other's messages."""
 
 
 current_link: ContextVar[CallerLink | None] = ContextVar("gateway_caller_link", default=None)
 
 
-def link_for(in_flight: Sequence[CallerLink]) -> CallerLink | None:
-    """The link an upstream message belongs to (see the module docstring), or None."""
+def link_for(
+    in_flight: Sequence[CallerLink], takes: Callable[[CallerLink], bool] = lambda _link: True
+) -> CallerLink | None:
+    """The link an upstream message belongs to (see the module docstring), or None.
+    `takes`: whether a link can take the message (when several of one caller's are in
+    flight)."""
     link = current_link.get()
     if link is not None:
         return link
-    return in_flight[0] if len(in_flight) == 1 else None
+    if len(in_flight) == 1:
+        return in_flight[0]
+    owner = in_flight[0].owner if in_flight else None
+    if owner is None or any(other.owner != owner for other in in_flight):
+        return None
+    return next((other for other in in_flight if takes(other)), None)
 
 
 NO_CALLER = types.ErrorData(

@@ -1,6 +1,7 @@
 """A small upstream MCP server for the tests, built with the SDK's lowlevel Server.
 
     python -m tests.upstreams.servers.echo stdio
+    python -m tests.upstreams.servers.echo stdio-handshake  (no 2026-07-28: an SDK 1.x server)
     python -m tests.upstreams.servers.echo http PORT [N] (streamable HTTP at /mcp; the first
                                                            N requests answered 500)
     python -m tests.upstreams.servers.echo sse PORT      (legacy HTTP+SSE at /sse)
@@ -29,6 +30,7 @@ import anyio
 import mcp_types as types
 from mcp import MCPError
 from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.runner import serve_loop
 from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
@@ -291,6 +293,14 @@ async def serve_stdio() -> None:
         await server.run(read, write, server.create_initialization_options())
 
 
+async def serve_stdio_handshake() -> None:
+    """The handshake era only (clients' `server/discover` probe fails, and they fall back
+    to `initialize`), as an SDK 1.x server speaks."""
+    async with stdio_server() as (read, write), server.lifespan(server) as state:
+        options = server.create_initialization_options()
+        await serve_loop(server, read, write, lifespan_state=state, init_options=options)
+
+
 def serve_http(port: int, failures: int = 0) -> None:
     """`failures`: answer the first that many requests with 500, as a sick server would."""
     import uvicorn
@@ -343,5 +353,7 @@ if __name__ == "__main__":
         serve_http(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     elif sys.argv[1:2] == ["sse"]:
         serve_sse(int(sys.argv[2]))
+    elif sys.argv[1:2] == ["stdio-handshake"]:
+        anyio.run(serve_stdio_handshake)
     else:
         anyio.run(serve_stdio)
