@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
+from . import jsoncodec
 
 logger = logging.getLogger("gateway.audit")
 
@@ -34,7 +34,7 @@ class AuditEvent:
 
     def to_json(self) -> str:
         event = {"at": self.at, "event": self.event, **self.fields}
-        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()
+        return jsoncodec.dumps(event, sort_keys=True).decode()
 
 
 class AuditLog:
@@ -42,14 +42,18 @@ class AuditLog:
     """Seconds between checks that the file is still the one open (log rotation)."""
     BATCH_DELAY = 0.05
     """Seconds a routine event may wait for the write of its batch."""
+    MAX_WAITING = 100_000
+    """Events kept while the file cannot be written; the older half goes beyond that."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._fd: int | None = None
         self._inode: int | None = None
         self._checked = 0.0
-        self._batch: list[str] = []
+        self._batch: list[bytes] = []
         self._scheduled = False
+        self._closed = False
+        """After close() (shutdown), events are written at once: no batch is left behind."""
 
     def record(self, event: str, *, level: int = logging.DEBUG, **fields: Any) -> AuditEvent:
         """Append one event. `level` is for the logger copy: definition changes are
@@ -61,8 +65,11 @@ class AuditLog:
             logger.log(level, "%s", line)
         if self.path is None:
             return entry
-        self._batch.append(line + "\n")
-        if level > logging.DEBUG:
+        if len(self._batch) >= self.MAX_WAITING:  # the file has been failing for a while
+            del self._batch[: len(self._batch) // 2]
+            logger.error("audit log %s: dropped events the file would not take", self.path)
+        self._batch.append((line + "\n").encode())
+        if level > logging.DEBUG or self._closed:
             self.flush()
         elif not self._scheduled:
             try:
@@ -80,11 +87,19 @@ class AuditLog:
         self._scheduled = False
         if not self._batch or self.path is None:
             return
-        data = "".join(self._batch).encode()
+        data = b"".join(self._batch)
+        written = 0
+        try:
+            descriptor = self._descriptor()
+            while written < len(data):  # a regular file takes it whole but on a full disk
+                written += os.write(descriptor, data[written:])
+        except OSError as exc:
+            # What was not written waits for the next flush; said loudly, since the record
+            # is falling behind.
+            self._batch[:] = [data[written:]]
+            logger.error("audit log %s not written: %s", self.path, exc)
+            return
         self._batch.clear()
-        descriptor = self._descriptor()
-        while data:
-            data = data[os.write(descriptor, data) :]
 
     def _descriptor(self) -> int:
         """The open file, reopened when it was rotated away (checked once a second)."""
@@ -105,6 +120,7 @@ class AuditLog:
         return self._fd
 
     def close(self) -> None:
+        self._closed = True
         self.flush()
         self._close_descriptor()
 

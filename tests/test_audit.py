@@ -55,3 +55,17 @@ def test_without_a_loop_an_event_is_written_at_once(tmp_path: Path) -> None:
     audit.record("tool_call", n=1)
     assert [event["n"] for event in lines(path)] == [1]
     audit.close()
+
+
+def test_events_the_file_would_not_take_wait_for_the_next_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.mkdir()  # not a file: every write fails
+    audit = AuditLog(path)
+    audit.record("tool_call", n=1)
+    assert "not written" in caplog.text
+    path.rmdir()
+    audit.record("tool_call", n=2)
+    assert [event["n"] for event in lines(path)] == [1, 2]
+    audit.close()

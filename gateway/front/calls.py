@@ -28,7 +28,6 @@ from typing import Any, Final, cast
 
 import anyio
 import mcp_types as types
-import orjson
 from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -50,6 +49,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from .. import jsoncodec
 from .server import Front, NoBackChannel
 
 logger = logging.getLogger("gateway.front")
@@ -72,11 +72,14 @@ _MODERN: Final = frozenset(MODERN_PROTOCOL_VERSIONS)
 def takes(message: Any, headers: dict[str, str]) -> bool:
     """Whether a POST body (parsed) is a 2026-07-28 tools/call request, which this module
     serves. Anything else (other methods, handshake-era callers, batches) goes to the SDK."""
+    if headers.get(MCP_PROTOCOL_VERSION_HEADER) not in _MODERN or not isinstance(message, dict):
+        return False
+    request_id = message.get("id")
     return (
-        headers.get(MCP_PROTOCOL_VERSION_HEADER) in _MODERN
-        and isinstance(message, dict)
-        and message.get("method") == "tools/call"
-        and "id" in message
+        message.get("method") == "tools/call"
+        and message.get("jsonrpc") == "2.0"
+        and isinstance(request_id, str | int)
+        and not isinstance(request_id, bool)
     )
 
 
@@ -113,6 +116,10 @@ class ModernCalls:
             await reply.finish_error(_error_of(verdict))
             return
         raw_params = call.get("params")
+        rejection = self._param_headers(raw_params, headers, request)
+        if rejection is not None:  # before the parameters, as the SDK's entry does
+            await reply.finish_error(_error_of(rejection))
+            return
         try:
             parsed = _methods.parse_client_request(
                 "tools/call", verdict.protocol_version, raw_params
@@ -121,10 +128,6 @@ class ModernCalls:
             await reply.finish_error(modern_error_data(exc))
             return
         params = cast(types.CallToolRequest, parsed).params
-        rejection = self._param_headers(params, headers, request)
-        if rejection is not None:
-            await reply.finish_error(_error_of(rejection))
-            return
         meta = raw_params.get("_meta", {}) if isinstance(raw_params, dict) else {}
         token = progress_token_from_params(raw_params)
         level = cast(types.LoggingLevel | None, meta.get(LOG_LEVEL_META_KEY))
@@ -159,13 +162,19 @@ class ModernCalls:
                 await reply.finish({"jsonrpc": "2.0", "id": request_id, "result": answer})
 
     def _param_headers(
-        self, params: types.CallToolRequestParams, headers: dict[str, str], request: Request
+        self, params: Any, headers: dict[str, str], request: Request
     ) -> InboundLadderRejection | None:
-        """`Mcp-Param-*` headers against the schema this caller was shown."""
-        arguments = params.arguments or {}
+        """`Mcp-Param-*` headers against the schema this caller was shown (on the raw
+        parameters: their own validation comes after)."""
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+            return None
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            return None
+        arguments = arguments or {}
         if not arguments and not any(name.startswith(_PARAM_PREFIX) for name in headers):
             return None
-        schema = self._front.input_schema(params.name)
+        schema = self._front.input_schema(params["name"])
         if schema is None:
             return None  # an unknown tool: the call answers that
         return validate_mcp_param_headers(schema, arguments, request.headers)
@@ -210,13 +219,13 @@ class _Reply:
 
     async def event(self, method: str, params: dict[str, Any]) -> None:
         await self._commit_sse()
-        data = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
+        data = jsoncodec.dumps({"jsonrpc": "2.0", "method": method, "params": params})
         body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
         await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def finish(self, message: dict[str, Any], status: int = 200) -> None:
         self._finishing = True  # no keepalive from here on: the answer is being sent
-        data = orjson.dumps(message)
+        data = jsoncodec.dumps(message)
         if self._streaming:
             body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
             await self._send({"type": "http.response.body", "body": body, "more_body": False})

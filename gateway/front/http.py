@@ -24,13 +24,13 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from .. import jsoncodec
 from ..auth import Authenticator, Credential, Unauthenticated
 from .caller import current_credential
 from .calls import ModernCalls, takes
@@ -186,8 +186,8 @@ def _parse(body: bytes) -> Any:
     if not body:
         return _UNPARSED
     try:  # every body: a key may be spelt with escapes (`"\u0069d"`)
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
+        return jsoncodec.loads(body)
+    except (ValueError, RecursionError):
         return _UNPARSED
 
 

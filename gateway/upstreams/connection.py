@@ -34,7 +34,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from ..breaker import Breaker
 from ..errors import GatewayError
 from .config import HttpUpstream, MissingVariable, StdioUpstream
-from .exchange import Exchange, NeedsClient, exchange_for
+from .exchange import Exchange, ExchangeLost, NeedsClient, exchange_for
 from .listing import Offer, list_offer
 from .relay import (
     NO_CALLER,
@@ -632,6 +632,12 @@ class UpstreamConnection:
         except TimeoutError:
             self._failed(f"{what} did not answer within {limit:g} s")
             raise UpstreamError(f"{what} did not answer within {limit:g} s") from None
+        except ExchangeLost as exc:
+            # One exchange broke off; the upstream's session and other calls go on.
+            self._failed(f"the connection was lost during {what}: {exc}")
+            raise ConnectionLost(
+                f"upstream {self.name}: the connection was lost during {what} ({exc})"
+            ) from exc
         except MCPError as exc:
             code = exc.error.code
             if code == types.CONNECTION_CLOSED:

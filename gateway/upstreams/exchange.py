@@ -28,7 +28,6 @@ from typing import Any
 import aiohttp
 import httpx2
 import mcp_types as types
-import orjson
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
@@ -45,8 +44,9 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
+from .. import jsoncodec
 from .config import HttpUpstream, StdioUpstream
 from .relay import LogCallback, ProgressCallback
 from .transports import CLIENT_INFO, expanded_headers
@@ -62,6 +62,11 @@ closes one just as a call is sent on it."""
 
 class NeedsClient(Exception):
     """The upstream asked for input that only the SDK client can obtain for this caller."""
+
+
+class ExchangeLost(Exception):
+    """The exchange broke off (reset, cut off mid-answer, a broken stream): whether the
+    call took effect upstream is unknown. The upstream's SDK session is not concerned."""
 
 
 class Exchange:
@@ -94,8 +99,9 @@ class Exchange:
             MCP_METHOD_HEADER: "tools/call",
         }
         self._ids = itertools.count(1)
-        self._header_maps: dict[int, dict[tuple[str, ...], str]] = {}
-        """`x-mcp-header` annotations per input schema (by identity: listings are kept)."""
+        self._header_maps: dict[int, tuple[object, dict[tuple[str, ...], str]]] = {}
+        """`x-mcp-header` annotations per input schema, by identity (listings are kept;
+        the schema is kept with its map, so that a reused id is never mistaken for it)."""
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -106,6 +112,7 @@ class Exchange:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),  # the connection's cap covers it
                 skip_auto_headers=("User-Agent",),
+                trust_env=True,  # proxies and CA settings from the environment, as httpx2's
             )
         return self._session
 
@@ -125,8 +132,9 @@ class Exchange:
         input_round: tuple[types.InputResponses | None, str | None] | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool` (the upstream's own definition) once. Raises MCPError for an error
-        answer or a lost connection (CONNECTION_CLOSED), and NeedsClient when the upstream
-        asks for input and there is no `input_round` to pass the question back in."""
+        answer (or an answer that is not one), ExchangeLost when the exchange broke off,
+        and NeedsClient when the upstream asks for input and there is no `input_round` to
+        pass the question back in."""
         request_id = next(self._ids)
         meta: dict[str, Any] = dict(self._envelope)
         if on_progress is not None:
@@ -142,7 +150,7 @@ class Exchange:
                 )
             if state is not None:
                 params["requestState"] = state
-        body = orjson.dumps(
+        body = jsoncodec.dumps(
             {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
         )
         headers = dict(self._headers)
@@ -150,33 +158,46 @@ class Exchange:
         header_map = self._header_map(tool)
         if header_map:
             headers.update(mcp_param_headers(header_map, arguments))
+        for attempt in (1, 2):
+            try:
+                # No redirects: the SDK client follows none to another origin, and the
+                # configured headers (credentials) must not go to one.
+                async with self._http().post(
+                    self._url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    answer = await self._answer(response, request_id, on_progress, on_log)
+                break
+            except aiohttp.ClientConnectorError as exc:
+                if attempt == 2:  # never sent: once more on a fresh connection
+                    raise ExchangeLost(_describe(exc)) from exc
+            except (aiohttp.ClientError, httpx2.TransportError) as exc:
+                raise ExchangeLost(_describe(exc)) from exc
         try:
-            async with self._http().post(self._url, data=body, headers=headers) as response:
-                answer = await self._answer(response, request_id, on_progress, on_log)
-        except aiohttp.ClientError as exc:
-            # Refused, reset or cut off mid-answer: whether the call took effect is unknown.
+            if "error" in answer:
+                raise MCPError.from_error_data(types.ErrorData.model_validate(answer["error"]))
+            result = answer.get("result")
+            if not isinstance(result, dict):
+                raise MCPError(types.INTERNAL_ERROR, "the upstream's answer has no result")
+            if result.get("resultType") == "input_required":
+                if input_round is None:
+                    raise NeedsClient(tool.name)
+                return types.InputRequiredResult.model_validate(result)
+            return types.CallToolResult.model_validate(result)
+        except ValidationError as exc:
             raise MCPError(
-                types.CONNECTION_CLOSED, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
-            ) from exc
-        if "error" in answer:
-            raise MCPError.from_error_data(types.ErrorData.model_validate(answer["error"]))
-        result = answer.get("result")
-        if not isinstance(result, dict):
-            raise MCPError(types.INTERNAL_ERROR, "the upstream's answer has no result")
-        if result.get("resultType") == "input_required":
-            if input_round is None:
-                raise NeedsClient(tool.name)
-            return types.InputRequiredResult.model_validate(result)
-        return types.CallToolResult.model_validate(result)
+                types.INTERNAL_ERROR,
+                f"the upstream's answer is not a valid tools/call answer: {exc.errors()[0]['msg']}",
+            ) from None
 
     def _header_map(self, tool: types.Tool) -> dict[tuple[str, ...], str]:
         schema = tool.input_schema
-        found = self._header_maps.get(id(schema))
-        if found is None:
-            found = x_mcp_header_map(schema)
-            if len(self._header_maps) > 4096:  # listings replaced many times over
-                self._header_maps.clear()
-            self._header_maps[id(schema)] = found
+        cached = self._header_maps.get(id(schema))
+        if cached is not None and cached[0] is schema:
+            return cached[1]
+        found = x_mcp_header_map(schema)
+        if len(self._header_maps) > 4096:  # listings replaced many times over
+            self._header_maps.clear()
+        self._header_maps[id(schema)] = (schema, found)
         return found
 
     async def _answer(
@@ -198,11 +219,13 @@ class Exchange:
         body = await response.read()
         if kind == "application/json":
             try:
-                parsed: Any = orjson.loads(body)
-            except orjson.JSONDecodeError:
+                parsed: Any = jsoncodec.loads(body)
+            except (ValueError, RecursionError):
                 parsed = None
             # A JSON-RPC error may come with a 4xx status (400, 404): it is the answer.
             if isinstance(parsed, dict) and ("result" in parsed or "error" in parsed):
+                if parsed.get("id") not in (request_id, None):
+                    raise MCPError(types.INTERNAL_ERROR, "the upstream answered another request")
                 return parsed
         # What the SDK client says of a bare HTTP error.
         raise MCPError(types.INTERNAL_ERROR, "Server returned an error response")
@@ -221,8 +244,8 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
         if event.event not in ("", "message") or not event.data:
             continue
         try:
-            message = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
+            message = jsoncodec.loads(event.data)
+        except (ValueError, RecursionError):
             logger.warning("dropped an SSE event that is not JSON: %.200s", event.data)
             continue
         if isinstance(message, dict):
@@ -244,13 +267,16 @@ async def _relay(
     method, params = message.get("method"), message.get("params")
     if not isinstance(params, dict):
         return
-    if method == "notifications/progress" and on_progress is not None:
-        note = types.ProgressNotificationParams.model_validate(params)
-        await on_progress(note.progress, note.total, note.message)
-    elif method == "notifications/message" and on_log is not None:
-        await on_log(types.LoggingMessageNotificationParams.model_validate(params))
-    else:
-        logger.debug("dropped %s sent during a call", method)
+    try:
+        if method == "notifications/progress" and on_progress is not None:
+            note = types.ProgressNotificationParams.model_validate(params)
+            await on_progress(note.progress, note.total, note.message)
+        elif method == "notifications/message" and on_log is not None:
+            await on_log(types.LoggingMessageNotificationParams.model_validate(params))
+        else:
+            logger.debug("dropped %s sent during a call", method)
+    except ValidationError:  # as the SDK client does: a bad notification is not the call's end
+        logger.debug("dropped a malformed %s", method)
 
 
 CAPABILITIES = types.ClientCapabilities(
@@ -279,3 +305,7 @@ def exchange_for(
         CLIENT_INFO,
         CAPABILITIES,
     )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -146,6 +146,12 @@ class Executor:
                 context, call, started, "allowed", decision.reason, "cancelled", None, decision
             )
             raise
+        except Exception as exc:  # the upstream's error answer, or anything unforeseen
+            error = str(exc) or type(exc).__name__
+            self._record(
+                context, call, started, "allowed", decision.reason, "failed", error, decision
+            )
+            raise
         if isinstance(result, types.InputRequiredResult):
             ended = "input_required"
         else:

@@ -5,11 +5,12 @@ elicitation requests on its one session with nothing that names the call they be
 The gateway places them by the call in flight (relay.py); with calls of two callers in
 flight at once it cannot, and refuses rather than guess. So calls of different callers
 are never in flight together on one such session: the connection's own session is lent
-to one caller at a time, and a caller who finds it lent out gets a session of its own
-(for stdio, a process of its own), opened on demand, lent to it alone, and closed after
-`IDLE` seconds unused. At most `limit` such sessions are open per upstream; beyond that, a
-call waits for one to be free. A caller here is an owner (relay.CallerLink.owner): a client
-session of the gateway, or a 2026-07-28 request; calls of one owner share a session.
+to one caller at a time (and kept for it a moment after its last call: HOLD), and a caller
+who finds it lent out gets a session of its own (for stdio, a process of its own), opened
+on demand, lent to it alone, and closed after `IDLE` seconds unused. At most `limit` such
+sessions are open per upstream; beyond that, a call waits for one to be free. A caller here
+is an owner (relay.CallerLink.owner): a client session of the gateway, or a 2026-07-28
+request; calls of one owner share a session.
 """
 
 from __future__ import annotations
@@ -25,12 +26,18 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client
 
-from .relay import CallerLink
+from .relay import CallerLink, current_link
 
 logger = logging.getLogger("gateway.upstreams")
 
 IDLE = 60.0
 """Seconds a caller's own session stays open unused."""
+HOLD = 1.0
+"""Seconds a session stays its owner's after a call that ended: what the upstream sent
+during the call may still be in the SDK client's hands, and must not reach the next."""
+HOLD_AFTER_ABANDON = 10.0
+"""The same after a call that did not end (cancelled, timed out, connection lost): its
+handler may go on talking until it notices."""
 
 Opener = Callable[[list[CallerLink]], AbstractAsyncContextManager[Client]]
 """Opens a session whose callbacks place messages among the given calls in flight."""
@@ -43,13 +50,22 @@ class Session:
     """The calls in flight on this session (its callbacks read them)."""
     owner: Hashable | None = None
     calls: int = 0
+    held_until: float = 0.0
+    """Until when (anyio time) the owner keeps it after its last call: see HOLD."""
     closing: bool = False
     wake: anyio.Event = field(default_factory=anyio.Event)
-    """Set when the owner changes or the session is to close."""
+    """Set when its calls change or it is to close."""
+
+    def free_for(self, owner: Hashable, now: float) -> bool:
+        if self.closing:
+            return False
+        if self.owner == owner:
+            return True
+        return self.calls == 0 and (self.owner is None or now >= self.held_until)
 
 
 class SessionFailed(Exception):
-    """A caller's own session could not be opened."""
+    """No session could be had for a caller: none free in time, or a new one failed."""
 
 
 class CallerSessions:
@@ -87,12 +103,18 @@ class CallerSessions:
         if waited.cancelled_caught:
             raise SessionFailed(f"all {self._limit + 1} sessions stayed busy")
         session.calls += 1
+        ended = False
         try:
             yield session.client, session.links
+            ended = True
         finally:
             session.calls -= 1
             if session.calls == 0:
-                session.owner = None
+                # What the upstream sent for this call may still be on its way: the
+                # session stays this owner's for a while, longer after a call that did
+                # not end (cancelled, timed out, lost), whose handler may still be talking.
+                hold = HOLD if ended else HOLD_AFTER_ABANDON
+                session.held_until = anyio.current_time() + hold
                 session.wake.set()
                 self._freed.set()
 
@@ -102,19 +124,22 @@ class CallerSessions:
             if opening is not None:  # this caller's own session is on its way
                 await opening.wait()
                 continue
-            everyone = [self._shared, *(s for s in self._own if not s.closing)]
-            for session in everyone:
-                if session.owner == owner:
-                    return session
-            for session in everyone:
-                if session.owner is None:
-                    session.owner = owner
-                    session.wake.set()
-                    return session
+            now = anyio.current_time()
+            everyone = [self._shared, *self._own]
+            mine = next((s for s in everyone if s.owner == owner and not s.closing), None)
+            free = mine or next((s for s in everyone if s.free_for(owner, now)), None)
+            if free is not None:
+                free.owner = owner
+                free.wake.set()
+                return free
             if len(self._own) + len(self._opening_for) < self._limit:
                 return await self._open_for(owner)
-            freed = self._freed = anyio.Event()
-            await freed.wait()
+            # Wait for a call to end, or for a hold to run out.
+            if self._freed.is_set():
+                self._freed = anyio.Event()
+            held = [s.held_until for s in everyone if s.calls == 0 and s.held_until > now]
+            with anyio.move_on_after(min(held) - now if held else math.inf):
+                await self._freed.wait()
 
     async def _open_for(self, owner: Hashable) -> Session:
         opened = self._opening_for[owner] = anyio.Event()
@@ -128,8 +153,13 @@ class CallerSessions:
         return session
 
     async def _serve(self, owner: Hashable, *, task_status: TaskStatus[Session]) -> None:
-        """One caller's own session: open until unused for IDLE seconds or closed."""
+        """One caller's own session: open until unused for IDLE seconds or closed. Its
+        failures end it alone, never the connection whose task group runs it."""
         links: list[CallerLink] = []
+        started = False
+        # This task began in the context of the call that opened it: the SDK client's
+        # tasks, started here, must not take that call for the owner of every message.
+        current_link.set(None)
         try:
             async with self._open(links) as client:
                 session = Session(client, links, owner)
@@ -140,7 +170,12 @@ class CallerSessions:
                     len(self._own),
                 )
                 task_status.started(session)
+                started = True
                 await self._until_idle(session)
+        except Exception as exc:
+            if not started:
+                raise  # to _open_for, which tells the caller
+            logger.warning("upstream %s: a caller's session failed: %r", self.upstream, exc)
         finally:
             self._own[:] = [s for s in self._own if s.links is not links]
             self._freed.set()
@@ -148,9 +183,9 @@ class CallerSessions:
     async def _until_idle(self, session: Session) -> None:
         while not session.closing:
             session.wake = anyio.Event()
-            with anyio.move_on_after(IDLE if session.owner is None else math.inf) as idle:
+            with anyio.move_on_after(IDLE if session.calls == 0 else math.inf) as idle:
                 await session.wake.wait()
-            if idle.cancelled_caught and session.owner is None:
+            if idle.cancelled_caught and session.calls == 0:
                 session.closing = True  # no lease from here on
                 return
 

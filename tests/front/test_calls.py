@@ -165,7 +165,21 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, str | None]]] = {
         ),
         {},
     ),
+    "a number beyond 64 bits": (
+        _call("echo__echo", {"n": 1, "big": 123456789012345678901234567890}),
+        {},
+    ),
     "no envelope": (_call("echo__echo", {}, envelope=False), {}),
+    "JSON-RPC 1.0": ({**_call("echo__echo", {}), "jsonrpc": "1.0"}, {}),
+    "no jsonrpc member": (
+        {k: v for k, v in _call("echo__echo", {}).items() if k != "jsonrpc"},
+        {},
+    ),
+    "an object id": ({**_call("echo__echo", {}), "id": {"a": 1}}, {}),
+    "header and parameters both wrong": (
+        _call("echo__echo", {"region": "eu-west"}, extra={"requestState": 5}),
+        {},
+    ),
     "name header differs": (_call("echo__echo", {}), {"Mcp-Name": "echo__pid"}),
     "method header missing": (_call("echo__echo", {}), {"Mcp-Method": None}),
     "arguments not an object": (_call("echo__echo", [1, 2]), {}),
@@ -195,6 +209,8 @@ async def test_the_cases_reach_what_they_name(tmp_path: Path) -> None:
         assert result["structuredContent"] == {"n": 3}
         assert result["resultType"] == "complete"
         assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-tag-gateway"
+        _, _, messages = await _post_case(gateway, "a number beyond 64 bits")
+        assert messages[0]["result"]["structuredContent"]["big"] == 123456789012345678901234567890
         _, _, messages = await _post_case(gateway, "out of scope")
         assert messages[0]["result"]["isError"] is True
         assert "exceeds max 5" in messages[0]["result"]["content"][0]["text"]

@@ -3,6 +3,7 @@ the same calls to the same streamable-HTTP upstream, compared field by field."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,9 @@ from mcp import MCPError
 
 from gateway.upstreams.config import HttpUpstream
 from gateway.upstreams.connection import ConnectionLost, InputRound, UpstreamConnection
+from gateway.upstreams.exchange import CAPABILITIES, Exchange
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
+from gateway.upstreams.transports import CLIENT_INFO
 from tests.upstreams.test_connection import http_echo, running, text, until
 
 pytestmark = pytest.mark.anyio
@@ -49,6 +52,7 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
     ("echo", {}),
     ("echo", {"x": 1}),
     ("echo", {"text": "héllo ✓ 日本", "nested": {"a": [1, 2.5, None, True], "b": {}}}),
+    ("echo", {"big": 123456789012345678901234567890, "small": -(2**63)}),  # exact both ways
     ("echo", {"region": "eu-west"}),  # also an Mcp-Param-Region header, checked upstream
     ("echo", {"region": "Zürich"}),  # a header value that must be base64-wrapped
     ("sleep", {"seconds": "soon"}),  # the handler raises: a tool error
@@ -158,6 +162,41 @@ async def test_a_connection_lost_mid_call_is_reported_and_reconnected() -> None:
             with anyio.fail_after(15):
                 await up.wait_ready()
             assert up.calls_direct
-            with pytest.raises(ConnectionLost, match="closed the connection during crash"):
+            with pytest.raises(ConnectionLost, match="the connection was lost during crash"):
                 await up.call_tool("crash", {})
             await until(lambda: not up.calls_direct, 5)
+
+
+async def test_a_redirect_is_not_followed_with_the_upstreams_credentials() -> None:
+    """The SDK client follows no redirect to another origin; nor does an exchange, whose
+    configured headers may carry the upstream's credentials."""
+    seen: list[bytes] = []
+
+    async def elsewhere(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.read(65536))
+        writer.close()
+
+    async def redirecting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(
+            b"HTTP/1.1 307 Temporary Redirect\r\n"
+            + f"Location: http://127.0.0.1:{other_port}/mcp\r\n".encode()
+            + b"Content-Length: 0\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    other = await asyncio.start_server(elsewhere, "127.0.0.1", 0)
+    other_port = other.sockets[0].getsockname()[1]
+    first = await asyncio.start_server(redirecting, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{first.sockets[0].getsockname()[1]}/mcp"
+    exchange = Exchange("up", url, {"X-Api-Key": "secret"}, "2026-07-28", CLIENT_INFO, CAPABILITIES)
+    try:
+        with pytest.raises(MCPError, match="Server returned an error response"):
+            await exchange.call_tool(types.Tool(name="echo", input_schema={}), {})
+    finally:
+        await exchange.aclose()
+        for server in (first, other):
+            server.close()
+            await server.wait_closed()
+    assert seen == []

@@ -102,8 +102,9 @@ async def test_a_callers_session_is_its_own_process_and_closes_when_idle(
         await until(lambda: gone(pids["bob"]), 5)
 
 
-async def test_beyond_the_limit_a_call_waits_for_a_free_session() -> None:
-    async with running(UpstreamConnection("old", handshake(caller_sessions=1))) as up:
+async def test_beyond_the_limit_calls_wait_for_a_free_session() -> None:
+    config = handshake(caller_sessions=1, call_timeout=8)
+    async with running(UpstreamConnection("old", config)) as up:
         await ready(up)
         done: list[str] = []
 
@@ -112,11 +113,28 @@ async def test_beyond_the_limit_a_call_waits_for_a_free_session() -> None:
             done.append(who)
 
         async with anyio.create_task_group() as tasks:
-            for who in ("alice", "bob", "carol"):
+            for who in ("alice", "bob", "carol", "dave"):  # two of them wait
                 tasks.start_soon(call, who)
                 await anyio.sleep(0.05)
-        assert sorted(done) == ["alice", "bob", "carol"]
+        assert sorted(done) == ["alice", "bob", "carol", "dave"]
         assert up.caller_sessions == 1
+
+
+async def test_a_session_is_not_lent_on_while_an_abandoned_call_may_still_talk() -> None:
+    """Alice gives up on a call whose handler goes on logging a moment: Bob, calling next,
+    gets a session of his own and only his own logs."""
+    logs: list[Any] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    async with running(UpstreamConnection("old", handshake())) as up:
+        await ready(up)
+        with anyio.move_on_after(0.25):
+            await up.call_tool("sleep", {"seconds": 0.4}, owner="alice")
+        await up.call_tool("sleep", {"seconds": 0.3}, on_log=on_log, owner="bob")
+        assert up.caller_sessions == 1
+    assert logs == [{"step": n} for n in (1, 2, 3)]
 
 
 async def test_without_caller_sessions_a_message_of_two_callers_is_not_guessed() -> None:
