@@ -20,6 +20,7 @@ by closing the POST.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -28,6 +29,7 @@ from typing import Any
 import aiohttp
 import httpx2
 import mcp_types as types
+from aiohttp.helpers import get_env_proxy_for_url
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
@@ -45,6 +47,7 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
+from yarl import URL
 
 from .. import jsoncodec
 from .config import HttpUpstream, StdioUpstream
@@ -103,6 +106,8 @@ class Exchange:
         """`x-mcp-header` annotations per input schema, by identity (listings are kept;
         the schema is kept with its map, so that a reused id is never mistaken for it)."""
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: URL | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         # Made on first use, inside the running loop, as aiohttp wants.
@@ -112,8 +117,11 @@ class Exchange:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),  # the connection's cap covers it
                 skip_auto_headers=("User-Agent",),
-                trust_env=True,  # proxies and CA settings from the environment, as httpx2's
             )
+            # A proxy from the environment, as httpx2 takes one for the SDK client: read
+            # once here (aiohttp's trust_env reads it, and ~/.netrc, on every request).
+            with contextlib.suppress(LookupError):  # none for this URL
+                self._proxy, self._proxy_auth = get_env_proxy_for_url(URL(self._url))
         return self._session
 
     async def aclose(self) -> None:
@@ -162,8 +170,14 @@ class Exchange:
             try:
                 # No redirects: the SDK client follows none to another origin, and the
                 # configured headers (credentials) must not go to one.
-                async with self._http().post(
-                    self._url, data=body, headers=headers, allow_redirects=False
+                http = self._http()
+                async with http.post(
+                    self._url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=self._proxy,
+                    proxy_auth=self._proxy_auth,
                 ) as response:
                     answer = await self._answer(response, request_id, on_progress, on_log)
                 break
