@@ -1,4 +1,5 @@
-"""`tools/call` from a 2026-07-28 caller, served without the SDK's server stack.
+"""`tools/call` and `tools/list` from a 2026-07-28 caller, served without the SDK's server
+stack.
 
 A proxied call is the gateway's hot path, and most of its CPU went to machinery around
 the call: the SDK's per-request dispatch (a task per message, memory streams, a dispatch
@@ -16,7 +17,8 @@ tool's schema, parameter validation by the SDK's request surface, the error ladd
 (`serialize_server_result`, `resultType`, the gateway's serverInfo stamp), SSE from the
 first notification on, a keepalive comment every 15 s of silence, and cancellation when
 the caller closes the response stream. The call itself is `Front.run_call`, the same one
-check, catalog, audit and result handling as the SDK door. tests/front/test_calls.py runs
+check, catalog, audit and result handling as the SDK door; a listing is the caller's view,
+as the SDK door lists it, serialized once per view. tests/front/test_calls.py runs
 the same calls through both doors and compares what the client receives.
 """
 
@@ -28,6 +30,7 @@ from typing import Any, Final, cast
 
 import anyio
 import mcp_types as types
+from mcp.server.caching import apply_cache_hint
 from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -44,13 +47,14 @@ from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import CORE_RESULT_TYPES, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
 from mcp_types import methods as _methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
-from .server import Front, NoBackChannel
+from .caller import credential
+from .server import PER_CALLER, Front, NoBackChannel
 
 logger = logging.getLogger("gateway.front")
 
@@ -67,6 +71,7 @@ _SSE_HEADERS: Final = [
 _JSON_TYPE: Final = (b"content-type", b"application/json")
 _PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower()
 _MODERN: Final = frozenset(MODERN_PROTOCOL_VERSIONS)
+_METHODS: Final = frozenset({"tools/call", "tools/list"})
 
 
 def takes(message: Any, headers: dict[str, str]) -> bool:
@@ -76,7 +81,7 @@ def takes(message: Any, headers: dict[str, str]) -> bool:
         return False
     request_id = message.get("id")
     return (
-        message.get("method") == "tools/call"
+        message.get("method") in _METHODS
         and message.get("jsonrpc") == "2.0"
         and isinstance(request_id, str | int)
         and not isinstance(request_id, bool)
@@ -91,7 +96,7 @@ class ModernCalls:
         self._stamp = front.server.server_info_stamp
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, call: dict[str, Any]) -> None:
-        """Answer `call` (a tools/call request that `takes`), authenticated already."""
+        """Answer `call` (a request that `takes`), authenticated already."""
         request = Request(scope)
         refused = await self._security.validate_request(request, is_post=True)
         if refused is not None:
@@ -116,6 +121,9 @@ class ModernCalls:
             await reply.finish_error(_error_of(verdict))
             return
         raw_params = call.get("params")
+        if call["method"] == "tools/list":
+            await self._list_tools(reply, verdict.protocol_version, raw_params)
+            return
         rejection = self._param_headers(raw_params, headers, request)
         if rejection is not None:  # before the parameters, as the SDK's entry does
             await reply.finish_error(_error_of(rejection))
@@ -155,7 +163,7 @@ class ModernCalls:
                     modern=True,
                     owner=reply,  # this request alone
                 )
-                answer = self._shape(verdict.protocol_version, result)
+                answer = self._shape(verdict.protocol_version, "tools/call", result)
             except Exception as exc:  # the SDK's ladder decides what the caller may see
                 await reply.finish_error(modern_error_data(exc))
             else:
@@ -179,14 +187,30 @@ class ModernCalls:
             return None  # an unknown tool: the call answers that
         return validate_mcp_param_headers(schema, arguments, request.headers)
 
-    def _shape(
-        self, version: str, result: types.CallToolResult | types.InputRequiredResult
-    ) -> dict[str, Any]:
+    async def _list_tools(self, reply: _Reply, version: str, params: Any) -> None:
+        """The caller's tools, as the SDK door lists them (Front.list_tools), serialized
+        once per view: a listing of a thousand tools costs the SDK 90 ms of CPU to shape
+        each time, and a client may list on every turn."""
+        try:
+            _methods.parse_client_request("tools/list", version, params)
+        except ValidationError as exc:
+            await reply.finish_error(modern_error_data(exc))
+            return
+        view = self._front.views.view(credential().principal)
+        body = view.wire.get(("tools/list", version))
+        if body is None:
+            listing = types.ListToolsResult(tools=list(view.tools))
+            hinted = apply_cache_hint(listing, PER_CALLER["tools/list"])
+            body = jsoncodec.dumps(self._shape(version, "tools/list", hinted))
+            view.wire[("tools/list", version)] = body
+        await reply.finish_result(body)
+
+    def _shape(self, version: str, method: str, result: BaseModel) -> dict[str, Any]:
         """As the SDK's ServerRunner shapes a 2026-era result for the wire."""
         dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         result_type = dumped.get("resultType")
         if not isinstance(result_type, str) or result_type in CORE_RESULT_TYPES:
-            dumped = _methods.serialize_server_result("tools/call", version, dumped)
+            dumped = _methods.serialize_server_result(method, version, dumped)
         if dumped.get("resultType") is None:
             dumped["resultType"] = "complete"
         meta = dumped.get("_meta")
@@ -224,8 +248,10 @@ class _Reply:
         await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def finish(self, message: dict[str, Any], status: int = 200) -> None:
+        await self.finish_bytes(jsoncodec.dumps(message), status)
+
+    async def finish_bytes(self, data: bytes, status: int = 200) -> None:
         self._finishing = True  # no keepalive from here on: the answer is being sent
-        data = jsoncodec.dumps(message)
         if self._streaming:
             body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
             await self._send({"type": "http.response.body", "body": body, "more_body": False})
@@ -233,6 +259,11 @@ class _Reply:
         headers = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": data, "more_body": False})
+
+    async def finish_result(self, result: bytes) -> None:
+        """The answer, its result already JSON."""
+        head = b'{"jsonrpc":"2.0","id":' + jsoncodec.dumps(self._id) + b',"result":'
+        await self.finish_bytes(head + result + b"}")
 
     async def finish_error(self, error: types.ErrorData) -> None:
         dumped = error.model_dump(by_alias=True, mode="json", exclude_none=True)

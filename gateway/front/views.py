@@ -15,7 +15,7 @@ request of that caller until either version changes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mcp_types as types
 
@@ -53,6 +53,8 @@ class View:
     upstreams: frozenset[str]
     """The upstreams whose resources and prompts the caller sees."""
     tools_by_name: Mapping[str, types.Tool]
+    wire: dict[tuple[str, str], bytes] = field(default_factory=dict, compare=False, repr=False)
+    """Listings as sent, by (method, protocol version): made once per view (calls.py)."""
 
     def shows_resource(self, uri: str) -> bool:
         """Whether `uri` is an upstream's resource that this caller may read."""

@@ -94,14 +94,20 @@ def _call(
     }
 
 
+def _list(extra: dict[str, Any] | None = None, *, envelope: bool = True) -> dict[str, Any]:
+    params: dict[str, Any] = {"_meta": dict(ENVELOPE)} if envelope else {}
+    return {"jsonrpc": "2.0", "id": "l1", "method": "tools/list", "params": params | (extra or {})}
+
+
 def _headers(body: dict[str, Any], **changes: str | None) -> dict[str, str]:
+    name = body["params"].get("name")
     headers: dict[str, str | None] = {
         "Authorization": f"Bearer {KEYS['alice']}",
         "Content-Type": "application/json",
         "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": VERSION,
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": str(body["params"].get("name")),
+        "Mcp-Method": str(body["method"]),
+        "Mcp-Name": None if name is None else str(name),
     }
     headers.update(changes)
     return {key: value for key, value in headers.items() if value is not None}
@@ -187,6 +193,11 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, str | None]]] = {
     "accepts JSON only": (_call("echo__echo", {}), {"Accept": "application/json"}),
     "wrong content type": (_call("echo__echo", {}), {"Content-Type": "text/plain"}),
     "foreign host": (_call("echo__echo", {}), {"Host": "evil.example:80"}),
+    "a listing": (_list(), {}),
+    "a listing of bob's": (_list(), {"Authorization": f"Bearer {KEYS['bob']}"}),
+    "a listing with a cursor": (_list({"cursor": "abc"}), {}),
+    "a listing without envelope": (_list(envelope=False), {}),
+    "a listing with a bad cursor": (_list({"cursor": 5}), {}),
     "foreign origin": (_call("echo__echo", {}), {"Origin": "https://evil.example"}),
 }
 
@@ -235,6 +246,16 @@ async def test_the_cases_reach_what_they_name(tmp_path: Path) -> None:
         assert (await _post_case(gateway, "accepts JSON only"))[0] == 406
         assert (await _post_case(gateway, "foreign host"))[0] == 421
         assert (await _post_case(gateway, "foreign origin"))[0] == 403
+        _, kind, messages = await _post_case(gateway, "a listing")
+        listing = messages[0]["result"]
+        assert "echo__echo" in [tool["name"] for tool in listing["tools"]]
+        assert "echo__crash" not in [tool["name"] for tool in listing["tools"]]
+        assert listing["cacheScope"] == "private"
+        _, kind, messages = await _post_case(gateway, "a listing of bob's")
+        assert [tool["name"] for tool in messages[0]["result"]["tools"]] == [
+            "echo__pid",
+            "tiny__echo",
+        ]
 
 
 async def _post_case(gateway: Gateway, name: str) -> tuple[int, str, list[Any]]:
