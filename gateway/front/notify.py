@@ -37,8 +37,8 @@ from mcp.server.subscriptions import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..principal import Principal
-from ..upstreams.connection import UpstreamError
 from ..upstreams.pool import Pool
+from ..upstreams.status import UpstreamError
 from .caller import connection_of, credential
 from .views import View, Views
 

@@ -28,7 +28,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from ..tags.policy import Outcome
-from ..upstreams.connection import InputRound, UpstreamError
+from ..upstreams.connection import InputRound
 from ..upstreams.execute import (
     Executor,
     InvalidArguments,
@@ -44,6 +44,7 @@ from ..upstreams.relay import (
     ProgressCallback,
     SamplingAnswer,
 )
+from ..upstreams.status import UpstreamError
 from .caller import connection_of, credential
 from .notify import Audience, ResourceFollowers
 from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text

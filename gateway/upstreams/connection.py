@@ -15,39 +15,33 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, TypeVar, cast, overload
 
 import anyio
 import mcp_types as types
 from anyio.abc import TaskStatus
 from mcp import Client
-from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..breaker import Breaker
-from ..errors import GatewayError
 from .config import HttpUpstream, MissingVariable, StdioUpstream
 from .exchange import Exchange, ExchangeLost, NeedsClient, exchange_for
 from .listing import Offer, list_offer
 from .relay import (
-    NO_CALLER,
     Asker,
     CallerLink,
-    ElicitationAnswer,
     LogCallback,
     ProgressCallback,
-    SamplingAnswer,
+    client_callbacks,
     current_link,
-    link_for,
 )
 from .sessions import CallerSessions, SessionFailed
+from .status import ConnectionLost, State, Status, UpstreamError, backoff, describe
 from .subscriptions import UpstreamSubscriptions
 from .transports import open_client
 
@@ -63,8 +57,6 @@ class InputRound:
 
 
 UpstreamConfig = StdioUpstream | HttpUpstream
-BACKOFF_BASE = 0.2
-BACKOFF_CAP = 30.0
 HANDSHAKE_VERSIONS = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
 HEALTH_INTERVAL = 15.0
 """Seconds between checks of an idle connection (a listing, which also refreshes)."""
@@ -74,42 +66,6 @@ LIST_CHANGED = (
     types.PromptListChangedNotification,
 )
 R = TypeVar("R")
-
-
-class State(StrEnum):
-    CONNECTING = "connecting"
-    READY = "ready"
-    DEGRADED = "degraded"
-    """Connected, but calls have been failing (timeouts, lost answers); the breaker may be
-    open."""
-    DOWN = "down"
-    DISABLED = "disabled"
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    state: State
-    since: float
-    """Wall-clock time of the last change."""
-    error: str | None = None
-    """Why it is down or degraded, or why it last went down."""
-    failures: int = 0
-    """Connection attempts (or, when degraded, calls) that failed in a row."""
-
-
-class UpstreamError(GatewayError):
-    """A call could not be made or did not complete; the message names upstream and tool."""
-
-
-class ConnectionLost(UpstreamError):
-    """The connection closed before the upstream answered: the call may or may not have
-    taken effect upstream."""
-
-
-def backoff(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Seconds to wait after `failures` failures in a row: exponential, capped, with full
-    jitter so that upstreams failing together do not retry together."""
-    return random.uniform(0, min(cap, base * 2 ** min(failures, 30)))
 
 
 class UpstreamConnection:
@@ -218,7 +174,7 @@ class UpstreamConnection:
             except MissingVariable as exc:
                 error = str(exc)
             except Exception as exc:  # a third party's faults come in every shape
-                error = _describe(exc)
+                error = describe(exc)
             finally:
                 self._client = None
             # Failures count in a row: a connection that got ready starts the count again.
@@ -319,7 +275,7 @@ class UpstreamConnection:
                 await self._list(client)
         except (TimeoutError, MCPError) as exc:
             # The old listing stays; the next announcement or health check tries again.
-            logger.warning("upstream %s: listing not refreshed: %s", self.name, _describe(exc))
+            logger.warning("upstream %s: listing not refreshed: %s", self.name, describe(exc))
 
     async def _follow_changes(
         self, client: Client, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -345,7 +301,7 @@ class UpstreamConnection:
                 async for _ in changes:
                     self._tools_changed()
         except MCPError as exc:
-            logger.info("upstream %s: no change announcements: %s", self.name, _describe(exc))
+            logger.info("upstream %s: no change announcements: %s", self.name, describe(exc))
             if not listening:
                 task_status.started()
 
@@ -358,33 +314,6 @@ class UpstreamConnection:
         ):
             self._on_resource_updated(str(message.params.uri))
 
-    async def _on_log(
-        self, links: list[CallerLink], params: types.LoggingMessageNotificationParams
-    ) -> None:
-        """A log message goes to the caller of the call it belongs to (relay.py); one that
-        cannot be placed is logged here, never handed to a caller it may not concern."""
-        link = link_for(links, lambda link: link.on_log is not None)
-        if link is not None and link.on_log is not None:
-            await link.on_log(params)
-            return
-        logger.info("upstream %s [%s] %s", self.name, params.level, params.data)
-
-    async def _on_sampling(
-        self, links: list[CallerLink], params: types.CreateMessageRequestParams
-    ) -> SamplingAnswer:
-        link = link_for(links, lambda link: link.asker is not None)
-        if link is None or link.asker is None:
-            return NO_CALLER
-        return await link.asker.create_message(params)
-
-    async def _on_elicitation(
-        self, links: list[CallerLink], params: types.ElicitRequestParams
-    ) -> ElicitationAnswer:
-        link = link_for(links, lambda link: link.asker is not None)
-        if link is None or link.asker is None:
-            return NO_CALLER
-        return await link.asker.elicit(params)
-
     def _tools_changed(self) -> None:
         self._stale = True
         self._wake.set()
@@ -392,29 +321,8 @@ class UpstreamConnection:
     def _callbacks(self, links: list[CallerLink]) -> dict[str, Any]:
         """The SDK client's callbacks for a session whose calls in flight are `links`.
         Only the gateway's own session speaks for the upstream's offer and resources."""
-
-        async def on_log(params: types.LoggingMessageNotificationParams) -> None:
-            await self._on_log(links, params)
-
-        async def on_sampling(
-            _context: ClientRequestContext, params: types.CreateMessageRequestParams
-        ) -> SamplingAnswer:
-            return await self._on_sampling(links, params)
-
-        async def on_elicitation(
-            _context: ClientRequestContext, params: types.ElicitRequestParams
-        ) -> ElicitationAnswer:
-            return await self._on_elicitation(links, params)
-
-        async def ignore(_message: object) -> None:
-            pass
-
-        return {
-            "message_handler": self._on_message if links is self._links else ignore,
-            "logging_callback": on_log,
-            "sampling_callback": on_sampling,
-            "elicitation_callback": on_elicitation,
-        }
+        own = links is self._links
+        return client_callbacks(self.name, links, self._on_message if own else None)
 
     def _connect(self) -> AbstractAsyncContextManager[Client]:
         return open_client(self.name, self.config, self._callbacks(self._links))
@@ -667,11 +575,3 @@ class UpstreamConnection:
         since = self._call_error.since if self.breaker.failures else time.time()
         self.breaker.failure()
         self._call_error = Status(State.DEGRADED, since, error, self.breaker.failures)
-
-
-def _describe(exc: BaseException) -> str:
-    """The innermost meaningful message of what may be nested exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

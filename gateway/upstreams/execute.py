@@ -36,9 +36,10 @@ from ..audit import AuditLog
 from ..errors import GatewayError
 from ..tags.context import ResolvedContext
 from ..tags.policy import Decision, check
-from .connection import InputRound, UpstreamError
+from .connection import InputRound
 from .pool import Pool
 from .relay import Asker, LogCallback, ProgressCallback
+from .status import UpstreamError
 
 
 class CallRefused(GatewayError):

@@ -20,8 +20,9 @@ import mcp_types as types
 from ..watching import file_changes
 from .catalog import AmbiguousResource, Catalog, build
 from .config import public_prefix
-from .connection import Status, UpstreamConfig, UpstreamConnection, UpstreamError
+from .connection import UpstreamConfig, UpstreamConnection
 from .definitions import DefinitionLedger
+from .status import Status, UpstreamError
 
 logger = logging.getLogger("gateway.upstreams")
 

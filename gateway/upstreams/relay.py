@@ -15,13 +15,17 @@ an error answer, so nothing reaches a caller it does not concern.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import mcp_types as types
+from mcp.client.session import ClientRequestContext
 from mcp.shared.dispatcher import ProgressFnT
+
+logger = logging.getLogger("gateway.upstreams")
 
 ProgressCallback = ProgressFnT
 """`async (progress, total, message)`, as the upstream reported them."""
@@ -73,3 +77,47 @@ NO_CALLER = types.ErrorData(
     code=types.INVALID_REQUEST,
     message="the gateway cannot tell which caller this request is for; it was not forwarded",
 )
+
+
+def client_callbacks(
+    upstream: str,
+    links: list[CallerLink],
+    on_message: Callable[[object], Awaitable[None]] | None,
+) -> dict[str, Any]:
+    """The SDK `Client`'s callbacks for a session of `upstream` whose calls in flight are
+    `links`: each message goes to the call it belongs to (see the module docstring). A log
+    that cannot be placed is logged here; a request gets an error answer. `on_message`
+    takes the session's other notifications (None: dropped)."""
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        link = link_for(links, lambda link: link.on_log is not None)
+        if link is not None and link.on_log is not None:
+            await link.on_log(params)
+            return
+        logger.info("upstream %s [%s] %s", upstream, params.level, params.data)
+
+    async def on_sampling(
+        _context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> SamplingAnswer:
+        link = link_for(links, lambda link: link.asker is not None)
+        if link is None or link.asker is None:
+            return NO_CALLER
+        return await link.asker.create_message(params)
+
+    async def on_elicitation(
+        _context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> ElicitationAnswer:
+        link = link_for(links, lambda link: link.asker is not None)
+        if link is None or link.asker is None:
+            return NO_CALLER
+        return await link.asker.elicit(params)
+
+    async def ignore(_message: object) -> None:
+        pass
+
+    return {
+        "message_handler": on_message or ignore,
+        "logging_callback": on_log,
+        "sampling_callback": on_sampling,
+        "elicitation_callback": on_elicitation,
+    }

@@ -11,8 +11,9 @@ import mcp_types as types
 import pytest
 
 from gateway.breaker import Breaker
-from gateway.upstreams.connection import ConnectionLost, State, UpstreamConnection, UpstreamError
+from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.pool import Pool
+from gateway.upstreams.status import ConnectionLost, State, UpstreamError
 from tests.upstreams.calling import call
 from tests.upstreams.test_connection import running, stdio, text, until
 

@@ -18,7 +18,8 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.breaker import Breaker
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
-from gateway.upstreams.connection import State, UpstreamConnection, UpstreamError
+from gateway.upstreams.connection import UpstreamConnection
+from gateway.upstreams.status import State, UpstreamError
 from tests.conftest import ROOT
 from tests.redis_server import free_port
 

@@ -14,9 +14,10 @@ import pytest
 from mcp import MCPError
 
 from gateway.upstreams.config import HttpUpstream
-from gateway.upstreams.connection import ConnectionLost, InputRound, UpstreamConnection
+from gateway.upstreams.connection import InputRound, UpstreamConnection
 from gateway.upstreams.exchange import CAPABILITIES, Exchange
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
+from gateway.upstreams.status import ConnectionLost
 from gateway.upstreams.transports import CLIENT_INFO
 from tests.upstreams.test_connection import http_echo, running, text, until
 

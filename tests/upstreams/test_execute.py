@@ -12,7 +12,6 @@ import pytest
 from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
-from gateway.upstreams.connection import ConnectionLost
 from gateway.upstreams.execute import (
     Executor,
     InvalidArguments,
@@ -22,6 +21,7 @@ from gateway.upstreams.execute import (
     UnknownTool,
 )
 from gateway.upstreams.pool import Pool
+from gateway.upstreams.status import ConnectionLost
 from tests.upstreams.test_connection import stdio, text
 
 pytestmark = pytest.mark.anyio

@@ -16,10 +16,10 @@ import pytest
 
 from gateway.cli import main
 from gateway.upstreams.catalog import Catalog, build
-from gateway.upstreams.connection import State, UpstreamError
 from gateway.upstreams.execute import UnknownTool
 from gateway.upstreams.listing import Offer
 from gateway.upstreams.pool import Pool
+from gateway.upstreams.status import State, UpstreamError
 from tests.conftest import ROOT
 from tests.redis_server import free_port
 from tests.test_cli import _get, serving

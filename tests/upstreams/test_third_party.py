@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from gateway.upstreams.config import StdioUpstream
-from gateway.upstreams.connection import State, UpstreamConnection
+from gateway.upstreams.connection import UpstreamConnection
+from gateway.upstreams.status import State
 from tests.conftest import ROOT
 from tests.upstreams.test_connection import running, text
 

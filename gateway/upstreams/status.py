@@ -1,0 +1,56 @@
+"""What an upstream connection is doing, and how its failures are told."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ..errors import GatewayError
+
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 30.0
+
+
+class State(StrEnum):
+    CONNECTING = "connecting"
+    READY = "ready"
+    DEGRADED = "degraded"
+    """Connected, but calls have been failing (timeouts, lost answers); the breaker may be
+    open."""
+    DOWN = "down"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: State
+    since: float
+    """Wall-clock time of the last change."""
+    error: str | None = None
+    """Why it is down or degraded, or why it last went down."""
+    failures: int = 0
+    """Connection attempts (or, when degraded, calls) that failed in a row."""
+
+
+class UpstreamError(GatewayError):
+    """A call could not be made or did not complete; the message names upstream and tool."""
+
+
+class ConnectionLost(UpstreamError):
+    """The connection closed before the upstream answered: the call may or may not have
+    taken effect upstream."""
+
+
+def backoff(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Seconds to wait after `failures` failures in a row: exponential, capped, with full
+    jitter so that upstreams failing together do not retry together."""
+    return random.uniform(0, min(cap, base * 2 ** min(failures, 30)))
+
+
+def describe(exc: BaseException) -> str:
+    """The innermost meaningful message of what may be nested exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
