@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any, Final, cast
 
 import anyio
@@ -58,6 +59,8 @@ from .server import PER_CALLER, Front, NoBackChannel
 
 logger = logging.getLogger("gateway.front")
 
+LISTINGS_BUDGET: Final = 64 * 1024 * 1024
+"""Bytes of serialized listings kept (see Listings)."""
 PING_INTERVAL: Final = 15.0
 """Seconds of silence after which the response commits to SSE and sends a comment, so
 that an idle-read timeout of a proxy in between does not end (and so cancel) the call."""
@@ -94,6 +97,7 @@ class ModernCalls:
         self._security = TransportSecurityMiddleware(security)
         # Read-only here: every answer is serialized before the next call could change it.
         self._stamp = front.server.server_info_stamp
+        self._listings = Listings()
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, call: dict[str, Any]) -> None:
         """Answer `call` (a request that `takes`), authenticated already."""
@@ -197,12 +201,13 @@ class ModernCalls:
             await reply.finish_error(modern_error_data(exc))
             return
         view = self._front.views.view(credential().principal)
-        body = view.wire.get(("tools/list", version))
+        key = ("tools/list", version)
+        body = view.wire.get(key)
         if body is None:
             listing = types.ListToolsResult(tools=list(view.tools))
             hinted = apply_cache_hint(listing, PER_CALLER["tools/list"])
             body = jsoncodec.dumps(self._shape(version, "tools/list", hinted))
-            view.wire[("tools/list", version)] = body
+            self._listings.keep(view.wire, key, body)
         await reply.finish_result(body)
 
     def _shape(self, version: str, method: str, result: BaseModel) -> dict[str, Any]:
@@ -219,6 +224,26 @@ class ModernCalls:
         elif isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None:
             dumped["_meta"] = {**meta, SERVER_INFO_META_KEY: self._stamp}
         return dumped
+
+
+class Listings:
+    """Serialized listings kept on their views, within a byte budget: a view per caller
+    is cached (views.py), and a thousand tools serialize to some 300 KB, so without a
+    bound ten thousand callers could hold gigabytes. The oldest go first."""
+
+    def __init__(self, budget: int = LISTINGS_BUDGET) -> None:
+        self.budget = budget
+        self.size = 0
+        self._kept: deque[tuple[dict[tuple[str, str], bytes], tuple[str, str], int]] = deque()
+
+    def keep(self, wire: dict[tuple[str, str], bytes], key: tuple[str, str], body: bytes) -> None:
+        wire[key] = body
+        self._kept.append((wire, key, len(body)))
+        self.size += len(body)
+        while self.size > self.budget and self._kept:
+            old_wire, old_key, old_size = self._kept.popleft()
+            old_wire.pop(old_key, None)
+            self.size -= old_size
 
 
 def _error_of(rejection: InboundLadderRejection) -> types.ErrorData:

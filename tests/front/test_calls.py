@@ -307,3 +307,12 @@ async def test_a_silent_call_is_kept_alive_alike(
                 both["direct"].url, content=json.dumps(body), headers=_headers(body)
             )
         assert ": ping" in raw.text
+
+
+def test_serialized_listings_stay_within_their_budget() -> None:
+    listings = calls.Listings(budget=100)
+    wires: list[dict[tuple[str, str], bytes]] = [{}, {}, {}]
+    for wire in wires:
+        listings.keep(wire, ("tools/list", VERSION), b"x" * 40)
+    assert [len(wire) for wire in wires] == [0, 1, 1]  # the oldest went
+    assert listings.size == 80
