@@ -54,7 +54,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
-from .caller import credential
 from .server import PER_CALLER, Front, NoBackChannel
 
 logger = logging.getLogger("gateway.front")
@@ -78,8 +77,9 @@ _METHODS: Final = frozenset({"tools/call", "tools/list"})
 
 
 def takes(message: Any, headers: dict[str, str]) -> bool:
-    """Whether a POST body (parsed) is a 2026-07-28 tools/call request, which this module
-    serves. Anything else (other methods, handshake-era callers, batches) goes to the SDK."""
+    """Whether a POST body (parsed) is a 2026-07-28 tools/call or tools/list request, which
+    this module serves. Anything else (other methods, handshake-era callers, batches) goes
+    to the SDK. `headers`: the request's, by lowercase name."""
     if headers.get(MCP_PROTOCOL_VERSION_HEADER) not in _MODERN or not isinstance(message, dict):
         return False
     request_id = message.get("id")
@@ -99,8 +99,16 @@ class ModernCalls:
         self._stamp = front.server.server_info_stamp
         self._listings = Listings()
 
-    async def serve(self, scope: Scope, receive: Receive, send: Send, call: dict[str, Any]) -> None:
-        """Answer `call` (a request that `takes`), authenticated already."""
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        call: dict[str, Any],
+        headers: dict[str, str],
+    ) -> None:
+        """Answer `call` (a request that `takes`, with the same `headers`), authenticated
+        already."""
         request = Request(scope)
         refused = await self._security.validate_request(request, is_post=True)
         if refused is not None:
@@ -119,7 +127,6 @@ class ModernCalls:
             )
             await reply.finish_error(error)
             return
-        headers = dict(request.headers)
         verdict = classify_inbound_request(call, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             await reply.finish_error(_error_of(verdict))
@@ -200,7 +207,7 @@ class ModernCalls:
         except ValidationError as exc:
             await reply.finish_error(modern_error_data(exc))
             return
-        view = self._front.views.view(credential().principal)
+        view = self._front.view()
         key = ("tools/list", version)
         body = view.wire.get(key)
         if body is None:
@@ -246,6 +253,11 @@ class Listings:
             self.size -= old_size
 
 
+def _sse(data: bytes) -> bytes:
+    """One JSON-RPC message as an SSE event, framed as the SDK frames it."""
+    return b"event: message\r\ndata: " + data + b"\r\n\r\n"
+
+
 def _error_of(rejection: InboundLadderRejection) -> types.ErrorData:
     return types.ErrorData(code=rejection.code, message=rejection.message, data=rejection.data)
 
@@ -269,8 +281,7 @@ class _Reply:
     async def event(self, method: str, params: dict[str, Any]) -> None:
         await self._commit_sse()
         data = jsoncodec.dumps({"jsonrpc": "2.0", "method": method, "params": params})
-        body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
-        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+        await self._send({"type": "http.response.body", "body": _sse(data), "more_body": True})
 
     async def finish(self, message: dict[str, Any], status: int = 200) -> None:
         await self.finish_bytes(jsoncodec.dumps(message), status)
@@ -278,8 +289,7 @@ class _Reply:
     async def finish_bytes(self, data: bytes, status: int = 200) -> None:
         self._finishing = True  # no keepalive from here on: the answer is being sent
         if self._streaming:
-            body = b"event: message\r\ndata: " + data + b"\r\n\r\n"
-            await self._send({"type": "http.response.body", "body": body, "more_body": False})
+            await self._send({"type": "http.response.body", "body": _sse(data), "more_body": False})
             return
         headers = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
         await self._send({"type": "http.response.start", "status": status, "headers": headers})

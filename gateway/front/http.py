@@ -104,7 +104,7 @@ class McpEndpoint:
                 self._live[key] = (caller, request_scope)
                 try:
                     if fast is not None and self._calls is not None:
-                        await self._calls.serve(scope, receive, send, fast)
+                        await self._calls.serve(scope, receive, send, fast, headers)
                     else:
                         await self._app(_as_user(scope, caller), receive, send)
                 finally:

@@ -123,19 +123,20 @@ class Front:
             on_unsubscribe_resource=self.unsubscribe_resource,
         )
 
-    def _view(self) -> View:
+    def view(self) -> View:
+        """What the authenticated caller sees."""
         return self.views.view(credential().principal)
 
     def input_schema(self, name: str) -> Mapping[str, Any] | None:
         """For the SDK's check of a 2026-07-28 call's `Mcp-Param-*` headers. Without it the
         SDK would run tools/list (the caller's whole listing) on every such call."""
-        tool = self._view().tools_by_name.get(name)
+        tool = self.view().tools_by_name.get(name)
         return tool.input_schema if tool is not None else None
 
     async def list_tools(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=list(self._view().tools))
+        return types.ListToolsResult(tools=list(self.view().tools))
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -232,7 +233,7 @@ class Front:
     ) -> types.CompleteResult:
         """Completion of a prompt's or resource template's argument, by the upstream that
         offers it (under its own name); the gateway's own `context` takes no arguments."""
-        view, ref = self._view(), params.ref
+        view, ref = self.view(), params.ref
         argument = {"name": params.argument.name, "value": params.argument.value}
         context = params.context.arguments if params.context else None
         if isinstance(ref, types.PromptReference):
@@ -257,7 +258,7 @@ class Front:
         uri = str(params.uri)
         if uri == CONTEXT_URI:
             return types.EmptyResult()  # changes with the tags: list_changed says so
-        if not self._view().shows_resource(uri):
+        if not self.view().shows_resource(uri):
             raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}")
         connection = connection_of(ctx.session)
         key = id(connection)
@@ -289,17 +290,17 @@ class Front:
     async def list_resources(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=list(self._view().resources))
+        return types.ListResourcesResult(resources=list(self.view().resources))
 
     async def list_resource_templates(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(resource_templates=list(self._view().templates))
+        return types.ListResourceTemplatesResult(resource_templates=list(self.view().templates))
 
     async def read_resource(
         self, _ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        view, uri = self._view(), str(params.uri)
+        view, uri = self.view(), str(params.uri)
         if uri == CONTEXT_URI:
             text = types.TextResourceContents(
                 uri=uri, mime_type="text/markdown", text=context_text(view.context)
@@ -315,12 +316,12 @@ class Front:
     async def list_prompts(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=list(self._view().prompts))
+        return types.ListPromptsResult(prompts=list(self.view().prompts))
 
     async def get_prompt(
         self, _ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
-        view = self._view()
+        view = self.view()
         if params.name == CONTEXT_PROMPT:
             text = types.TextContent(type="text", text=context_text(view.context))
             return types.GetPromptResult(

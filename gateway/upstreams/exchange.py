@@ -52,6 +52,7 @@ from yarl import URL
 from .. import jsoncodec
 from .config import HttpUpstream, StdioUpstream
 from .relay import LogCallback, ProgressCallback
+from .status import describe
 from .transports import CLIENT_INFO, expanded_headers
 
 logger = logging.getLogger("gateway.upstreams")
@@ -86,7 +87,6 @@ class Exchange:
     ) -> None:
         self.upstream = upstream
         self._url = url
-        self._version = protocol_version
         self._envelope = {
             PROTOCOL_VERSION_META_KEY: protocol_version,
             CLIENT_INFO_META_KEY: client_info.model_dump(by_alias=True, mode="json"),
@@ -183,9 +183,9 @@ class Exchange:
                 break
             except aiohttp.ClientConnectorError as exc:
                 if attempt == 2:  # never sent: once more on a fresh connection
-                    raise ExchangeLost(_describe(exc)) from exc
+                    raise ExchangeLost(describe(exc)) from exc
             except (aiohttp.ClientError, httpx2.TransportError) as exc:
-                raise ExchangeLost(_describe(exc)) from exc
+                raise ExchangeLost(describe(exc)) from exc
         try:
             if "error" in answer:
                 raise MCPError.from_error_data(types.ErrorData.model_validate(answer["error"]))
@@ -319,7 +319,3 @@ def exchange_for(
         CLIENT_INFO,
         CAPABILITIES,
     )
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -20,7 +20,6 @@ import math
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -189,7 +188,7 @@ class CallerSessions:
                 session.closing = True  # no lease from here on
                 return
 
-    def close(self, client: Any) -> None:
+    def close(self, client: Client) -> None:
         """Close the opened session of `client` (its connection was lost)."""
         for session in self._own:
             if session.client is client:
