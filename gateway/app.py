@@ -35,10 +35,11 @@ from . import __version__
 from .audit import AuditLog
 from .auth import Authenticator
 from .errors import ConfigError, ConfigIssue
-from .front.calls import ModernCalls
+from .front.calls import Listings, ModernCalls
 from .front.events import GatewaySessionManager
 from .front.http import McpEndpoint
 from .front.server import Front
+from .front.session_calls import SessionCalls
 from .front.views import Views
 from .settings import GatewayConfig, load_config
 from .state import StateStore, StateUnavailable
@@ -152,8 +153,12 @@ def build_app(
         session_idle_timeout=settings.server.session_idle_timeout,
         max_sessions=settings.server.max_sessions,
     )
-    calls = ModernCalls(front, security) if settings.server.direct_calls else None
-    endpoint = McpEndpoint(manager, lambda: authenticator, calls)
+    calls = session_calls = None
+    if settings.server.direct_calls:
+        listings = Listings()
+        calls = ModernCalls(front, security, listings)
+        session_calls = SessionCalls(front, manager, security, listings)
+    endpoint = McpEndpoint(manager, lambda: authenticator, calls, session_calls)
 
     async def follow_auth() -> None:
         """Apply edits of gateway.yaml's `auth:` section (see the module docstring)."""

@@ -43,8 +43,9 @@ class ServerSettings(_Strict):
     session_idle_timeout: Annotated[float, Field(gt=0, strict=False)] = 1800
     """Seconds after which an idle handshake-era MCP session is closed."""
     direct_calls: bool = True
-    """Serve 2026-07-28 callers' tools/call, and call 2026-07-28 streamable-HTTP upstreams,
-    without the SDK's generic per-message machinery (front/calls.py, upstreams/exchange.py),
+    """Serve tools/call and tools/list of 2026-07-28 callers and of handshake-era HTTP
+    sessions, and call 2026-07-28 streamable-HTTP upstreams, without the SDK's generic
+    per-message machinery (front/calls.py, front/session_calls.py, upstreams/exchange.py),
     which costs most of a proxied call's CPU. Off: the SDK handles every message."""
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import anyio
 import mcp_types as types
@@ -64,7 +64,7 @@ PING_INTERVAL: Final = 15.0
 """Seconds of silence after which the response commits to SSE and sends a comment, so
 that an idle-read timeout of a proxy in between does not end (and so cancel) the call."""
 
-_SSE_HEADERS: Final = [
+SSE_HEADERS: Final = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache, no-transform"),
     (b"connection", b"keep-alive"),
@@ -92,12 +92,17 @@ def takes(message: Any, headers: dict[str, str]) -> bool:
 
 
 class ModernCalls:
-    def __init__(self, front: Front, security: TransportSecuritySettings | None) -> None:
+    def __init__(
+        self,
+        front: Front,
+        security: TransportSecuritySettings | None,
+        listings: Listings | None = None,
+    ) -> None:
         self._front = front
         self._security = TransportSecurityMiddleware(security)
         # Read-only here: every answer is serialized before the next call could change it.
         self._stamp = front.server.server_info_stamp
-        self._listings = Listings()
+        self._listings = listings or Listings()
 
     async def serve(
         self,
@@ -163,7 +168,7 @@ class ModernCalls:
             dumped = note.model_dump(by_alias=True, mode="json", exclude_none=True)
             await reply.event("notifications/message", dumped)
 
-        with anyio.CancelScope() as running, _Watch(reply, receive, running):
+        with anyio.CancelScope() as running, CallWatch(reply, receive, running):
             try:
                 result = await self._front.run_call(
                     params,
@@ -274,9 +279,7 @@ class _Reply:
     async def _commit_sse(self) -> None:
         if not self._streaming:
             self._streaming = True  # before the await: a ping may come in between
-            await self._send(
-                {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS}
-            )
+            await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
 
     async def event(self, method: str, params: dict[str, Any]) -> None:
         await self._commit_sse()
@@ -314,13 +317,27 @@ class _Reply:
         )
 
 
-class _Watch:
-    """While a call runs: cancel it when the caller goes away (closing the response stream
-    is how a 2026-07-28 caller cancels), and keep a silent response alive. On the loop's
-    own primitives, not a task group: this runs for every call, and a task group with a
-    watcher task cost the hot path more than the permission check."""
+class _Pinged(Protocol):
+    async def ping(self) -> None: ...
 
-    def __init__(self, reply: _Reply, receive: Receive, call: anyio.CancelScope) -> None:
+
+class CallWatch:
+    """While a call runs: cancel it when the caller goes away (closing the response stream
+    is how a 2026-07-28 caller cancels; without `receive`, as for a handshake-era call,
+    a dropped connection is not a cancellation), and keep a silent response alive. On the
+    loop's own primitives, not a task group: this runs for every call, and a task group
+    with a watcher task cost the hot path more than the permission check."""
+
+    def __init__(
+        self,
+        reply: _Pinged,
+        receive: Receive | None,
+        call: anyio.CancelScope,
+        first: float | None = None,
+    ) -> None:
+        """`first`: seconds before the first `reply.ping()` (PING_INTERVAL unless given);
+        PING_INTERVAL after that."""
+        self._first = first
         self._reply = reply
         self._receive = receive
         self._call = call
@@ -328,18 +345,22 @@ class _Watch:
         self._tasks: set[asyncio.Future[None]] = set()
 
     def __enter__(self) -> None:
-        self._watcher = asyncio.ensure_future(self._gone())
-        self._watcher.add_done_callback(self._ended)
-        self._timer = self._loop.call_later(PING_INTERVAL, self._keepalive)
+        self._watcher: asyncio.Future[None] | None = None
+        if self._receive is not None:
+            self._watcher = asyncio.ensure_future(self._gone(self._receive))
+            self._watcher.add_done_callback(self._ended)
+        first = PING_INTERVAL if self._first is None else self._first
+        self._timer = self._loop.call_later(first, self._keepalive)
 
     def __exit__(self, *_exc: object) -> None:
         self._timer.cancel()
-        self._watcher.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         for task in self._tasks:
             task.cancel()
 
-    async def _gone(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
+    async def _gone(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
             pass
 
     def _ended(self, watcher: asyncio.Future[None]) -> None:

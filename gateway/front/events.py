@@ -13,6 +13,7 @@ ids carry the stream they belong to and which replays only its own session's eve
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import mcp_types as types
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
@@ -43,12 +44,18 @@ class SessionEvents(EventStore):
     async def store_event(
         self, stream_id: StreamId, message: types.JSONRPCMessage | None
     ) -> EventId:
-        event = {
-            "stream": stream_id,
-            "message": None
+        return await self.store_wire(
+            stream_id,
+            None
             if message is None
             else message.model_dump(mode="json", by_alias=True, exclude_none=True),
-        }
+        )
+
+    async def store_wire(self, stream_id: StreamId, message: dict[str, Any] | None) -> EventId:
+        """`store_event` of a message in its wire form (None: a priming event), for the
+        gateway's own door to handshake-era calls (session_calls.py), which has no model
+        of it."""
+        event = {"stream": stream_id, "message": message}
         stored = await self._store.append(self._key, Stream.EVENTS, event)
         return f"{stored}/{stream_id}"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from starlette.responses import JSONResponse
@@ -34,6 +34,8 @@ from .. import jsoncodec
 from ..auth import Authenticator, Credential, Unauthenticated
 from .caller import current_credential
 from .calls import ModernCalls, takes
+from .session_calls import SessionCalls
+from .session_calls import takes as session_takes
 
 logger = logging.getLogger("gateway.front")
 
@@ -49,11 +51,14 @@ class McpEndpoint:
         manager: StreamableHTTPSessionManager,
         authenticator: Callable[[], Authenticator],
         calls: ModernCalls | None = None,
+        session_calls: SessionCalls | None = None,
     ) -> None:
-        """`calls`: where 2026-07-28 tools/call requests go (calls.py); without it, the SDK
-        serves them too."""
+        """`calls` and `session_calls`: where tools/call and tools/list requests of
+        2026-07-28 callers (calls.py) and of handshake-era sessions (session_calls.py) go;
+        without them, the SDK serves them too."""
         self._app = StreamableHTTPASGIApp(manager)
         self._calls = calls
+        self._session_calls = session_calls
         self._authenticator = authenticator
         self._live: dict[int, tuple[Credential, anyio.CancelScope]] = {}
 
@@ -77,7 +82,9 @@ class McpEndpoint:
             )
             await response(scope, receive, send)
             return
+        user = _user(caller)
         fast: dict[str, Any] | None = None
+        on_session: dict[str, Any] | None = None
         if scope["method"] == "POST":
             body = await _read_body(receive)
             if body is None:
@@ -94,6 +101,12 @@ class McpEndpoint:
                 fast = message
             else:
                 receive = _replay(body, receive)
+                if self._session_calls is not None:
+                    if session_takes(message, headers):
+                        on_session = message
+                    else:
+                        requestor = authorization_context(user)
+                        self._session_calls.cancel(message, headers, requestor)
         reset = current_credential.set(caller)
         try:
             with anyio.CancelScope() as request_scope:
@@ -105,12 +118,29 @@ class McpEndpoint:
                 try:
                     if fast is not None and self._calls is not None:
                         await self._calls.serve(scope, receive, send, fast, headers)
-                    else:
-                        await self._app(_as_user(scope, caller), receive, send)
+                    elif on_session is None or not await self._serve_on_session(
+                        scope, receive, send, on_session, headers, user
+                    ):
+                        await self._app({**scope, "user": user}, receive, send)
+                        if self._session_calls is not None and scope["method"] == "DELETE":
+                            self._session_calls.check_ended(headers)
                 finally:
                     del self._live[key]
         finally:
             current_credential.reset(reset)
+
+    async def _serve_on_session(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        message: dict[str, Any],
+        headers: dict[str, str],
+        user: AuthenticatedUser,
+    ) -> bool:
+        assert self._session_calls is not None
+        requestor = authorization_context(user)
+        return await self._session_calls.serve(scope, receive, send, message, headers, requestor)
 
     def recheck(self, authenticator: Authenticator) -> int:
         """End the requests (streams included) whose credential no longer identifies the
@@ -131,10 +161,9 @@ class McpEndpoint:
         return ended
 
 
-def _as_user(scope: Scope, caller: Credential) -> Scope:
-    """`scope` naming `caller` as its user, which the SDK binds a new MCP session to."""
-    scope = dict(scope)
-    scope["user"] = AuthenticatedUser(
+def _user(caller: Credential) -> AuthenticatedUser:
+    """`caller` as the SDK's request user, which it binds a new MCP session to."""
+    return AuthenticatedUser(
         AccessToken(
             token=caller.label,
             client_id=caller.owner,
@@ -143,7 +172,6 @@ def _as_user(scope: Scope, caller: Credential) -> Scope:
             claims={"iss": "mcp-tag-gateway"},
         )
     )
-    return scope
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -12,9 +12,9 @@ stamp (the caller talks to the gateway, not to the upstream).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, TypeVar, cast, get_args
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakValueDictionary
 
 import mcp_types as types
 from mcp import MCPError
@@ -95,10 +95,14 @@ class Front:
         """logging/setLevel per handshake-era connection."""
         self._following: set[int] = set()
         """Connections with resource subscriptions (by id)."""
+        self.sessions: WeakValueDictionary[str, Connection] = WeakValueDictionary()
+        """Handshake-era HTTP sessions by MCP session id, once one of their requests has
+        reached a handler (for session_calls.py)."""
         with warnings.catch_warnings():  # logging is deprecated in 2026-07-28, not before
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             self.server = self._build_server(version)
         self.server.middleware.append(self.audience.middleware)
+        self.server.middleware.append(self._remember_session)
 
     def _build_server(self, version: str) -> GatewayServer:
         return GatewayServer(
@@ -123,6 +127,17 @@ class Front:
             on_unsubscribe_resource=self.unsubscribe_resource,
         )
 
+    async def _remember_session(
+        self,
+        ctx: ServerRequestContext[Any],
+        call_next: Callable[[ServerRequestContext[Any]], Awaitable[Any]],
+    ) -> Any:
+        connection = connection_of(ctx.session)
+        session_id = connection.session_id
+        if session_id is not None and session_id not in self.sessions:
+            self.sessions[session_id] = connection
+        return await call_next(ctx)
+
     def view(self) -> View:
         """What the authenticated caller sees."""
         return self.views.view(credential().principal)
@@ -146,7 +161,7 @@ class Front:
         if modern:  # logs only when this request asked for them (_meta logLevel)
             level = cast(types.LoggingLevel | None, (ctx.meta or {}).get(LOG_LEVEL_META_KEY))
         else:  # every level until the client sets one
-            level = self._levels.get(connection_of(ctx.session), "debug")
+            level = self.log_level(connection_of(ctx.session))
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
@@ -221,6 +236,11 @@ class Front:
             return _tool_error(str(exc))
         assert outcome.result is not None
         return _own(outcome.result)
+
+    def log_level(self, connection: Connection) -> types.LoggingLevel:
+        """The level a handshake-era session's logs are relayed at: every level until the
+        client sets one (logging/setLevel)."""
+        return self._levels.get(connection, "debug")
 
     async def set_logging_level(
         self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
@@ -351,9 +371,7 @@ class SessionAsker:
     async def create_message(self, params: types.CreateMessageRequestParams) -> SamplingAnswer:
         capabilities = self._ctx.session.client_capabilities
         if capabilities is None or capabilities.sampling is None:
-            return types.ErrorData(
-                code=types.INVALID_REQUEST, message="the client does not support sampling"
-            )
+            return _NO_SAMPLING
         request = types.CreateMessageRequest(params=params)
         if params.tools or params.tool_choice:
             return await self._ask(request, types.CreateMessageResultWithTools)
@@ -362,9 +380,7 @@ class SessionAsker:
     async def elicit(self, params: types.ElicitRequestParams) -> ElicitationAnswer:
         capabilities = self._ctx.session.client_capabilities
         if capabilities is None or capabilities.elicitation is None:
-            return types.ErrorData(
-                code=types.INVALID_REQUEST, message="the client does not support elicitation"
-            )
+            return _NO_ELICITATION
         return await self._ask(types.ElicitRequest(params=params), types.ElicitResult)
 
     async def _ask(self, request: Any, result_type: type[A]) -> A | types.ErrorData:
@@ -373,6 +389,34 @@ class SessionAsker:
             return await self._ctx.session.send_request(request, result_type, metadata=metadata)
         except MCPError as exc:
             return exc.error
+
+
+_NO_SAMPLING = types.ErrorData(
+    code=types.INVALID_REQUEST, message="the client does not support sampling"
+)
+_NO_ELICITATION = types.ErrorData(
+    code=types.INVALID_REQUEST, message="the client does not support elicitation"
+)
+
+
+def can_be_asked(connection: Connection) -> bool:
+    """Whether a handshake-era caller declared sampling or elicitation, and so may be
+    asked on its session during a call."""
+    capabilities = connection.client_capabilities
+    return capabilities is not None and (
+        capabilities.sampling is not None or capabilities.elicitation is not None
+    )
+
+
+class CannotBeAsked:
+    """The asker of a handshake-era caller that declared neither sampling nor elicitation:
+    SessionAsker's refusals, without a session to ask on."""
+
+    async def create_message(self, _params: types.CreateMessageRequestParams) -> SamplingAnswer:
+        return _NO_SAMPLING
+
+    async def elicit(self, _params: types.ElicitRequestParams) -> ElicitationAnswer:
+        return _NO_ELICITATION
 
 
 class NoBackChannel:

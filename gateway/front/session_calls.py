@@ -1,0 +1,410 @@
+"""`tools/call` and `tools/list` of a handshake-era caller on an open HTTP session, served
+without the SDK's server stack.
+
+Most MCP clients today speak the handshake era (2025-11-25 and before): they open a
+session with `initialize` and send every request with its `Mcp-Session-Id`. The SDK
+serves such a request through its session transport (an SSE response object with tasks
+of its own, memory streams, a message router) and its dispatcher (a task per message,
+middleware, a dispatch context), and that machinery cost a proxied call more than twice
+the gateway's own work. This module answers the two requests that make up nearly all of a
+client's traffic in the request's own task, and hands everything else to the SDK:
+initialize, notifications, GET streams, DELETE, every other method, and any request whose
+session, headers or caller it does not find exactly as expected (the SDK then answers,
+refusals included, as it always has).
+
+What a caller receives is what the SDK sends: an SSE response carrying the session id,
+a priming event (2025-11-25 and later), the call's progress and logs, then the answer,
+each stored first in the session's event store under the SDK's stream naming (the
+request id), so a client that loses the connection resumes with `Last-Event-ID` through
+the SDK's replay; a dropped connection is not a cancellation. While a call runs, the
+session's idle countdown is suspended, as the SDK's transport does for its own requests.
+`notifications/cancelled` for a call served here cancels it (answered, as the SDK
+answers on this era's wire, with "Request cancelled"), and ending the session (DELETE)
+ends it. A caller that declared sampling or elicitation may be asked a question during
+a call, on its session, so its calls stay with the SDK, which carries such questions.
+
+The call itself is `Front.run_call`, the one check, catalog and audit of every door;
+tests/front/test_calls.py sends the same requests through both doors and compares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, Final, cast
+
+import anyio
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.caching import apply_cache_hint
+from mcp.server.connection import Connection
+from mcp.server.streamable_http import (
+    MCP_SESSION_ID_HEADER,
+    REQUEST_CANCELLED,
+    EventMessage,
+    StreamableHTTPServerTransport,
+    check_accept_headers,
+)
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.jsonrpc_dispatcher import (
+    handler_exception_to_error_data,
+    progress_token_from_params,
+)
+from mcp_types import methods as _methods
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, is_version_at_least
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from .. import jsoncodec
+from .calls import SSE_HEADERS, CallWatch, Listings
+from .events import SessionEvents
+from .server import PER_CALLER, CannotBeAsked, Front, can_be_asked
+
+logger = logging.getLogger("gateway.front")
+
+_HANDSHAKE: Final = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
+_METHODS: Final = frozenset({"tools/call", "tools/list"})
+_CANCELLED: Final = {"code": REQUEST_CANCELLED, "message": "Request cancelled"}
+PRIME_AFTER: Final = 0.5
+"""Seconds a call may stay silent before its response's head and priming event are sent
+(the client can resume the call once it has the priming event's id)."""
+
+
+def takes(message: Any, headers: dict[str, str]) -> bool:
+    """Whether a POST body (parsed) may be a handshake-era tools/call or tools/list on an
+    open session, which `SessionCalls.serve` then checks further. `headers`: the
+    request's, by lowercase name."""
+    if MCP_SESSION_ID_HEADER not in headers or not isinstance(message, dict):
+        return False
+    version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+    if version is not None and version not in _HANDSHAKE:
+        return False
+    request_id = message.get("id")
+    params = message.get("params")
+    return (
+        message.get("method") in _METHODS
+        and message.get("jsonrpc") == "2.0"
+        and isinstance(request_id, str | int)
+        and not isinstance(request_id, bool)
+        and (params is None or isinstance(params, dict))
+    )
+
+
+class SessionCalls:
+    def __init__(
+        self,
+        front: Front,
+        manager: StreamableHTTPSessionManager,
+        security: TransportSecuritySettings | None,
+        listings: Listings,
+    ) -> None:
+        self._front = front
+        self._manager = manager
+        self._security = TransportSecurityMiddleware(security)
+        self._listings = listings
+        self._running: dict[str, dict[str, _Running]] = {}
+        """Calls served here, by session id and request id (as the SDK keys streams)."""
+
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        message: dict[str, Any],
+        headers: dict[str, str],
+        requestor: AuthorizationContext,
+    ) -> bool:
+        """Answer `message` (a request that `takes`, with the same `headers`) for the
+        authenticated `requestor`, or return False without having sent anything: the SDK
+        is to serve it."""
+        session_id = headers[MCP_SESSION_ID_HEADER]
+        found = self._session(session_id, requestor)
+        if found is None:
+            return False
+        transport, connection, events = found
+        if message["method"] == "tools/call" and can_be_asked(connection):
+            return False
+        request = Request(scope)
+        if await self._security.validate_request(request, is_post=True) is not None:
+            return False
+        if not all(check_accept_headers(request)) or not transport._check_content_type(request):
+            return False
+        key = str(message["id"])
+        running = self._running.setdefault(session_id, {})
+        if key in running or key in transport._request_streams:
+            return False  # an id already in flight: the SDK's to sort out
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER, types.DEFAULT_NEGOTIATED_VERSION)
+        stream = _Stream(send, transport, events, key, message["id"])
+        call = running[key] = _Running()
+        try:
+            watch = CallWatch(stream, None, call.scope, first=PRIME_AFTER)
+            with _held(transport), call.scope, watch:
+                await stream.open(session_id, prime=is_version_at_least(version, "2025-11-25"))
+                await self._answer(stream, message, connection)
+        finally:
+            del running[key]
+            if not running:
+                self._running.pop(session_id, None)
+        if call.why == "cancelled":  # by the caller: answered as the SDK answers it
+            await stream.finish({"jsonrpc": "2.0", "id": message["id"], "error": _CANCELLED})
+        await stream.close()  # the session ended, or the answer was cut off: unanswered
+        return True
+
+    def _session(
+        self, session_id: str, requestor: AuthorizationContext
+    ) -> tuple[StreamableHTTPServerTransport, Connection, SessionEvents | None] | None:
+        """The open session `session_id` of `requestor`, if this module can serve on it.
+        The SDK (2.3) has no public handle on its sessions; these reads are pinned by the
+        `mcp<2.4` requirement."""
+        manager = self._manager
+        transport = manager._server_instances.get(session_id)
+        if transport is None or manager._session_owners.get(session_id) != requestor:
+            return None
+        if transport.is_terminated or transport.is_json_response_enabled:
+            return None
+        if transport.idle_scope is not None and transport.idle_scope.cancel_called:
+            return None
+        events = transport._event_store
+        if events is not None and not isinstance(events, SessionEvents):
+            return None
+        if transport._retry_interval is not None:
+            return None  # the priming event would carry it: left to the SDK
+        connection = self._front.sessions.get(session_id)
+        if connection is None or not connection.initialize_accepted:
+            return None
+        return transport, connection, events
+
+    async def _answer(
+        self, stream: _Stream, message: dict[str, Any], connection: Connection
+    ) -> None:
+        raw = cast(dict[str, Any] | None, message.get("params"))
+        method: str = message["method"]
+        request_id = message["id"]
+        version = connection.protocol_version
+        try:
+            _methods.validate_client_request(method, version, raw)
+            if method == "tools/list":
+                types.PaginatedRequestParams.model_validate(raw or {}, by_name=False)
+                await stream.finish_result(self._listing(version))
+                return
+            params = types.CallToolRequestParams.model_validate(raw or {}, by_name=False)
+            token = progress_token_from_params(raw)
+
+            async def progress(progress: float, total: float | None, message: str | None) -> None:
+                note: dict[str, Any] = {"progressToken": token, "progress": progress}
+                if total is not None:
+                    note["total"] = total
+                if message is not None:
+                    note["message"] = message
+                await stream.event("notifications/progress", note)
+
+            async def log(note: types.LoggingMessageNotificationParams) -> None:
+                dumped = note.model_dump(by_alias=True, mode="json", exclude_none=True)
+                await stream.event("notifications/message", dumped)
+
+            result = await self._front.run_call(
+                params,
+                on_progress=progress if token is not None else None,
+                on_log=log,
+                level=self._front.log_level(connection),
+                asker=CannotBeAsked(),
+                modern=False,
+                owner=connection,
+            )
+            dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            answer = _methods.serialize_server_result(method, version, dumped)
+        except Exception as exc:  # as the SDK's dispatcher answers a handler's exception
+            error = handler_exception_to_error_data(exc)
+            if error is None:
+                logger.exception("handler for %r raised", method)
+                error = types.ErrorData(code=0, message=str(exc))
+            dumped = error.model_dump(by_alias=True, mode="json", exclude_none=True)
+            await stream.finish({"jsonrpc": "2.0", "id": request_id, "error": dumped})
+            return
+        await stream.finish({"jsonrpc": "2.0", "id": request_id, "result": answer})
+
+    def _listing(self, version: str) -> bytes:
+        """The caller's tools, as the SDK door lists them, serialized once per view."""
+        view = self._front.view()
+        key = ("tools/list", version)
+        body = view.wire.get(key)
+        if body is None:
+            listing = types.ListToolsResult(tools=list(view.tools))
+            hinted = apply_cache_hint(listing, PER_CALLER["tools/list"])
+            dumped = hinted.model_dump(by_alias=True, mode="json", exclude_none=True)
+            body = jsoncodec.dumps(_methods.serialize_server_result("tools/list", version, dumped))
+            self._listings.keep(view.wire, key, body)
+        return body
+
+    def cancel(
+        self, message: Any, headers: dict[str, str], requestor: AuthorizationContext
+    ) -> None:
+        """If `message` (a POST body, parsed, on its way to the SDK) is the session owner's
+        `notifications/cancelled` for a call served here, cancel that call."""
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
+        if session_id not in self._running or not isinstance(message, dict):
+            return
+        if message.get("method") != "notifications/cancelled" or "id" in message:
+            return
+        params = message.get("params")
+        request_id = params.get("requestId") if isinstance(params, dict) else None
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            return
+        if self._manager._session_owners.get(session_id) != requestor:
+            return
+        call = self._running[session_id].get(str(request_id))
+        if call is not None:
+            call.end("cancelled")
+
+    def check_ended(self, headers: dict[str, str]) -> None:
+        """After the SDK served a request: if it ended the request's session (DELETE),
+        the calls served here on it end unanswered, as the SDK's own do."""
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
+        if session_id is None or session_id not in self._running:
+            return
+        transport = self._manager._server_instances.get(session_id)
+        if transport is None or transport.is_terminated:
+            for call in self._running[session_id].values():
+                call.end("ended")
+
+
+class _Running:
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.why: str | None = None
+
+    def end(self, why: str) -> None:
+        if self.why is None:
+            self.why = why
+            self.scope.cancel()
+
+
+@contextmanager
+def _held(transport: StreamableHTTPServerTransport) -> Iterator[None]:
+    """The session's idle countdown suspended while the call runs, as the transport's
+    `handle_request` suspends it for the requests it serves."""
+    idle = transport.idle_scope
+    timeout = transport._idle_timeout
+    if idle is None or timeout is None:
+        yield
+        return
+    transport._requests_in_flight += 1
+    idle.deadline = math.inf
+    try:
+        yield
+    finally:
+        transport._requests_in_flight -= 1
+        if not transport._requests_in_flight:
+            idle.deadline = anyio.current_time() + timeout
+
+
+class _Stream:
+    """One call's SSE response: every message stored in the session's event store first
+    (it carries the stored id), then sent; sent also to a stream the client resumed with
+    `Last-Event-ID` meanwhile (the SDK's replay waits on `_request_streams` for it)."""
+
+    def __init__(
+        self,
+        send: Send,
+        transport: StreamableHTTPServerTransport,
+        events: SessionEvents | None,
+        key: str,
+        request_id: types.RequestId,
+    ) -> None:
+        self._send = send
+        self._transport = transport
+        self._events = events
+        self._key = key
+        self._id = request_id
+        self._ended = False
+        """The answer is given (or being given): nothing more is sent."""
+        self._closed = False
+        self._head_sent: asyncio.Event | None = None
+        self._head: list[tuple[bytes, bytes]] = []
+        self._held = b""
+        """The priming event, until the head is sent."""
+
+    async def open(self, session_id: str, *, prime: bool) -> None:
+        """Store the priming event, if any, before anything else of the call. It is sent
+        with the response's head when the call first has something to send, or after
+        PRIME_AFTER seconds (the first `ping`): a call that answers at once then costs two
+        writes to the socket, not three."""
+        self._head = [
+            *SSE_HEADERS,
+            (MCP_SESSION_ID_HEADER.encode(), session_id.encode("latin-1")),
+        ]
+        if prime and self._events is not None:
+            priming = await self._events.store_wire(self._key, None)
+            self._held = b"id: " + priming.encode() + b"\r\ndata: \r\n\r\n"
+
+    async def _start(self) -> None:
+        if self._head_sent is None:
+            # The keepalive's task and the call may both get here; whoever comes second
+            # waits for the head (sending it may wait for the socket to drain).
+            self._head_sent = asyncio.Event()
+            await self._send({"type": "http.response.start", "status": 200, "headers": self._head})
+            self._head_sent.set()
+        elif not self._head_sent.is_set():
+            await self._head_sent.wait()
+
+    async def event(self, method: str, params: dict[str, Any]) -> None:
+        await self._message({"jsonrpc": "2.0", "method": method, "params": params}, None, True)
+
+    async def finish(self, message: dict[str, Any]) -> None:
+        await self._message(message, None, False)
+
+    async def finish_result(self, result: bytes) -> None:
+        """The answer, its result already JSON."""
+        head = b'{"jsonrpc":"2.0","id":' + jsoncodec.dumps(self._id) + b',"result":'
+        data = head + result + b"}"
+        stored = jsoncodec.loads(data) if self._events is not None else None
+        await self._message(stored, data, False)
+
+    async def _message(self, message: Any, data: bytes | None, more: bool) -> None:
+        if self._ended:
+            return
+        self._ended = not more
+        event_id = None
+        if self._events is not None:
+            event_id = await self._events.store_wire(self._key, message)
+        if data is None:
+            data = jsoncodec.dumps(message)
+        frame = b"event: message\r\ndata: " + data + b"\r\n\r\n"
+        if event_id is not None:
+            frame = b"id: " + event_id.encode() + b"\r\n" + frame
+        await self._start()
+        frame, self._held = self._held + frame, b""
+        await self._send({"type": "http.response.body", "body": frame, "more_body": more})
+        self._closed = not more
+        resumed = self._transport._request_streams.get(self._key)
+        if resumed is not None:
+            parsed = types.jsonrpc_message_adapter.validate_python(message)
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await resumed[0].send(EventMessage(parsed, event_id))
+
+    async def close(self) -> None:
+        """End the response, answered or not (a call ended with its session, or cut off
+        while its answer was being written)."""
+        self._ended = True
+        if not self._closed:
+            self._closed = True
+            await self._start()
+            frame, self._held = self._held, b""
+            await self._send({"type": "http.response.body", "body": frame, "more_body": False})
+
+    async def ping(self) -> None:
+        """The head and the priming event if not sent yet, else a keepalive comment."""
+        if self._ended:
+            return
+        if self._head_sent is None:
+            await self._start()
+            frame, self._held = self._held, b""
+        else:
+            frame = b": ping\r\n\r\n"
+        if frame:
+            await self._send({"type": "http.response.body", "body": frame, "more_body": True})

@@ -1,0 +1,313 @@
+"""The two doors of a handshake-era caller's tools/call and tools/list on an open session:
+the gateway's own (front/session_calls.py) and the SDK's (`server.direct_calls: false`).
+The same raw requests go, on sessions opened alike, to one gateway of each kind in front
+of the same upstreams; what a client receives (status, content type, the session header,
+every SSE event: priming or message, with a stored event id or not) must be the same."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from gateway.front.session_calls import SessionCalls
+from tests.front.harness import KEYS, Gateway, running_gateway
+from tests.front.test_calls import config, gateways
+from tests.upstreams.test_connection import http_echo
+
+pytestmark = pytest.mark.anyio
+
+VERSION = "2025-11-25"
+
+Answer = tuple[int, str, bool, list[Any]]
+"""Status, content type, whether the session header came back, and the events: each the
+message (None for a priming event) and whether it carried an event id."""
+
+
+async def open_session(
+    gateway: Gateway,
+    user: str = "alice",
+    version: str = VERSION,
+    capabilities: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """A handshake (initialize, then initialized); returns the session's request headers."""
+    headers = {
+        "Authorization": f"Bearer {KEYS[user]}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": version,
+            "capabilities": capabilities or {},
+            "clientInfo": {"name": "differential", "version": "1"},
+        },
+    }
+    async with httpx2.AsyncClient(timeout=20) as http:
+        opened = await http.post(gateway.url, content=json.dumps(initialize), headers=headers)
+        assert opened.status_code == 200, opened.text
+        headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        headers["MCP-Protocol-Version"] = version
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        done = await http.post(gateway.url, content=json.dumps(initialized), headers=headers)
+        assert done.status_code == 202
+    return headers
+
+
+def _events(text: str) -> list[tuple[Any, bool]]:
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
+        if not lines:
+            continue
+        fields = dict(_field(line) for line in lines)
+        data = fields.get("data", "")
+        events.append((json.loads(data) if data else None, "id" in fields))
+    return events
+
+
+def _field(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(": ")
+    return name, value
+
+
+async def post(
+    gateway: Gateway, headers: dict[str, str], body: Any, **changes: str | None
+) -> Answer:
+    merged: dict[str, str | None] = {**headers, **changes}
+    sent = {key: value for key, value in merged.items() if value is not None}
+    async with httpx2.AsyncClient(timeout=20) as http:
+        response = await http.post(gateway.url, content=json.dumps(body), headers=sent)
+    kind = response.headers.get("content-type", "").split(";")[0]
+    same_session = response.headers.get("mcp-session-id") == headers.get("Mcp-Session-Id")
+    if kind == "text/event-stream":
+        events = _events(response.text)
+    elif kind == "application/json":
+        events = [(response.json(), False)] if response.content else []
+    else:
+        events = [(response.text, False)]
+    return response.status_code, kind, same_session, events
+
+
+def _call(name: Any, arguments: Any, meta: dict[str, Any] | None = None, **extra: Any) -> Any:
+    params: dict[str, Any] = {"name": name, "arguments": arguments}
+    if meta:
+        params["_meta"] = meta
+    return {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params, **extra}
+
+
+def _list(params: Any = None) -> Any:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": "l1", "method": "tools/list"}
+    return body if params is None else {**body, "params": params}
+
+
+CASES: dict[str, tuple[str, Any, dict[str, str | None]]] = {
+    # case: (session, body, header changes)
+    "a call": ("alice", _call("echo__echo", {"n": 3}), {}),
+    "unicode arguments": ("alice", _call("echo__echo", {"n": 1, "text": "héllo ✓ 日本"}), {}),
+    "out of scope": ("alice", _call("echo__echo", {"n": 50}), {}),
+    "denied tool": ("alice", _call("echo__crash", {}), {}),
+    "granted to no one": ("alice", _call("tiny__echo", {}), {}),
+    "no such tool": ("alice", _call("echo__nothing", {}), {}),
+    "arguments against the schema": ("alice", _call("echo__sleep", {"seconds": "soon"}), {}),
+    "a tool error upstream": ("alice", _call("echo__sleep", {"seconds": None}), {}),
+    "progress and logs": (
+        "alice",
+        _call("echo__sleep", {"seconds": 0.3}, {"progressToken": 1}),
+        {},
+    ),
+    "logs without progress": ("alice", _call("echo__sleep", {"seconds": 0.2}), {}),
+    "a string id": ("alice", {**_call("echo__echo", {}), "id": "call-1"}, {}),
+    "a number beyond 64 bits": (
+        "alice",
+        _call("echo__echo", {"n": 1, "big": 123456789012345678901234567890}),
+        {},
+    ),
+    "arguments not an object": ("alice", _call("echo__echo", [1, 2]), {}),
+    "name not a string": ("alice", _call(5, {}), {}),
+    "no params": ("alice", {"jsonrpc": "2.0", "id": 3, "method": "tools/call"}, {}),
+    "params not an object": ("alice", {**_call("echo__echo", {}), "params": [1]}, {}),
+    "sampling, not declared": ("alice", _call("echo__ask", {"prompt": "hi"}), {}),
+    "elicitation, not declared": ("alice", _call("echo__confirm", {}), {}),
+    "a listing": ("alice", _list({}), {}),
+    "a listing without params": ("alice", _list(), {}),
+    "a listing with a cursor": ("alice", _list({"cursor": "abc"}), {}),
+    "a listing with a bad cursor": ("alice", _list({"cursor": 5}), {}),
+    "a listing of bob's": ("bob", _list({}), {}),
+    "a call of bob's": ("bob", _call("tiny__echo", {"x": 1}), {}),
+    "a 2025-06-18 session": ("alice-0618", _call("echo__echo", {"n": 2}), {}),
+    "a 2025-06-18 listing": ("alice-0618", _list({}), {}),
+    "no version header": ("alice", _call("echo__echo", {"n": 2}), {"MCP-Protocol-Version": None}),
+    "another caller's session": (
+        "alice",
+        _call("echo__echo", {"n": 2}),
+        {"Authorization": f"Bearer {KEYS['bob']}"},
+    ),
+    "an unknown session": ("alice", _call("echo__echo", {}), {"Mcp-Session-Id": "f" * 32}),
+    "accepts JSON only": ("alice", _call("echo__echo", {}), {"Accept": "application/json"}),
+    "wrong content type": ("alice", _call("echo__echo", {}), {"Content-Type": "text/plain"}),
+    "foreign host": ("alice", _call("echo__echo", {}), {"Host": "evil.example:80"}),
+    "foreign origin": ("alice", _call("echo__echo", {}), {"Origin": "https://evil.example"}),
+    "JSON-RPC 1.0": ("alice", {**_call("echo__echo", {}), "jsonrpc": "1.0"}, {}),
+}
+
+SESSIONS = {
+    "alice": ("alice", VERSION),
+    "bob": ("bob", VERSION),
+    "alice-0618": ("alice", "2025-06-18"),
+}
+
+
+@asynccontextmanager
+async def counted(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
+    """The requests the gateway's own door answered (by method)."""
+    served: list[str] = []
+    answer = SessionCalls._answer
+
+    async def counting(self: SessionCalls, stream: Any, message: Any, connection: Any) -> None:
+        served.append(message["method"])
+        await answer(self, stream, message, connection)
+
+    monkeypatch.setattr(SessionCalls, "_answer", counting)
+    yield served
+
+
+async def test_both_doors_answer_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with counted(monkeypatch) as served, gateways(tmp_path) as both:
+        sessions = {
+            door: {
+                name: await open_session(gateway, user, version)
+                for name, (user, version) in SESSIONS.items()
+            }
+            for door, gateway in both.items()
+        }
+        for case, (session, body, changes) in CASES.items():
+            direct = await post(both["direct"], sessions["direct"][session], body, **changes)
+            sdk = await post(both["sdk"], sessions["sdk"][session], body, **changes)
+            assert direct == sdk, case
+        # logging/setLevel goes through the SDK; the level holds for the other door's calls
+        level = {"jsonrpc": "2.0", "id": 9, "method": "logging/setLevel", "params": {}}
+        level["params"] = {"level": "error"}
+        _, body, _ = CASES["logs without progress"]
+        for door, gateway in both.items():
+            assert (await post(gateway, sessions[door]["alice"], level))[0] == 200
+        direct = await post(both["direct"], sessions["direct"]["alice"], body)
+        sdk = await post(both["sdk"], sessions["sdk"]["alice"], body)
+        assert direct == sdk
+        assert [message for message, _ in direct[3]] == [None, direct[3][-1][0]]  # no logs
+    # Each case served by the gateway's door, except those the SDK refuses before any
+    # handler and the one whose params are not an object (handed to the SDK as they are).
+    refused = {"another caller's session", "an unknown session", "accepts JSON only"}
+    refused |= {"wrong content type", "foreign host", "foreign origin", "JSON-RPC 1.0"}
+    refused |= {"params not an object"}
+    assert len(served) == len(CASES) - len(refused) + 1
+
+
+async def test_the_cases_reach_what_they_name(tmp_path: Path) -> None:
+    """The comparison above is only as good as its cases: each does what it says."""
+    async with gateways(tmp_path) as both:
+        gateway = both["direct"]
+        alice = await open_session(gateway)
+        old = await open_session(gateway, version="2025-06-18")
+
+        async def case(name: str) -> Answer:
+            session, body, changes = CASES[name]
+            headers = {"alice": alice, "alice-0618": old}.get(session)
+            if headers is None:
+                headers = await open_session(gateway, "bob")
+            return await post(gateway, headers, body, **changes)
+
+        status, kind, same, events = await case("a call")
+        assert (status, kind, same) == (200, "text/event-stream", True)
+        assert events[0] == (None, True)  # the priming event, with its id
+        assert events[1][0]["result"]["structuredContent"] == {"n": 3}
+        assert "_meta" not in events[1][0]["result"]  # no serverInfo stamp in this era
+        events = (await case("progress and logs"))[3]
+        methods = [message.get("method") for message, _ in events[1:-1]]
+        assert methods == ["notifications/progress", "notifications/message"] * 3
+        assert all(stored for _, stored in events)
+        assert events[-1][0]["result"]["content"][0]["text"] == "slept"
+        events = (await case("out of scope"))[3]
+        assert "exceeds max 5" in events[1][0]["result"]["content"][0]["text"]
+        for name in ("denied tool", "granted to no one", "no such tool"):
+            error = (await case(name))[3][1][0]["error"]
+            assert error == {
+                "code": -32602,
+                "message": f"Unknown tool: {CASES[name][1]['params']['name']}",
+            }
+        error = (await case("sampling, not declared"))[3][1][0]["error"]
+        assert error["message"] == "the client does not support sampling"
+        events = (await case("a 2025-06-18 session"))[3]
+        assert [stored for _, stored in events] == [True]  # no priming event before 2025-11-25
+        events = (await case("a listing"))[3]
+        names = [tool["name"] for tool in events[1][0]["result"]["tools"]]
+        assert "echo__echo" in names
+        assert "echo__crash" not in names
+        assert "cacheScope" not in events[1][0]["result"]  # a 2026-07-28 field
+        assert (await case("another caller's session"))[0] == 404
+        assert (await case("accepts JSON only"))[0] == 406
+        assert (await case("foreign host"))[0] == 421
+
+
+async def test_ending_the_session_ends_its_calls_alike(tmp_path: Path) -> None:
+    """DELETE while a call runs: its stream ends without an answer, and the call is
+    cancelled upstream."""
+    async with gateways(tmp_path) as both:
+        for gateway in both.values():
+            headers = await open_session(gateway)
+            before = await cancelled(gateway, headers)
+            body = _call("echo__sleep", {"seconds": 10}, {"progressToken": 1})
+            seen: list[Any] = []
+            async with (
+                httpx2.AsyncClient(timeout=20) as http,
+                http.stream("POST", gateway.url, content=json.dumps(body), headers=headers) as r,
+            ):
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {"):
+                        seen.append(json.loads(line[len("data: ") :]))
+                        if len(seen) == 1:  # the call runs: end the session
+                            ended = await http.delete(gateway.url, headers=headers)
+                            assert ended.status_code == 200
+            assert "result" not in seen[-1]
+            assert "error" not in seen[-1]
+            async with httpx2.AsyncClient(timeout=20) as http:
+                gone = await http.post(gateway.url, content=json.dumps(body), headers=headers)
+            assert gone.status_code == 404
+            fresh = await open_session(gateway)
+            for _ in range(200):  # the upstream sees the cancellation soon after
+                if await cancelled(gateway, fresh) == before + 1:
+                    break
+                await anyio.sleep(0.05)
+            assert await cancelled(gateway, fresh) == before + 1
+
+
+async def cancelled(gateway: Gateway, headers: dict[str, str]) -> int:
+    """How many calls the echo upstream saw cancelled."""
+    events = (await post(gateway, headers, _call("echo__cancelled", {})))[3]
+    return int(events[-1][0]["result"]["content"][0]["text"])
+
+
+async def test_a_call_keeps_its_session_from_going_idle(tmp_path: Path) -> None:
+    """A session idle for longer than its timeout is closed, but not while a call runs."""
+    with http_echo() as url:
+        text = config(url, True).replace(
+            "server: {direct_calls: true}",
+            "server: {direct_calls: true, session_idle_timeout: 0.5}",
+        )
+        async with running_gateway(tmp_path, text) as gateway:
+            headers = await open_session(gateway)
+            long = await post(gateway, headers, _call("echo__sleep", {"seconds": 1.2}))
+            assert long[3][-1][0]["result"]["content"][0]["text"] == "slept"
+            after = await post(gateway, headers, _call("echo__echo", {"n": 1}))
+            assert after[3][-1][0]["result"]["structuredContent"] == {"n": 1}
+            await anyio.sleep(1.0)
+            assert (await post(gateway, headers, _call("echo__echo", {"n": 1})))[0] == 404
