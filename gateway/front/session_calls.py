@@ -61,6 +61,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
+from ..state import StateError
 from .calls import SSE_HEADERS, CallWatch, Listings
 from .events import SessionEvents
 from .server import PER_CALLER, CannotBeAsked, Front, can_be_asked
@@ -135,9 +136,9 @@ class SessionCalls:
         if not all(check_accept_headers(request)) or not transport._check_content_type(request):
             return False
         key = str(message["id"])
-        running = self._running.setdefault(session_id, {})
-        if key in running or key in transport._request_streams:
+        if key in self._running.get(session_id, {}) or key in transport._request_streams:
             return False  # an id already in flight: the SDK's to sort out
+        running = self._running.setdefault(session_id, {})
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER, types.DEFAULT_NEGOTIATED_VERSION)
         stream = _Stream(send, transport, events, key, message["id"])
         call = running[key] = _Running()
@@ -338,9 +339,22 @@ class _Stream:
             *SSE_HEADERS,
             (MCP_SESSION_ID_HEADER.encode(), session_id.encode("latin-1")),
         ]
-        if prime and self._events is not None:
-            priming = await self._events.store_wire(self._key, None)
-            self._held = b"id: " + priming.encode() + b"\r\ndata: \r\n\r\n"
+        if prime:
+            priming = await self._store(None)
+            if priming is not None:
+                self._held = b"id: " + priming.encode() + b"\r\ndata: \r\n\r\n"
+
+    async def _store(self, message: dict[str, Any] | None) -> str | None:
+        """The stored event's id; None without an event store, or when it fails: the
+        call's answer matters more than its resumability (the message is sent without
+        an id, which a client cannot resume from)."""
+        if self._events is None:
+            return None
+        try:
+            return await self._events.store_wire(self._key, message)
+        except StateError as exc:
+            logger.warning("MCP stream %s: event not stored, so not resumable: %s", self._key, exc)
+            return None
 
     async def _start(self) -> None:
         if self._head_sent is None:
@@ -369,9 +383,7 @@ class _Stream:
         if self._ended:
             return
         self._ended = not more
-        event_id = None
-        if self._events is not None:
-            event_id = await self._events.store_wire(self._key, message)
+        event_id = await self._store(message)
         if data is None:
             data = jsoncodec.dumps(message)
         frame = b"event: message\r\ndata: " + data + b"\r\n\r\n"
@@ -382,7 +394,7 @@ class _Stream:
         await self._send({"type": "http.response.body", "body": frame, "more_body": more})
         self._closed = not more
         resumed = self._transport._request_streams.get(self._key)
-        if resumed is not None:
+        if resumed is not None and message is not None:
             parsed = types.jsonrpc_message_adapter.validate_python(message)
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await resumed[0].send(EventMessage(parsed, event_id))

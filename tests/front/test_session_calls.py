@@ -16,7 +16,9 @@ import anyio
 import httpx2
 import pytest
 
+from gateway.front.events import SessionEvents
 from gateway.front.session_calls import SessionCalls
+from gateway.state import StateError
 from tests.front.harness import KEYS, Gateway, running_gateway
 from tests.front.test_calls import config, gateways
 from tests.upstreams.test_connection import http_echo
@@ -311,3 +313,22 @@ async def test_a_call_keeps_its_session_from_going_idle(tmp_path: Path) -> None:
             assert after[3][-1][0]["result"]["structuredContent"] == {"n": 1}
             await anyio.sleep(1.0)
             assert (await post(gateway, headers, _call("echo__echo", {"n": 1})))[0] == 404
+
+
+async def test_a_failing_event_store_does_not_cost_the_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events of a call go unstored (so without ids: not resumable), the call is
+    answered all the same."""
+
+    async def failing(*_args: object) -> str:
+        raise StateError("the store is down")
+
+    async with gateways(tmp_path) as both:
+        headers = await open_session(both["direct"])
+        monkeypatch.setattr(SessionEvents, "store_wire", failing)
+        body = _call("echo__sleep", {"seconds": 0.1}, {"progressToken": 1})
+        status, kind, _, events = await post(both["direct"], headers, body)
+    assert (status, kind) == (200, "text/event-stream")
+    assert [stored for _, stored in events] == [False, False, False]  # no priming event
+    assert events[-1][0]["result"]["content"][0]["text"] == "slept"
