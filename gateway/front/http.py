@@ -24,7 +24,11 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    AuthorizationContext,
+    authorization_context,
+)
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from starlette.responses import JSONResponse
@@ -82,7 +86,6 @@ class McpEndpoint:
             )
             await response(scope, receive, send)
             return
-        user = _user(caller)
         fast: dict[str, Any] | None = None
         on_session: dict[str, Any] | None = None
         if scope["method"] == "POST":
@@ -105,8 +108,7 @@ class McpEndpoint:
                     if session_takes(message, headers):
                         on_session = message
                     else:
-                        requestor = authorization_context(user)
-                        self._session_calls.cancel(message, headers, requestor)
+                        self._session_calls.cancel(message, headers, lambda: _requestor(caller))
         reset = current_credential.set(caller)
         try:
             with anyio.CancelScope() as request_scope:
@@ -119,9 +121,9 @@ class McpEndpoint:
                     if fast is not None and self._calls is not None:
                         await self._calls.serve(scope, receive, send, fast, headers)
                     elif on_session is None or not await self._serve_on_session(
-                        scope, receive, send, on_session, headers, user
+                        scope, receive, send, on_session, headers, caller
                     ):
-                        await self._app({**scope, "user": user}, receive, send)
+                        await self._app({**scope, "user": _user(caller)}, receive, send)
                         if self._session_calls is not None and scope["method"] == "DELETE":
                             self._session_calls.check_ended(headers)
                 finally:
@@ -136,10 +138,10 @@ class McpEndpoint:
         send: Send,
         message: dict[str, Any],
         headers: dict[str, str],
-        user: AuthenticatedUser,
+        caller: Credential,
     ) -> bool:
         assert self._session_calls is not None
-        requestor = authorization_context(user)
+        requestor = _requestor(caller)
         return await self._session_calls.serve(scope, receive, send, message, headers, requestor)
 
     def recheck(self, authenticator: Authenticator) -> int:
@@ -159,6 +161,11 @@ class McpEndpoint:
         if ended:
             logger.warning("ended %d open MCP requests whose credentials were revoked", ended)
         return ended
+
+
+def _requestor(caller: Credential) -> AuthorizationContext:
+    """Who `caller` is to the SDK's session ownership check."""
+    return authorization_context(_user(caller))
 
 
 def _user(caller: Credential) -> AuthenticatedUser:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Final, cast
 
@@ -243,7 +243,10 @@ class SessionCalls:
         return body
 
     def cancel(
-        self, message: Any, headers: dict[str, str], requestor: AuthorizationContext
+        self,
+        message: Any,
+        headers: dict[str, str],
+        requestor: Callable[[], AuthorizationContext],
     ) -> None:
         """If `message` (a POST body, parsed, on its way to the SDK) is the session owner's
         `notifications/cancelled` for a call served here, cancel that call."""
@@ -256,7 +259,7 @@ class SessionCalls:
         request_id = params.get("requestId") if isinstance(params, dict) else None
         if isinstance(request_id, bool) or not isinstance(request_id, str | int):
             return
-        if self._manager._session_owners.get(session_id) != requestor:
+        if self._manager._session_owners.get(session_id) != requestor():
             return
         call = self._running[session_id].get(str(request_id))
         if call is not None:

@@ -332,3 +332,48 @@ async def test_a_failing_event_store_does_not_cost_the_answer(
     assert (status, kind) == (200, "text/event-stream")
     assert [stored for _, stored in events] == [False, False, False]  # no priming event
     assert events[-1][0]["result"]["content"][0]["text"] == "slept"
+
+
+async def test_a_cancelled_call_is_answered_alike_and_only_its_owner_cancels(
+    tmp_path: Path,
+) -> None:
+    async with gateways(tmp_path) as both:
+        endings = []
+        for gateway in both.values():
+            alice = await open_session(gateway)
+            before = await cancelled(gateway, alice)
+            body = _call("echo__sleep", {"seconds": 1.0}, {"progressToken": 1})
+            cancel = {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": body["id"], "reason": "changed my mind"},
+            }
+            bob = {**alice, "Authorization": f"Bearer {KEYS['bob']}"}
+            messages: list[Any] = []
+            async with (
+                httpx2.AsyncClient(timeout=20) as http,
+                http.stream("POST", gateway.url, content=json.dumps(body), headers=alice) as r,
+            ):
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    messages.append(json.loads(line[len("data: ") :]))
+                    if len(messages) == 1:  # running: bob cannot cancel it, alice can
+                        refused = await http.post(
+                            gateway.url, content=json.dumps(cancel), headers=bob
+                        )
+                        assert refused.status_code == 404
+                    if len(messages) == 4:
+                        done = await http.post(
+                            gateway.url, content=json.dumps(cancel), headers=alice
+                        )
+                        assert done.status_code == 202
+            endings.append(messages[-1])
+            assert 5 <= len(messages) < 20  # ended by alice, before the ten steps
+            for _ in range(200):  # the upstream sees the cancellation soon after
+                if await cancelled(gateway, alice) == before + 1:
+                    break
+                await anyio.sleep(0.05)
+            assert await cancelled(gateway, alice) == before + 1
+        assert endings[0] == endings[1]
+        assert endings[0]["error"]["code"] == -32800
