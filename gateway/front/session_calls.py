@@ -12,19 +12,23 @@ initialize, notifications, GET streams, DELETE, every other method, and any requ
 session, headers or caller it does not find exactly as expected (the SDK then answers,
 refusals included, as it always has).
 
-What a caller receives is what the SDK sends: an SSE response carrying the session id,
-a priming event (2025-11-25 and later), the call's progress and logs, then the answer,
-each stored first in the session's event store under the SDK's stream naming (the
-request id), so a client that loses the connection resumes with `Last-Event-ID` through
-the SDK's replay; a dropped connection is not a cancellation. While a call runs, the
-session's idle countdown is suspended, as the SDK's transport does for its own requests.
-`notifications/cancelled` for a call served here cancels it (answered, as the SDK
+What a caller receives says what the SDK's door says, in either form the era allows. A
+call answered before it sends anything else, within PRIME_AFTER seconds, is one JSON
+response (the SDK answers with SSE, which its own client closes after the answer: a new
+connection per call for both ends). Otherwise it is what the SDK sends: SSE with the
+session id, a priming event (2025-11-25 and later), the call's progress and logs, then
+the answer, each stored first in the session's event store under the SDK's stream naming
+(the request id), so a client that loses the connection resumes with `Last-Event-ID`
+through the SDK's replay; a dropped connection is not a cancellation. While a call runs,
+the session's idle countdown is suspended, as the SDK's transport does for its own
+requests. `notifications/cancelled` for a call served here cancels it (answered, as the SDK
 answers on this era's wire, with "Request cancelled"), and ending the session (DELETE)
 ends it. A caller that declared sampling or elicitation may be asked a question during
 a call, on its session, so its calls stay with the SDK, which carries such questions.
 
 The call itself is `Front.run_call`, the one check, catalog and audit of every door;
-tests/front/test_calls.py sends the same requests through both doors and compares.
+tests/front/test_session_calls.py sends the same requests through both doors and
+compares.
 """
 
 from __future__ import annotations
@@ -72,8 +76,10 @@ _HANDSHAKE: Final = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
 _METHODS: Final = frozenset({"tools/call", "tools/list"})
 _CANCELLED: Final = {"code": REQUEST_CANCELLED, "message": "Request cancelled"}
 PRIME_AFTER: Final = 0.5
-"""Seconds a call may stay silent before its response's head and priming event are sent
-(the client can resume the call once it has the priming event's id)."""
+"""Seconds a call may stay silent and still be answered as one JSON response; after that
+its response turns to SSE with a priming event, whose id lets the client resume it."""
+_SESSION_HEADER: Final = MCP_SESSION_ID_HEADER.encode()
+_JSON_TYPE: Final = (b"content-type", b"application/json")
 
 
 def takes(message: Any, headers: dict[str, str]) -> bool:
@@ -145,7 +151,7 @@ class SessionCalls:
         try:
             watch = CallWatch(stream, None, call.scope, first=PRIME_AFTER)
             with _held(transport), call.scope, watch:
-                await stream.open(session_id, prime=is_version_at_least(version, "2025-11-25"))
+                stream.open(session_id, prime=is_version_at_least(version, "2025-11-25"))
                 await self._answer(stream, message, connection)
         finally:
             del running[key]
@@ -308,9 +314,14 @@ def _held(transport: StreamableHTTPServerTransport) -> Iterator[None]:
 
 
 class _Stream:
-    """One call's SSE response: every message stored in the session's event store first
-    (it carries the stored id), then sent; sent also to a stream the client resumed with
-    `Last-Event-ID` meanwhile (the SDK's replay waits on `_request_streams` for it)."""
+    """One call's response. An answer that comes before anything else, within
+    PRIME_AFTER seconds, is one JSON response (the era allows either form, and the SDK
+    client keeps the connection only after a JSON one: it closes an SSE response as
+    soon as it has the answer, which costs both ends a new connection per call). Else
+    it is SSE from then on: a priming event first (2025-11-25 and later), every message
+    stored in the session's event store first (it carries the stored id) and then sent,
+    and sent also to a stream the client resumed with `Last-Event-ID` meanwhile (the
+    SDK's replay waits on `_request_streams` for it)."""
 
     def __init__(
         self,
@@ -329,23 +340,14 @@ class _Stream:
         """The answer is given (or being given): nothing more is sent."""
         self._closed = False
         self._head_sent: asyncio.Event | None = None
-        self._head: list[tuple[bytes, bytes]] = []
+        self._session = b""
+        self._prime = False
         self._held = b""
-        """The priming event, until the head is sent."""
+        """The priming event, until it goes out with the next frame."""
 
-    async def open(self, session_id: str, *, prime: bool) -> None:
-        """Store the priming event, if any, before anything else of the call. It is sent
-        with the response's head when the call first has something to send, or after
-        PRIME_AFTER seconds (the first `ping`): a call that answers at once then costs two
-        writes to the socket, not three."""
-        self._head = [
-            *SSE_HEADERS,
-            (MCP_SESSION_ID_HEADER.encode(), session_id.encode("latin-1")),
-        ]
-        if prime:
-            priming = await self._store(None)
-            if priming is not None:
-                self._held = b"id: " + priming.encode() + b"\r\ndata: \r\n\r\n"
+    def open(self, session_id: str, *, prime: bool) -> None:
+        self._session = session_id.encode("latin-1")
+        self._prime = prime
 
     async def _store(self, message: dict[str, Any] | None) -> str | None:
         """The stored event's id; None without an event store, or when it fails: the
@@ -359,12 +361,19 @@ class _Stream:
             logger.warning("MCP stream %s: event not stored, so not resumable: %s", self._key, exc)
             return None
 
-    async def _start(self) -> None:
+    async def _stream(self) -> None:
+        """Commit to SSE: the priming event stored (before anything else of this stream)
+        and the head sent; the priming event goes out with the next frame."""
         if self._head_sent is None:
             # The keepalive's task and the call may both get here; whoever comes second
             # waits for the head (sending it may wait for the socket to drain).
             self._head_sent = asyncio.Event()
-            await self._send({"type": "http.response.start", "status": 200, "headers": self._head})
+            if self._prime:
+                priming = await self._store(None)
+                if priming is not None:
+                    self._held = b"id: " + priming.encode() + b"\r\ndata: \r\n\r\n"
+            head = [*SSE_HEADERS, (_SESSION_HEADER, self._session)]
+            await self._send({"type": "http.response.start", "status": 200, "headers": head})
             self._head_sent.set()
         elif not self._head_sent.is_set():
             await self._head_sent.wait()
@@ -378,21 +387,24 @@ class _Stream:
     async def finish_result(self, result: bytes) -> None:
         """The answer, its result already JSON."""
         head = b'{"jsonrpc":"2.0","id":' + jsoncodec.dumps(self._id) + b',"result":'
-        data = head + result + b"}"
-        stored = jsoncodec.loads(data) if self._events is not None else None
-        await self._message(stored, data, False)
+        await self._message(None, head + result + b"}", False)
 
     async def _message(self, message: Any, data: bytes | None, more: bool) -> None:
         if self._ended:
             return
         self._ended = not more
+        if not more and self._head_sent is None:
+            await self._json(data if data is not None else jsoncodec.dumps(message))
+            return
+        await self._stream()
+        if message is None and data is not None and self._events is not None:
+            message = jsoncodec.loads(data)  # to be stored
         event_id = await self._store(message)
         if data is None:
             data = jsoncodec.dumps(message)
         frame = b"event: message\r\ndata: " + data + b"\r\n\r\n"
         if event_id is not None:
             frame = b"id: " + event_id.encode() + b"\r\n" + frame
-        await self._start()
         frame, self._held = self._held + frame, b""
         await self._send({"type": "http.response.body", "body": frame, "more_body": more})
         self._closed = not more
@@ -402,22 +414,35 @@ class _Stream:
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await resumed[0].send(EventMessage(parsed, event_id))
 
+    async def _json(self, data: bytes) -> None:
+        self._head_sent = asyncio.Event()
+        self._head_sent.set()
+        head = [
+            _JSON_TYPE,
+            (b"content-length", str(len(data)).encode()),
+            (_SESSION_HEADER, self._session),
+        ]
+        await self._send({"type": "http.response.start", "status": 200, "headers": head})
+        await self._send({"type": "http.response.body", "body": data, "more_body": False})
+        self._closed = True
+
     async def close(self) -> None:
         """End the response, answered or not (a call ended with its session, or cut off
         while its answer was being written)."""
         self._ended = True
         if not self._closed:
             self._closed = True
-            await self._start()
+            await self._stream()
             frame, self._held = self._held, b""
             await self._send({"type": "http.response.body", "body": frame, "more_body": False})
 
     async def ping(self) -> None:
-        """The head and the priming event if not sent yet, else a keepalive comment."""
+        """After PRIME_AFTER seconds of silence, SSE with its priming event (which lets
+        the client resume the call); after that, a keepalive comment now and then."""
         if self._ended:
             return
         if self._head_sent is None:
-            await self._start()
+            await self._stream()
             frame, self._held = self._held, b""
         else:
             frame = b": ping\r\n\r\n"

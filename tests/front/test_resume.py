@@ -69,6 +69,9 @@ async def test_a_dropped_stream_resumes_and_the_call_goes_on(tmp_path: Path) -> 
             async with http.stream(
                 "POST", gateway.url, json=rpc(ident, "tools/call", call), headers=headers
             ) as response:
+                if response.headers["content-type"] == "application/json":  # a quick answer
+                    await response.aread()
+                    return int(response.json()["result"]["content"][0]["text"])
                 async for _, data in events(response):
                     if data.get("id") == ident:
                         return int(data["result"]["content"][0]["text"])

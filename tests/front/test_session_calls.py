@@ -1,8 +1,10 @@
 """The two doors of a handshake-era caller's tools/call and tools/list on an open session:
 the gateway's own (front/session_calls.py) and the SDK's (`server.direct_calls: false`).
 The same raw requests go, on sessions opened alike, to one gateway of each kind in front
-of the same upstreams; what a client receives (status, content type, the session header,
-every SSE event: priming or message, with a stored event id or not) must be the same."""
+of the same upstreams; what a client receives (status, the session header, every
+JSON-RPC message) must be the same. The form may differ, as the era allows: the SDK
+always answers with SSE, the gateway answers a call that has nothing to send before its
+answer as one JSON response (test_the_forms_of_an_answer)."""
 
 from __future__ import annotations
 
@@ -75,6 +77,13 @@ def _events(text: str) -> list[tuple[Any, bool]]:
         data = fields.get("data", "")
         events.append((json.loads(data) if data else None, "id" in fields))
     return events
+
+
+def _said(answer: Answer) -> tuple[int, bool, list[Any]]:
+    """What an answer says, whatever its form: status, whether it named the session, and
+    its JSON-RPC messages (SSE priming events are not messages)."""
+    status, _, same_session, events = answer
+    return status, same_session, [message for message, _ in events if message is not None]
 
 
 def _field(line: str) -> tuple[str, str]:
@@ -195,7 +204,7 @@ async def test_both_doors_answer_alike(tmp_path: Path, monkeypatch: pytest.Monke
         for case, (session, body, changes) in CASES.items():
             direct = await post(both["direct"], sessions["direct"][session], body, **changes)
             sdk = await post(both["sdk"], sessions["sdk"][session], body, **changes)
-            assert direct == sdk, case
+            assert _said(direct) == _said(sdk), case
         # logging/setLevel goes through the SDK; the level holds for the other door's calls
         level = {"jsonrpc": "2.0", "id": 9, "method": "logging/setLevel", "params": {}}
         level["params"] = {"level": "error"}
@@ -204,8 +213,8 @@ async def test_both_doors_answer_alike(tmp_path: Path, monkeypatch: pytest.Monke
             assert (await post(gateway, sessions[door]["alice"], level))[0] == 200
         direct = await post(both["direct"], sessions["direct"]["alice"], body)
         sdk = await post(both["sdk"], sessions["sdk"]["alice"], body)
-        assert direct == sdk
-        assert [message for message, _ in direct[3]] == [None, direct[3][-1][0]]  # no logs
+        assert _said(direct) == _said(sdk)
+        assert len(_said(direct)[2]) == 1  # the answer, no logs
     # Each case served by the gateway's door, except those the SDK refuses before any
     # handler and the one whose params are not an object (handed to the SDK as they are).
     refused = {"another caller's session", "an unknown session", "accepts JSON only"}
@@ -228,36 +237,67 @@ async def test_the_cases_reach_what_they_name(tmp_path: Path) -> None:
                 headers = await open_session(gateway, "bob")
             return await post(gateway, headers, body, **changes)
 
-        status, kind, same, events = await case("a call")
-        assert (status, kind, same) == (200, "text/event-stream", True)
-        assert events[0] == (None, True)  # the priming event, with its id
-        assert events[1][0]["result"]["structuredContent"] == {"n": 3}
-        assert "_meta" not in events[1][0]["result"]  # no serverInfo stamp in this era
-        events = (await case("progress and logs"))[3]
-        methods = [message.get("method") for message, _ in events[1:-1]]
+        async def said(name: str) -> list[Any]:
+            return _said(await case(name))[2]
+
+        status, same, messages = _said(await case("a call"))
+        assert (status, same) == (200, True)
+        assert messages[0]["result"]["structuredContent"] == {"n": 3}
+        assert "_meta" not in messages[0]["result"]  # no serverInfo stamp in this era
+        messages = await said("progress and logs")
+        methods = [message.get("method") for message in messages[:-1]]
         assert methods == ["notifications/progress", "notifications/message"] * 3
-        assert all(stored for _, stored in events)
-        assert events[-1][0]["result"]["content"][0]["text"] == "slept"
-        events = (await case("out of scope"))[3]
-        assert "exceeds max 5" in events[1][0]["result"]["content"][0]["text"]
+        assert messages[-1]["result"]["content"][0]["text"] == "slept"
+        messages = await said("out of scope")
+        assert "exceeds max 5" in messages[0]["result"]["content"][0]["text"]
         for name in ("denied tool", "granted to no one", "no such tool"):
-            error = (await case(name))[3][1][0]["error"]
+            error = (await said(name))[0]["error"]
             assert error == {
                 "code": -32602,
                 "message": f"Unknown tool: {CASES[name][1]['params']['name']}",
             }
-        error = (await case("sampling, not declared"))[3][1][0]["error"]
+        error = (await said("sampling, not declared"))[0]["error"]
         assert error["message"] == "the client does not support sampling"
-        events = (await case("a 2025-06-18 session"))[3]
-        assert [stored for _, stored in events] == [True]  # no priming event before 2025-11-25
-        events = (await case("a listing"))[3]
-        names = [tool["name"] for tool in events[1][0]["result"]["tools"]]
+        listing = (await said("a listing"))[0]["result"]
+        names = [tool["name"] for tool in listing["tools"]]
         assert "echo__echo" in names
         assert "echo__crash" not in names
-        assert "cacheScope" not in events[1][0]["result"]  # a 2026-07-28 field
+        assert "cacheScope" not in listing  # a 2026-07-28 field
         assert (await case("another caller's session"))[0] == 404
         assert (await case("accepts JSON only"))[0] == 406
         assert (await case("foreign host"))[0] == 421
+
+
+async def test_the_forms_of_an_answer(tmp_path: Path) -> None:
+    """An answer with nothing before it is one JSON response; a call that sends progress
+    or logs, or stays silent beyond PRIME_AFTER, gets SSE: a priming event first (from
+    2025-11-25), every event with the id it is stored under."""
+    async with gateways(tmp_path) as both:
+        gateway = both["direct"]
+        alice = await open_session(gateway)
+        old = await open_session(gateway, version="2025-06-18")
+        status, kind, same, events = await post(gateway, alice, _call("echo__echo", {"n": 3}))
+        assert (status, kind, same) == (200, "application/json", True)
+        assert events[0][0]["result"]["structuredContent"] == {"n": 3}
+        _, kind, _, events = await post(gateway, alice, _list({}))
+        assert kind == "application/json"
+        progress = _call("echo__sleep", {"seconds": 0.2}, {"progressToken": 1})
+        _, kind, same, events = await post(gateway, alice, progress)
+        assert (kind, same) == ("text/event-stream", True)
+        assert events[0] == (None, True)  # the priming event
+        assert all(stored for _, stored in events)
+        assert len(events) == 6
+        _, kind, _, events = await post(gateway, old, progress)
+        assert kind == "text/event-stream"
+        assert events[0][0] is not None  # no priming event before 2025-11-25
+        assert all(stored for _, stored in events)
+        level = {"jsonrpc": "2.0", "id": 9, "method": "logging/setLevel"}
+        await post(gateway, alice, {**level, "params": {"level": "error"}})
+        silent = _call("echo__sleep", {"seconds": 1.0})  # no progress, logs below the level
+        _, kind, _, events = await post(gateway, alice, silent)
+        assert kind == "text/event-stream"
+        assert [message is None for message, _ in events] == [True, False]
+        assert all(stored for _, stored in events)
 
 
 async def test_ending_the_session_ends_its_calls_alike(tmp_path: Path) -> None:
