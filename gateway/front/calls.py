@@ -273,13 +273,19 @@ class _Reply:
     def __init__(self, send: Send, request_id: types.RequestId) -> None:
         self._send = send
         self._id = request_id
-        self._streaming = False
+        self._streaming: asyncio.Event | None = None
+        """Set once the SSE head is sent."""
         self._finishing = False
 
     async def _commit_sse(self) -> None:
-        if not self._streaming:
-            self._streaming = True  # before the await: a ping may come in between
+        if self._streaming is None:
+            # The keepalive's task and the call may both get here; whoever comes second
+            # waits for the head (sending it may wait for the socket to drain).
+            self._streaming = asyncio.Event()
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            self._streaming.set()
+        elif not self._streaming.is_set():
+            await self._streaming.wait()
 
     async def event(self, method: str, params: dict[str, Any]) -> None:
         await self._commit_sse()
@@ -291,7 +297,8 @@ class _Reply:
 
     async def finish_bytes(self, data: bytes, status: int = 200) -> None:
         self._finishing = True  # no keepalive from here on: the answer is being sent
-        if self._streaming:
+        if self._streaming is not None:
+            await self._commit_sse()
             await self._send({"type": "http.response.body", "body": _sse(data), "more_body": False})
             return
         headers = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
