@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, cast
 
 import anyio
@@ -267,25 +268,47 @@ def _error_of(rejection: InboundLadderRejection) -> types.ErrorData:
     return types.ErrorData(code=rejection.code, message=rejection.message, data=rejection.data)
 
 
+class HeadOnce:
+    """A response's head, sent once by whichever task gets there first (the call, or a
+    keepalive's task). A task cancelled while sending it (sending may wait for the socket
+    to drain) leaves the job to the next one instead of leaving it waiting for ever."""
+
+    def __init__(self) -> None:
+        self.sent = False
+        self._sending: asyncio.Event | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.sent or self._sending is not None
+
+    async def ensure(self, send_head: Callable[[], Awaitable[None]]) -> None:
+        while not self.sent:
+            if self._sending is not None:
+                await self._sending.wait()
+                continue
+            sending = self._sending = asyncio.Event()
+            try:
+                await send_head()
+                self.sent = True
+            finally:
+                self._sending = None
+                sending.set()
+
+
 class _Reply:
     """One response: JSON unless something is sent before the answer, SSE from then on."""
 
     def __init__(self, send: Send, request_id: types.RequestId) -> None:
         self._send = send
         self._id = request_id
-        self._streaming: asyncio.Event | None = None
-        """Set once the SSE head is sent."""
+        self._head = HeadOnce()
         self._finishing = False
 
+    async def _sse_head(self) -> None:
+        await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+
     async def _commit_sse(self) -> None:
-        if self._streaming is None:
-            # The keepalive's task and the call may both get here; whoever comes second
-            # waits for the head (sending it may wait for the socket to drain).
-            self._streaming = asyncio.Event()
-            await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            self._streaming.set()
-        elif not self._streaming.is_set():
-            await self._streaming.wait()
+        await self._head.ensure(self._sse_head)
 
     async def event(self, method: str, params: dict[str, Any]) -> None:
         await self._commit_sse()
@@ -297,7 +320,7 @@ class _Reply:
 
     async def finish_bytes(self, data: bytes, status: int = 200) -> None:
         self._finishing = True  # no keepalive from here on: the answer is being sent
-        if self._streaming is not None:
+        if self._head.started:
             await self._commit_sse()
             await self._send({"type": "http.response.body", "body": _sse(data), "more_body": False})
             return

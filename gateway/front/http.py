@@ -88,6 +88,7 @@ class McpEndpoint:
             return
         fast: dict[str, Any] | None = None
         on_session: dict[str, Any] | None = None
+        cancelling: tuple[str, str] | None = None
         if scope["method"] == "POST":
             body = await _read_body(receive)
             if body is None:
@@ -108,7 +109,7 @@ class McpEndpoint:
                     if session_takes(message, headers):
                         on_session = message
                     else:
-                        self._session_calls.cancel(message, headers, lambda: _requestor(caller))
+                        cancelling = self._session_calls.cancellation(message, headers)
         reset = current_credential.set(caller)
         try:
             with anyio.CancelScope() as request_scope:
@@ -123,13 +124,33 @@ class McpEndpoint:
                     elif on_session is None or not await self._serve_on_session(
                         scope, receive, send, on_session, headers, caller
                     ):
-                        await self._app({**scope, "user": _user(caller)}, receive, send)
-                        if self._session_calls is not None and scope["method"] == "DELETE":
-                            self._session_calls.check_ended(headers)
+                        await self._sdk(scope, receive, send, caller, headers, cancelling)
                 finally:
                     del self._live[key]
         finally:
             current_credential.reset(reset)
+
+    async def _sdk(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        caller: Credential,
+        headers: dict[str, str],
+        cancelling: tuple[str, str] | None,
+    ) -> None:
+        """The SDK serves the request; `cancelling`: a call of session_calls.py that the
+        request cancels, once the SDK has accepted it (202)."""
+        status: list[int] = []
+        if cancelling is not None:
+            send = _status_seen(send, status)
+        await self._app({**scope, "user": _user(caller)}, receive, send)
+        if self._session_calls is None:
+            return
+        if cancelling is not None and status == [202]:
+            self._session_calls.cancel(*cancelling, _requestor(caller))
+        if scope["method"] == "DELETE":
+            self._session_calls.check_ended(headers)
 
     async def _serve_on_session(
         self,
@@ -161,6 +182,15 @@ class McpEndpoint:
         if ended:
             logger.warning("ended %d open MCP requests whose credentials were revoked", ended)
         return ended
+
+
+def _status_seen(send: Send, status: list[int]) -> Send:
+    async def seen(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        await send(message)
+
+    return seen
 
 
 def _requestor(caller: Credential) -> AuthorizationContext:

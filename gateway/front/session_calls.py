@@ -33,10 +33,9 @@ compares.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Final, cast
 
@@ -66,7 +65,7 @@ from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
 from ..state import StateError
-from .calls import SSE_HEADERS, CallWatch, Listings
+from .calls import SSE_HEADERS, CallWatch, HeadOnce, Listings
 from .events import SessionEvents
 from .server import PER_CALLER, CannotBeAsked, Front, can_be_asked
 
@@ -248,26 +247,28 @@ class SessionCalls:
             self._listings.keep(view.wire, key, body)
         return body
 
-    def cancel(
-        self,
-        message: Any,
-        headers: dict[str, str],
-        requestor: Callable[[], AuthorizationContext],
-    ) -> None:
-        """If `message` (a POST body, parsed, on its way to the SDK) is the session owner's
-        `notifications/cancelled` for a call served here, cancel that call."""
+    def cancellation(self, message: Any, headers: dict[str, str]) -> tuple[str, str] | None:
+        """If `message` (a POST body, parsed, on its way to the SDK) is a
+        `notifications/cancelled` for a call served here, that call's session id and
+        request key (see `cancel`)."""
         session_id = headers.get(MCP_SESSION_ID_HEADER)
         if session_id not in self._running or not isinstance(message, dict):
-            return
+            return None
         if message.get("method") != "notifications/cancelled" or "id" in message:
-            return
+            return None
         params = message.get("params")
         request_id = params.get("requestId") if isinstance(params, dict) else None
         if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            return None
+        key = str(request_id)
+        return (session_id, key) if key in self._running[session_id] else None
+
+    def cancel(self, session_id: str, key: str, requestor: AuthorizationContext) -> None:
+        """Cancel a call served here: its caller's `notifications/cancelled` was accepted
+        by the SDK (so it passed the same checks as any request on the session)."""
+        if self._manager._session_owners.get(session_id) != requestor:
             return
-        if self._manager._session_owners.get(session_id) != requestor():
-            return
-        call = self._running[session_id].get(str(request_id))
+        call = self._running.get(session_id, {}).get(key)
         if call is not None:
             call.end("cancelled")
 
@@ -321,7 +322,8 @@ class _Stream:
     it is SSE from then on: a priming event first (2025-11-25 and later), every message
     stored in the session's event store first (it carries the stored id) and then sent,
     and sent also to a stream the client resumed with `Last-Event-ID` meanwhile (the
-    SDK's replay waits on `_request_streams` for it)."""
+    SDK's replay waits on `_request_streams` for it). Once the answer's write has begun
+    it is not cut off by a cancellation, as the SDK's dispatcher does not cut it off."""
 
     def __init__(
         self,
@@ -339,7 +341,7 @@ class _Stream:
         self._ended = False
         """The answer is given (or being given): nothing more is sent."""
         self._closed = False
-        self._head_sent: asyncio.Event | None = None
+        self._head = HeadOnce()
         self._session = b""
         self._prime = False
         self._held = b""
@@ -361,22 +363,16 @@ class _Stream:
             logger.warning("MCP stream %s: event not stored, so not resumable: %s", self._key, exc)
             return None
 
-    async def _stream(self) -> None:
-        """Commit to SSE: the priming event stored (before anything else of this stream)
-        and the head sent; the priming event goes out with the next frame."""
-        if self._head_sent is None:
-            # The keepalive's task and the call may both get here; whoever comes second
-            # waits for the head (sending it may wait for the socket to drain).
-            self._head_sent = asyncio.Event()
-            if self._prime:
-                priming = await self._store(None)
-                if priming is not None:
-                    self._held = b"id: " + priming.encode() + b"\r\ndata: \r\n\r\n"
-            head = [*SSE_HEADERS, (_SESSION_HEADER, self._session)]
-            await self._send({"type": "http.response.start", "status": 200, "headers": head})
-            self._head_sent.set()
-        elif not self._head_sent.is_set():
-            await self._head_sent.wait()
+    async def _sse_head(self) -> None:
+        """The priming event stored (once, before anything else of this stream), then the
+        head sent; the priming event goes out with the next frame."""
+        if self._prime:
+            self._prime = False
+            priming = await self._store(None)
+            if priming is not None:
+                self._held = b"id: " + priming.encode() + b"\r\ndata: \r\n\r\n"
+        head = [*SSE_HEADERS, (_SESSION_HEADER, self._session)]
+        await self._send({"type": "http.response.start", "status": 200, "headers": head})
 
     async def event(self, method: str, params: dict[str, Any]) -> None:
         await self._message({"jsonrpc": "2.0", "method": method, "params": params}, None, True)
@@ -392,11 +388,18 @@ class _Stream:
     async def _message(self, message: Any, data: bytes | None, more: bool) -> None:
         if self._ended:
             return
-        self._ended = not more
-        if not more and self._head_sent is None:
+        if more:
+            await self._write(message, data, more)
+            return
+        self._ended = True
+        with anyio.CancelScope(shield=True):
+            await self._write(message, data, more)
+
+    async def _write(self, message: Any, data: bytes | None, more: bool) -> None:
+        if not more and not self._head.started:
             await self._json(data if data is not None else jsoncodec.dumps(message))
             return
-        await self._stream()
+        await self._head.ensure(self._sse_head)
         if message is None and data is not None and self._events is not None:
             message = jsoncodec.loads(data)  # to be stored
         event_id = await self._store(message)
@@ -415,8 +418,7 @@ class _Stream:
                 await resumed[0].send(EventMessage(parsed, event_id))
 
     async def _json(self, data: bytes) -> None:
-        self._head_sent = asyncio.Event()
-        self._head_sent.set()
+        self._head.sent = True
         head = [
             _JSON_TYPE,
             (b"content-length", str(len(data)).encode()),
@@ -428,11 +430,12 @@ class _Stream:
 
     async def close(self) -> None:
         """End the response, answered or not (a call ended with its session, or cut off
-        while its answer was being written)."""
+        before its answer)."""
         self._ended = True
         if not self._closed:
             self._closed = True
-            await self._stream()
+            self._prime = False  # nothing to resume: no event for it in the store
+            await self._head.ensure(self._sse_head)
             frame, self._held = self._held, b""
             await self._send({"type": "http.response.body", "body": frame, "more_body": False})
 
@@ -441,10 +444,9 @@ class _Stream:
         the client resume the call); after that, a keepalive comment now and then."""
         if self._ended:
             return
-        if self._head_sent is None:
-            await self._stream()
-            frame, self._held = self._held, b""
-        else:
+        await self._head.ensure(self._sse_head)
+        frame, self._held = self._held, b""
+        if not frame:
             frame = b": ping\r\n\r\n"
-        if frame:
+        if not self._ended:
             await self._send({"type": "http.response.body", "body": frame, "more_body": True})

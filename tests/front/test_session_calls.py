@@ -19,7 +19,7 @@ import httpx2
 import pytest
 
 from gateway.front.events import SessionEvents
-from gateway.front.session_calls import SessionCalls
+from gateway.front.session_calls import _CANCELLED, SessionCalls
 from gateway.state import StateError
 from tests.front.harness import KEYS, Gateway, running_gateway
 from tests.front.test_calls import config, gateways
@@ -417,3 +417,113 @@ async def test_a_cancelled_call_is_answered_alike_and_only_its_owner_cancels(
             assert await cancelled(gateway, alice) == before + 1
         assert endings[0] == endings[1]
         assert endings[0]["error"]["code"] == -32800
+
+
+CANCEL = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
+
+
+def _slowed(monkeypatch: pytest.MonkeyPatch, which: Any) -> None:
+    """The event store takes a second over the events `which` picks (a store across a
+    network), so that something can happen meanwhile."""
+    store = SessionEvents.store_wire
+
+    async def slow(self: SessionEvents, stream_id: str, message: Any) -> str:
+        if which(message):
+            await anyio.sleep(1.0)
+        return await store(self, stream_id, message)
+
+    monkeypatch.setattr(SessionEvents, "store_wire", slow)
+
+
+async def _while_calling(
+    gateway: Gateway, headers: dict[str, str], body: Any, after: float, then: Any
+) -> list[Any]:
+    """`body` posted; `then(http)` after `after` seconds; the call's messages."""
+    answer: list[Any] = []
+
+    async def call() -> None:
+        async with httpx2.AsyncClient(timeout=8) as http:
+            sent = await http.post(gateway.url, content=json.dumps(body), headers=headers)
+            answer.extend(m for m, _ in _events(sent.text) if m is not None)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call)
+        await anyio.sleep(after)
+        async with httpx2.AsyncClient(timeout=5) as http:
+            await then(http)
+    return answer
+
+
+@pytest.mark.parametrize("how", ["cancel", "delete"])
+async def test_a_call_ended_while_its_stream_begins_is_not_left_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The keepalive starts the SSE stream of a silent call (storing its priming event)
+    when the call is cancelled or its session ended: the response still ends."""
+    async with gateways(tmp_path) as both:
+        gateway = both["direct"]
+        headers = await open_session(gateway)
+        level = {"jsonrpc": "2.0", "id": 9, "method": "logging/setLevel"}
+        assert (await post(gateway, headers, {**level, "params": {"level": "error"}}))[0] == 200
+        _slowed(monkeypatch, lambda message: message is None)
+
+        async def end(http: httpx2.AsyncClient) -> None:
+            if how == "cancel":
+                ended = await http.post(gateway.url, content=json.dumps(CANCEL), headers=headers)
+                assert ended.status_code == 202
+            else:
+                assert (await http.delete(gateway.url, headers=headers)).status_code == 200
+
+        with anyio.fail_after(7):
+            messages = await _while_calling(
+                gateway, headers, _call("echo__sleep", {"seconds": 3}), 0.8, end
+            )
+    if how == "cancel":
+        assert messages == [{"jsonrpc": "2.0", "id": 7, "error": _CANCELLED}]
+    else:
+        assert messages == []
+
+
+async def test_a_cancellation_during_the_answer_does_not_cut_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the SDK's door: once the answer is being written, it is written."""
+    async with gateways(tmp_path) as both:
+        endings = []
+        for gateway in both.values():
+            headers = await open_session(gateway)
+            _slowed(monkeypatch, lambda message: message is not None and "id" in message)
+
+            async def cancel(
+                http: httpx2.AsyncClient, url: str = gateway.url, headers: dict[str, str] = headers
+            ) -> None:
+                sent = await http.post(url, content=json.dumps(CANCEL), headers=headers)
+                assert sent.status_code == 202
+
+            body = _call("echo__sleep", {"seconds": 0.2}, {"progressToken": 1})
+            messages = await _while_calling(gateway, headers, body, 0.8, cancel)
+            monkeypatch.undo()
+            endings.append(messages[-1])
+    assert endings[0] == endings[1]
+    assert endings[0]["result"]["content"][0]["text"] == "slept"
+
+
+async def test_a_cancellation_the_sdk_refuses_cancels_nothing(tmp_path: Path) -> None:
+    """A notifications/cancelled refused for its headers (a foreign Host: 421; no SSE in
+    Accept: 406) leaves the call running, at both doors."""
+    async with gateways(tmp_path) as both:
+        for gateway in both.values():
+            headers = await open_session(gateway)
+
+            async def refused(
+                http: httpx2.AsyncClient, url: str = gateway.url, headers: dict[str, str] = headers
+            ) -> None:
+                for changes in ({"Host": "evil.example:80"}, {"Accept": "text/plain"}):
+                    sent = await http.post(
+                        url, content=json.dumps(CANCEL), headers={**headers, **changes}
+                    )
+                    assert sent.status_code in (421, 406)
+
+            body = _call("echo__sleep", {"seconds": 1.0}, {"progressToken": 1})
+            messages = await _while_calling(gateway, headers, body, 0.4, refused)
+            assert messages[-1]["result"]["content"][0]["text"] == "slept"
