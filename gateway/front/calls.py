@@ -28,6 +28,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final, Protocol, cast
 
 import anyio
@@ -55,7 +56,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
+from ..upstreams.relay import LogCallback, ProgressCallback
 from .server import PER_CALLER, Front, NoBackChannel
+from .views import View
 
 logger = logging.getLogger("gateway.front")
 
@@ -71,7 +74,7 @@ SSE_HEADERS: Final = [
     (b"connection", b"keep-alive"),
     (b"x-accel-buffering", b"no"),
 ]
-_JSON_TYPE: Final = (b"content-type", b"application/json")
+JSON_TYPE: Final = (b"content-type", b"application/json")
 _PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower()
 _MODERN: Final = frozenset(MODERN_PROTOCOL_VERSIONS)
 _METHODS: Final = frozenset({"tools/call", "tools/list"})
@@ -157,23 +160,12 @@ class ModernCalls:
         token = progress_token_from_params(raw_params)
         level = cast(types.LoggingLevel | None, meta.get(LOG_LEVEL_META_KEY))
 
-        async def progress(progress: float, total: float | None, message: str | None) -> None:
-            note: dict[str, Any] = {"progressToken": token, "progress": progress}
-            if total is not None:
-                note["total"] = total
-            if message is not None:
-                note["message"] = message
-            await reply.event("notifications/progress", note)
-
-        async def log(note: types.LoggingMessageNotificationParams) -> None:
-            dumped = note.model_dump(by_alias=True, mode="json", exclude_none=True)
-            await reply.event("notifications/message", dumped)
-
+        progress, log = relays(reply, token)
         with anyio.CancelScope() as running, CallWatch(reply, receive, running):
             try:
                 result = await self._front.run_call(
                     params,
-                    on_progress=progress if token is not None else None,
+                    on_progress=progress,
                     on_log=log,
                     level=level,
                     asker=NoBackChannel(),
@@ -205,22 +197,14 @@ class ModernCalls:
         return validate_mcp_param_headers(schema, arguments, request.headers)
 
     async def _list_tools(self, reply: _Reply, version: str, params: Any) -> None:
-        """The caller's tools, as the SDK door lists them (Front.list_tools), serialized
-        once per view: a listing of a thousand tools costs the SDK 90 ms of CPU to shape
-        each time, and a client may list on every turn."""
+        """The caller's tools (see Listings.tools)."""
         try:
             _methods.parse_client_request("tools/list", version, params)
         except ValidationError as exc:
             await reply.finish_error(modern_error_data(exc))
             return
         view = self._front.view()
-        key = ("tools/list", version)
-        body = view.wire.get(key)
-        if body is None:
-            listing = types.ListToolsResult(tools=list(view.tools))
-            hinted = apply_cache_hint(listing, PER_CALLER["tools/list"])
-            body = jsoncodec.dumps(self._shape(version, "tools/list", hinted))
-            self._listings.keep(view.wire, key, body)
+        body = self._listings.tools(view, version, partial(self._shape, version, "tools/list"))
         await reply.finish_result(body)
 
     def _shape(self, version: str, method: str, result: BaseModel) -> dict[str, Any]:
@@ -249,6 +233,21 @@ class Listings:
         self.size = 0
         self._kept: deque[tuple[dict[tuple[str, str], bytes], tuple[str, str], int]] = deque()
 
+    def tools(
+        self, view: View, version: str, shape: Callable[[types.ListToolsResult], dict[str, Any]]
+    ) -> bytes:
+        """`view`'s tools/list result for `version`, shaped for the wire by `shape`, as
+        the SDK door lists them (Front.list_tools): serialized once per view, since a
+        listing of a thousand tools costs the SDK 90 ms of CPU to shape each time, and a
+        client may list on every turn."""
+        key = ("tools/list", version)
+        body = view.wire.get(key)
+        if body is None:
+            listing = types.ListToolsResult(tools=list(view.tools))
+            body = jsoncodec.dumps(shape(apply_cache_hint(listing, PER_CALLER["tools/list"])))
+            self.keep(view.wire, key, body)
+        return body
+
     def keep(self, wire: dict[tuple[str, str], bytes], key: tuple[str, str], body: bytes) -> None:
         wire[key] = body
         self._kept.append((wire, key, len(body)))
@@ -257,6 +256,31 @@ class Listings:
             old_wire, old_key, old_size = self._kept.popleft()
             old_wire.pop(old_key, None)
             self.size -= old_size
+
+
+class _Evented(Protocol):
+    async def event(self, method: str, params: dict[str, Any]) -> None: ...
+
+
+def relays(
+    reply: _Evented, token: types.ProgressToken | None
+) -> tuple[ProgressCallback | None, LogCallback]:
+    """A call's progress callback (none without a progress token) and log callback, which
+    put what the upstream reports on `reply` as the SDK words it."""
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        note: dict[str, Any] = {"progressToken": token, "progress": progress}
+        if total is not None:
+            note["total"] = total
+        if message is not None:
+            note["message"] = message
+        await reply.event("notifications/progress", note)
+
+    async def log(note: types.LoggingMessageNotificationParams) -> None:
+        dumped = note.model_dump(by_alias=True, mode="json", exclude_none=True)
+        await reply.event("notifications/message", dumped)
+
+    return (progress if token is not None else None), log
 
 
 def _sse(data: bytes) -> bytes:
@@ -324,7 +348,7 @@ class _Reply:
             await self._commit_sse()
             await self._send({"type": "http.response.body", "body": _sse(data), "more_body": False})
             return
-        headers = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
+        headers = [JSON_TYPE, (b"content-length", str(len(data)).encode())]
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": data, "more_body": False})
 

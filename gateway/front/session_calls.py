@@ -42,7 +42,6 @@ from typing import Any, Final, cast
 import anyio
 import mcp_types as types
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
-from mcp.server.caching import apply_cache_hint
 from mcp.server.connection import Connection
 from mcp.server.streamable_http import (
     MCP_SESSION_ID_HEADER,
@@ -65,9 +64,9 @@ from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
 from ..state import StateError
-from .calls import SSE_HEADERS, CallWatch, HeadOnce, Listings
+from .calls import JSON_TYPE, SSE_HEADERS, CallWatch, HeadOnce, Listings, relays
 from .events import SessionEvents
-from .server import PER_CALLER, CannotBeAsked, Front, can_be_asked
+from .server import CannotBeAsked, Front, can_be_asked
 
 logger = logging.getLogger("gateway.front")
 
@@ -78,7 +77,6 @@ PRIME_AFTER: Final = 0.5
 """Seconds a call may stay silent and still be answered as one JSON response; after that
 its response turns to SSE with a priming event, whose id lets the client resume it."""
 _SESSION_HEADER: Final = MCP_SESSION_ID_HEADER.encode()
-_JSON_TYPE: Final = (b"content-type", b"application/json")
 
 
 def takes(message: Any, headers: dict[str, str]) -> bool:
@@ -201,21 +199,10 @@ class SessionCalls:
             params = types.CallToolRequestParams.model_validate(raw or {}, by_name=False)
             token = progress_token_from_params(raw)
 
-            async def progress(progress: float, total: float | None, message: str | None) -> None:
-                note: dict[str, Any] = {"progressToken": token, "progress": progress}
-                if total is not None:
-                    note["total"] = total
-                if message is not None:
-                    note["message"] = message
-                await stream.event("notifications/progress", note)
-
-            async def log(note: types.LoggingMessageNotificationParams) -> None:
-                dumped = note.model_dump(by_alias=True, mode="json", exclude_none=True)
-                await stream.event("notifications/message", dumped)
-
+            progress, log = relays(stream, token)
             result = await self._front.run_call(
                 params,
-                on_progress=progress if token is not None else None,
+                on_progress=progress,
                 on_log=log,
                 level=self._front.log_level(connection),
                 asker=CannotBeAsked(),
@@ -235,17 +222,11 @@ class SessionCalls:
         await stream.finish({"jsonrpc": "2.0", "id": request_id, "result": answer})
 
     def _listing(self, version: str) -> bytes:
-        """The caller's tools, as the SDK door lists them, serialized once per view."""
-        view = self._front.view()
-        key = ("tools/list", version)
-        body = view.wire.get(key)
-        if body is None:
-            listing = types.ListToolsResult(tools=list(view.tools))
-            hinted = apply_cache_hint(listing, PER_CALLER["tools/list"])
-            dumped = hinted.model_dump(by_alias=True, mode="json", exclude_none=True)
-            body = jsoncodec.dumps(_methods.serialize_server_result("tools/list", version, dumped))
-            self._listings.keep(view.wire, key, body)
-        return body
+        def shape(listing: types.ListToolsResult) -> dict[str, Any]:
+            dumped = listing.model_dump(by_alias=True, mode="json", exclude_none=True)
+            return _methods.serialize_server_result("tools/list", version, dumped)
+
+        return self._listings.tools(self._front.view(), version, shape)
 
     def cancellation(self, message: Any, headers: dict[str, str]) -> tuple[str, str] | None:
         """If `message` (a POST body, parsed, on its way to the SDK) is a
@@ -420,7 +401,7 @@ class _Stream:
     async def _json(self, data: bytes) -> None:
         self._head.sent = True
         head = [
-            _JSON_TYPE,
+            JSON_TYPE,
             (b"content-length", str(len(data)).encode()),
             (_SESSION_HEADER, self._session),
         ]
