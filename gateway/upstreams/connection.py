@@ -98,9 +98,9 @@ class UpstreamConnection:
         self._settled = anyio.Event()
         self._client: Client | None = None
         self._exchange: Exchange | None = None
+        """Tool calls on a 2026-era streamable-HTTP upstream, while its session lasts."""
         self._sessions: CallerSessions | None = None
         """A session per caller, where the upstream cannot tell calls apart (sessions.py)."""
-        """Tool calls on a 2026-era streamable-HTTP upstream, while its session lasts."""
         self._status = Status(
             State.DISABLED if not config.enabled else State.CONNECTING, time.time()
         )
