@@ -149,11 +149,24 @@ async def running_gateway(
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )
+    stopped = anyio.Event()
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        finally:
+            stopped.set()
+
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(server.serve)
+        tasks.start_soon(serve)
         await until(lambda: server.started, 30)
         port = server.servers[0].sockets[0].getsockname()[1]
         try:
             yield Gateway(f"http://127.0.0.1:{port}/mcp", app, config, tags_dir)
         finally:
+            # A clean shutdown also when the test failed (the failure would otherwise
+            # cancel the server mid-way and leave its sockets to the garbage collector,
+            # whose ResourceWarnings then fail whichever test runs next).
             server.should_exit = True
+            with anyio.move_on_after(10, shield=True):
+                await stopped.wait()
