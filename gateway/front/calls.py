@@ -84,7 +84,15 @@ def takes(message: Any, headers: dict[str, str]) -> bool:
     """Whether a POST body (parsed) is a 2026-07-28 tools/call or tools/list request, which
     this module serves. Anything else (other methods, handshake-era callers, batches) goes
     to the SDK. `headers`: the request's, by lowercase name."""
-    if headers.get(MCP_PROTOCOL_VERSION_HEADER) not in _MODERN or not isinstance(message, dict):
+    if headers.get(MCP_PROTOCOL_VERSION_HEADER) not in _MODERN:
+        return False
+    return is_tools_request(message)
+
+
+def is_tools_request(message: Any) -> bool:
+    """Whether `message` is a JSON-RPC 2.0 tools/call or tools/list request with a string
+    or integer id (what the gateway's own doors may serve)."""
+    if not isinstance(message, dict):
         return False
     request_id = message.get("id")
     return (

@@ -64,14 +64,21 @@ from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
 from ..state import StateError
-from .calls import JSON_TYPE, SSE_HEADERS, CallWatch, HeadOnce, Listings, relays
+from .calls import (
+    JSON_TYPE,
+    SSE_HEADERS,
+    CallWatch,
+    HeadOnce,
+    Listings,
+    is_tools_request,
+    relays,
+)
 from .events import SessionEvents
 from .server import CannotBeAsked, Front, can_be_asked
 
 logger = logging.getLogger("gateway.front")
 
 _HANDSHAKE: Final = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
-_METHODS: Final = frozenset({"tools/call", "tools/list"})
 _CANCELLED: Final = {"code": REQUEST_CANCELLED, "message": "Request cancelled"}
 PRIME_AFTER: Final = 0.5
 """Seconds a call may stay silent and still be answered as one JSON response; after that
@@ -83,20 +90,13 @@ def takes(message: Any, headers: dict[str, str]) -> bool:
     """Whether a POST body (parsed) may be a handshake-era tools/call or tools/list on an
     open session, which `SessionCalls.serve` then checks further. `headers`: the
     request's, by lowercase name."""
-    if MCP_SESSION_ID_HEADER not in headers or not isinstance(message, dict):
+    if MCP_SESSION_ID_HEADER not in headers or not is_tools_request(message):
         return False
     version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
     if version is not None and version not in _HANDSHAKE:
         return False
-    request_id = message.get("id")
     params = message.get("params")
-    return (
-        message.get("method") in _METHODS
-        and message.get("jsonrpc") == "2.0"
-        and isinstance(request_id, str | int)
-        and not isinstance(request_id, bool)
-        and (params is None or isinstance(params, dict))
-    )
+    return params is None or isinstance(params, dict)
 
 
 class SessionCalls:
