@@ -121,7 +121,7 @@ async def running(
                 raise error
             for name, status in pool.statuses().items():
                 if status.error:
-                    logger.warning("upstream %s is %s: %s", name, status.state, status.error)
+                    logger.warning("upstream %s is %s: %s", name, status.reported, status.error)
             yield tasks
         finally:
             for stop in unsubscribe:
@@ -189,7 +189,7 @@ def build_app(
     async def health(_request: Request) -> JSONResponse:
         # No tag names or counts here: /health is unauthenticated.
         # Nor upstream names: how many are in each state.
-        upstreams = Counter(status.state.value for status in pool.statuses().values())
+        upstreams = Counter(status.reported.value for status in pool.statuses().values())
         return JSONResponse(
             {
                 "status": "ok",

@@ -32,6 +32,15 @@ class Status:
     failures: int = 0
     """Connection attempts (or, when degraded, calls) that failed in a row."""
 
+    @property
+    def reported(self) -> State:
+        """The state to tell operators: an upstream trying again after failed attempts is
+        down until an attempt succeeds (its retry is a moment of its backoff, and which
+        of the two a reader happens to see must not change the answer)."""
+        if self.state is State.CONNECTING and self.failures:
+            return State.DOWN
+        return self.state
+
 
 class UpstreamError(GatewayError):
     """A call could not be made or did not complete; the message names upstream and tool."""

@@ -19,7 +19,7 @@ from gateway.upstreams.catalog import Catalog, build
 from gateway.upstreams.execute import UnknownTool
 from gateway.upstreams.listing import Offer
 from gateway.upstreams.pool import Pool
-from gateway.upstreams.status import State, UpstreamError
+from gateway.upstreams.status import State, Status, UpstreamError
 from tests.conftest import ROOT
 from tests.redis_server import free_port
 from tests.test_cli import _get, serving
@@ -265,3 +265,13 @@ async def test_killing_one_upstream_mid_call_leaves_the_others_serving() -> None
         await until(lambda: pool.statuses()["one"].state is State.READY, 15)
         assert int(text(await call(pool, "one__pid", {}))) != one_pid
         tasks.cancel_scope.cancel()
+
+
+def test_an_upstream_retrying_after_failures_is_reported_down() -> None:
+    """The start-up line and /health say "down" for an upstream between two failed
+    attempts, whether a reader catches it in its backoff or in its next attempt (under
+    load, the start-up line once caught the ghost above retrying and said "connecting")."""
+    retrying = Status(State.CONNECTING, 0.0, "FileNotFoundError: no such file", failures=1)
+    assert retrying.reported is State.DOWN
+    assert Status(State.CONNECTING, 0.0).reported is State.CONNECTING  # a first attempt
+    assert Status(State.READY, 0.0).reported is State.READY
