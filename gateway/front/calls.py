@@ -108,13 +108,13 @@ class ModernCalls:
         self,
         front: Front,
         security: TransportSecuritySettings | None,
-        listings: Listings | None = None,
+        listings: Listings,
     ) -> None:
         self._front = front
         self._security = TransportSecurityMiddleware(security)
         # Read-only here: every answer is serialized before the next call could change it.
         self._stamp = front.server.server_info_stamp
-        self._listings = listings or Listings()
+        self._listings = listings
 
     async def serve(
         self,

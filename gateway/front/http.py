@@ -121,9 +121,13 @@ class McpEndpoint:
                 try:
                     if fast is not None and self._calls is not None:
                         await self._calls.serve(scope, receive, send, fast, headers)
-                    elif on_session is None or not await self._serve_on_session(
-                        scope, receive, send, on_session, headers, caller
-                    ):
+                    elif (
+                        on_session is None
+                        or self._session_calls is None
+                        or not await self._session_calls.serve(
+                            scope, receive, send, on_session, headers, _requestor(caller)
+                        )
+                    ):  # not served on the session by session_calls.py: the SDK's
                         await self._sdk(scope, receive, send, caller, headers, cancelling)
                 finally:
                     del self._live[key]
@@ -151,19 +155,6 @@ class McpEndpoint:
             self._session_calls.cancel(*cancelling, _requestor(caller))
         if scope["method"] == "DELETE":
             self._session_calls.check_ended(headers)
-
-    async def _serve_on_session(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        message: dict[str, Any],
-        headers: dict[str, str],
-        caller: Credential,
-    ) -> bool:
-        assert self._session_calls is not None
-        requestor = _requestor(caller)
-        return await self._session_calls.serve(scope, receive, send, message, headers, requestor)
 
     def recheck(self, authenticator: Authenticator) -> int:
         """End the requests (streams included) whose credential no longer identifies the
