@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, Final, Protocol, cast
 
@@ -44,7 +44,9 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
+    find_invalid_x_mcp_header,
     validate_mcp_param_headers,
+    x_mcp_header_map,
 )
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import CORE_RESULT_TYPES, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
@@ -115,6 +117,10 @@ class ModernCalls:
         # Read-only here: every answer is serialized before the next call could change it.
         self._stamp = front.server.server_info_stamp
         self._listings = listings
+        self._annotated: dict[int, tuple[object, bool]] = {}
+        """Whether an input schema declares `Mcp-Param-*` headers, by identity (views keep
+        their tools; the schema is kept with its answer, so a reused id is never mistaken
+        for it)."""
 
     async def serve(
         self,
@@ -166,7 +172,7 @@ class ModernCalls:
         params = cast(types.CallToolRequest, parsed).params
         meta = raw_params.get("_meta", {}) if isinstance(raw_params, dict) else {}
         token = progress_token_from_params(raw_params)
-        level = cast(types.LoggingLevel | None, meta.get(LOG_LEVEL_META_KEY))
+        level = cast("types.LoggingLevel | None", meta.get(LOG_LEVEL_META_KEY))
 
         progress, log = relays(reply, token)
         with anyio.CancelScope() as running, CallWatch(reply, receive, running):
@@ -202,7 +208,19 @@ class ModernCalls:
         schema = self._front.input_schema(params["name"])
         if schema is None:
             return None  # an unknown tool: the call answers that
+        if not self._declares_headers(schema):
+            return None  # the SDK's check passes whatever the headers (it walks the schema)
         return validate_mcp_param_headers(schema, arguments, request.headers)
+
+    def _declares_headers(self, schema: Mapping[str, Any]) -> bool:
+        kept = self._annotated.get(id(schema))
+        if kept is not None and kept[0] is schema:
+            return kept[1]
+        declares = find_invalid_x_mcp_header(schema) is None and bool(x_mcp_header_map(schema))
+        if len(self._annotated) > 4096:  # views replaced many times over
+            self._annotated.clear()
+        self._annotated[id(schema)] = (schema, declares)
+        return declares
 
     async def _list_tools(self, reply: _Reply, version: str, params: Any) -> None:
         """The caller's tools (see Listings.tools)."""
