@@ -28,7 +28,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from ..tags.policy import Outcome
-from ..upstreams.connection import InputRound
+from ..upstreams.calls import InputRound
 from ..upstreams.execute import (
     Executor,
     InvalidArguments,

@@ -5,10 +5,7 @@ task holding its `Client`, never the gateway), connects with a bound on `initial
 lists what the upstream offers, and reconnects with backoff and jitter after a crash or a
 disconnect. Its status (connecting, ready, degraded, down, disabled) says what it is
 doing, the last error, and since when. Requests share the one session (the SDK multiplexes
-them) and are capped by the upstream's `call_timeout`, progress notifications or not.
-
-A tool call is retried (once, after the reconnect) only when the connection was lost before
-an answer and the caller says the tool is safe to repeat: a payment is attempted once.
+them); their path is calls.py's, which reads the state kept here.
 """
 
 from __future__ import annotations
@@ -16,10 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast, overload
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -29,34 +25,18 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..breaker import Breaker
+from .calls import UpstreamConfig, UpstreamRequests
 from .config import HttpUpstream, MissingVariable, StdioUpstream
-from .exchange import Exchange, ExchangeLost, NeedsClient, exchange_for
+from .exchange import exchange_for
 from .listing import Offer, list_offer
-from .relay import (
-    Asker,
-    CallerLink,
-    LogCallback,
-    ProgressCallback,
-    client_callbacks,
-    current_link,
-)
-from .sessions import CallerSessions, SessionFailed
-from .status import ConnectionLost, State, Status, UpstreamError, backoff, describe
+from .relay import CallerLink, client_callbacks
+from .sessions import CallerSessions
+from .status import State, Status, backoff, describe
 from .subscriptions import UpstreamSubscriptions
 from .transports import open_client
 
 logger = logging.getLogger("gateway.upstreams")
 
-
-@dataclass(frozen=True, slots=True)
-class InputRound:
-    """A 2026-07-28 caller's answers to an InputRequiredResult, sent with its retry."""
-
-    responses: types.InputResponses | None = None
-    request_state: str | None = None
-
-
-UpstreamConfig = StdioUpstream | HttpUpstream
 HANDSHAKE_VERSIONS = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
 HEALTH_INTERVAL = 15.0
 """Seconds between checks of an idle connection (a listing, which also refreshes)."""
@@ -65,10 +45,9 @@ LIST_CHANGED = (
     types.ResourceListChangedNotification,
     types.PromptListChangedNotification,
 )
-R = TypeVar("R")
 
 
-class UpstreamConnection:
+class UpstreamConnection(UpstreamRequests):
     def __init__(
         self,
         name: str,
@@ -91,29 +70,24 @@ class UpstreamConnection:
         self._holding_gate = False
         self.config = config
         self.breaker = breaker or Breaker(threshold=5, cooldown=1.0, max_cooldown=30.0)
-        """Opened by calls that time out or lose the connection, not by tools' own errors."""
         self.offer = Offer()
         """The last listing; kept while reconnecting, so tools do not flicker away."""
         self._on_change = on_change
         self._settled = anyio.Event()
-        self._client: Client | None = None
-        self._exchange: Exchange | None = None
-        """Tool calls on a 2026-era streamable-HTTP upstream, while its session lasts."""
-        self._sessions: CallerSessions | None = None
-        """A session per caller, where the upstream cannot tell calls apart (sessions.py)."""
+        self._client = None
+        self._exchange = None
+        self._sessions = None
         self._status = Status(
             State.DISABLED if not config.enabled else State.CONNECTING, time.time()
         )
         self._ready = anyio.Event()
         self._new_session = anyio.Event()
-        """Set when the next session is ready (then replaced)."""
         self._reached_ready = False
         self._dead = anyio.Event()
         self._wake = anyio.Event()
         self._stale = False
         self._in_flight = 0
-        self._links: list[CallerLink] = []
-        """The caller link of each call in flight (see relay.py)."""
+        self._links = []
         self._logged_error: str | None = None
         self._call_error = Status(State.DEGRADED, 0.0)
 
@@ -347,233 +321,12 @@ class UpstreamConnection:
             if self._on_change is not None:
                 self._on_change()
 
-    @overload
-    async def call_tool(
-        self,
-        tool: str,
-        arguments: dict[str, Any],
-        *,
-        retry: bool = ...,
-        on_progress: ProgressCallback | None = ...,
-        on_log: LogCallback | None = ...,
-        log_level: types.LoggingLevel = ...,
-        asker: Asker | None = ...,
-        input_round: None = ...,
-        owner: Hashable | None = ...,
-    ) -> types.CallToolResult: ...
-
-    @overload
-    async def call_tool(
-        self,
-        tool: str,
-        arguments: dict[str, Any],
-        *,
-        retry: bool = ...,
-        on_progress: ProgressCallback | None = ...,
-        on_log: LogCallback | None = ...,
-        log_level: types.LoggingLevel = ...,
-        asker: Asker | None = ...,
-        input_round: InputRound | None,
-        owner: Hashable | None = ...,
-    ) -> types.CallToolResult | types.InputRequiredResult: ...
-
-    async def call_tool(
-        self,
-        tool: str,
-        arguments: dict[str, Any],
-        *,
-        retry: bool = False,
-        on_progress: ProgressCallback | None = None,
-        on_log: LogCallback | None = None,
-        log_level: types.LoggingLevel = "info",
-        asker: Asker | None = None,
-        input_round: InputRound | None = None,
-        owner: Hashable | None = None,
-    ) -> types.CallToolResult | types.InputRequiredResult:
-        """Call `tool`, capped by call_timeout (one cap over every attempt). `retry`: the
-        caller knows the tool is safe to repeat (read-only or idempotent), so a call whose
-        connection was lost is made once more after the reconnect. Raises UpstreamError.
-
-        `asker` answers the upstream's sampling and elicitation requests during the call.
-        With `input_round` (a 2026-07-28 caller), an upstream's InputRequiredResult is
-        returned as it is, for the caller to answer and call again with the round's
-        responses; otherwise the SDK client answers it through `asker` and retries.
-        `owner`: the caller, whose calls never share a session with another caller's where
-        the upstream cannot tell them apart (sessions.py)."""
-        what = f"{tool} on upstream {self.name}"
-        # 2026-era upstreams send log messages only to requests that ask for them.
-        meta = (
-            cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: log_level}) if on_log else None
-        )
-
-        async def send(
-            client: Client, _timeout: float
-        ) -> types.CallToolResult | types.InputRequiredResult:
-            exchange = self._exchange
-            if exchange is not None and (entry := self.offer.tool(tool)) is not None:
-                try:
-                    return await exchange.call_tool(
-                        entry,
-                        arguments,
-                        on_progress=on_progress,
-                        on_log=on_log,
-                        log_level=log_level,
-                        input_round=(input_round.responses, input_round.request_state)
-                        if input_round is not None
-                        else None,
-                    )
-                except NeedsClient:
-                    pass  # the SDK client asks the caller through `asker`, and calls again
-            # No SDK read timeout: _request's cap covers it (and, unlike the SDK's clock,
-            # never pauses), and one timer per call is cheaper than two.
-            if input_round is not None:
-                return await client.session.call_tool(
-                    tool,
-                    arguments,
-                    progress_callback=on_progress,
-                    input_responses=input_round.responses,
-                    request_state=input_round.request_state,
-                    meta=meta,
-                    allow_input_required=True,
-                )
-            return await client.call_tool(tool, arguments, progress_callback=on_progress, meta=meta)
-
-        link = CallerLink(on_log, asker, owner)
-        deadline = anyio.current_time() + self.config.call_timeout
-        next_session = self._new_session
-        try:
-            return await self._request(what, send, deadline, link, owner)
-        except ConnectionLost:
-            if not retry:
-                raise
-        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
-            await next_session.wait()
-        logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
-        return await self._request(what, send, deadline, link, owner)
-
-    async def read_resource(self, uri: str) -> types.ReadResourceResult:
-        deadline = anyio.current_time() + self.config.call_timeout
-        return await self._request(
-            f"resource {uri} on upstream {self.name}",
-            lambda client, _timeout: client.read_resource(uri, cache_mode="bypass"),
-            deadline,
-        )
-
-    async def get_prompt(self, prompt: str, arguments: dict[str, str]) -> types.GetPromptResult:
-        deadline = anyio.current_time() + self.config.call_timeout
-        return await self._request(
-            f"prompt {prompt} on upstream {self.name}",
-            lambda client, _timeout: client.get_prompt(prompt, arguments),
-            deadline,
-        )
-
-    async def complete(
-        self,
-        ref: types.PromptReference | types.ResourceTemplateReference,
-        argument: dict[str, str],
-        context: dict[str, str] | None,
-    ) -> types.CompleteResult:
-        deadline = anyio.current_time() + self.config.call_timeout
-        return await self._request(
-            f"completion on upstream {self.name}",
-            lambda client, _timeout: client.complete(ref, argument, context),
-            deadline,
-        )
-
-    async def _request(
-        self,
-        what: str,
-        send: Callable[[Client, float], Awaitable[R]],
-        deadline: float,
-        link: CallerLink | None = None,
-        owner: Hashable | None = None,
-    ) -> R:
-        """One request over the live session (or `owner`'s own, see sessions.py), failing
-        fast while it is down or its breaker is open, and bounded by `deadline`. Lost
-        connections and timeouts count against the breaker; an upstream's own error answer
-        does not."""
-        client = self._client
-        if client is None:
-            status = self._status
-            reason = status.error or status.state.value
-            if status.state is State.READY:
-                reason = "its connection was just lost"
-            raise UpstreamError(f"upstream {self.name} is not ready ({reason}); {what} not sent")
-        wait = self.breaker.retry_after()
-        if wait > 0:
-            raise UpstreamError(
-                f"upstream {self.name} failed {self.breaker.failures} calls in a row; "
-                f"{what} not sent, calls resume in {wait:.1f} s"
-            )
-        sessions = self._sessions
-        if sessions is None or owner is None:
-            return await self._send(what, send, deadline, link, client, self._links)
-        try:
-            async with sessions.lease(owner, deadline) as (leased, links):
-                return await self._send(what, send, deadline, link, leased, links)
-        except SessionFailed as exc:
-            raise UpstreamError(
-                f"upstream {self.name}: no session for this caller ({exc}); {what} not sent"
-            ) from None
-
-    async def _send(
-        self,
-        what: str,
-        send: Callable[[Client, float], Awaitable[R]],
-        deadline: float,
-        link: CallerLink | None,
-        client: Client,
-        links: list[CallerLink],
-    ) -> R:
-        limit = self.config.call_timeout
-        self._in_flight += 1
-        link = link or CallerLink()
-        links.append(link)
-        # Seen by the SDK client's callbacks where they run in this task's context.
-        reset = current_link.set(link)
-        try:
-            # A bare scope, not fail_after: this runs for every call, and fail_after's
-            # generator costs twice the scope.
-            with anyio.CancelScope(deadline=deadline):
-                result = await send(client, deadline - anyio.current_time())
-                self.breaker.success()
-                return result
-            raise TimeoutError  # reached only when the deadline ended the call
-        except TimeoutError:
-            self._failed(f"{what} did not answer within {limit:g} s")
-            raise UpstreamError(f"{what} did not answer within {limit:g} s") from None
-        except ExchangeLost as exc:
-            # One exchange broke off; the upstream's session and other calls go on.
-            self._failed(f"the connection was lost during {what}: {exc}")
-            raise ConnectionLost(
-                f"upstream {self.name}: the connection was lost during {what} ({exc})"
-            ) from exc
-        except MCPError as exc:
-            code = exc.error.code
-            if code == types.CONNECTION_CLOSED:
-                self._failed(f"the connection closed during {what}")
-                if self._client is client:
-                    self._client = None  # callers fail fast until the supervisor reconnects
-                    if self._ready.is_set():
-                        self._ready = anyio.Event()
-                    self._dead.set()
-                    self._wake.set()
-                elif self._sessions is not None:
-                    self._sessions.close(client)  # a caller's own session
-                raise ConnectionLost(
-                    f"upstream {self.name} closed the connection during {what}"
-                ) from exc
-            if code == types.REQUEST_TIMEOUT:
-                self._failed(f"{what} did not answer within {limit:g} s")
-                raise UpstreamError(f"{what} did not answer within {limit:g} s") from exc
-            self.breaker.success()  # the upstream answered, if with an error
-            raise
-        finally:
-            self._in_flight -= 1
-            links.remove(link)
-            current_link.reset(reset)
-
-    def _failed(self, error: str) -> None:
-        since = self._call_error.since if self.breaker.failures else time.time()
-        self.breaker.failure()
-        self._call_error = Status(State.DEGRADED, since, error, self.breaker.failures)
+    def _lost(self, client: Client) -> None:
+        if self._client is client:
+            self._client = None  # callers fail fast until the supervisor reconnects
+            if self._ready.is_set():
+                self._ready = anyio.Event()
+            self._dead.set()
+            self._wake.set()
+        elif self._sessions is not None:
+            self._sessions.close(client)  # a caller's own session

@@ -36,7 +36,7 @@ from ..audit import AuditLog
 from ..errors import GatewayError
 from ..tags.context import ResolvedContext
 from ..tags.policy import Decision, check
-from .connection import InputRound
+from .calls import InputRound
 from .pool import Pool
 from .relay import Asker, LogCallback, ProgressCallback
 from .status import UpstreamError

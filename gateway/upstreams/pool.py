@@ -18,9 +18,10 @@ import anyio
 import mcp_types as types
 
 from ..watching import file_changes
+from .calls import UpstreamConfig
 from .catalog import AmbiguousResource, Catalog, build
 from .config import public_prefix
-from .connection import UpstreamConfig, UpstreamConnection
+from .connection import UpstreamConnection
 from .definitions import DefinitionLedger
 from .status import Status, UpstreamError
 

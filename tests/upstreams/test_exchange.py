@@ -13,8 +13,9 @@ import mcp_types as types
 import pytest
 from mcp import MCPError
 
+from gateway.upstreams.calls import InputRound
 from gateway.upstreams.config import HttpUpstream
-from gateway.upstreams.connection import InputRound, UpstreamConnection
+from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.exchange import CAPABILITIES, Exchange
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
 from gateway.upstreams.status import ConnectionLost

@@ -1,0 +1,298 @@
+"""Requests to one upstream over the session its supervisor keeps (connection.py).
+
+Tool calls (as hand-built exchanges where the upstream allows, exchange.py), resource
+reads, prompts and completions: each capped by the upstream's `call_timeout`, failing fast
+while the upstream is down or its breaker is open, and sent on a caller's own session
+where the upstream cannot tell callers apart (sessions.py). Lost connections and timeouts
+count against the breaker; an upstream's own error answer does not.
+
+A tool call is retried (once, after the reconnect) only when the connection was lost before
+an answer and the caller says the tool is safe to repeat: a payment is attempted once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast, overload
+
+import anyio
+import mcp_types as types
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from ..breaker import Breaker
+from .config import HttpUpstream, StdioUpstream
+from .exchange import Exchange, ExchangeLost, NeedsClient
+from .listing import Offer
+from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
+from .sessions import CallerSessions, SessionFailed
+from .status import ConnectionLost, State, Status, UpstreamError
+
+logger = logging.getLogger("gateway.upstreams")
+
+UpstreamConfig = StdioUpstream | HttpUpstream
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class InputRound:
+    """A 2026-07-28 caller's answers to an InputRequiredResult, sent with its retry."""
+
+    responses: types.InputResponses | None = None
+    request_state: str | None = None
+
+
+class UpstreamRequests:
+    """The request path of an UpstreamConnection, which keeps the session: the state read
+    here is what the supervisor publishes, and a connection found closed is reported
+    back through `_lost`."""
+
+    name: str
+    config: UpstreamConfig
+    breaker: Breaker
+    """Opened by calls that time out or lose the connection, not by tools' own errors."""
+    offer: Offer
+    _client: Client | None
+    """The live session's client; None while connecting or down."""
+    _exchange: Exchange | None
+    """Tool calls on a 2026-era streamable-HTTP upstream, while its session lasts."""
+    _sessions: CallerSessions | None
+    """A session per caller, where the upstream cannot tell calls apart (sessions.py)."""
+    _status: Status
+    _new_session: anyio.Event
+    """Set when the next session is ready (then replaced)."""
+    _links: list[CallerLink]
+    """The caller link of each call in flight on the gateway's own session (relay.py)."""
+    _in_flight: int
+    _call_error: Status
+
+    def _lost(self, client: Client) -> None:
+        """`client`'s connection closed under a request."""
+        raise NotImplementedError
+
+    @overload
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        retry: bool = ...,
+        on_progress: ProgressCallback | None = ...,
+        on_log: LogCallback | None = ...,
+        log_level: types.LoggingLevel = ...,
+        asker: Asker | None = ...,
+        input_round: None = ...,
+        owner: Hashable | None = ...,
+    ) -> types.CallToolResult: ...
+
+    @overload
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        retry: bool = ...,
+        on_progress: ProgressCallback | None = ...,
+        on_log: LogCallback | None = ...,
+        log_level: types.LoggingLevel = ...,
+        asker: Asker | None = ...,
+        input_round: InputRound | None,
+        owner: Hashable | None = ...,
+    ) -> types.CallToolResult | types.InputRequiredResult: ...
+
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        retry: bool = False,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+        log_level: types.LoggingLevel = "info",
+        asker: Asker | None = None,
+        input_round: InputRound | None = None,
+        owner: Hashable | None = None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """Call `tool`, capped by call_timeout (one cap over every attempt). `retry`: the
+        caller knows the tool is safe to repeat (read-only or idempotent), so a call whose
+        connection was lost is made once more after the reconnect. Raises UpstreamError.
+
+        `asker` answers the upstream's sampling and elicitation requests during the call.
+        With `input_round` (a 2026-07-28 caller), an upstream's InputRequiredResult is
+        returned as it is, for the caller to answer and call again with the round's
+        responses; otherwise the SDK client answers it through `asker` and retries.
+        `owner`: the caller, whose calls never share a session with another caller's where
+        the upstream cannot tell them apart (sessions.py)."""
+        what = f"{tool} on upstream {self.name}"
+        # 2026-era upstreams send log messages only to requests that ask for them.
+        meta = (
+            cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: log_level}) if on_log else None
+        )
+
+        async def send(
+            client: Client, _timeout: float
+        ) -> types.CallToolResult | types.InputRequiredResult:
+            exchange = self._exchange
+            if exchange is not None and (entry := self.offer.tool(tool)) is not None:
+                try:
+                    return await exchange.call_tool(
+                        entry,
+                        arguments,
+                        on_progress=on_progress,
+                        on_log=on_log,
+                        log_level=log_level,
+                        input_round=(input_round.responses, input_round.request_state)
+                        if input_round is not None
+                        else None,
+                    )
+                except NeedsClient:
+                    pass  # the SDK client asks the caller through `asker`, and calls again
+            # No SDK read timeout: _request's cap covers it (and, unlike the SDK's clock,
+            # never pauses), and one timer per call is cheaper than two.
+            if input_round is not None:
+                return await client.session.call_tool(
+                    tool,
+                    arguments,
+                    progress_callback=on_progress,
+                    input_responses=input_round.responses,
+                    request_state=input_round.request_state,
+                    meta=meta,
+                    allow_input_required=True,
+                )
+            return await client.call_tool(tool, arguments, progress_callback=on_progress, meta=meta)
+
+        link = CallerLink(on_log, asker, owner)
+        deadline = anyio.current_time() + self.config.call_timeout
+        next_session = self._new_session
+        try:
+            return await self._request(what, send, deadline, link, owner)
+        except ConnectionLost:
+            if not retry:
+                raise
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            await next_session.wait()
+        logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
+        return await self._request(what, send, deadline, link, owner)
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        deadline = anyio.current_time() + self.config.call_timeout
+        return await self._request(
+            f"resource {uri} on upstream {self.name}",
+            lambda client, _timeout: client.read_resource(uri, cache_mode="bypass"),
+            deadline,
+        )
+
+    async def get_prompt(self, prompt: str, arguments: dict[str, str]) -> types.GetPromptResult:
+        deadline = anyio.current_time() + self.config.call_timeout
+        return await self._request(
+            f"prompt {prompt} on upstream {self.name}",
+            lambda client, _timeout: client.get_prompt(prompt, arguments),
+            deadline,
+        )
+
+    async def complete(
+        self,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context: dict[str, str] | None,
+    ) -> types.CompleteResult:
+        deadline = anyio.current_time() + self.config.call_timeout
+        return await self._request(
+            f"completion on upstream {self.name}",
+            lambda client, _timeout: client.complete(ref, argument, context),
+            deadline,
+        )
+
+    async def _request(
+        self,
+        what: str,
+        send: Callable[[Client, float], Awaitable[R]],
+        deadline: float,
+        link: CallerLink | None = None,
+        owner: Hashable | None = None,
+    ) -> R:
+        """One request over the live session (or `owner`'s own, see sessions.py), failing
+        fast while it is down or its breaker is open, and bounded by `deadline`. Lost
+        connections and timeouts count against the breaker; an upstream's own error answer
+        does not."""
+        client = self._client
+        if client is None:
+            status = self._status
+            reason = status.error or status.state.value
+            if status.state is State.READY:
+                reason = "its connection was just lost"
+            raise UpstreamError(f"upstream {self.name} is not ready ({reason}); {what} not sent")
+        wait = self.breaker.retry_after()
+        if wait > 0:
+            raise UpstreamError(
+                f"upstream {self.name} failed {self.breaker.failures} calls in a row; "
+                f"{what} not sent, calls resume in {wait:.1f} s"
+            )
+        sessions = self._sessions
+        if sessions is None or owner is None:
+            return await self._send(what, send, deadline, link, client, self._links)
+        try:
+            async with sessions.lease(owner, deadline) as (leased, links):
+                return await self._send(what, send, deadline, link, leased, links)
+        except SessionFailed as exc:
+            raise UpstreamError(
+                f"upstream {self.name}: no session for this caller ({exc}); {what} not sent"
+            ) from None
+
+    async def _send(
+        self,
+        what: str,
+        send: Callable[[Client, float], Awaitable[R]],
+        deadline: float,
+        link: CallerLink | None,
+        client: Client,
+        links: list[CallerLink],
+    ) -> R:
+        limit = self.config.call_timeout
+        self._in_flight += 1
+        link = link or CallerLink()
+        links.append(link)
+        # Seen by the SDK client's callbacks where they run in this task's context.
+        reset = current_link.set(link)
+        try:
+            # A bare scope, not fail_after: this runs for every call, and fail_after's
+            # generator costs twice the scope.
+            with anyio.CancelScope(deadline=deadline):
+                result = await send(client, deadline - anyio.current_time())
+                self.breaker.success()
+                return result
+            raise TimeoutError  # reached only when the deadline ended the call
+        except TimeoutError:
+            self._failed(f"{what} did not answer within {limit:g} s")
+            raise UpstreamError(f"{what} did not answer within {limit:g} s") from None
+        except ExchangeLost as exc:
+            # One exchange broke off; the upstream's session and other calls go on.
+            self._failed(f"the connection was lost during {what}: {exc}")
+            raise ConnectionLost(
+                f"upstream {self.name}: the connection was lost during {what} ({exc})"
+            ) from exc
+        except MCPError as exc:
+            code = exc.error.code
+            if code == types.CONNECTION_CLOSED:
+                self._failed(f"the connection closed during {what}")
+                self._lost(client)
+                raise ConnectionLost(
+                    f"upstream {self.name} closed the connection during {what}"
+                ) from exc
+            if code == types.REQUEST_TIMEOUT:
+                self._failed(f"{what} did not answer within {limit:g} s")
+                raise UpstreamError(f"{what} did not answer within {limit:g} s") from exc
+            self.breaker.success()  # the upstream answered, if with an error
+            raise
+        finally:
+            self._in_flight -= 1
+            links.remove(link)
+            current_link.reset(reset)
+
+    def _failed(self, error: str) -> None:
+        since = self._call_error.since if self.breaker.failures else time.time()
+        self.breaker.failure()
+        self._call_error = Status(State.DEGRADED, since, error, self.breaker.failures)
