@@ -86,6 +86,7 @@ class UpstreamRequests:
         asker: Asker | None = ...,
         input_round: None = ...,
         owner: Hashable | None = ...,
+        user: Hashable | None = ...,
     ) -> types.CallToolResult: ...
 
     @overload
@@ -101,6 +102,7 @@ class UpstreamRequests:
         asker: Asker | None = ...,
         input_round: InputRound | None,
         owner: Hashable | None = ...,
+        user: Hashable | None = ...,
     ) -> types.CallToolResult | types.InputRequiredResult: ...
 
     async def call_tool(
@@ -115,6 +117,7 @@ class UpstreamRequests:
         asker: Asker | None = None,
         input_round: InputRound | None = None,
         owner: Hashable | None = None,
+        user: Hashable | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool`, capped by call_timeout (one cap over every attempt). `retry`: the
         caller knows the tool is safe to repeat (read-only or idempotent), so a call whose
@@ -125,7 +128,8 @@ class UpstreamRequests:
         returned as it is, for the caller to answer and call again with the round's
         responses; otherwise the SDK client answers it through `asker` and retries.
         `owner`: the caller, whose calls never share a session with another caller's where
-        the upstream cannot tell them apart (sessions.py)."""
+        the upstream cannot tell them apart (sessions.py); `user`: whose calls `owner`
+        makes, which hold at most the upstream's `caller_sessions_per_user` sessions."""
         what = f"{tool} on upstream {self.name}"
         # 2026-era upstreams send log messages only to requests that ask for them.
         meta = (
@@ -168,14 +172,14 @@ class UpstreamRequests:
         deadline = anyio.current_time() + self.config.call_timeout
         next_session = self._new_session
         try:
-            return await self._request(what, send, deadline, link, owner)
+            return await self._request(what, send, deadline, link, owner, user)
         except ConnectionLost:
             if not retry:
                 raise
         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
             await next_session.wait()
         logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
-        return await self._request(what, send, deadline, link, owner)
+        return await self._request(what, send, deadline, link, owner, user)
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         deadline = anyio.current_time() + self.config.call_timeout
@@ -213,6 +217,7 @@ class UpstreamRequests:
         deadline: float,
         link: CallerLink | None = None,
         owner: Hashable | None = None,
+        user: Hashable | None = None,
     ) -> R:
         """One request over the live session (or `owner`'s own, see sessions.py), failing
         fast while it is down or its breaker is open, and bounded by `deadline`. Lost
@@ -235,7 +240,7 @@ class UpstreamRequests:
         if sessions is None or owner is None:
             return await self._send(what, send, deadline, link, client, self._links)
         try:
-            async with sessions.lease(owner, deadline) as (leased, links):
+            async with sessions.lease(owner, deadline, user) as (leased, links):
                 return await self._send(what, send, deadline, link, leased, links)
         except SessionFailed as exc:
             raise UpstreamError(

@@ -65,6 +65,10 @@ class _Upstream(_Strict):
     handshake era over stdio or SSE), so that its logs, sampling and elicitation reach
     the caller they belong to. 0: calls share one session, and such messages are refused
     while calls of several callers are in flight."""
+    caller_sessions_per_user: Annotated[int, Field(ge=1, le=257)] = 4
+    """Of those sessions (the gateway's own counted), how many the calls of one user may
+    hold at once: beyond it, that user's next call waits for one of its own to end, so
+    that one client's parallel calls cannot take every session and starve other users."""
 
 
 class StdioUpstream(_Upstream):

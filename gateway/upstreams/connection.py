@@ -199,6 +199,7 @@ class UpstreamConnection(UpstreamRequests):
                         lambda links: open_client(self.name, self.config, self._callbacks(links)),
                         tasks,
                         self.config.caller_sessions,
+                        self.config.caller_sessions_per_user,
                     )
                 self._new_session.set()
                 self._new_session = anyio.Event()

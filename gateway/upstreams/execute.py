@@ -136,6 +136,7 @@ class Executor:
                 asker=asker,
                 input_round=input_round,
                 owner=owner if owner is not None else object(),
+                user=(context.principal.org_id, context.principal.user_id),
             )
         except UpstreamError as exc:
             self._record(

@@ -10,7 +10,10 @@ who finds it lent out gets a session of its own (for stdio, a process of its own
 on demand, lent to it alone, and closed after `IDLE` seconds unused. At most `limit` such
 sessions are open per upstream; beyond that, a call waits for one to be free. A caller here
 is an owner (relay.CallerLink.owner): a client session of the gateway, or a 2026-07-28
-request; calls of one owner share a session.
+request; calls of one owner share a session. One user may have many owners (a 2026-07-28
+client's every call is one), so the sessions that one user's calls hold at once are
+capped too (`per_user`): its further calls wait for one of its own rather than take the
+sessions other users need.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Session:
     links: list[CallerLink]
     """The calls in flight on this session (its callbacks read them)."""
     owner: Hashable | None = None
+    user: Hashable | None = None
+    """Whose calls the owner makes (see CallerSessions.lease)."""
     calls: int = 0
     held_until: float = 0.0
     """Until when (anyio time) the owner keeps it after its last call: see HOLD."""
@@ -61,6 +66,10 @@ class Session:
         if self.owner == owner:
             return True
         return self.calls == 0 and (self.owner is None or now >= self.held_until)
+
+    def held_by(self, user: Hashable, now: float) -> bool:
+        """Whether `user`'s calls hold it: a call in flight, or its hold not run out."""
+        return self.user == user and (self.calls > 0 or now < self.held_until)
 
 
 class SessionFailed(Exception):
@@ -76,15 +85,20 @@ class CallerSessions:
         opener: Opener,
         tasks: TaskGroup,
         limit: int,
+        per_user: int | None = None,
     ) -> None:
+        """`limit`: sessions opened besides `shared`; `per_user`: sessions (`shared`
+        counted) that one user's calls may hold at once (no cap when None)."""
         self.upstream = upstream
         self._shared = Session(shared, shared_links)
         self._own: list[Session] = []
         self._open = opener
         self._tasks = tasks
         self._limit = limit
+        self._per_user = per_user
         self._freed = anyio.Event()
-        self._opening_for: dict[Hashable, anyio.Event] = {}
+        self._opening_for: dict[Hashable, tuple[anyio.Event, Hashable | None]] = {}
+        """Owners whose session is being opened: when it is ready, and for whom."""
 
     @property
     def opened(self) -> int:
@@ -93,13 +107,18 @@ class CallerSessions:
 
     @asynccontextmanager
     async def lease(
-        self, owner: Hashable, deadline: float
+        self, owner: Hashable, deadline: float, user: Hashable | None = None
     ) -> AsyncIterator[tuple[Client, list[CallerLink]]]:
-        """A session on which only `owner`'s calls are in flight, for one call. Raises
-        SessionFailed when none can be had by `deadline` (anyio time)."""
+        """A session on which only `owner`'s calls are in flight, for one call. `user`:
+        whose calls the owner makes (none: not capped per user). Raises SessionFailed
+        when none can be had by `deadline` (anyio time)."""
         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as waited:
-            session = await self._take(owner)
+            session = await self._take(owner, user)
         if waited.cancelled_caught:
+            if self._at_cap(user, anyio.current_time()):
+                raise SessionFailed(
+                    f"the {self._per_user} sessions that one user's calls may hold stayed busy"
+                )
             raise SessionFailed(f"all {self._limit + 1} sessions stayed busy")
         session.calls += 1
         ended = False
@@ -117,22 +136,35 @@ class CallerSessions:
                 session.wake.set()
                 self._freed.set()
 
-    async def _take(self, owner: Hashable) -> Session:
+    def _at_cap(self, user: Hashable | None, now: float) -> bool:
+        """Whether `user`'s calls hold all the sessions they may."""
+        if user is None or self._per_user is None:
+            return False
+        holding = sum(s.held_by(user, now) for s in (self._shared, *self._own))
+        holding += sum(who == user for _, who in self._opening_for.values())
+        return holding >= self._per_user
+
+    async def _take(self, owner: Hashable, user: Hashable | None) -> Session:
         while True:
             opening = self._opening_for.get(owner)
             if opening is not None:  # this caller's own session is on its way
-                await opening.wait()
+                await opening[0].wait()
                 continue
             now = anyio.current_time()
             everyone = [self._shared, *self._own]
             mine = next((s for s in everyone if s.owner == owner and not s.closing), None)
-            free = mine or next((s for s in everyone if s.free_for(owner, now)), None)
+            # A session of this owner's is no new one for its user.
+            at_cap = mine is None and self._at_cap(user, now)
+            free = mine
+            if free is None and not at_cap:
+                free = next((s for s in everyone if s.free_for(owner, now)), None)
             if free is not None:
                 free.owner = owner
+                free.user = user
                 free.wake.set()
                 return free
-            if len(self._own) + len(self._opening_for) < self._limit:
-                return await self._open_for(owner)
+            if not at_cap and len(self._own) + len(self._opening_for) < self._limit:
+                return await self._open_for(owner, user)
             # Wait for a call to end, or for a hold to run out.
             if self._freed.is_set():
                 self._freed = anyio.Event()
@@ -140,10 +172,11 @@ class CallerSessions:
             with anyio.move_on_after(min(held) - now if held else math.inf):
                 await self._freed.wait()
 
-    async def _open_for(self, owner: Hashable) -> Session:
-        opened = self._opening_for[owner] = anyio.Event()
+    async def _open_for(self, owner: Hashable, user: Hashable | None) -> Session:
+        opened = anyio.Event()
+        self._opening_for[owner] = (opened, user)
         try:
-            session: Session = await self._tasks.start(self._serve, owner)
+            session: Session = await self._tasks.start(self._serve, owner, user)
         except Exception as exc:
             raise SessionFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
@@ -151,7 +184,9 @@ class CallerSessions:
             opened.set()
         return session
 
-    async def _serve(self, owner: Hashable, *, task_status: TaskStatus[Session]) -> None:
+    async def _serve(
+        self, owner: Hashable, user: Hashable | None, *, task_status: TaskStatus[Session]
+    ) -> None:
         """One caller's own session: open until unused for IDLE seconds or closed. Its
         failures end it alone, never the connection whose task group runs it."""
         links: list[CallerLink] = []
@@ -161,7 +196,7 @@ class CallerSessions:
         current_link.set(None)
         try:
             async with self._open(links) as client:
-                session = Session(client, links, owner)
+                session = Session(client, links, owner, user)
                 self._own.append(session)
                 logger.info(
                     "upstream %s: opened a session for another caller (%d open)",

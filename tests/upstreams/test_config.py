@@ -112,6 +112,10 @@ def test_no_upstreams_is_fine(tmp_path: Path) -> None:
             "3: upstreams.bad.call_timeout: Input should be greater than 0",
         ),
         (
+            "bad: {transport: stdio, command: x, caller_sessions_per_user: 0}",
+            "3: upstreams.bad.caller_sessions_per_user: Input should be greater than or equal to 1",
+        ),
+        (
             "bad: {transport: stdio, command: x, url: 'http://x'}",
             "3: upstreams.bad.url: unknown field",
         ),

@@ -12,6 +12,7 @@ import pytest
 from gateway.upstreams import sessions
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
+from gateway.upstreams.status import UpstreamError
 from tests.upstreams.test_connection import ECHO, gone, running, stdio, text, until
 
 pytestmark = pytest.mark.anyio
@@ -118,6 +119,47 @@ async def test_beyond_the_limit_calls_wait_for_a_free_session() -> None:
                 await anyio.sleep(0.05)
         assert sorted(done) == ["alice", "bob", "carol", "dave"]
         assert up.caller_sessions == 1
+
+
+async def test_one_users_parallel_calls_leave_sessions_for_other_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three calls of alice's (three owners, as a 2026-07-28 client's calls are) and one
+    of bob's, on an upstream of three sessions of which a user may hold two: bob gets
+    the third at once, and alice's third call waits for one of her own (its hold, made
+    long here, included). Without the cap alice would take all three and bob would wait."""
+    monkeypatch.setattr(sessions, "HOLD", 3.0)
+    config = handshake(caller_sessions=2, caller_sessions_per_user=2, call_timeout=30)
+    async with running(UpstreamConnection("old", config)) as up:
+        await ready(up)
+        done: list[str] = []
+
+        async def call(owner: str, user: str) -> None:
+            await up.call_tool("sleep", {"seconds": 0.5}, owner=owner, user=user)
+            done.append(owner)
+
+        async with anyio.create_task_group() as tasks:
+            for n in (1, 2, 3):
+                tasks.start_soon(call, f"alice-{n}", "alice")
+                await anyio.sleep(0.05)
+            await anyio.sleep(0.1)
+            tasks.start_soon(call, "bob-1", "bob")
+        assert done.index("bob-1") < done.index("alice-3"), done
+        assert up.caller_sessions == 2  # one of alice's, one of bob's
+
+
+async def test_a_call_past_its_users_cap_fails_in_time_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sessions, "HOLD", 30.0)
+    config = handshake(caller_sessions=3, caller_sessions_per_user=1, call_timeout=2)
+    async with running(UpstreamConnection("old", config)) as up:
+        await ready(up)
+        await up.call_tool("pid", {}, owner="alice-1", user="alice")  # held long after
+        with pytest.raises(UpstreamError, match="the 1 sessions that one user's calls"):
+            await up.call_tool("pid", {}, owner="alice-2", user="alice")
+        await up.call_tool("pid", {}, owner="alice-1", user="alice")  # its own: no new one
+        assert up.caller_sessions == 0
 
 
 async def test_a_session_is_not_lent_on_while_an_abandoned_call_may_still_talk() -> None:
