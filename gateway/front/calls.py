@@ -58,6 +58,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
+from ..identitycache import IdentityCache
 from ..upstreams.relay import LogCallback, ProgressCallback
 from .server import PER_CALLER, Front, NoBackChannel
 from .views import View
@@ -117,10 +118,8 @@ class ModernCalls:
         # Read-only here: every answer is serialized before the next call could change it.
         self._stamp = front.server.server_info_stamp
         self._listings = listings
-        self._annotated: dict[int, tuple[object, bool]] = {}
-        """Whether an input schema declares `Mcp-Param-*` headers, by identity (views keep
-        their tools; the schema is kept with its answer, so a reused id is never mistaken
-        for it)."""
+        self._annotated: IdentityCache[Mapping[str, Any], bool] = IdentityCache()
+        """Whether an input schema declares `Mcp-Param-*` headers."""
 
     async def serve(
         self,
@@ -208,19 +207,9 @@ class ModernCalls:
         schema = self._front.input_schema(params["name"])
         if schema is None:
             return None  # an unknown tool: the call answers that
-        if not self._declares_headers(schema):
+        if not self._annotated.get(schema, _declares_headers):
             return None  # the SDK's check passes whatever the headers (it walks the schema)
         return validate_mcp_param_headers(schema, arguments, request.headers)
-
-    def _declares_headers(self, schema: Mapping[str, Any]) -> bool:
-        kept = self._annotated.get(id(schema))
-        if kept is not None and kept[0] is schema:
-            return kept[1]
-        declares = find_invalid_x_mcp_header(schema) is None and bool(x_mcp_header_map(schema))
-        if len(self._annotated) > 4096:  # views replaced many times over
-            self._annotated.clear()
-        self._annotated[id(schema)] = (schema, declares)
-        return declares
 
     async def _list_tools(self, reply: _Reply, version: str, params: Any) -> None:
         """The caller's tools (see Listings.tools)."""
@@ -307,6 +296,10 @@ def relays(
         await reply.event("notifications/message", dumped)
 
     return (progress if token is not None else None), log
+
+
+def _declares_headers(schema: Mapping[str, Any]) -> bool:
+    return find_invalid_x_mcp_header(schema) is None and bool(x_mcp_header_map(schema))
 
 
 def _sse(data: bytes) -> bytes:

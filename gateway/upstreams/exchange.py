@@ -50,6 +50,7 @@ from pydantic import TypeAdapter, ValidationError
 from yarl import URL
 
 from .. import jsoncodec
+from ..identitycache import IdentityCache
 from .config import HttpUpstream, StdioUpstream
 from .relay import LogCallback, ProgressCallback
 from .status import describe
@@ -102,9 +103,10 @@ class Exchange:
             MCP_METHOD_HEADER: "tools/call",
         }
         self._ids = itertools.count(1)
-        self._header_maps: dict[int, tuple[object, dict[tuple[str, ...], str]]] = {}
-        """`x-mcp-header` annotations per input schema, by identity (listings are kept;
-        the schema is kept with its map, so that a reused id is never mistaken for it)."""
+        self._header_maps: IdentityCache[dict[str, Any], dict[tuple[str, ...], str]] = (
+            IdentityCache()
+        )
+        """`x-mcp-header` annotations per input schema."""
         self._session: aiohttp.ClientSession | None = None
         self._proxy: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
@@ -163,7 +165,7 @@ class Exchange:
         )
         headers = dict(self._headers)
         headers[MCP_NAME_HEADER] = encode_header_value(tool.name)
-        header_map = self._header_map(tool)
+        header_map = self._header_maps.get(tool.input_schema, x_mcp_header_map)
         if header_map:
             headers.update(mcp_param_headers(header_map, arguments))
         for attempt in (1, 2):
@@ -202,17 +204,6 @@ class Exchange:
                 types.INTERNAL_ERROR,
                 f"the upstream's answer is not a valid tools/call answer: {exc.errors()[0]['msg']}",
             ) from None
-
-    def _header_map(self, tool: types.Tool) -> dict[tuple[str, ...], str]:
-        schema = tool.input_schema
-        cached = self._header_maps.get(id(schema))
-        if cached is not None and cached[0] is schema:
-            return cached[1]
-        found = x_mcp_header_map(schema)
-        if len(self._header_maps) > 4096:  # listings replaced many times over
-            self._header_maps.clear()
-        self._header_maps[id(schema)] = (schema, found)
-        return found
 
     async def _answer(
         self,
