@@ -6,7 +6,8 @@ the call: the SDK's per-request dispatch (a task per message, memory streams, a 
 context, middleware) on top of Starlette's. In the 2026-07-28 revision a call is one POST
 answered by one response (JSON, or SSE when there is progress or a log to relay on the
 way), with no session, so the gateway serves it here, in the request's own task. Everything
-else, and every call of a handshake-era caller, stays with the SDK.
+else stays with the SDK, except a handshake-era caller's calls on its session
+(session_calls.py).
 
 What this path does is what the SDK's modern entry does (`_streamable_http_modern`), built
 from the same public pieces of the SDK where they exist: the Host/Origin and Content-Type
@@ -60,7 +61,8 @@ from starlette.types import Receive, Scope, Send
 from .. import jsoncodec
 from ..identitycache import IdentityCache
 from ..upstreams.relay import LogCallback, ProgressCallback
-from .server import PER_CALLER, Front, NoBackChannel
+from .askers import NoBackChannel
+from .server import PER_CALLER, Front
 from .views import View
 
 logger = logging.getLogger("gateway.front")

@@ -22,7 +22,6 @@ from mcp.server import CacheHint, NotificationOptions, Server, ServerRequestCont
 from mcp.server.caching import CacheableMethod
 from mcp.server.connection import Connection
 from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp.shared.message import ServerMessageMetadata
 from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
@@ -39,12 +38,11 @@ from ..upstreams.execute import (
 from ..upstreams.pool import Pool
 from ..upstreams.relay import (
     Asker,
-    ElicitationAnswer,
     LogCallback,
     ProgressCallback,
-    SamplingAnswer,
 )
 from ..upstreams.status import UpstreamError
+from .askers import NoBackChannel, SessionAsker
 from .caller import connection_of, credential
 from .notify import Audience, ResourceFollowers
 from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text
@@ -66,7 +64,6 @@ RESOURCE_NOT_FOUND = -32002
 """The code MCP gives a read of a resource that does not exist."""
 
 M = TypeVar("M", bound=BaseModel)
-A = TypeVar("A", bound=BaseModel)
 
 
 class GatewayServer(Server[dict[str, Any]]):
@@ -358,83 +355,6 @@ class Front:
 
 LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
 """Severity-ascending (RFC 5424), as the SDK orders them."""
-
-
-class SessionAsker:
-    """Puts an upstream's sampling or elicitation request to a handshake-era caller, on
-    its own session, as part of the call it concerns; refuses it (with an error the
-    upstream sees) when the caller did not declare the capability."""
-
-    def __init__(self, ctx: ServerRequestContext[Any]) -> None:
-        self._ctx = ctx
-
-    async def create_message(self, params: types.CreateMessageRequestParams) -> SamplingAnswer:
-        capabilities = self._ctx.session.client_capabilities
-        if capabilities is None or capabilities.sampling is None:
-            return _NO_SAMPLING
-        request = types.CreateMessageRequest(params=params)
-        if params.tools or params.tool_choice:
-            return await self._ask(request, types.CreateMessageResultWithTools)
-        return await self._ask(request, types.CreateMessageResult)
-
-    async def elicit(self, params: types.ElicitRequestParams) -> ElicitationAnswer:
-        capabilities = self._ctx.session.client_capabilities
-        if capabilities is None or capabilities.elicitation is None:
-            return _NO_ELICITATION
-        return await self._ask(types.ElicitRequest(params=params), types.ElicitResult)
-
-    async def _ask(self, request: Any, result_type: type[A]) -> A | types.ErrorData:
-        metadata = ServerMessageMetadata(related_request_id=self._ctx.request_id)
-        try:
-            return await self._ctx.session.send_request(request, result_type, metadata=metadata)
-        except MCPError as exc:
-            return exc.error
-
-
-_NO_SAMPLING = types.ErrorData(
-    code=types.INVALID_REQUEST, message="the client does not support sampling"
-)
-_NO_ELICITATION = types.ErrorData(
-    code=types.INVALID_REQUEST, message="the client does not support elicitation"
-)
-
-
-def can_be_asked(connection: Connection) -> bool:
-    """Whether a handshake-era caller declared sampling or elicitation, and so may be
-    asked on its session during a call."""
-    capabilities = connection.client_capabilities
-    return capabilities is not None and (
-        capabilities.sampling is not None or capabilities.elicitation is not None
-    )
-
-
-class CannotBeAsked:
-    """The asker of a handshake-era caller that declared neither sampling nor elicitation:
-    SessionAsker's refusals, without a session to ask on."""
-
-    async def create_message(self, _params: types.CreateMessageRequestParams) -> SamplingAnswer:
-        return _NO_SAMPLING
-
-    async def elicit(self, _params: types.ElicitRequestParams) -> ElicitationAnswer:
-        return _NO_ELICITATION
-
-
-class NoBackChannel:
-    """A 2026-07-28 caller cannot be asked in the middle of a call: only an upstream that
-    answers with InputRequiredResult (passed through to the caller) can ask it anything."""
-
-    async def create_message(self, _params: types.CreateMessageRequestParams) -> SamplingAnswer:
-        return _NO_BACK_CHANNEL
-
-    async def elicit(self, _params: types.ElicitRequestParams) -> ElicitationAnswer:
-        return _NO_BACK_CHANNEL
-
-
-_NO_BACK_CHANNEL = types.ErrorData(
-    code=types.INVALID_REQUEST,
-    message="the caller speaks 2026-07-28 and cannot be asked during a call; "
-    "ask it with an InputRequiredResult instead",
-)
 
 
 def _unknown_tool(name: str) -> MCPError:

@@ -23,8 +23,13 @@ through the SDK's replay; a dropped connection is not a cancellation. While a ca
 the session's idle countdown is suspended, as the SDK's transport does for its own
 requests. `notifications/cancelled` for a call served here cancels it (answered, as the SDK
 answers on this era's wire, with "Request cancelled"), and ending the session (DELETE)
-ends it. A caller that declared sampling or elicitation may be asked a question during
-a call, on its session, so its calls stay with the SDK, which carries such questions.
+ends it. A caller that declared sampling or elicitation may be asked an upstream's
+questions during a call: they go through the session's JSON-RPC dispatcher, related to
+the call (askers.DispatcherAsker), and the transport's router, which stores them and
+hands them to the call's slot in its request streams, held here while the call runs and
+the caller's connection lasts (`_Stream.questions`); the caller's answer, a POST to the
+session, goes through the SDK back to the dispatcher. A session whose outbound channel
+is not such a dispatcher keeps the SDK's door for these callers.
 
 The call itself is `Front.run_call`, the one check, catalog and audit of every door;
 tests/front/test_session_calls.py sends the same requests through both doors and
@@ -35,17 +40,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, Final, cast
 
 import anyio
 import mcp_types as types
+from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.connection import Connection
 from mcp.server.streamable_http import (
     MCP_SESSION_ID_HEADER,
     REQUEST_CANCELLED,
+    REQUEST_STREAM_BUFFER_SIZE,
     EventMessage,
     StreamableHTTPServerTransport,
     check_accept_headers,
@@ -54,6 +61,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import (
+    JSONRPCDispatcher,
     handler_exception_to_error_data,
     progress_token_from_params,
 )
@@ -64,6 +72,8 @@ from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
 from ..state import StateError
+from ..upstreams.relay import Asker
+from .askers import CannotBeAsked, DispatcherAsker, can_be_asked
 from .calls import (
     JSON_TYPE,
     SSE_HEADERS,
@@ -74,7 +84,7 @@ from .calls import (
     relays,
 )
 from .events import SessionEvents
-from .server import CannotBeAsked, Front, can_be_asked
+from .server import Front
 
 logger = logging.getLogger("gateway.front")
 
@@ -131,8 +141,11 @@ class SessionCalls:
         if found is None:
             return False
         transport, connection, events = found
+        dispatcher: JSONRPCDispatcher[Any] | None = None
         if message["method"] == "tools/call" and can_be_asked(connection):
-            return False
+            if not isinstance(connection.outbound, JSONRPCDispatcher):
+                return False  # no way here to put a question to it: the SDK's door
+            dispatcher = connection.outbound
         request = Request(scope)
         if await self._security.validate_request(request, is_post=True) is not None:
             return False
@@ -149,7 +162,12 @@ class SessionCalls:
             watch = CallWatch(stream, None, call.scope, first=PRIME_AFTER)
             with _held(transport), call.scope, watch:
                 stream.open(session_id, prime=is_version_at_least(version, "2025-11-25"))
-                await self._answer(stream, message, connection)
+                if dispatcher is None:
+                    await self._answer(stream, message, connection, CannotBeAsked())
+                else:
+                    asker = DispatcherAsker(dispatcher, connection, message["id"])
+                    async with stream.questions(receive):
+                        await self._answer(stream, message, connection, asker)
         finally:
             del running[key]
             if not running:
@@ -184,7 +202,7 @@ class SessionCalls:
         return transport, connection, events
 
     async def _answer(
-        self, stream: _Stream, message: dict[str, Any], connection: Connection
+        self, stream: _Stream, message: dict[str, Any], connection: Connection, asker: Asker
     ) -> None:
         raw = cast(dict[str, Any] | None, message.get("params"))
         method: str = message["method"]
@@ -205,7 +223,7 @@ class SessionCalls:
                 on_progress=progress,
                 on_log=log,
                 level=self._front.log_level(connection),
-                asker=CannotBeAsked(),
+                asker=asker,
                 modern=False,
                 owner=connection,
             )
@@ -327,6 +345,10 @@ class _Stream:
         self._prime = False
         self._held = b""
         """The priming event, until it goes out with the next frame."""
+        self._priming: str | None = None
+        """The priming event's id, when it was stored before the head (see questions)."""
+        self._own: object | None = None
+        """This call's slot in the transport's request streams, while it holds it."""
 
     def open(self, session_id: str, *, prime: bool) -> None:
         self._session = session_id.encode("latin-1")
@@ -349,7 +371,7 @@ class _Stream:
         head sent; the priming event goes out with the next frame."""
         if self._prime:
             self._prime = False
-            priming = await self._store(None)
+            priming = self._priming or await self._store(None)
             if priming is not None:
                 self._held = b"id: " + priming.encode() + b"\r\ndata: \r\n\r\n"
         head = [*SSE_HEADERS, (_SESSION_HEADER, self._session)]
@@ -393,10 +415,61 @@ class _Stream:
         await self._send({"type": "http.response.body", "body": frame, "more_body": more})
         self._closed = not more
         resumed = self._transport._request_streams.get(self._key)
-        if resumed is not None and message is not None:
+        if resumed is not None and resumed is not self._own and message is not None:
             parsed = types.jsonrpc_message_adapter.validate_python(message)
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await resumed[0].send(EventMessage(parsed, event_id))
+
+    @asynccontextmanager
+    async def questions(self, receive: Receive) -> AsyncIterator[None]:
+        """While the call runs, it holds its slot in the transport's request streams, as
+        the SDK's own calls do: what the transport's router puts there (an upstream's
+        questions, put through the session's dispatcher and stored in the event store by
+        the router) is sent on this response. The slot is given back when the caller's
+        connection drops, so that a stream it resumes with `Last-Event-ID` takes it over.
+        The priming event is stored first, so that replay order is send order."""
+        if self._prime:
+            self._priming = await self._store(None)
+        streams = self._transport._request_streams
+        slot = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
+        streams[self._key] = slot
+        self._own = slot
+
+        def give_back() -> None:
+            if streams.get(self._key) is slot:
+                del streams[self._key]
+            slot[0].close()
+            slot[1].close()
+
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._relay, slot[1])
+                tasks.start_soon(_until_gone, receive, give_back)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            give_back()
+            self._own = None
+
+    async def _relay(self, routed: MemoryObjectReceiveStream[EventMessage]) -> None:
+        with suppress(anyio.ClosedResourceError):
+            async for routed_event in routed:
+                await self._routed(routed_event)
+
+    async def _routed(self, routed: EventMessage) -> None:
+        """A message the transport's router stored and handed to this call, sent as the
+        SDK's transport frames it."""
+        if self._ended:
+            return  # stored: a resumed stream replays it
+        await self._head.ensure(self._sse_head)
+        data = routed.message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        frame = b"event: message\r\ndata: " + data + b"\r\n\r\n"
+        if routed.event_id is not None:
+            frame = b"id: " + routed.event_id.encode() + b"\r\n" + frame
+        frame, self._held = self._held + frame, b""
+        await self._send({"type": "http.response.body", "body": frame, "more_body": True})
 
     async def _json(self, data: bytes) -> None:
         self._head.sent = True
@@ -431,3 +504,10 @@ class _Stream:
             frame = b": ping\r\n\r\n"
         if not self._ended:
             await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+
+
+async def _until_gone(receive: Receive, then: Callable[[], None]) -> None:
+    """`then()` once the client's connection is gone (for this era, not a cancellation)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    then()

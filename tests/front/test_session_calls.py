@@ -184,9 +184,11 @@ async def counted(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
     served: list[str] = []
     answer = SessionCalls._answer
 
-    async def counting(self: SessionCalls, stream: Any, message: Any, connection: Any) -> None:
+    async def counting(
+        self: SessionCalls, stream: Any, message: Any, connection: Any, asker: Any
+    ) -> None:
         served.append(message["method"])
-        await answer(self, stream, message, connection)
+        await answer(self, stream, message, connection, asker)
 
     monkeypatch.setattr(SessionCalls, "_answer", counting)
     yield served
@@ -221,6 +223,105 @@ async def test_both_doors_answer_alike(tmp_path: Path, monkeypatch: pytest.Monke
     refused |= {"wrong content type", "foreign host", "foreign origin", "JSON-RPC 1.0"}
     refused |= {"params not an object"}
     assert len(served) == len(CASES) - len(refused) + 1
+
+
+ASKING: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}}}
+"""The capabilities of a caller that may be asked questions during its calls."""
+REPLIES = {
+    "sampling/createMessage": {
+        "role": "assistant",
+        "content": {"type": "text", "text": "yes"},
+        "model": "m",
+    },
+    "elicitation/create": {"action": "accept", "content": {"ok": True}},
+}
+
+
+async def asked(
+    gateway: Gateway, headers: dict[str, str], body: Any, *, drop_after_question: bool = False
+) -> list[Any]:
+    """A call whose upstream asks the caller: every message the caller receives, each
+    question answered (a POST of the reply, as a client does) as it comes. With
+    `drop_after_question`, the caller drops the call's stream once it has the question,
+    answers it, and resumes with `Last-Event-ID` (a GET) for the rest."""
+    messages: list[Any] = []
+    last_id: str | None = None
+    async with httpx2.AsyncClient(timeout=20) as http:
+
+        async def reply(question: dict[str, Any]) -> None:
+            answer = {"jsonrpc": "2.0", "id": question["id"], "result": REPLIES[question["method"]]}
+            sent = await http.post(gateway.url, content=json.dumps(answer), headers=headers)
+            assert sent.status_code == 202, sent.text
+
+        async def read(response: httpx2.Response) -> bool:
+            """Reads events until the answer (True) or a dropped stream (False)."""
+            nonlocal last_id
+            if response.headers["content-type"].startswith("application/json"):
+                messages.append(json.loads(await response.aread()))
+                return True
+            block: list[str] = []
+            async for line in response.aiter_lines():
+                if line:
+                    block.append(line)
+                    continue
+                fields = dict(_field(entry) for entry in block if not entry.startswith(":"))
+                block = []
+                last_id = fields.get("id", last_id)
+                if not fields.get("data"):
+                    continue  # a priming event
+                message = json.loads(fields["data"])
+                messages.append(message)
+                if message.get("method") in REPLIES:
+                    if drop_after_question:
+                        questions.append(message)
+                        return False
+                    await reply(message)
+                elif message.get("id") == body["id"]:
+                    return True
+            return False
+
+        questions: list[Any] = []
+        async with http.stream("POST", gateway.url, content=json.dumps(body), headers=headers) as r:
+            assert r.status_code == 200
+            if await read(r):
+                return messages
+        assert questions
+        assert last_id is not None  # resumable: the question came with an id
+        await reply(questions[0])
+        # As a client reconnects: until the server has seen the old stream go, a resumed
+        # one replays what was stored and ends; the next attempt follows the call live.
+        for _ in range(50):
+            resume = {**headers, "Last-Event-ID": last_id}
+            with anyio.fail_after(20):
+                async with http.stream("GET", gateway.url, headers=resume) as r:
+                    assert r.status_code == 200
+                    if await read(r):
+                        return messages
+            await anyio.sleep(0.1)
+    raise AssertionError(f"no answer after resuming: {messages}")
+
+
+async def test_both_doors_ask_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller that declared sampling and elicitation is asked on its session during a
+    call, through either door, and sees the same messages; also when it drops the call's
+    stream after the question and resumes it."""
+    async with counted(monkeypatch) as served, gateways(tmp_path) as both:
+        said: dict[str, list[Any]] = {}
+        for door, gateway in both.items():
+            headers = await open_session(gateway, capabilities=ASKING)
+            for tool in ("echo__ask", "echo__confirm"):
+                said[f"{door} {tool}"] = await asked(gateway, headers, _call(tool, {}))
+                said[f"{door} {tool} resumed"] = await asked(
+                    gateway, headers, _call(tool, {}), drop_after_question=True
+                )
+        for case in ("echo__ask", "echo__confirm", "echo__ask resumed", "echo__confirm resumed"):
+            assert said[f"direct {case}"] == said[f"sdk {case}"], case
+    assert said["direct echo__ask"][0]["method"] == "sampling/createMessage"
+    assert said["direct echo__ask"][-1]["result"]["content"][0]["text"] == "model said: yes"
+    assert said["direct echo__confirm"][-1]["result"]["content"][0]["text"] == (
+        "accept {'ok': True}"
+    )
+    assert served == ["tools/call"] * 4  # the gateway's door served its four
 
 
 async def test_the_cases_reach_what_they_name(tmp_path: Path) -> None:
