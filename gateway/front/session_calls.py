@@ -41,7 +41,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+    suppress,
+)
 from typing import Any, Final, cast
 
 import anyio
@@ -65,6 +71,7 @@ from mcp.shared.jsonrpc_dispatcher import (
     handler_exception_to_error_data,
     progress_token_from_params,
 )
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import methods as _methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, is_version_at_least
 from starlette.requests import Request
@@ -157,23 +164,25 @@ class SessionCalls:
         running = self._running.setdefault(session_id, {})
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER, types.DEFAULT_NEGOTIATED_VERSION)
         stream = _Stream(send, transport, events, key, message["id"])
+        stream.open(session_id, prime=is_version_at_least(version, "2025-11-25"))
         call = running[key] = _Running()
-        try:
-            watch = CallWatch(stream, None, call.scope, first=PRIME_AFTER)
-            with _held(transport), call.scope, watch:
-                stream.open(session_id, prime=is_version_at_least(version, "2025-11-25"))
-                if dispatcher is None:
-                    await self._answer(stream, message, connection, CannotBeAsked())
-                else:
-                    asker = DispatcherAsker(dispatcher, connection, message["id"])
-                    async with stream.questions(receive):
-                        await self._answer(stream, message, connection, asker)
-        finally:
-            del running[key]
-            if not running:
-                self._running.pop(session_id, None)
-        if call.why == "cancelled":  # by the caller: answered as the SDK answers it
-            await stream.finish({"jsonrpc": "2.0", "id": message["id"], "error": _CANCELLED})
+        asker: Asker = CannotBeAsked()
+        routing: AbstractAsyncContextManager[None] = nullcontext()
+        if dispatcher is not None:
+            asker = DispatcherAsker(dispatcher, connection, message["id"])
+            routing = stream.routed(receive)
+        async with routing:
+            try:
+                watch = CallWatch(stream, None, call.scope, first=PRIME_AFTER)
+                with _held(transport), call.scope, watch:
+                    await self._answer(stream, message, connection, asker)
+            finally:
+                del running[key]
+                if not running:
+                    self._running.pop(session_id, None)
+            if call.why == "cancelled":  # by the caller: answered as the SDK answers it
+                error = {"jsonrpc": "2.0", "id": message["id"], "error": _CANCELLED}
+                await stream.finish(error)
         await stream.close()  # the session ended, or the answer was cut off: unanswered
         return True
 
@@ -347,8 +356,11 @@ class _Stream:
         """The priming event, until it goes out with the next frame."""
         self._priming: str | None = None
         """The priming event's id, when it was stored before the head (see questions)."""
-        self._own: object | None = None
-        """This call's slot in the transport's request streams, while it holds it."""
+        self._slot: object | None = None
+        """This call's slot in the transport's request streams, when its messages go
+        through the transport's router (see routed)."""
+        self._routed_answer = False
+        """The answer was handed to the router (see routed)."""
 
     def open(self, session_id: str, *, prime: bool) -> None:
         self._session = session_id.encode("latin-1")
@@ -391,6 +403,16 @@ class _Stream:
     async def _message(self, message: Any, data: bytes | None, more: bool) -> None:
         if self._ended:
             return
+        if self._slot is not None:  # through the transport's router (see routed)
+            if message is None and data is not None:
+                message = jsoncodec.loads(data)
+            if more:
+                await self._route(message)
+                return
+            self._ended = True
+            with anyio.CancelScope(shield=True):
+                self._routed_answer = await self._route(message)
+            return
         if more:
             await self._write(message, data, more)
             return
@@ -415,25 +437,29 @@ class _Stream:
         await self._send({"type": "http.response.body", "body": frame, "more_body": more})
         self._closed = not more
         resumed = self._transport._request_streams.get(self._key)
-        if resumed is not None and resumed is not self._own and message is not None:
+        if resumed is not None and message is not None:
             parsed = types.jsonrpc_message_adapter.validate_python(message)
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await resumed[0].send(EventMessage(parsed, event_id))
 
     @asynccontextmanager
-    async def questions(self, receive: Receive) -> AsyncIterator[None]:
-        """While the call runs, it holds its slot in the transport's request streams, as
-        the SDK's own calls do: what the transport's router puts there (an upstream's
-        questions, put through the session's dispatcher and stored in the event store by
-        the router) is sent on this response. The slot is given back when the caller's
+    async def routed(self, receive: Receive) -> AsyncIterator[None]:
+        """For a call whose caller may be asked questions (through the session's SDK
+        dispatcher, see askers.DispatcherAsker): every message of the call goes through
+        the SDK transport's router, which stores it and hands it to the call's slot in its
+        request streams, as for the SDK's own calls. One writer stores them all, so replay
+        order is send order; what lands in the slot is sent on this response. The slot is
+        held while the call runs and its connection lasts: given back when the caller's
         connection drops, so that a stream it resumes with `Last-Event-ID` takes it over.
-        The priming event is stored first, so that replay order is send order."""
+        The context ends once the answer is sent (or cannot be), and relays until then,
+        so what the call's end brings (the withdrawal of a question left unanswered) is
+        sent too. The priming event is stored first."""
         if self._prime:
             self._priming = await self._store(None)
         streams = self._transport._request_streams
         slot = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
         streams[self._key] = slot
-        self._own = slot
+        self._slot = slot
 
         def give_back() -> None:
             if streams.get(self._key) is slot:
@@ -443,33 +469,67 @@ class _Stream:
 
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._relay, slot[1])
                 tasks.start_soon(_until_gone, receive, give_back)
+                relayed = anyio.Event()
+                tasks.start_soon(self._relay, slot[1], relayed)
                 try:
                     yield
+                    if self._routed_answer:
+                        await relayed.wait()  # the answer sent, or the slot gone
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
             give_back()
-            self._own = None
 
-    async def _relay(self, routed: MemoryObjectReceiveStream[EventMessage]) -> None:
-        with suppress(anyio.ClosedResourceError):
+    async def _route(self, message: dict[str, Any]) -> bool:
+        """`message` handed to the transport's router, as the SDK's own calls hand theirs;
+        False when the session is gone."""
+        writer = self._transport._write_stream
+        if writer is None:
+            return False
+        parsed = types.jsonrpc_message_adapter.validate_python(message)
+        related = ServerMessageMetadata(related_request_id=self._id)
+        try:
+            await writer.send(SessionMessage(parsed, metadata=related))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
+
+    async def _relay(
+        self, routed: MemoryObjectReceiveStream[EventMessage], relayed: anyio.Event
+    ) -> None:
+        try:
             async for routed_event in routed:
-                await self._routed(routed_event)
+                if await self._routed(routed_event):
+                    return
+        except anyio.ClosedResourceError:
+            pass
+        except Exception:  # a response that cannot be written: the call goes on
+            logger.debug("MCP stream %s: relay stopped", self._key, exc_info=True)
+        finally:
+            relayed.set()
 
-    async def _routed(self, routed: EventMessage) -> None:
+    async def _routed(self, routed: EventMessage) -> bool:
         """A message the transport's router stored and handed to this call, sent as the
-        SDK's transport frames it."""
-        if self._ended:
-            return  # stored: a resumed stream replays it
+        SDK's transport frames it; True once it was the answer (the response ends)."""
+        if self._closed:
+            return True
+        message = routed.message
+        final = isinstance(message, types.JSONRPCResponse | types.JSONRPCError) and (
+            str(message.id) == self._key
+        )
+        data = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        if final and not self._head.started:
+            await self._json(data)  # nothing before it: one JSON response, as otherwise
+            return True
         await self._head.ensure(self._sse_head)
-        data = routed.message.model_dump_json(by_alias=True, exclude_unset=True).encode()
         frame = b"event: message\r\ndata: " + data + b"\r\n\r\n"
         if routed.event_id is not None:
             frame = b"id: " + routed.event_id.encode() + b"\r\n" + frame
         frame, self._held = self._held + frame, b""
-        await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+        await self._send({"type": "http.response.body", "body": frame, "more_body": not final})
+        self._closed = final
+        return final
 
     async def _json(self, data: bytes) -> None:
         self._head.sent = True

@@ -9,6 +9,7 @@ answer as one JSON response (test_the_forms_of_an_answer)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from gateway.front.events import SessionEvents
 from gateway.front.session_calls import _CANCELLED, SessionCalls
 from gateway.state import StateError
-from tests.front.harness import KEYS, Gateway, running_gateway
+from tests.front.harness import KEYS, Gateway, key_entries, running_gateway
 from tests.front.test_calls import config, gateways
 from tests.upstreams.test_connection import http_echo
 
@@ -89,6 +90,31 @@ def _said(answer: Answer) -> tuple[int, bool, list[Any]]:
 def _field(line: str) -> tuple[str, str]:
     name, _, value = line.partition(": ")
     return name, value
+
+
+async def _messages(response: httpx2.Response, *, with_ids: bool = False) -> AsyncIterator[Any]:
+    """The JSON-RPC messages of a response as they come (SSE or JSON); with `with_ids`,
+    each with its event id (None without one)."""
+    if response.headers["content-type"].startswith("application/json"):
+        message = json.loads(await response.aread())
+        yield (message, None) if with_ids else message
+        return
+    block: list[str] = []
+    async for line in response.aiter_lines():
+        if line:
+            block.append(line)
+            continue
+        fields = dict(_field(entry) for entry in block if not entry.startswith(":"))
+        block = []
+        if fields.get("data"):
+            message = json.loads(fields["data"])
+            yield (message, fields.get("id")) if with_ids else message
+
+
+def _event_order(event_id: str) -> tuple[int, ...]:
+    """Where an event id stands in its stream (`<ms>-<seq>/<stream>`, events.py)."""
+    position = event_id.split("/")[0]
+    return tuple(int(part) for part in position.split("-"))
 
 
 async def post(
@@ -322,6 +348,102 @@ async def test_both_doors_ask_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "accept {'ok': True}"
     )
     assert served == ["tools/call"] * 4  # the gateway's door served its four
+
+
+async def test_a_call_cancelled_with_a_question_pending_withdraws_it_alike(
+    tmp_path: Path,
+) -> None:
+    """Cancelled while its question waits for the caller: the caller hears the question
+    withdrawn (notifications/cancelled), then the call's end, through either door."""
+    said: dict[str, list[Any]] = {}
+    async with gateways(tmp_path) as both:
+        for door, gateway in both.items():
+            headers = await open_session(gateway, capabilities=ASKING)
+            body = _call("echo__confirm", {})
+            messages: list[Any] = said.setdefault(door, [])
+            async with (
+                httpx2.AsyncClient(timeout=20) as http,
+                http.stream("POST", gateway.url, content=json.dumps(body), headers=headers) as r,
+            ):
+                with anyio.fail_after(20):
+                    async for message in _messages(r):
+                        messages.append(message)
+                        if message.get("method") == "elicitation/create":
+                            cancel = {
+                                "jsonrpc": "2.0",
+                                "method": "notifications/cancelled",
+                                "params": {"requestId": body["id"]},
+                            }
+                            sent = await http.post(
+                                gateway.url, content=json.dumps(cancel), headers=headers
+                            )
+                            assert sent.status_code == 202
+                        elif message.get("id") == body["id"]:
+                            break
+    assert said["direct"] == said["sdk"]
+    methods = [message.get("method") for message in said["direct"]]
+    assert methods == ["elicitation/create", "notifications/cancelled", None]
+    assert said["direct"][-1]["error"] == _CANCELLED
+
+
+def chatty_config(direct: bool) -> str:
+    root = Path(__file__).resolve().parents[2]
+    return (
+        f"server: {{direct_calls: {'true' if direct else 'false'}}}\n"
+        "tags: {dir: orgs, watch: true}\n"
+        "auth:\n  api_keys:\n" + key_entries() + "upstreams:\n"
+        "  echo:\n    transport: stdio\n"
+        f"    command: {sys.executable}\n    args: [-m, tests.upstreams.servers.chatty]\n"
+        f"    cwd: {root}\n    env: {{PYTHONPATH: {root}}}\n    call_timeout: 20\n"
+    )
+
+
+async def test_a_call_that_asks_sends_its_messages_in_the_order_they_are_stored(
+    tmp_path: Path,
+) -> None:
+    """The upstream asks while it reports progress: the question and the progress come
+    from two sources at once, and still reach the caller in the order of their event ids,
+    so that a resume with `Last-Event-ID` neither misses nor repeats one."""
+    async with running_gateway(tmp_path, chatty_config(direct=True)) as gateway:
+        headers = await open_session(gateway, capabilities=ASKING)
+        for n in range(10):
+            body = {
+                "jsonrpc": "2.0",
+                "id": 100 + n,
+                "method": "tools/call",
+                "params": {"name": "echo__chatty", "arguments": {}, "_meta": {"progressToken": n}},
+            }
+            ids: list[tuple[int, ...]] = []
+            methods: list[str | None] = []
+            with anyio.fail_after(30):
+                while True:  # until the upstream is up and the tool is granted
+                    async with (
+                        httpx2.AsyncClient(timeout=20) as http,
+                        http.stream(
+                            "POST", gateway.url, content=json.dumps(body), headers=headers
+                        ) as r,
+                    ):
+                        async for message, event_id in _messages(r, with_ids=True):
+                            if event_id is not None:
+                                ids.append(_event_order(event_id))
+                            methods.append(message.get("method"))
+                            if message.get("method") in REPLIES:
+                                reply = {
+                                    "jsonrpc": "2.0",
+                                    "id": message["id"],
+                                    "result": REPLIES[message["method"]],
+                                }
+                                sent = await http.post(
+                                    gateway.url, content=json.dumps(reply), headers=headers
+                                )
+                                assert sent.status_code == 202
+                    if "elicitation/create" in methods:
+                        break
+                    ids, methods = [], []
+                    await anyio.sleep(0.2)
+            assert ids == sorted(ids), n
+            assert methods.count("notifications/progress") == 40
+            assert methods[-1] is None  # the answer, last
 
 
 async def test_the_cases_reach_what_they_name(tmp_path: Path) -> None:
