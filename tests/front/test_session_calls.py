@@ -94,7 +94,7 @@ def _field(line: str) -> tuple[str, str]:
 
 async def _messages(response: httpx2.Response, *, with_ids: bool = False) -> AsyncIterator[Any]:
     """The JSON-RPC messages of a response as they come (SSE or JSON); with `with_ids`,
-    each with its event id (None without one)."""
+    each with its event id (None without one), and priming events as (None, id)."""
     if response.headers["content-type"].startswith("application/json"):
         message = json.loads(await response.aread())
         yield (message, None) if with_ids else message
@@ -109,6 +109,8 @@ async def _messages(response: httpx2.Response, *, with_ids: bool = False) -> Asy
         if fields.get("data"):
             message = json.loads(fields["data"])
             yield (message, fields.get("id")) if with_ids else message
+        elif with_ids and "id" in fields:
+            yield None, fields["id"]
 
 
 def _event_order(event_id: str) -> tuple[int, ...]:
@@ -282,20 +284,10 @@ async def asked(
         async def read(response: httpx2.Response) -> bool:
             """Reads events until the answer (True) or a dropped stream (False)."""
             nonlocal last_id
-            if response.headers["content-type"].startswith("application/json"):
-                messages.append(json.loads(await response.aread()))
-                return True
-            block: list[str] = []
-            async for line in response.aiter_lines():
-                if line:
-                    block.append(line)
-                    continue
-                fields = dict(_field(entry) for entry in block if not entry.startswith(":"))
-                block = []
-                last_id = fields.get("id", last_id)
-                if not fields.get("data"):
+            async for message, event_id in _messages(response, with_ids=True):
+                last_id = event_id or last_id
+                if message is None:
                     continue  # a priming event
-                message = json.loads(fields["data"])
                 messages.append(message)
                 if message.get("method") in REPLIES:
                     if drop_after_question:
@@ -426,6 +418,8 @@ async def test_a_call_that_asks_sends_its_messages_in_the_order_they_are_stored(
                         async for message, event_id in _messages(r, with_ids=True):
                             if event_id is not None:
                                 ids.append(_event_order(event_id))
+                            if message is None:
+                                continue  # the priming event
                             methods.append(message.get("method"))
                             if message.get("method") in REPLIES:
                                 reply = {
