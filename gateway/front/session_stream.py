@@ -41,7 +41,9 @@ class CallStream:
     stored in the session's event store first (it carries the stored id) and then sent,
     and sent also to a stream the client resumed with `Last-Event-ID` meanwhile (the
     SDK's replay waits on `_request_streams` for it). Once the answer's write has begun
-    it is not cut off by a cancellation, as the SDK's dispatcher does not cut it off."""
+    it is not cut off by a cancellation, as the SDK's dispatcher does not cut it off.
+    For a call whose caller may be asked questions, every message goes through the SDK
+    transport's router instead (see routed)."""
 
     def __init__(
         self,
@@ -65,10 +67,9 @@ class CallStream:
         self._held = b""
         """The priming event, until it goes out with the next frame."""
         self._priming: str | None = None
-        """The priming event's id, when it was stored before the head (see questions)."""
-        self._slot: object | None = None
-        """This call's slot in the transport's request streams, when its messages go
-        through the transport's router (see routed)."""
+        """The priming event's id, when it was stored before the head (see routed)."""
+        self._via_router = False
+        """The call's messages go through the transport's router (see routed)."""
         self._routed_answer = False
         """The answer was handed to the router (see routed)."""
 
@@ -113,7 +114,7 @@ class CallStream:
     async def _message(self, message: Any, data: bytes | None, more: bool) -> None:
         if self._ended:
             return
-        if self._slot is not None:  # through the transport's router (see routed)
+        if self._via_router:
             if message is None and data is not None:
                 message = jsoncodec.loads(data)
             if more:
@@ -169,7 +170,7 @@ class CallStream:
         streams = self._transport._request_streams
         slot = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
         streams[self._key] = slot
-        self._slot = slot
+        self._via_router = True
 
         def give_back() -> None:
             if streams.get(self._key) is slot:
