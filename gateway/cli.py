@@ -26,16 +26,19 @@ import anyio
 
 from .audit import AuditLog
 from .auth import Authenticator, Credential, Unauthenticated, key_digest
-from .errors import ConfigError, ConfigIssue
+from .errors import ConfigError, ConfigIssue, GatewayError
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
 from .state import StateStore, open_store
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
+from .tags.policy import Fill
 from .upstreams.config import public_prefix
 from .upstreams.definitions import DefinitionLedger, short
 from .upstreams.importer import merged_text, read_client_config, render, write_atomically
 from .upstreams.pool import Pool
+from .upstreams.schemas import problem as schema_problem
+from .upstreams.schemas import with_defaults
 
 API_KEY_ENV = "GATEWAY_API_KEY"
 
@@ -367,13 +370,54 @@ def _why(args: argparse.Namespace) -> int:
         if not isinstance(parsed, dict):
             raise UsageError("--args must be a JSON object, e.g. '{\"amount\": 250}'")
         arguments = parsed
-    _, manager = _open(args)
-    decision = check(manager.resolve(_principal(args), args.intent), args.tool, arguments)
+    config, manager = _open(args)
+    schema, where = _known_schema(config, args.tool)
+    fill: Fill | None = None
+    if schema is not None:
+        fill = lambda paths, given: with_defaults(schema, given, paths)  # noqa: E731
+    decision = check(manager.resolve(_principal(args), args.intent), args.tool, arguments, fill)
     if args.json:
-        _print_json(decision_json(decision))
+        _print_json(
+            {
+                **decision_json(decision),
+                "schema": where,
+                "arguments": dict(decision.arguments) if decision.arguments is not None else None,
+            }
+        )
     else:
         print(decision_text(decision))
+        print(f"inputSchema: {where}")
+        if decision.arguments is not None and decision.arguments != arguments:
+            print("sent as: " + json.dumps(decision.arguments, ensure_ascii=False))
     return EXIT_OK if decision.allowed else EXIT_NOT_PERMITTED
+
+
+def _known_schema(config: GatewayConfig, tool: str) -> tuple[dict[str, Any] | None, str]:
+    """The inputSchema `tool` had when the gateway last trusted its definition (recorded in
+    tool-definitions.json), and how `tags why` says where it came from. Without it, an
+    absent argument is taken to have no default, as the running gateway does for a tool
+    it has not listed."""
+    upstreams = config.settings.upstreams
+    claims = sorted(
+        ((public_prefix(name, upstream), name) for name, upstream in upstreams.items()),
+        key=lambda claim: -len(claim[0]),
+    )
+    ledger = _ledger(config)
+    for prefix, name in claims:
+        if not tool.startswith(prefix):
+            continue
+        try:
+            definition = ledger.approved_definition(name, tool[len(prefix) :])
+        except GatewayError:
+            return None, f"unknown ({config.definitions_path} cannot be read)"
+        if definition is None:
+            continue
+        schema = definition.get("inputSchema")
+        if isinstance(schema, dict) and schema_problem(schema) is None:
+            return schema, f"as upstream {name!r} last listed it (its declared defaults apply)"
+    return None, (
+        "unknown (no upstream listing recorded yet): an absent argument is taken to have no default"
+    )
 
 
 def _state_store(config: GatewayConfig) -> StateStore:

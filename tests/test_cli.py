@@ -16,11 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
 
 from gateway.cli import main
 from gateway.settings import load_config
 from gateway.state import TTLs
+from gateway.upstreams.config import OnDefinitionChange
+from gateway.upstreams.definitions import DefinitionLedger
 from tests.conftest import DEMO_CONFIG, ROOT
 
 Run = Callable[..., tuple[int, str, str]]
@@ -128,43 +131,45 @@ def test_resolve_with_roles_and_intent(run: Run) -> None:
     } in data["skipped"]
 
 
-def test_why_denied_with_reason_and_exit_1(run: Run) -> None:
-    code, out, _ = run(
-        *demo(
-            "tags",
-            "why",
-            "--org",
-            "acme",
-            "--user",
-            "alice",
-            "--tool",
-            "payments__refund",
-            "--args",
-            '{"amount": 250, "order_id": "ORD-123456"}',
-        )
-    )
+def why_config(tmp_path: Path, *, recorded: bool = False) -> str:
+    """The demo's tags and upstreams with a data directory of the test's own, so that what
+    a gateway run recorded elsewhere (configs/.gateway) cannot change the answer; with
+    `recorded`, its ledger holds the refund tool's definition, as a gateway run leaves it."""
+    text = DEMO_CONFIG.read_text().replace("dir: orgs", f"dir: {DEMO_CONFIG.parent / 'orgs'}")
+    (tmp_path / "gateway.yaml").write_text(f"data_dir: {tmp_path / 'data'}\n{text}")
+    if recorded:
+        schema = {
+            "type": "object",
+            "properties": {
+                "order_id": {"type": "string"},
+                "amount": {"type": "number"},
+                "currency": {"type": "string", "default": "USD"},
+            },
+            "required": ["order_id", "amount"],
+        }
+        ledger = DefinitionLedger(tmp_path / "data" / "tool-definitions.json")
+        tool = types.Tool(name="refund", input_schema=schema)
+        ledger.judge("payments", [tool], OnDefinitionChange.AUDIT)
+    return str(tmp_path / "gateway.yaml")
+
+
+WHY = ("tags", "why", "--org", "acme", "--user", "alice", "--tool", "payments__refund")
+
+
+def test_why_denied_with_reason_and_exit_1(run: Run, tmp_path: Path) -> None:
+    arguments = '{"amount": 250, "order_id": "ORD-123456", "currency": "EUR"}'
+    code, out, _ = run(*WHY, "--args", arguments, "--config", why_config(tmp_path))
     assert code == 1
     assert out == (
         "NOT PERMITTED: payments__refund\namount 250 exceeds max 100 set by tag tool_refund_small\n"
+        "inputSchema: unknown (no upstream listing recorded yet): an absent argument is taken "
+        "to have no default\n"
     )
 
 
-def test_why_permitted_json(run: Run) -> None:
-    code, out, _ = run(
-        *demo(
-            "tags",
-            "why",
-            "--org",
-            "acme",
-            "--user",
-            "alice",
-            "--tool",
-            "payments__refund",
-            "--args",
-            '{"amount": 25, "order_id": "ORD-123456"}',
-            "--json",
-        )
-    )
+def test_why_permitted_json(run: Run, tmp_path: Path) -> None:
+    arguments = '{"amount": 25, "order_id": "ORD-123456", "currency": "USD"}'
+    code, out, _ = run(*WHY, "--args", arguments, "--json", "--config", why_config(tmp_path))
     assert code == 0
     assert json.loads(out) == {
         "tool": "payments__refund",
@@ -175,7 +180,26 @@ def test_why_permitted_json(run: Run) -> None:
         "denied_by": [],
         "admitted_by": "tool_refund_small",
         "violations": [],
+        "schema": "unknown (no upstream listing recorded yet): an absent argument is taken "
+        "to have no default",
+        "arguments": {"amount": 25, "order_id": "ORD-123456", "currency": "USD"},
     }
+
+
+def test_why_checks_what_the_upstream_would_use_like_the_call(run: Run, tmp_path: Path) -> None:
+    # currency is bounded (enum) and left out: without the tool's schema it could be
+    # anything the upstream picks; with it, it is the declared default, checked and sent.
+    arguments = '{"amount": 25, "order_id": "ORD-123456"}'
+    code, out, _ = run(*WHY, "--args", arguments, "--config", why_config(tmp_path))
+    assert code == 1
+    assert "currency is missing and the tool declares no default for it" in out
+    code, out, _ = run(*WHY, "--args", arguments, "--config", why_config(tmp_path, recorded=True))
+    assert code == 0, out
+    assert out.splitlines()[1:] == [
+        "granted by tag tool_refund_small; arguments within its scope",
+        "inputSchema: as upstream 'payments' last listed it (its declared defaults apply)",
+        'sent as: {"amount": 25, "order_id": "ORD-123456", "currency": "USD"}',
+    ]
 
 
 def test_why_rejects_bad_args(run: Run) -> None:

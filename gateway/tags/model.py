@@ -13,6 +13,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
+import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,6 +25,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic import Tag as UnionMember
+
+QUIET = re2.Options()
+QUIET.log_errors = False  # a pattern RE2 refuses is reported in the tag file's error
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 """Tag, org, user and role names: what SEP-986 allows for tool names, without a leading dot."""
@@ -60,13 +64,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+def _text(error: Exception) -> str:
+    detail = error.args[0] if error.args else error
+    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+
+
 class ArgumentConstraint(_Strict):
     """Constraints on one argument of a tool call, addressed by a dotted path.
 
-    An absent argument passes every constraint except `required`. A present one must satisfy
-    all of them. `min`/`max` apply to numbers, `max_length` to strings and arrays, `pattern`
-    (a full match) to strings, `enum` and `const` to any JSON value, compared with its type
-    (so `1`, `1.0` and `true` are not confused).
+    A present argument must satisfy all of them. `min`/`max` apply to numbers, `max_length`
+    to strings and arrays, `pattern` (a full match) to strings, `enum` and `const` to any
+    JSON value, compared with its type (so `1`, `1.0` and `true` are not confused).
+
+    An absent argument is checked as the value the upstream will use: the call is given
+    the default the tool's inputSchema declares before it is checked (and sent with it).
+    Absent with no declared default, it fails `required` and every value check, since the
+    upstream may fill in a value of its own that no check saw; `optional: true` says that
+    leaving it out is fine. `forbidden` alone is passed by an absent argument.
     """
 
     min: Number | None = None
@@ -76,6 +90,8 @@ class ArgumentConstraint(_Strict):
     pattern: str | None = None
     max_length: Annotated[int, Field(ge=0)] | None = None
     required: bool = False
+    optional: bool = False
+    """Leaving the argument out (with no default declared) passes the value checks."""
     forbidden: bool = False
 
     @model_validator(mode="after")
@@ -89,11 +105,17 @@ class ArgumentConstraint(_Strict):
             raise ValueError("enum must list at least one value")
         if self.pattern is not None:
             try:
-                re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from exc
-        if self.forbidden and (self.required or self.has_value_checks):
+                re2.compile(self.pattern, QUIET)
+            except re2.error as exc:
+                raise ValueError(
+                    f"pattern {self.pattern!r} is not a regex RE2 can run ({_text(exc)}): "
+                    "backreferences and lookaround are not supported, so that matching a "
+                    "caller's argument takes linear time"
+                ) from exc
+        if self.forbidden and (self.required or self.optional or self.has_value_checks):
             raise ValueError("a forbidden argument cannot have other constraints")
+        if self.required and self.optional:
+            raise ValueError("an argument cannot be both required and optional")
         return self
 
     @property

@@ -7,12 +7,12 @@ alternatives; denials are absolute.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .context import ResolvedContext, ToolRule
+from .context import ResolvedContext, ScopeRule, ToolRule
 from .scopes import Violation, check_scope
 
 
@@ -33,19 +33,32 @@ class Decision:
     admitted_by: str | None = None
     """The granting tag whose scope admitted the arguments."""
     violations: tuple[Violation, ...] = ()
+    arguments: Mapping[str, Any] | None = None
+    """The arguments as admitted, with the defaults `fill` put in: what to send."""
 
     @property
     def allowed(self) -> bool:
         return self.outcome is Outcome.ALLOWED
 
 
+Fill = Callable[[Sequence[str], Mapping[str, Any]], Mapping[str, Any]]
+"""Given argument paths and a call's arguments, the arguments with the defaults the tool
+declares for those paths filled in (the same object when there is nothing to fill)."""
+
+
 def check(
-    context: ResolvedContext, tool: str, arguments: Mapping[str, Any] | None = None
+    context: ResolvedContext,
+    tool: str,
+    arguments: Mapping[str, Any] | None = None,
+    fill: Fill | None = None,
 ) -> Decision:
     """Decide whether `context` may call `tool` with `arguments`.
 
     With `arguments` None only the tool itself is checked (what a listing needs); a call
-    always passes its arguments, `{}` when it has none.
+    always passes its arguments, `{}` when it has none. With `fill` (the tool's schema is
+    known), each granting tag's scope checks the arguments as the upstream will use them:
+    with the declared defaults of the paths it constrains (those it only forbids aside),
+    and the admitted arguments are in the decision, to be sent as checked.
     """
     match = context.match(tool)
     granted = _tags(match.granted_by)
@@ -71,7 +84,10 @@ def check(
     violations: list[Violation] = []
     for tag in granted:
         rules = context.scopes_for(tag, tool)
-        found = [v for rule in rules for v in check_scope(tag, rule.scope, arguments)]
+        seen = arguments
+        if fill is not None and rules:
+            seen = fill(_checked_paths(rules), arguments)
+        found = [v for rule in rules for v in check_scope(tag, rule.scope, seen)]
         if not found:
             within = "; arguments within its scope" if rules else "; it sets no argument scope"
             return Decision(
@@ -80,6 +96,7 @@ def check(
                 f"granted by tag {tag}{within}",
                 granted_by=granted,
                 admitted_by=tag,
+                arguments=seen,
             )
         violations.extend(found)
     reason = "; ".join(str(v) for v in violations)
@@ -92,6 +109,16 @@ def check(
         granted_by=granted,
         violations=tuple(violations),
     )
+
+
+def _checked_paths(rules: tuple[ScopeRule, ...]) -> list[str]:
+    paths = (
+        path
+        for rule in rules
+        for path, constraint in rule.scope.items()
+        if constraint.required or constraint.has_value_checks
+    )
+    return list(dict.fromkeys(paths))
 
 
 def _tags(rules: tuple[ToolRule, ...]) -> tuple[str, ...]:

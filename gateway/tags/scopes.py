@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .model import ArgumentConstraint, ToolScope
+import re2
+
+from .model import QUIET, ArgumentConstraint, ToolScope
 
 WILDCARD = "*"
 _ABSENT = object()
@@ -110,7 +111,15 @@ def _check(path: str, value: Any, rule: ArgumentConstraint) -> str | None:
     if isinstance(value, _WrongShape):
         return f"{path} must be {value.expected} (got {_type_name(value.value)})"
     if value is _ABSENT:
-        return f"{path} is required" if rule.required else None
+        if rule.required:
+            return f"{path} is required"
+        if rule.optional or not rule.has_value_checks:
+            return None
+        # The upstream may put a value of its own in its place, which nothing here checked.
+        return (
+            f"{path} is missing and the tool declares no default for it, "
+            f"so it could escape {_bounds(rule)}"
+        )
     if rule.forbidden:
         return f"{path} is not allowed"
     if rule.min is not None or rule.max is not None:
@@ -144,6 +153,24 @@ def _check(path: str, value: Any, rule: ArgumentConstraint) -> str | None:
     return None
 
 
+def _bounds(rule: ArgumentConstraint) -> str:
+    """The value checks of `rule`, named as a reader of the tag file knows them."""
+    named: list[str] = []
+    if rule.min is not None:
+        named.append(f"min {_show(rule.min)}")
+    if rule.max is not None:
+        named.append(f"max {_show(rule.max)}")
+    if rule.max_length is not None:
+        named.append(f"max_length {rule.max_length}")
+    if rule.pattern is not None:
+        named.append(f"pattern {rule.pattern!r}")
+    if rule.enum is not None:
+        named.append("enum")
+    if rule.const is not None:
+        named.append(f"const {_show(rule.const)}")
+    return ", ".join(named)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -162,8 +189,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> re2._Regexp[str]:
+    """RE2: matching time linear in the argument, whatever the pattern, since the
+    argument is the caller's (model.py refuses a pattern RE2 cannot compile)."""
+    return re2.compile(pattern, QUIET)
 
 
 def _type_name(value: Any) -> str:

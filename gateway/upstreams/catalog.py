@@ -121,6 +121,10 @@ def build(
     template_claims: list[tuple[str, CatalogTemplate]] = []
     prompt_claims: list[tuple[str, CatalogPrompt]] = []
     for upstream, (prefix, offer) in sorted(offered.items()):
+        problems.extend(
+            text if text.startswith("upstream ") else f"upstream {upstream!r}: {text}"
+            for text in offer.problems
+        )
         for tool in offer.tools:
             public = prefix + tool.name
             if not TOOL_NAME.match(public):

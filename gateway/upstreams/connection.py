@@ -28,6 +28,7 @@ from ..breaker import Breaker
 from .calls import UpstreamConfig, UpstreamRequests
 from .config import HttpUpstream, MissingVariable, StdioUpstream
 from .exchange import exchange_for
+from .guard import Listing
 from .listing import Offer, list_offer
 from .relay import CallerLink, client_callbacks
 from .sessions import CallerSessions
@@ -71,6 +72,8 @@ class UpstreamConnection(UpstreamRequests):
         self.config = config
         self.breaker = breaker or Breaker(threshold=5, cooldown=1.0, max_cooldown=30.0)
         self.offer = Offer()
+        self._listing = Listing()
+        """Where the guard reports the tools it leaves out of this upstream's listings."""
         """The last listing; kept while reconnecting, so tools do not flicker away."""
         self._on_change = on_change
         self._settled = anyio.Event()
@@ -300,7 +303,7 @@ class UpstreamConnection(UpstreamRequests):
         return client_callbacks(self.name, links, self._on_message if own else None)
 
     def _connect(self) -> AbstractAsyncContextManager[Client]:
-        return open_client(self.name, self.config, self._callbacks(self._links))
+        return open_client(self.name, self.config, self._callbacks(self._links), self._listing)
 
     def _tells_calls_apart(self, client: Client) -> bool:
         """Whether the SDK client can say which call an upstream message belongs to: it
@@ -316,7 +319,7 @@ class UpstreamConnection(UpstreamRequests):
         return self._sessions.opened if self._sessions is not None else 0
 
     async def _list(self, client: Client) -> None:
-        offer = await list_offer(client)
+        offer = await list_offer(client, self._listing)
         if offer != self.offer:
             self.offer = offer
             if self._on_change is not None:

@@ -2,8 +2,10 @@
 
 An upstream can change what a tool says it does at any time (a "rug pull": the
 description a model reads, the schema it fills in). Each tool's definition is
-fingerprinted; the first definition seen is trusted and recorded. When a later listing
-brings a different one, the upstream's `on_definition_change` decides:
+fingerprinted; the definitions of an upstream's first listing are trusted and recorded.
+When a later listing brings a different one, or a tool the upstream did not have (a new
+one, or one renamed: a rug pull need not keep the name), the upstream's
+`on_definition_change` decides:
 
 - accept: use it (logged);
 - audit: use it, with an audit event naming the old and new fingerprints (the default);
@@ -55,8 +57,9 @@ def fingerprint(tool: types.Tool) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def short(fp: str) -> str:
-    return fp[:19]
+def short(fp: str | None) -> str:
+    """A fingerprint as people read it; "new" for a tool that had none approved."""
+    return fp[:19] if fp is not None else "new"
 
 
 class NothingToApprove(GatewayError):
@@ -67,7 +70,8 @@ class NothingToApprove(GatewayError):
 class Pending:
     upstream: str
     tool: str
-    approved: str
+    approved: str | None
+    """None for a tool new to an upstream already trusted."""
     pending: str
     since: float
     definition: dict[str, Any]
@@ -91,18 +95,24 @@ class DefinitionLedger:
         kept: list[types.Tool] = []
         hidden: dict[str, str] = {}
         with self._transaction() as data:
+            # Only the first sight of an upstream is trusted whole: a tool it adds later
+            # (a new one, or one renamed) is a change like any other.
+            seen_before = upstream in data
             known = data.setdefault(upstream, {})
             for tool in tools:
                 fp = fingerprint(tool)
                 entry = known.get(tool.name)
-                if entry is None:
-                    known[tool.name] = {"approved": fp}
+                if entry is None and not seen_before:
+                    known[tool.name] = {"approved": fp, "definition": _definition(tool)}
                     kept.append(tool)
                     continue
+                if entry is None:
+                    entry = known[tool.name] = {"approved": None}
                 old = entry["approved"]
                 if fp == old:
                     if "pending" in entry:  # changed back to what was approved
                         _clear_pending(entry)
+                    entry.setdefault("definition", _definition(tool))
                     kept.append(tool)
                     continue
                 if mode is OnDefinitionChange.QUARANTINE:
@@ -110,9 +120,7 @@ class DefinitionLedger:
                         entry.update(
                             pending=fp,
                             pending_since=time.time(),
-                            pending_definition=tool.model_dump(
-                                mode="json", by_alias=True, exclude_none=True
-                            ),
+                            pending_definition=_definition(tool),
                         )
                         self.audit.record(
                             "tool_definition_changed",
@@ -121,15 +129,19 @@ class DefinitionLedger:
                             tool=tool.name,
                             old=old,
                             new=fp,
+                            change="changed" if old is not None else "added",
                             action="quarantined",
                         )
                     hidden[tool.name] = (
                         f"its definition changed ({short(old)} → {short(fp)}) and waits for "
                         "approval"
+                        if old is not None
+                        else "it is new to an upstream already trusted and waits for approval"
                     )
                     continue
                 _clear_pending(entry)
                 entry["approved"] = fp
+                entry["definition"] = _definition(tool)
                 if mode is OnDefinitionChange.AUDIT:
                     self.audit.record(
                         "tool_definition_changed",
@@ -138,11 +150,12 @@ class DefinitionLedger:
                         tool=tool.name,
                         old=old,
                         new=fp,
+                        change="changed" if old is not None else "added",
                         action="used",
                     )
                 else:
                     logger.info(
-                        "upstream %s: tool %s changed its definition (%s → %s); accepted",
+                        "upstream %s: tool %s has a new definition (%s → %s); accepted",
                         upstream,
                         tool.name,
                         short(old),
@@ -150,6 +163,14 @@ class DefinitionLedger:
                     )
                 kept.append(tool)
         return kept, hidden
+
+    def approved_definition(self, upstream: str, tool: str) -> dict[str, Any] | None:
+        """The definition of `tool` as last trusted or approved, if the ledger has it
+        (ledgers written before definitions were kept have only fingerprints)."""
+        with self._transaction(write=False) as data:
+            entry = data.get(upstream, {}).get(tool)
+            definition = entry.get("definition") if entry is not None else None
+            return definition if isinstance(definition, dict) else None
 
     def pending(self) -> list[Pending]:
         with self._transaction(write=False) as data:
@@ -184,6 +205,7 @@ class DefinitionLedger:
                 entry["pending_definition"],
             )
             entry["approved"] = entry["pending"]
+            entry["definition"] = entry["pending_definition"]
             _clear_pending(entry)
             self.audit.record(
                 "tool_definition_approved",
@@ -258,6 +280,10 @@ class DefinitionLedger:
                 os.unlink(temporary)
             raise
         self._seen = raw
+
+
+def _definition(tool: types.Tool) -> dict[str, Any]:
+    return tool.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def _clear_pending(entry: dict[str, Any]) -> None:

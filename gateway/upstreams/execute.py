@@ -2,9 +2,11 @@
 upstream.
 
 For every call, in this order, and nothing is sent upstream unless all pass:
-1. the Tag Manager's permission-and-scope check with the caller's ResolvedContext;
+1. the Tag Manager's permission-and-scope check with the caller's ResolvedContext, on the
+   arguments as the upstream will use them: the defaults the tool's inputSchema declares
+   are filled in for the scoped arguments a call leaves out, and sent with it;
 2. the catalog: which upstream offers the public name;
-3. the arguments against the tool's inputSchema (JSON Schema, by the `jsonschema` library).
+3. the arguments against the tool's inputSchema (schemas.py).
 Then the call goes to the upstream, and its result comes back exactly as the upstream gave
 it (content, structuredContent, isError, _meta), with the time it took. Progress and log
 messages the upstream sends during the call go to the caller's callbacks. A call is
@@ -23,22 +25,20 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
 import anyio
-import jsonschema
 import mcp_types as types
-from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator
 
 from ..audit import AuditLog
 from ..errors import GatewayError
 from ..tags.context import ResolvedContext
-from ..tags.policy import Decision, check
+from ..tags.policy import Decision, Fill, check
 from .calls import InputRound
+from .catalog import CatalogTool
 from .pool import Pool
 from .relay import Asker, LogCallback, ProgressCallback
+from .schemas import argument_problem, with_defaults
 from .status import UpstreamError
 
 
@@ -111,16 +111,18 @@ class Executor:
         call's messages go (a client session); calls of different owners never share an
         upstream session that cannot tell them apart. Without one, the call is its own."""
         started = time.perf_counter()
-        decision = check(context, call.tool, call.arguments)
+        entry = self.pool.catalog.tools.get(call.tool)
+        decision = check(context, call.tool, call.arguments, _filler(entry))
         if not decision.allowed:
             self._record(context, call, started, decision.outcome.value, decision.reason)
             raise PermissionDenied(decision)
-        entry = self.pool.catalog.tools.get(call.tool)
+        if decision.arguments is not None and decision.arguments is not call.arguments:
+            call = ToolCall(call.tool, decision.arguments)  # sent as checked
         if entry is None:
             reason = "no upstream offers this tool"
             self._record(context, call, started, "unknown_tool", reason)
             raise UnknownTool(f"{call.tool}: {reason}")
-        problem = _argument_problem(entry.schema_key, call.arguments)
+        problem = argument_problem(entry.schema_key, call.arguments)
         if problem is not None:
             self._record(context, call, started, "invalid_arguments", problem)
             raise InvalidArguments(f"{call.tool}: arguments do not fit its inputSchema: {problem}")
@@ -242,28 +244,10 @@ def arguments_digest(arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@lru_cache(maxsize=2048)
-def _validator(schema_text: str) -> Validator | SchemaError:
-    """A validator per distinct schema (building one costs more than validating)."""
-    schema = json.loads(schema_text)
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except SchemaError as exc:
-        return exc
-    validator: Validator = cls(schema)
-    return validator
-
-
-def _argument_problem(schema_text: str, arguments: Mapping[str, Any]) -> str | None:
-    validator = _validator(schema_text)
-    if isinstance(validator, SchemaError):
-        # The upstream's own schema is broken: the upstream decides what it accepts.
+def _filler(entry: CatalogTool | None) -> Fill | None:
+    """How the permission check fills in `entry`'s declared defaults; None when its
+    schema declares none (most tools: a call then costs nothing more)."""
+    if entry is None or '"default"' not in entry.schema_key:
         return None
-    if validator.is_valid(arguments):  # the usual case, and cheaper than collecting errors
-        return None
-    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(arguments)))
-    if error is None:
-        return None
-    where = "/".join(str(part) for part in error.absolute_path)
-    return f"{where}: {error.message}" if where else error.message
+    schema = entry.tool.input_schema
+    return lambda paths, arguments: with_defaults(schema, arguments, paths)

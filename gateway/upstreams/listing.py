@@ -10,6 +10,8 @@ from typing import Protocol, TypeVar
 import mcp_types as types
 from mcp import Client
 
+from .guard import Listing
+
 MAX_PAGES = 1000
 """An upstream that never stops paging is cut off here."""
 
@@ -22,6 +24,9 @@ class Offer:
     resources: tuple[types.Resource, ...] = ()
     templates: tuple[types.ResourceTemplate, ...] = ()
     prompts: tuple[types.Prompt, ...] = ()
+    problems: tuple[str, ...] = ()
+    """What was left out of the listing, and why (a tool that cannot be used safely, a
+    second tool of the same name)."""
     _tools_by_name: dict[str, types.Tool] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
@@ -34,9 +39,12 @@ class Offer:
         return self._tools_by_name.get(name)
 
 
-async def list_offer(client: Client) -> Offer:
+async def list_offer(client: Client, listing: Listing | None = None) -> Offer:
     """Everything `client`'s server declares it offers. A kind the server has no capability
-    for is not asked about (an upstream without prompts would answer with an error)."""
+    for is not asked about (an upstream without prompts would answer with an error).
+    `listing`: where the client's guard reports the tools it left out."""
+    if listing is not None:
+        listing.dropped.clear()
     capabilities = client.server_capabilities
     tools: tuple[types.Tool, ...] = ()
     resources: tuple[types.Resource, ...] = ()
@@ -58,7 +66,28 @@ async def list_offer(client: Client) -> Offer:
         prompts = await _pages(
             lambda cursor: client.list_prompts(cursor=cursor), lambda page: page.prompts
         )
-    return Offer(tools, resources, templates, prompts)
+    tools, twins = _first_of_each_name(tools)
+    dropped = tuple(listing.dropped) if listing is not None else ()
+    return Offer(tools, resources, templates, prompts, dropped + twins)
+
+
+def _first_of_each_name(
+    tools: tuple[types.Tool, ...],
+) -> tuple[tuple[types.Tool, ...], tuple[str, ...]]:
+    """One tool per name: the first listed. A second of the same name is no clash between
+    upstreams (which stops the gateway) but one upstream's own mistake, so it costs only
+    that tool."""
+    kept: dict[str, types.Tool] = {}
+    problems: list[str] = []
+    for tool in tools:
+        if tool.name in kept:
+            problems.append(
+                f"tool {tool.name!r} left out once: the upstream lists two tools of that name; "
+                "the first is kept"
+            )
+        else:
+            kept[tool.name] = tool
+    return tuple(kept.values()), tuple(dict.fromkeys(problems))
 
 
 class _Page(Protocol):

@@ -12,10 +12,12 @@ import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from .. import __version__
 from .config import HttpUpstream, StdioUpstream, expand
+from .guard import Listing, guarded
 
 CLIENT_INFO = types.Implementation(name="mcp-tag-gateway", version=__version__)
 """How the gateway introduces itself to upstreams."""
@@ -23,22 +25,33 @@ CLIENT_INFO = types.Implementation(name="mcp-tag-gateway", version=__version__)
 
 @asynccontextmanager
 async def open_client(
-    name: str, config: StdioUpstream | HttpUpstream, callbacks: dict[str, Any]
+    name: str,
+    config: StdioUpstream | HttpUpstream,
+    callbacks: dict[str, Any],
+    listing: Listing | None = None,
 ) -> AsyncIterator[Client]:
     """A connected, initialized client; `callbacks` are the Client's handler arguments.
-    The gateway keeps no response cache of its own upstreams: list_changed says when."""
+    The gateway keeps no response cache of its own upstreams: list_changed says when.
+    What the upstream sends passes the guard (guard.py), which tells `listing` what it
+    left out of tool listings."""
+    listing = listing if listing is not None else Listing()
     if isinstance(config, StdioUpstream):
         env = {key: expand(value, name, f"env {key}") for key, value in config.env.items()}
         params = StdioServerParameters(
             command=config.command, args=list(config.args), env=env, cwd=config.cwd
         )
-        async with Client(params, cache=None, client_info=CLIENT_INFO, **callbacks) as client:
+        async with Client(
+            guarded(stdio_client(params), name, listing),
+            cache=None,
+            client_info=CLIENT_INFO,
+            **callbacks,
+        ) as client:
             yield client
         return
     headers = expanded_headers(name, config)
     if config.transport == "sse":
         async with Client(
-            sse_client(config.url, headers=headers),
+            guarded(sse_client(config.url, headers=headers), name, listing),
             cache=None,
             client_info=CLIENT_INFO,
             **callbacks,
@@ -49,7 +62,7 @@ async def open_client(
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
         Client(
-            streamable_http_client(config.url, http_client=http),
+            guarded(streamable_http_client(config.url, http_client=http), name, listing),
             cache=None,
             client_info=CLIENT_INFO,
             **callbacks,

@@ -103,7 +103,8 @@ def test_strict_types_no_coercion() -> None:
     ("constraint", "message"),
     [
         ("{min: 10, max: 5}", "min 10 is greater than max 5"),
-        ("{pattern: '[a-'}", "pattern '[a-' is not a valid regex"),
+        ("{pattern: '[a-'}", "pattern '[a-' is not a regex RE2 can run (missing ]: [a-)"),
+        ("{pattern: '(a)\\1'}", "backreferences and lookaround are not supported"),
         ("{forbidden: true, max: 3}", "a forbidden argument cannot have other constraints"),
         ("{enum: []}", "enum must list at least one value"),
         ("{max: .inf}", "min and max must be finite numbers"),

@@ -24,7 +24,13 @@ AMOUNT = {"amount": {"min": 0.01, "max": 100}}
         ({"amount": 50}, []),
         ({"amount": 100}, []),
         ({"amount": 0.01}, []),
-        ({}, []),
+        (
+            {},
+            [
+                "amount is missing and the tool declares no default for it, so it could "
+                "escape min 0.01, max 100 set by tag tool_refund_small"
+            ],
+        ),
         ({"amount": 250}, ["amount 250 exceeds max 100 set by tag tool_refund_small"]),
         ({"amount": 100.5}, ["amount 100.5 exceeds max 100 set by tag tool_refund_small"]),
         ({"amount": 0}, ["amount 0 is below min 0.01 set by tag tool_refund_small"]),
@@ -51,6 +57,22 @@ def test_min_max(arguments: dict[str, Any], expected: list[str]) -> None:
     assert reasons(AMOUNT, arguments) == expected
 
 
+def test_an_absent_argument_passes_a_bound_only_where_the_tag_says_it_may() -> None:
+    # The upstream may fill in a value of its own (a default it does not declare), which
+    # would escape every value check: absent fails them, unless the tag says otherwise.
+    for rule in ({"max": 100}, {"pattern": "ORD-[0-9]+"}, {"enum": ["USD"]}, {"const": 1}):
+        assert reasons({"x": rule}, {}) != []
+        assert reasons({"x": {**rule, "optional": True}}, {}) == []
+        assert reasons({"x": {**rule, "optional": True}}, {"x": 1000}) != []  # still checked
+    assert reasons({"x": {"forbidden": True}}, {}) == []
+    assert reasons({"items.*.qty": {"max": 10}}, {"items": [{"qty": 1}, {}]}) == [
+        "items[1].qty is missing and the tool declares no default for it, so it could "
+        "escape max 10 set by tag tool_refund_small"
+    ]
+    with pytest.raises(ValueError, match="both required and optional"):
+        ArgumentConstraint.model_validate({"required": True, "optional": True, "max": 1})
+
+
 def test_required_and_forbidden() -> None:
     scope = {"order_id": {"required": True}, "override": {"forbidden": True}}
     assert reasons(scope, {"order_id": "x"}) == []
@@ -65,7 +87,10 @@ def test_required_and_forbidden() -> None:
 
 
 def test_enum_compares_with_type() -> None:
-    scope = {"currency": {"enum": ["USD", "EUR"]}, "level": {"enum": [1, 2]}}
+    scope = {
+        "currency": {"enum": ["USD", "EUR"], "optional": True},
+        "level": {"enum": [1, 2], "optional": True},
+    }
     assert reasons(scope, {"currency": "EUR", "level": 2.0}) == []
     assert reasons(scope, {"currency": "GBP"}) == [
         'currency "GBP" is not one of "USD", "EUR" set by tag tool_refund_small'
@@ -79,7 +104,10 @@ def test_enum_compares_with_type() -> None:
 
 
 def test_const() -> None:
-    scope = {"mode": {"const": "dry_run"}, "opts": {"const": {"a": [1, True]}}}
+    scope = {
+        "mode": {"const": "dry_run", "optional": True},
+        "opts": {"const": {"a": [1, True]}, "optional": True},
+    }
     assert reasons(scope, {"mode": "dry_run", "opts": {"a": [1.0, True]}}) == []
     assert reasons(scope, {"mode": "live"}) == [
         'mode must be "dry_run" (got "live") set by tag tool_refund_small'
@@ -103,7 +131,10 @@ def test_pattern_is_a_full_match() -> None:
 
 
 def test_max_length_for_text_and_arrays() -> None:
-    scope = {"note": {"max_length": 5}, "items": {"max_length": 2}}
+    scope = {
+        "note": {"max_length": 5, "optional": True},
+        "items": {"max_length": 2, "optional": True},
+    }
     assert reasons(scope, {"note": "héllo", "items": [1, 2]}) == []
     assert reasons(scope, {"note": "toolong"}) == [
         "note is 7 characters long, over max_length 5 set by tag tool_refund_small"
@@ -139,7 +170,10 @@ def test_a_container_of_the_wrong_shape_cannot_sidestep_a_nested_scope() -> None
 
 
 def test_wildcard_checks_every_element() -> None:
-    scope = {"items.*.qty": {"max": 10}, "tags.*": {"enum": ["a", "b"]}}
+    scope = {
+        "items.*.qty": {"max": 10, "optional": True},
+        "tags.*": {"enum": ["a", "b"], "optional": True},
+    }
     assert reasons(scope, {"items": [{"qty": 1}, {"qty": 10}], "tags": ["a"]}) == []
     assert reasons(scope, {"items": [{"qty": 1}, {"qty": 11}], "tags": ["a", "c"]}) == [
         "items[1].qty 11 exceeds max 10 set by tag tool_refund_small",
