@@ -158,7 +158,7 @@ async def test_numbers_that_are_not_json_are_a_parse_error(
 async def test_refused_headers_are_answered_as_json_rpc_errors(door: Gateway, era: str) -> None:
     alice = await headers_for(door, era, "alice")
     body = call(era, "echo__echo", {"n": 1})
-    refusals = [
+    refusals: list[tuple[dict[str, str | None], int]] = [
         ({"Content-Type": None}, 400),
         ({"Content-Type": "text/plain"}, 400),
         ({"Content-Type": "application/x-www-form-urlencoded"}, 400),
@@ -166,7 +166,7 @@ async def test_refused_headers_are_answered_as_json_rpc_errors(door: Gateway, er
         ({"Accept": "application/json"}, 406),
     ]
     for changes, status in refusals:
-        merged = {**alice, **changes}
+        merged: dict[str, str | None] = {**alice, **changes}
         headers = {key: value for key, value in merged.items() if value is not None}
         response = await post(door, headers, body)
         assert response.status_code == status, (changes, response.text)
