@@ -156,9 +156,9 @@ def build_app(
     calls = session_calls = None
     if settings.server.direct_calls:
         listings = Listings()
-        calls = ModernCalls(front, security, listings)
+        calls = ModernCalls(front, listings)
         session_calls = SessionCalls(front, manager, security, listings)
-    endpoint = McpEndpoint(manager, lambda: authenticator, calls, session_calls)
+    endpoint = McpEndpoint(manager, lambda: authenticator, calls, session_calls, security)
 
     async def follow_auth() -> None:
         """Apply edits of gateway.yaml's `auth:` section (see the module docstring)."""

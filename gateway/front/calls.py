@@ -10,11 +10,11 @@ else stays with the SDK, except a handshake-era caller's calls on its session
 (session_calls.py).
 
 What this path does is what the SDK's modern entry does (`_streamable_http_modern`), built
-from the same public pieces of the SDK where they exist: the Host/Origin and Content-Type
-checks, the Accept check (406), routing-header duplicates, the envelope ladder
-(`classify_inbound_request`), `Mcp-Param-*` headers against the caller's view of the
-tool's schema, parameter validation by the SDK's request surface, the error ladder
-(`modern_error_data`) and HTTP statuses of JSON-RPC errors, the result's wire shape
+from the same public pieces of the SDK where they exist (the Host/Origin, Content-Type and
+Accept checks and the parse are http.py's, for every door): routing-header duplicates,
+the envelope ladder (`classify_inbound_request`), `Mcp-Param-*` headers against the
+caller's view of the tool's schema, parameter validation by the SDK's request surface, the
+error ladder (`modern_error_data`) and HTTP statuses of JSON-RPC errors, the result's wire shape
 (`serialize_server_result`, `resultType`, the gateway's serverInfo stamp), SSE from the
 first notification on, a keepalive comment every 15 s of silence, and cancellation when
 the caller closes the response stream. The call itself is `Front.run_call`, the same one
@@ -36,8 +36,6 @@ import anyio
 import mcp_types as types
 from mcp.server.caching import apply_cache_hint
 from mcp.server.runner import modern_error_data
-from mcp.server.streamable_http import check_accept_headers
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     MCP_PARAM_HEADER_PREFIX,
@@ -55,7 +53,6 @@ from mcp_types import methods as _methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
@@ -109,14 +106,8 @@ def is_tools_request(message: Any) -> bool:
 
 
 class ModernCalls:
-    def __init__(
-        self,
-        front: Front,
-        security: TransportSecuritySettings | None,
-        listings: Listings,
-    ) -> None:
+    def __init__(self, front: Front, listings: Listings) -> None:
         self._front = front
-        self._security = TransportSecurityMiddleware(security)
         # Read-only here: every answer is serialized before the next call could change it.
         self._stamp = front.server.server_info_stamp
         self._listings = listings
@@ -132,16 +123,8 @@ class ModernCalls:
         headers: dict[str, str],
     ) -> None:
         """Answer `call` (a request that `takes`, with the same `headers`), authenticated
-        already."""
+        and its headers checked already (http.py)."""
         request = Request(scope)
-        refused = await self._security.validate_request(request, is_post=True)
-        if refused is not None:
-            await refused(scope, receive, send)
-            return
-        has_json, has_sse = check_accept_headers(request)
-        if not (has_json and has_sse):
-            await Response(status_code=406)(scope, receive, send)
-            return
         request_id = call["id"]
         reply = _Reply(send, request_id)
         duplicated = find_duplicated_routing_header(request.headers.items())

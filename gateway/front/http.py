@@ -9,9 +9,17 @@ challenge otherwise, and not a word about tools). The caller is then:
 - tracked while the request lasts, so that revoking its credential (an edited gateway.yaml)
   or reaching its expiry (a JWT's exp) ends it, long-lived streams included.
 
-Host and Origin headers are checked by the SDK against the configured allow-lists (421 and
-403), which defeats DNS rebinding. Requests whose JSON-RPC id is null, a boolean or a
-fraction are refused as Invalid Request: the SDK would otherwise accept them.
+Host and Origin headers are checked against the configured allow-lists (421 and 403), which
+defeats DNS rebinding. Every POST is then checked here, for every door (calls.py,
+session_calls.py and the SDK's), as the SDK checks it but answered as a JSON-RPC error
+(application/json, id null) where the SDK answers plain text or nothing: a Content-Type
+other than application/json (400), a 2026-07-28 request that does not accept both JSON and
+SSE (406), a body beyond MAX_BODY (413), a body that is not JSON (-32700 Parse error, 400).
+Not JSON includes what the SDK's parsers let through: `NaN`, `Infinity` and `-Infinity`
+(not JSON, RFC 8259) and text that is not valid Unicode (a lone surrogate escape such as
+`"\\ud800"`, which no encoder can write to an upstream), anywhere in the body, keys
+included. Requests whose JSON-RPC id is null, a boolean or a fraction are refused as
+Invalid Request: the SDK would otherwise accept them.
 """
 
 from __future__ import annotations
@@ -30,8 +38,13 @@ from mcp.server.auth.middleware.bearer_auth import (
     authorization_context,
 )
 from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from starlette.responses import JSONResponse
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .. import jsoncodec
@@ -56,11 +69,14 @@ class McpEndpoint:
         authenticator: Callable[[], Authenticator],
         calls: ModernCalls | None = None,
         session_calls: SessionCalls | None = None,
+        security: TransportSecuritySettings | None = None,
     ) -> None:
         """`calls` and `session_calls`: where tools/call and tools/list requests of
         2026-07-28 callers (calls.py) and of handshake-era sessions (session_calls.py) go;
-        without them, the SDK serves them too."""
+        without them, the SDK serves them too. `security`: the Host and Origin allow-lists
+        (the SDK's settings)."""
         self._app = StreamableHTTPASGIApp(manager)
+        self._security = TransportSecurityMiddleware(security)
         self._calls = calls
         self._session_calls = session_calls
         self._authenticator = authenticator
@@ -90,6 +106,10 @@ class McpEndpoint:
         on_session: dict[str, Any] | None = None
         cancelling: tuple[str, str] | None = None
         if scope["method"] == "POST":
+            refused = await self._refused(Request(scope), headers)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
             body = await _read_body(receive)
             if body is None:
                 await _json_rpc_error(413, types.INVALID_REQUEST, "request body too large")(
@@ -97,6 +117,11 @@ class McpEndpoint:
                 )
                 return
             message = _parse(body)
+            if isinstance(message, _NotJson):
+                await _json_rpc_error(400, types.PARSE_ERROR, f"Parse error: {message.reason}")(
+                    scope, receive, send
+                )
+                return
             problem = _bad_id(message)
             if problem is not None:
                 await _json_rpc_error(400, types.INVALID_REQUEST, problem)(scope, receive, send)
@@ -133,6 +158,30 @@ class McpEndpoint:
                     del self._live[key]
         finally:
             current_credential.reset(reset)
+
+    async def _refused(self, request: Request, headers: dict[str, str]) -> Response | None:
+        """What answers a POST whose headers the SDK would refuse, in the SDK's order."""
+        if not _is_json(headers.get("content-type")):
+            return _json_rpc_error(
+                400,
+                types.INVALID_REQUEST,
+                "Unsupported Media Type: Content-Type must be application/json",
+            )
+        refused = await self._security.validate_request(request, is_post=True)
+        if refused is not None:  # Host or Origin (421, 403)
+            return refused
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        if (
+            version is not None
+            and version not in _HANDSHAKE
+            and not all(check_accept_headers(request))
+        ):  # a handshake-era transport answers this itself, alike
+            return _json_rpc_error(
+                406,
+                types.INVALID_REQUEST,
+                "Not Acceptable: Client must accept both application/json and text/event-stream",
+            )
+        return None
 
     async def _sdk(
         self,
@@ -234,22 +283,37 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-_UNPARSED = object()
+_HANDSHAKE = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
+
+
+def _is_json(content_type: str | None) -> bool:
+    """The SDK's rule for a POST's Content-Type (TransportSecurityMiddleware's)."""
+    return content_type is not None and content_type.lower().startswith("application/json")
+
+
+class _NotJson:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 def _parse(body: bytes) -> Any:
-    """The body as JSON, or `_UNPARSED` (left to the SDK to answer)."""
+    """The body as JSON (strictly: see the module docstring), or why it is not."""
     if not body:
-        return _UNPARSED
+        return _NotJson("the body is empty")
     try:  # every body: a key may be spelt with escapes (`"\u0069d"`)
         return jsoncodec.loads(body)
-    except (ValueError, RecursionError):
-        return _UNPARSED
+    except RecursionError:
+        return _NotJson("the body is nested too deeply")
+    except ValueError as exc:
+        # orjson's reason, with where; the rule it broke, for a reader who sent NaN.
+        return _NotJson(
+            f"the body is not JSON (RFC 8259: UTF-8, valid Unicode text, no NaN or Infinity): {exc}"
+        )
 
 
 def _bad_id(parsed: Any) -> str | None:
     """Why a JSON-RPC message's id is unacceptable (null, boolean, fractional), if it is.
-    Anything else, including bodies that are not JSON, is left to the SDK to answer."""
+    Anything else is left to the SDK to answer."""
     for message in parsed if isinstance(parsed, list) else [parsed]:
         if not isinstance(message, dict) or "id" not in message or "method" not in message:
             continue

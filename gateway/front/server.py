@@ -31,6 +31,7 @@ from ..upstreams.calls import InputRound
 from ..upstreams.execute import (
     Executor,
     InvalidArguments,
+    MalformedArguments,
     PermissionDenied,
     ToolCall,
     UnknownTool,
@@ -229,6 +230,8 @@ class Front:
             raise _unknown_tool(params.name) from None
         except UnknownTool:
             raise _unknown_tool(params.name) from None
+        except MalformedArguments as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         except (InvalidArguments, UpstreamError) as exc:
             return _tool_error(str(exc))
         assert outcome.result is not None

@@ -4,7 +4,8 @@ Tool calls (as hand-built exchanges where the upstream allows, exchange.py), res
 reads, prompts and completions: each capped by the upstream's `call_timeout`, failing fast
 while the upstream is down or its breaker is open, and sent on a caller's own session
 where the upstream cannot tell callers apart (sessions.py). Lost connections and timeouts
-count against the breaker; an upstream's own error answer does not.
+count against the breaker; an upstream's own error answer does not, and neither does any
+request content: what JSON cannot carry is refused before it is sent (sendable.py).
 
 A tool call is retried (once, after the reconnect) only when the connection was lost before
 an answer and the caller says the tool is safe to repeat: a payment is attempted once.
@@ -22,12 +23,14 @@ import anyio
 import mcp_types as types
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from pydantic import TypeAdapter
 
 from ..breaker import Breaker
 from .config import HttpUpstream, StdioUpstream
 from .exchange import Exchange, ExchangeLost, NeedsClient
 from .listing import Offer
 from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
+from .sendable import sendable
 from .sessions import CallerSessions, SessionFailed
 from .status import ConnectionLost, State, Status, UpstreamError
 
@@ -35,6 +38,7 @@ logger = logging.getLogger("gateway.upstreams")
 
 UpstreamConfig = StdioUpstream | HttpUpstream
 R = TypeVar("R")
+_RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,16 @@ class UpstreamRequests:
         the upstream cannot tell them apart (sessions.py); `user`: whose calls `owner`
         makes, which hold at most the upstream's `caller_sessions_per_user` sessions."""
         what = f"{tool} on upstream {self.name}"
+        sendable(what, arguments=arguments)
+        if input_round is not None:
+            responses = input_round.responses
+            sendable(
+                what,
+                inputResponses=_RESPONSES.dump_python(responses, by_alias=True, mode="json")
+                if responses is not None
+                else None,
+                requestState=input_round.request_state,
+            )
         # 2026-era upstreams send log messages only to requests that ask for them.
         meta = (
             cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: log_level}) if on_log else None
@@ -182,6 +196,7 @@ class UpstreamRequests:
         return await self._request(what, send, deadline, link, owner, user)
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        sendable(f"resource on upstream {self.name}", uri=uri)
         deadline = anyio.current_time() + self.config.call_timeout
         return await self._request(
             f"resource {uri} on upstream {self.name}",
@@ -190,6 +205,7 @@ class UpstreamRequests:
         )
 
     async def get_prompt(self, prompt: str, arguments: dict[str, str]) -> types.GetPromptResult:
+        sendable(f"prompt {prompt} on upstream {self.name}", arguments=arguments)
         deadline = anyio.current_time() + self.config.call_timeout
         return await self._request(
             f"prompt {prompt} on upstream {self.name}",
@@ -203,6 +219,7 @@ class UpstreamRequests:
         argument: dict[str, str],
         context: dict[str, str] | None,
     ) -> types.CompleteResult:
+        sendable(f"completion on upstream {self.name}", argument=argument, context=context)
         deadline = anyio.current_time() + self.config.call_timeout
         return await self._request(
             f"completion on upstream {self.name}",

@@ -2,6 +2,8 @@
 upstream.
 
 For every call, in this order, and nothing is sent upstream unless all pass:
+0. the arguments can be written as JSON (sendable.py): text that is not valid Unicode or
+   a number that is not finite is the caller's malformed input, refused whatever the tool;
 1. the Tag Manager's permission-and-scope check with the caller's ResolvedContext, on the
    arguments as the upstream will use them: the defaults the tool's inputSchema declares
    are filled in for the scoped arguments a call leaves out, and sent with it;
@@ -30,6 +32,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 
+from .. import jsoncodec
 from ..audit import AuditLog
 from ..errors import GatewayError
 from ..tags.context import ResolvedContext
@@ -54,6 +57,11 @@ class PermissionDenied(CallRefused):
 
 class InvalidArguments(CallRefused):
     pass
+
+
+class MalformedArguments(CallRefused):
+    """Arguments that JSON cannot carry (see sendable.py): invalid params, not a tool's
+    error."""
 
 
 class UnknownTool(CallRefused):
@@ -111,6 +119,11 @@ class Executor:
         call's messages go (a client session); calls of different owners never share an
         upstream session that cannot tell them apart. Without one, the call is its own."""
         started = time.perf_counter()
+        arguments = call.arguments if type(call.arguments) is dict else dict(call.arguments)
+        malformed = jsoncodec.unencodable(arguments, "arguments")
+        if malformed is not None:
+            self._record(context, call, started, "invalid_arguments", malformed)
+            raise MalformedArguments(f"{call.tool}: the arguments cannot be sent: {malformed}")
         entry = self.pool.catalog.tools.get(call.tool)
         decision = check(context, call.tool, call.arguments, _filler(entry))
         if not decision.allowed:

@@ -17,6 +17,8 @@ from mcp import Client, MCPError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from .sendable import sendable
+
 logger = logging.getLogger("gateway.upstreams")
 
 
@@ -39,6 +41,7 @@ class UpstreamSubscriptions:
         self._streams.clear()  # the session's task group ends them
 
     async def add(self, uri: str) -> None:
+        sendable(f"subscription on upstream {self.upstream}", uri=uri)
         if uri not in self.uris:
             self.uris.add(uri)
             if self._client is not None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
+from anyio.streams.text import TextReceiveStream
 from mcp import Client, MCPError, StdioServerParameters
 
 from tests.conftest import ROOT
@@ -76,3 +81,64 @@ def test_a_wrong_key_is_refused_before_serving(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "gateway stdio: the credential is not valid" in done.stderr
     assert done.stdout == ""
+
+
+async def test_arguments_json_cannot_carry_are_invalid_params_on_stdio(tmp_path: Path) -> None:
+    """The SDK's stdio parser takes `NaN` in arguments (and refuses a lone surrogate
+    itself): the gateway refuses it before the call goes anywhere, as invalid params, and
+    the upstream, shared by every call, is not touched."""
+    config = configure(tmp_path)
+    command = [*GATEWAY, "stdio", "--config", str(config), "--api-key", KEYS["alice"]]
+    process = await anyio.open_process(
+        command, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=None
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    lines = TextReceiveStream(process.stdout)
+    buffered = ""
+
+    async def send(text: str) -> None:
+        assert process.stdin is not None
+        await process.stdin.send((text + "\n").encode())
+
+    async def answer(request_id: int) -> Any:
+        nonlocal buffered
+        with anyio.fail_after(20):
+            while True:
+                while "\n" in buffered:
+                    line, buffered = buffered.split("\n", 1)
+                    message = json.loads(line)
+                    if message.get("id") == request_id:
+                        return message
+                buffered += await lines.receive()
+
+    def call(request_id: int, arguments: str) -> str:
+        return (
+            f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call",'
+            f'"params":{{"name":"echo__echo","arguments":{arguments}}}}}'
+        )
+
+    try:
+        initialize = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        }
+        await send(
+            json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": initialize})
+        )
+        assert "result" in await answer(0)
+        await send('{"jsonrpc":"2.0","method":"notifications/initialized"}')
+        for request_id in range(1, 8):  # more than the upstream breaker's threshold
+            await send(call(request_id, '{"n": 1, "x": NaN}'))
+            refused = (await answer(request_id))["error"]
+            assert refused["code"] == -32602
+            assert refused["message"].startswith("echo__echo: the arguments cannot be sent")
+            assert "arguments.x: nan is not a JSON number" in refused["message"]
+        await send(call(8, '{"n": 2}'))
+        assert (await answer(8))["result"]["structuredContent"] == {"n": 2}
+    finally:
+        process.kill()
+        with anyio.fail_after(10, shield=True):
+            await process.wait()
+        await process.aclose()

@@ -3,19 +3,23 @@ tool is safe to repeat, the degraded status, and resources and prompts through t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
 import pytest
 
 from gateway.breaker import Breaker
+from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.pool import Pool
+from gateway.upstreams.sendable import Unsendable
 from gateway.upstreams.status import ConnectionLost, State, UpstreamError
 from tests.upstreams.calling import call
-from tests.upstreams.test_connection import running, stdio, text, until
+from tests.upstreams.test_connection import ECHO, http_echo, running, stdio, text, until
 
 pytestmark = pytest.mark.anyio
 
@@ -177,3 +181,52 @@ async def test_a_resource_template_routes_reads_to_its_upstream() -> None:
         assert block.text == "contents of echo://items/7"
         assert list(pool.catalog.resources) == ["echo://static"]
         tasks.cancel_scope.cancel()
+
+
+UNSENDABLE: list[dict[str, Any]] = [
+    {"text": "\ud800"},  # a lone surrogate: UTF-8 cannot encode it
+    {"\udc00": "in a key"},
+    {"n": float("nan")},
+    {"deep": [{"n": float("-inf")}]},
+    {"thing": object()},  # an in-process caller's mistake
+]
+
+
+@pytest.mark.parametrize("leg", ["stdio", "stdio-handshake", "http"])
+async def test_request_content_that_cannot_be_sent_counts_nothing(leg: str) -> None:
+    """A request the gateway cannot write is the caller's invalid input (-32602), refused
+    before it is sent: the SDK client's writer failed on a lone surrogate in a task of
+    the shared session, which ended it for every caller and counted as the upstream's
+    failure, so that a few such calls opened the breaker. Here more calls than the
+    breaker's threshold leave the upstream ready, on the same process or session."""
+    with contextlib.ExitStack() as stack:
+        if leg == "http":  # a 2026-07-28 upstream: calls are hand-built exchanges
+            url = stack.enter_context(http_echo())
+            config: StdioUpstream | HttpUpstream = HttpUpstream.model_validate(
+                {"transport": "streamable_http", "url": url}
+            )
+        else:  # the SDK client, on the gateway's own session (or a caller's own)
+            config = stdio(args=[*ECHO, leg])
+        async with running(UpstreamConnection("echo", config)) as up:
+            with anyio.fail_after(15):
+                await up.wait_ready()
+            pid = text(await up.call_tool("pid", {}))
+            for attempt in range(2 * up.breaker.threshold):
+                arguments = UNSENDABLE[attempt % len(UNSENDABLE)]
+                with pytest.raises(Unsendable) as caught:
+                    await up.call_tool("echo", arguments, owner=attempt % 2)
+                assert caught.value.error.code == types.INVALID_PARAMS
+                assert "echo on upstream echo not sent: arguments." in str(caught.value)
+            with pytest.raises(Unsendable, match="not valid Unicode"):
+                await up.read_resource("echo://items/\ud800")
+            with pytest.raises(Unsendable, match=r"arguments\.name: text that is not valid"):
+                await up.get_prompt("greet", {"name": "x\ud800"})
+            reference = types.PromptReference(type="ref/prompt", name="greet")
+            with pytest.raises(Unsendable, match=r"argument\.value"):
+                await up.complete(reference, {"name": "name", "value": "\udfff"}, None)
+            with pytest.raises(Unsendable, match=r"uri: text that is not valid"):
+                await up.subscriptions.add("echo://items/\ud800")
+            assert up.breaker.failures == 0
+            assert up.status.state is State.READY
+            assert text(await up.call_tool("pid", {})) == pid
+            assert text(await up.call_tool("echo", {"text": "\U0001f600"})) == "[('text', '😀')]"

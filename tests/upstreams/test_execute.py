@@ -9,12 +9,14 @@ import anyio
 import mcp_types as types
 import pytest
 
+from gateway.audit import AuditLog
 from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
 from gateway.upstreams.execute import (
     Executor,
     InvalidArguments,
+    MalformedArguments,
     Mode,
     PermissionDenied,
     ToolCall,
@@ -140,3 +142,23 @@ async def test_only_tools_annotated_safe_to_repeat_are_retried(
         await executor.pool.connections["echo"].wait_ready()
     assert await pid(executor)  # the upstream is back, and nothing retried the payment
     assert pay.read_text() == "pay\n"
+
+
+async def test_arguments_that_cannot_be_sent_are_refused_before_anything_else(
+    executor: Executor, tmp_path: Path
+) -> None:
+    """Whichever door a call came through (`gateway stdio`'s parser lets NaN through, an
+    in-process caller may pass anything): refused before the permission check, so the
+    answer says nothing of the tool, and audited as invalid arguments."""
+    executor = Executor(executor.pool, AuditLog(tmp_path / "audit.jsonl"))
+    before = await pid(executor)
+    refused = 0
+    for arguments in ({"n": 1, "t": "\ud800"}, {"\udc00": 1}, {"n": float("nan")}):
+        for tool in ("echo__echo", "echo__crash", "echo__nothing"):
+            with pytest.raises(MalformedArguments, match="the arguments cannot be sent"):
+                await executor.execute(ALICE, ToolCall(tool, arguments))
+            refused += 1
+    events = [e for e in executor.audit.read() if e["event"] == "tool_call"][-refused:]
+    assert {e["decision"] for e in events} == {"invalid_arguments"}
+    assert "arguments.t: text that is not valid Unicode" in str(events[0]["reason"])
+    assert await pid(executor) == before  # the upstream's process, untouched
