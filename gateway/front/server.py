@@ -62,7 +62,8 @@ PER_CALLER: dict[CacheableMethod, CacheHint] = {
 callers), and stale at once, since a tag edit may change it any time."""
 
 RESOURCE_NOT_FOUND = -32002
-"""The code MCP gives a read of a resource that does not exist."""
+"""The code the handshake era gives a resource that does not exist; 2026-07-28 (SEP-2164)
+gives -32602 (invalid params) instead."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -279,7 +280,7 @@ class Front:
         if uri == CONTEXT_URI:
             return types.EmptyResult()  # changes with the tags: list_changed says so
         if not self.view().shows_resource(uri):
-            raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}")
+            raise _resource_not_found(ctx, uri)
         connection = connection_of(ctx.session)
         key = id(connection)
         if key not in self._following:
@@ -318,7 +319,7 @@ class Front:
         return types.ListResourceTemplatesResult(resource_templates=list(self.view().templates))
 
     async def read_resource(
-        self, _ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         view, uri = self.view(), str(params.uri)
         if uri == CONTEXT_URI:
@@ -327,7 +328,7 @@ class Front:
             )
             return types.ReadResourceResult(contents=[text])
         if not view.shows_resource(uri):
-            raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}")
+            raise _resource_not_found(ctx, uri)
         try:
             return _own(await self.pool.read_resource(uri))
         except UpstreamError as exc:
@@ -362,6 +363,14 @@ LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
 
 def _unknown_tool(name: str) -> MCPError:
     return MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
+
+
+def _resource_not_found(ctx: ServerRequestContext[Any], uri: str) -> MCPError:
+    """A resource the caller may not see is answered as one that does not exist, in the
+    code of the caller's era, naming the URI (data.uri) as both eras' specifications show."""
+    handshake = ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+    code = RESOURCE_NOT_FOUND if handshake else types.INVALID_PARAMS
+    return MCPError(code, f"Resource not found: {uri}", {"uri": uri})
 
 
 def _tool_error(text: str) -> types.CallToolResult:

@@ -1,5 +1,5 @@
 """The third-party MCP clients that scripts/ensure-mcp-clients installs, and the Node 22
-binary they run on."""
+binary they run on (the conformance suite's 0.2 line has a prefix of its own)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import ROOT
 
 CLIENTS = ROOT / ".cache" / "mcp-clients" / "node_modules"
+NEXT = ROOT / ".cache" / "mcp-clients-next" / "node_modules"
 
 
 def node() -> Path:
@@ -20,8 +21,8 @@ def node() -> Path:
     pytest.skip("Node 22 is not installed: run scripts/ensure-mcp-clients")
 
 
-def script(relative: str) -> Path:
-    path = CLIENTS / relative
+def script(relative: str, prefix: Path = CLIENTS) -> Path:
+    path = prefix / relative
     if not path.exists():
         pytest.skip(f"{relative} is not installed: run scripts/ensure-mcp-clients")
     return path
@@ -35,3 +36,9 @@ def inspector() -> list[str]:
 
 def conformance() -> list[str]:
     return [str(node()), str(script("@modelcontextprotocol/conformance/dist/index.js"))]
+
+
+def conformance_next() -> list[str]:
+    """The suite's 0.2 line (--spec-version, --requirements, the 2026-07-28 scenarios)."""
+    suite = script("@modelcontextprotocol/conformance/dist/index.js", NEXT)
+    return [str(node()), str(suite)]

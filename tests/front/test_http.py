@@ -254,7 +254,10 @@ async def test_resources_and_prompts_come_from_upstreams_with_a_granted_tool(
         assert [p.name for p in (await carol.list_prompts()).prompts] == ["context"]
         with pytest.raises(MCPError) as unread:
             await carol.read_resource("echo://static")
-        assert unread.value.error.code == -32002
+        # Answered as a resource that does not exist, in the code of the caller's era:
+        # -32002 in the handshake era, -32602 at 2026-07-28 (SEP-2164); both name the URI.
+        assert unread.value.error.code == (-32002 if mode == "legacy" else -32602)
+        assert unread.value.error.data == {"uri": "echo://static"}
         with pytest.raises(MCPError) as ungot:
             await carol.get_prompt("echo__greet", {"name": "Ann"})
         assert ungot.value.error.message == "Unknown prompt: echo__greet"

@@ -18,12 +18,16 @@ Tools: `test_simple_text`, `test_image_content`, `test_audio_content`,
 its SSE stream mid-call when the client can resume), and two that exist for the gateway's
 own tests: `test_update_watched_resource` (`text`: changes test://watched-resource and tells
 its subscribers) and `test_list_changed` (`kind`: tools, resources or prompts; adds or
-removes a dynamic entry of that kind and announces the change).
+removes a dynamic entry of that kind and announces the change). For the suite's 2026-07-28
+scenarios: `test_trigger_tool_change` and `test_trigger_prompt_change` (test_list_changed of
+one kind), `test_header_param` (`region`, marked `x-mcp-header`), and the input-required-result
+tools and stateless diagnostics of conformance_next.py.
 
 Resources: test://static-text, test://static-binary, test://watched-resource (subscribable)
 and the template test://template/{id}/data. Prompts: `test_simple_prompt`,
 `test_prompt_with_arguments` (`arg1`, `arg2`), `test_prompt_with_embedded_resource`
-(`resourceUri`), `test_prompt_with_image`. Completion for `arg1`/`arg2` and `{id}`.
+(`resourceUri`), `test_prompt_with_image`, `test_input_required_result_prompt`
+(conformance_next.py). Completion for `arg1`/`arg2` and `{id}`.
 `logging/setLevel` filters the log messages of later calls on the same connection.
 
 Sampling and elicitation work in both protocol eras: in the handshake era (2025-06-18,
@@ -63,6 +67,8 @@ from mcp.server.subscriptions import (
 )
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from tests.servers import conformance_next
 
 # A 1x1 red PNG and a WAV of 8 silent samples (8 kHz, mono, 16 bit): the smallest valid
 # files, so that clients that decode the content do not choke on it.
@@ -500,10 +506,55 @@ async def list_changed(
     return _result(f"{kind}: dynamic entry {'added' if kind in state.dynamic else 'removed'}")
 
 
+def _triggers(kind: str) -> ToolFunction:
+    """test_list_changed for one kind: the hooks the suite's server-stateless scenario calls
+    to see a change announced on a subscriptions/listen stream."""
+
+    async def tool(
+        ctx: ServerRequestContext, params: types.CallToolRequestParams, _args: dict[str, Any]
+    ) -> ToolResult:
+        return await list_changed(ctx, params, {"kind": kind})
+
+    return tool
+
+
+async def header_param(
+    _ctx: ServerRequestContext, _params: types.CallToolRequestParams, args: dict[str, Any]
+) -> ToolResult:
+    return _result(f"Region: {args.get('region')}")
+
+
 async def dynamic_tool(
     _ctx: ServerRequestContext, _params: types.CallToolRequestParams, _args: dict[str, Any]
 ) -> ToolResult:
     return _result("This tool exists only while test_list_changed added it.")
+
+
+# What the suite's json-schema-2020-12 scenario expects listed unchanged: SEP-1613's keywords
+# and SEP-2106's ($anchor, allOf/anyOf, if/then/else).
+JSON_SCHEMA_2020_12: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "address": {
+            "$anchor": "addressDef",
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+        }
+    },
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"$ref": "#/$defs/address"},
+        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+    },
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+    "additionalProperties": False,
+}
 
 
 def _tool(name: str, description: str, schema: dict[str, Any] = NO_ARGUMENTS) -> types.Tool:
@@ -552,24 +603,7 @@ TOOLS: dict[str, tuple[types.Tool, ToolFunction]] = {
             _tool(
                 "json_schema_2020_12_tool",
                 "Tool with JSON Schema 2020-12 features",
-                {
-                    "$schema": "https://json-schema.org/draft/2020-12/schema",
-                    "type": "object",
-                    "$defs": {
-                        "address": {
-                            "type": "object",
-                            "properties": {
-                                "street": {"type": "string"},
-                                "city": {"type": "string"},
-                            },
-                        }
-                    },
-                    "properties": {
-                        "name": {"type": "string"},
-                        "address": {"$ref": "#/$defs/address"},
-                    },
-                    "additionalProperties": False,
-                },
+                JSON_SCHEMA_2020_12,
             ),
             json_schema_tool,
         ),
@@ -595,6 +629,26 @@ TOOLS: dict[str, tuple[types.Tool, ToolFunction]] = {
             ),
             list_changed,
         ),
+        (_tool("test_trigger_tool_change", "Adds or removes the dynamic tool"), _triggers("tools")),
+        (
+            _tool("test_trigger_prompt_change", "Adds or removes the dynamic prompt"),
+            _triggers("prompts"),
+        ),
+        (
+            # SEP-2243: a 2026-07-28 HTTP client mirrors `region` into an Mcp-Param-Region
+            # header, which the server checks against the body.
+            _tool(
+                "test_header_param",
+                "Echoes its region, which travels as the Mcp-Param-Region header too",
+                {
+                    "type": "object",
+                    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+                    "required": ["region"],
+                },
+            ),
+            header_param,
+        ),
+        *conformance_next.TOOLS,
     ]
 }
 DYNAMIC_TOOL_ENTRY = (_tool(DYNAMIC_TOOL, "A tool added by test_list_changed"), dynamic_tool)
@@ -704,8 +758,10 @@ async def read_resource(
             data = {"id": id_, "templateTest": True, "data": f"Data for ID: {id_}"}
             text = json.dumps(data, separators=(",", ":"))
             return _text_contents(uri, "application/json", text)
-    # -32602 is what the current spec asks for an unknown resource.
-    raise MCPError(code=types.INVALID_PARAMS, message=f"Resource not found: {uri}")
+    # -32602 is what the current spec asks for an unknown resource (SEP-2164), naming it.
+    raise MCPError(
+        code=types.INVALID_PARAMS, message=f"Resource not found: {uri}", data={"uri": uri}
+    )
 
 
 async def subscribe(
@@ -746,6 +802,7 @@ PROMPTS = [
         arguments=[_argument("resourceUri", "URI of the resource to embed")],
     ),
     types.Prompt(name="test_prompt_with_image", description="A prompt with an image"),
+    conformance_next.PROMPT_ENTRY,
 ]
 DYNAMIC_PROMPT_ENTRY = types.Prompt(
     name=DYNAMIC_PROMPT, description="A prompt added by test_list_changed"
@@ -764,8 +821,10 @@ async def list_prompts(
 
 
 async def get_prompt(
-    _ctx: ServerRequestContext, params: types.GetPromptRequestParams
-) -> types.GetPromptResult:
+    ctx: ServerRequestContext, params: types.GetPromptRequestParams
+) -> types.GetPromptResult | types.InputRequiredResult:
+    if params.name == conformance_next.PROMPT:
+        return conformance_next.get_prompt(ctx, params)
     args = params.arguments or {}
     prompt = next((p for p in [*PROMPTS, DYNAMIC_PROMPT_ENTRY] if p.name == params.name), None)
     if prompt is None or (prompt is DYNAMIC_PROMPT_ENTRY and "prompts" not in state.dynamic):
