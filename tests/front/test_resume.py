@@ -213,3 +213,59 @@ async def test_a_chatty_call_resumed_again_and_again_misses_and_repeats_nothing(
             assert methods.count("elicitation/create") == (1 if asks else 0)
             assert methods.count(None) == 1  # the answer, once, last
             assert messages[-1]["result"]["content"][0]["text"] == ("accept" if asks else "done")
+
+
+async def first_event_id(gateway: Gateway, headers: dict[str, str], ident: int) -> str:
+    """The event id of a call's first progress message (the call then runs on)."""
+    call = {"name": "echo__sleep", "arguments": {"seconds": 0.5}, "_meta": {"progressToken": 1}}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(10):
+            async with http.stream(
+                "POST", gateway.url, json=rpc(ident, "tools/call", call), headers=headers
+            ) as response:
+                async for message, event_id in _messages(response, with_ids=True):
+                    if message is not None and event_id is not None:
+                        return event_id
+    raise AssertionError("no event with an id")
+
+
+async def test_a_malformed_or_unknown_last_event_id_is_refused(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gateway:
+        mine = await open_session(gateway)
+        other = await open_session(gateway)  # the same caller's other session
+        event_id = await first_event_id(gateway, mine, 5)
+        position, _, stream = event_id.partition("/")
+        refused = {
+            "not an id": "abc",
+            "negative": "-1",
+            "10 KB": "9" * 10240,
+            "no stream": position,
+            "the id before every event": f"0-0/{stream}",
+            "beyond 64 bits": f"{2**64}-0/{stream}",
+            "another stream": f"{position}/{stream}9",
+            "an event that is not": f"{position.split('-')[0]}-77/{stream}",
+        }
+        async with httpx2.AsyncClient(timeout=10) as http:
+
+            async def resume(headers: dict[str, str], last: str) -> httpx2.Response:
+                sent = {**headers, "Accept": "text/event-stream", "Last-Event-ID": last}
+                with anyio.fail_after(10):
+                    async with http.stream("GET", gateway.url, headers=sent) as response:
+                        await response.aread()
+                        return response
+
+            for case, last in refused.items():
+                answer = await resume(mine, last)
+                assert answer.status_code == 400, case
+                assert answer.json()["error"]["code"] == -32600, case
+            # Another session's id names nothing in this one.
+            foreign = await resume(other, event_id)
+            assert foreign.status_code == 400
+            assert "no event of this session" in foreign.json()["error"]["message"]
+            # The good id resumes: the rest of the call, to its answer.
+            sent = {**mine, "Accept": "text/event-stream", "Last-Event-ID": event_id}
+            with anyio.fail_after(10):
+                async with http.stream("GET", gateway.url, headers=sent) as response:
+                    assert response.status_code == 200
+                    rest = [m async for m in _messages(response)]
+            assert rest[-1]["result"]["content"][0]["text"] == "slept"
