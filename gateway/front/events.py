@@ -38,6 +38,9 @@ from ..state.base import format_id
 logger = logging.getLogger("gateway.front")
 
 REPLAY_BATCH = 500
+MAX_ISSUED = 256
+"""Streams of one session whose ids are remembered (the newest), so that an id this
+session gave whose event the store no longer has is told from one it never gave."""
 MAX_LOST_MARKS = 1024
 """Streams of one session remembered as having lost events; beyond, one mark for all."""
 _MAX_PART = 2**64 - 1
@@ -106,7 +109,8 @@ class Replay:
     last: Position
     """The newest position delivered by the replay (the cursor's when nothing was)."""
     answered: bool
-    """The stream's answer is among `messages`: nothing follows it."""
+    """The stream's answer is among `messages`, or it was given but could not be
+    stored: nothing follows."""
     gap: dict[str, Any] | None
     """What is missing, when the replay cannot be complete (see `gap_notice`)."""
 
@@ -128,10 +132,15 @@ class SessionEvents(EventStore):
         self.key = f"mcp:{mcp_session_id}"
         self._newest: Position = (0, 0)
         """The newest position stored for this session."""
+        self._issued: dict[StreamId, tuple[Position, Position]] = {}
+        """The first and last positions given to each of the newest streams."""
         self._lost: dict[StreamId, Position] = {}
         """Streams with events that could not be stored: the newest position stored
         before the last such event (a cursor at or before it has not seen it)."""
         self._lost_any: Position | None = None
+        self._unstored_answers: set[StreamId] = set()
+        """Streams whose answer could not be stored: a resume of one ends after what
+        the store has (nothing will follow)."""
         self.opening = True
         """The session's opening request (initialize) is being served: a priming event
         that cannot be stored then refuses the session (see `refused`)."""
@@ -169,6 +178,9 @@ class SessionEvents(EventStore):
         except StateError as exc:
             if message is not None:
                 self._mark_lost(stream_id)
+                answer = "method" not in message and str(message.get("id")) == stream_id
+                if answer and len(self._unstored_answers) < MAX_LOST_MARKS:
+                    self._unstored_answers.add(stream_id)
             logger.warning("MCP stream %s: event not stored, so not resumable: %s", stream_id, exc)
             return None
 
@@ -180,7 +192,15 @@ class SessionEvents(EventStore):
         )
         cursor = parse_event_id(f"{stored}/{stream_id}")
         self._newest = max(self._newest, cursor.position)
+        issued = self._issued.pop(stream_id, None)
+        self._issued[stream_id] = (issued[0] if issued else cursor.position, cursor.position)
+        if len(self._issued) > MAX_ISSUED:
+            del self._issued[next(iter(self._issued))]
         return str(cursor)
+
+    def _gave(self, cursor: Cursor) -> bool:
+        issued = self._issued.get(cursor.stream)
+        return issued is not None and issued[0] <= cursor.position <= issued[1]
 
     def _mark_lost(self, stream_id: StreamId) -> None:
         if stream_id in self._lost or len(self._lost) < MAX_LOST_MARKS:
@@ -205,10 +225,14 @@ class SessionEvents(EventStore):
             and found.id == cursor.stored
             and found.data.get("stream") == cursor.stream
         )
-        if not known and batch.gap is None:
-            # Not in this session's stream, and nothing was trimmed that it could be.
-            raise UnknownEventId("Last-Event-ID names no event of this session")
-        gap: dict[str, Any] | None = _trimmed(batch.gap) if not known else None
+        gap: dict[str, Any] | None = None
+        if not known:
+            if batch.gap is not None:
+                gap = _trimmed(batch.gap)
+            elif self._gave(cursor):
+                gap = {"reason": "the state store lost the stream's events"}
+            else:  # not in this session's stream, and nothing is gone that it could be
+                raise UnknownEventId("Last-Event-ID names no event of this session")
         if self._lost_after(cursor):
             gap = {"reason": "events were not stored while the state store was away", **(gap or {})}
         events = batch.events[1:] if known else batch.events
@@ -225,6 +249,7 @@ class SessionEvents(EventStore):
                 last = max(last, parse_event_id(event_id).position)
                 answered = answered or is_answer(message, cursor.stream)
             if len(batch.events) < REPLAY_BATCH or batch.last_id is None:
+                answered = answered or cursor.stream in self._unstored_answers
                 return Replay(tuple(messages), last, answered, gap)
             batch = await self._store.read(self.key, Stream.EVENTS, batch.last_id, REPLAY_BATCH)
             events = batch.events

@@ -225,7 +225,7 @@ async def first_event_id(gateway: Gateway, headers: dict[str, str], ident: int) 
             ) as response:
                 async for message, event_id in _messages(response, with_ids=True):
                     if message is not None and event_id is not None:
-                        return event_id
+                        return str(event_id)
     raise AssertionError("no event with an id")
 
 
