@@ -33,7 +33,7 @@ from mcp.server.streamable_http import (
 )
 
 from ..state import StateError, StateStore, Stream, StreamGap
-from ..state.base import format_id
+from ..state.base import START, format_id, parse_id
 
 logger = logging.getLogger("gateway.front")
 
@@ -198,6 +198,12 @@ class SessionEvents(EventStore):
             del self._issued[next(iter(self._issued))]
         return str(cursor)
 
+    async def _forgotten(self, cursor: Cursor) -> bool:
+        """Whether the store has nothing as old as `cursor` (it lost this session's stream,
+        a Redis that restarted empty): else an id it does not have was never given."""
+        oldest = await self._store.read(self.key, Stream.EVENTS, START, 1)
+        return not oldest.events or cursor.position < parse_id(oldest.events[0].id)
+
     def _gave(self, cursor: Cursor) -> bool:
         issued = self._issued.get(cursor.stream)
         return issued is not None and issued[0] <= cursor.position <= issued[1]
@@ -229,7 +235,7 @@ class SessionEvents(EventStore):
         if not known:
             if batch.gap is not None:
                 gap = _trimmed(batch.gap)
-            elif self._gave(cursor):
+            elif self._gave(cursor) and await self._forgotten(cursor):
                 gap = {"reason": "the state store lost the stream's events"}
             else:  # not in this session's stream, and nothing is gone that it could be
                 raise UnknownEventId("Last-Event-ID names no event of this session")
