@@ -36,10 +36,10 @@ from .audit import AuditLog
 from .auth import Authenticator
 from .errors import ConfigError, ConfigIssue
 from .front.calls import Listings, ModernCalls
-from .front.events import GatewaySessionManager
 from .front.http import McpEndpoint
 from .front.server import Front
 from .front.session_calls import SessionCalls
+from .front.session_transport import GatewaySessionManager
 from .front.views import Views
 from .settings import GatewayConfig, load_config
 from .state import StateStore, StateUnavailable
@@ -202,7 +202,7 @@ def build_app(
         )
 
     async def ready(_request: Request) -> JSONResponse:
-        status = state.status()
+        status = await state.probe()
         body = {"ready": status.ready, "state": {"url": status.url, "reason": status.reason}}
         if status.ready:
             return JSONResponse(body)

@@ -23,7 +23,6 @@ from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from starlette.types import Receive, Send
 
 from .. import jsoncodec
-from ..state import StateError
 from .calls import JSON_TYPE, SSE_HEADERS, HeadOnce
 from .events import SessionEvents
 
@@ -80,14 +79,10 @@ class CallStream:
     async def _store(self, message: dict[str, Any] | None) -> str | None:
         """The stored event's id; None without an event store, or when it fails: the
         call's answer matters more than its resumability (the message is sent without
-        an id, which a client cannot resume from)."""
+        an id, and a resume from before it says that something is missing)."""
         if self._events is None:
             return None
-        try:
-            return await self._events.store_wire(self._key, message)
-        except StateError as exc:
-            logger.warning("MCP stream %s: event not stored, so not resumable: %s", self._key, exc)
-            return None
+        return await self._events.store_wire(self._key, message)
 
     async def _sse_head(self) -> None:
         """The priming event stored (once, before anything else of this stream), then the

@@ -215,6 +215,12 @@ class StateStore(ABC):
     def status(self) -> StoreStatus:
         """Ready or not, and why not, without a round trip (kept up by the store)."""
 
+    async def probe(self) -> StoreStatus:
+        """Ready or not, checked against the backend: what `/ready` answers. Bounded in
+        time, and a backend's check is cached briefly, so that however often it is asked
+        the backend sees at most a few checks a second."""
+        return self.status()
+
     # the two primitives every value goes through
 
     @abstractmethod

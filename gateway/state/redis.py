@@ -19,7 +19,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -67,6 +69,10 @@ Client = aioredis.Redis | RedisCluster
 MIN_REDIS = (7, 0)
 """XINFO's max-deleted-entry-id and EXPIRE's NX/GT options arrived in Redis 7.0."""
 SUBSCRIBER_BUFFER = 1000
+PROBE_INTERVAL = 0.5
+"""Seconds a readiness probe's answer is reused (so /ready polls cannot hammer Redis)."""
+PROBE_TIMEOUT = 0.25
+"""Seconds a readiness probe (a PING) may take."""
 LONG_OP_TIMEOUT = 30.0
 """For operations that scan the keyspace (invalidating the tag cache, diagnostics)."""
 _DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
@@ -155,6 +161,10 @@ class RedisStore(StateStore):
         self._trim_slack = max(1, min(100, stream_max_len // 10))
         self._append_script: Any = None
         self._read_script: Any = None
+        self._probed_at = -math.inf
+        self._probe_failure: str | None = None
+        """Why the last readiness probe failed; None when it succeeded (or none ran)."""
+        self._probing = anyio.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -246,9 +256,30 @@ class RedisStore(StateStore):
         return True
 
     def status(self) -> StoreStatus:
-        if self._ready and self._breaker.retry_after() > 0:
+        if not self._ready:
+            return StoreStatus(False, self.url, self._reason)
+        if self._breaker.retry_after() > 0:
             return StoreStatus(False, self.url, "Redis stopped answering; retrying")
-        return StoreStatus(self._ready, self.url, self._reason)
+        if self._probe_failure is not None:
+            return StoreStatus(
+                False, self.url, f"Redis did not answer a PING: {self._probe_failure}"
+            )
+        return StoreStatus(True, self.url)
+
+    async def probe(self) -> StoreStatus:
+        # One PING at a time and at most one per PROBE_INTERVAL, whoever asks; through
+        # the breaker, so that an open breaker is not ready and a PING that fails counts
+        # against it as any operation's failure does.
+        if time.monotonic() - self._probed_at >= PROBE_INTERVAL:
+            async with self._probing:
+                if time.monotonic() - self._probed_at >= PROBE_INTERVAL:
+                    try:
+                        await self._call(lambda r: r.ping(), seconds=PROBE_TIMEOUT)
+                        self._probe_failure = None
+                    except StateUnavailable as exc:
+                        self._probe_failure = exc.reason
+                    self._probed_at = time.monotonic()
+        return self.status()
 
     def _client(self) -> Client:
         if self._redis is None:

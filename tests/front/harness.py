@@ -129,7 +129,10 @@ class Gateway:
 
 @asynccontextmanager
 async def running_gateway(
-    directory: Path, config_text: str | None = None, orgs: dict[str, str] | None = None
+    directory: Path,
+    config_text: str | None = None,
+    orgs: dict[str, str] | None = None,
+    state_url: str = "memory://",
 ) -> AsyncIterator[Gateway]:
     tags_dir = directory / "orgs"
     tags_dir.mkdir(exist_ok=True)
@@ -139,7 +142,7 @@ async def running_gateway(
     path.write_text(config_text if config_text is not None else gateway_yaml(), encoding="utf-8")
     config = load_config(path)
     tags = TagManager.open(config.tags_dir, directory)
-    state = open_store("memory://", config.state_ttls)
+    state = open_store(state_url, config.state_ttls)
     pool = Pool(
         config.settings.upstreams,
         DefinitionLedger(config.definitions_path),

@@ -22,6 +22,7 @@ import pytest
 from gateway.front.events import SessionEvents
 from gateway.front.session_calls import _CANCELLED, SessionCalls
 from gateway.state import StateError
+from gateway.state.memory import MemoryStore
 from tests.front.harness import KEYS, Gateway, key_entries, running_gateway
 from tests.front.test_calls import config, gateways
 from tests.upstreams.test_connection import http_echo
@@ -583,7 +584,7 @@ async def test_a_failing_event_store_does_not_cost_the_answer(
 
     async with gateways(tmp_path) as both:
         headers = await open_session(both["direct"])
-        monkeypatch.setattr(SessionEvents, "store_wire", failing)
+        monkeypatch.setattr(MemoryStore, "append", failing)
         body = _call("echo__sleep", {"seconds": 0.1}, {"progressToken": 1})
         status, kind, _, events = await post(both["direct"], headers, body)
     assert (status, kind) == (200, "text/event-stream")
@@ -644,7 +645,7 @@ def _slowed(monkeypatch: pytest.MonkeyPatch, which: Any) -> None:
     network), so that something can happen meanwhile."""
     store = SessionEvents.store_wire
 
-    async def slow(self: SessionEvents, stream_id: str, message: Any) -> str:
+    async def slow(self: SessionEvents, stream_id: str, message: Any) -> str | None:
         if which(message):
             await anyio.sleep(1.0)
         return await store(self, stream_id, message)

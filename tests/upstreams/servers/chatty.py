@@ -27,8 +27,14 @@ async def list_tools(
 
 
 async def call_tool(
-    ctx: ServerRequestContext, _params: types.CallToolRequestParams
+    ctx: ServerRequestContext, params: types.CallToolRequestParams
 ) -> types.CallToolResult:
+    """Arguments (all optional): `steps` (STEPS), `ask` (true: the question at ASK_AT),
+    `pause` (seconds between two progress messages, 0: none)."""
+    arguments = params.arguments or {}
+    steps = int(arguments.get("steps", STEPS))
+    asking = bool(arguments.get("ask", True))
+    pause = float(arguments.get("pause", 0))
     schema: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
     answers: list[str] = []
 
@@ -37,11 +43,14 @@ async def call_tool(
         answers.append(answer.action)
 
     async with anyio.create_task_group() as tasks:
-        for step in range(STEPS):
-            if step == ASK_AT:
+        for step in range(steps):
+            if step == ASK_AT and asking:
                 tasks.start_soon(ask)
-            await ctx.session.report_progress(step, STEPS)
-    return types.CallToolResult(content=[types.TextContent(type="text", text=answers[0])])
+            await ctx.session.report_progress(step, steps)
+            if pause:
+                await anyio.sleep(pause)
+    text = answers[0] if asking else "done"
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
 
 server = Server("chatty", on_list_tools=list_tools, on_call_tool=call_tool)
