@@ -2,8 +2,8 @@
 
 Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
 `upstreams status`: an upstream is not well, `tools approve`: nothing to approve;
-2 invalid configuration or usage; 3 `serve`: the gateway could not start (it says why, e.g.
-two upstreams offering the same tool name).
+2 invalid configuration or usage; 3 `serve`, `stdio`: the gateway could not start (it says
+why in one message, e.g. two upstreams offering the same tool name).
 """
 
 from __future__ import annotations
@@ -421,6 +421,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stdio(args: argparse.Namespace) -> int:
+    from .app import CannotStart
     from .front.stdio import serve_stdio
 
     logging.basicConfig(
@@ -450,8 +451,12 @@ def _stdio(args: argparse.Namespace) -> int:
         _ledger(config),
         direct_calls=config.settings.server.direct_calls,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(serve_stdio, config, manager, state, pool, caller)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(serve_stdio, config, manager, state, pool, caller)
+    except CannotStart as exc:
+        print(f"gateway stdio: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     return EXIT_OK
 
 
