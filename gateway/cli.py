@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key",
         help=f"the caller's API key (default: ${API_KEY_ENV}); or name the caller with --user",
     )
-    stdio.add_argument("--user", help="a local single-user setup: the user to serve")
+    stdio.add_argument(
+        "--user", help="a local single-user setup (needs auth.dev: true): the user to serve"
+    )
     stdio.add_argument("--org", help="with --user: the user's org")
     stdio.add_argument("--roles", default="", help="with --user: comma-separated roles")
     stdio.set_defaults(handler=_stdio)
@@ -434,6 +436,16 @@ def _stdio(args: argparse.Namespace) -> int:
     if args.user or args.org:
         if key or not (args.user and args.org):
             raise UsageError("name the caller with --api-key, or with --user and --org")
+        if not config.settings.auth.dev:
+            # Without a credential anyone who can start the gateway could be any user of
+            # any org: only a development config, as for plain keys, allows it.
+            print(
+                f"gateway stdio: --user and --org serve a caller without a credential, which "
+                f"only a development config allows (auth.dev: true in {config.path}); "
+                f"give the caller's key with --api-key or ${API_KEY_ENV}",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
         caller = Credential(Principal(args.user, args.org, roles), "local", f"local:{args.user}")
     elif key:
