@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -80,7 +81,37 @@ class GatewayApp(Starlette):
             scope["app"] = self
             await self.mcp(scope, receive, send)
             return
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """The ASGI lifespan protocol as Starlette's router speaks it, except that a refusal
+        to start (CannotStart) is one message for the server to log, not the traceback of
+        an ExceptionGroup: it is the operator's configuration, not a bug."""
+        started = False
+        await receive()  # lifespan.startup
+        try:
+            async with self.router.lifespan_context(self):
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                await receive()  # lifespan.shutdown
+        except BaseException as exc:
+            if isinstance(exc, CannotStart) and not started:
+                message = f"gateway cannot start: {exc}"
+                await send({"type": "lifespan.startup.failed", "message": message})
+                return
+            failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": failed, "message": traceback.format_exc()})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+class CannotStart(ConfigError):
+    """gateway.yaml is valid, but what its upstreams offer cannot be served: two of them
+    offer the same public tool or prompt name, resource URI or URI template. Said in one
+    message, as every start-up refusal is (`gateway serve` and `gateway stdio` exit 3)."""
 
 
 def build_front(
@@ -97,7 +128,8 @@ async def running(
 ) -> AsyncIterator[TaskGroup]:
     """Everything the front needs, running: the state store, the tag watcher, the pool and
     the list_changed fan-out. Enters once every upstream has made its first attempt;
-    raises ConfigError when two upstreams offer the same name or URI."""
+    raises CannotStart when two upstreams offer the same name or URI."""
+    refused: CannotStart | None = None
     # The store never fails to start: without its server it reports not ready and
     # keeps connecting, while tag listing and checks go on from the config files.
     async with state, anyio.create_task_group() as tasks:
@@ -114,20 +146,21 @@ async def running(
             await pool.settled()
             clashes = pool.catalog.clashes
             if clashes:
-                error = ConfigError(
+                refused = CannotStart(
                     ConfigIssue(str(config.path), clash, field="upstreams") for clash in clashes
                 )
-                logger.error("cannot start: %s", error)
-                raise error
-            for name, status in pool.statuses().items():
-                if status.error:
-                    logger.warning("upstream %s is %s: %s", name, status.reported, status.error)
-            yield tasks
+            else:
+                for name, status in pool.statuses().items():
+                    if status.error:
+                        logger.warning("upstream %s is %s: %s", name, status.reported, status.error)
+                yield tasks
         finally:
             for stop in unsubscribe:
                 stop()
             tasks.cancel_scope.cancel()
             front.executor.audit.close()
+    if refused is not None:
+        raise refused  # out here, not wrapped in the task group's ExceptionGroup
 
 
 def build_app(

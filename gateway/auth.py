@@ -98,7 +98,8 @@ class LoopbackPrincipal(_Strict):
 
 class AuthSettings(_Strict):
     dev: bool = False
-    """A development config: plain keys and loopback_principal are allowed."""
+    """A development config: plain keys, loopback_principal and `gateway stdio --user`
+    (a caller named without a credential) are allowed."""
     api_keys: Annotated[tuple[ApiKeySettings, ...], Field(strict=False)] = ()
     jwt: JwtSettings | None = None
     loopback_principal: LoopbackPrincipal | None = None

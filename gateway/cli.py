@@ -2,8 +2,8 @@
 
 Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
 `upstreams status`: an upstream is not well, `tools approve`: nothing to approve;
-2 invalid configuration or usage; 3 `serve`: the gateway could not start (it says why, e.g.
-two upstreams offering the same tool name).
+2 invalid configuration or usage; 3 `serve`, `stdio`: the gateway could not start (it says
+why in one message, e.g. two upstreams offering the same tool name).
 """
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key",
         help=f"the caller's API key (default: ${API_KEY_ENV}); or name the caller with --user",
     )
-    stdio.add_argument("--user", help="a local single-user setup: the user to serve")
+    stdio.add_argument(
+        "--user", help="a local single-user setup (needs auth.dev: true): the user to serve"
+    )
     stdio.add_argument("--org", help="with --user: the user's org")
     stdio.add_argument("--roles", default="", help="with --user: comma-separated roles")
     stdio.set_defaults(handler=_stdio)
@@ -465,6 +467,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stdio(args: argparse.Namespace) -> int:
+    from .app import CannotStart
     from .front.stdio import serve_stdio
 
     logging.basicConfig(
@@ -477,6 +480,16 @@ def _stdio(args: argparse.Namespace) -> int:
     if args.user or args.org:
         if key or not (args.user and args.org):
             raise UsageError("name the caller with --api-key, or with --user and --org")
+        if not config.settings.auth.dev:
+            # Without a credential anyone who can start the gateway could be any user of
+            # any org: only a development config, as for plain keys, allows it.
+            print(
+                f"gateway stdio: --user and --org serve a caller without a credential, which "
+                f"only a development config allows (auth.dev: true in {config.path}); "
+                f"give the caller's key with --api-key or ${API_KEY_ENV}",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
         caller = Credential(Principal(args.user, args.org, roles), "local", f"local:{args.user}")
     elif key:
@@ -494,8 +507,12 @@ def _stdio(args: argparse.Namespace) -> int:
         _ledger(config),
         direct_calls=config.settings.server.direct_calls,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(serve_stdio, config, manager, state, pool, caller)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(serve_stdio, config, manager, state, pool, caller)
+    except CannotStart as exc:
+        print(f"gateway stdio: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     return EXIT_OK
 
 

@@ -358,3 +358,55 @@ def test_a_ttl_must_be_positive(run: Run, tmp_path: Path) -> None:
     code, _, err = run("check", "--config", str(config))
     assert code == 2
     assert f"{config}:5: state.ttl.session:" in err
+
+
+def _twins(tmp_path: Path) -> Path:
+    """A gateway.yaml with two upstreams that offer the same tool and prompt names (no
+    prefixes), resource URI and URI template: the project's echo server, twice."""
+    (tmp_path / "orgs").mkdir()
+    twin = (
+        "    transport: stdio\n"
+        f"    command: {sys.executable}\n"
+        "    args: [-m, tests.upstreams.servers.echo, stdio]\n"
+        f"    cwd: {ROOT}\n"
+        f"    env: {{PYTHONPATH: {ROOT}}}\n"
+        '    prefix: ""\n'
+    )
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "auth:\n  dev: true\n"
+        "  api_keys: [{user: ann, org: acme, key: twins-key-0123456789}]\n"
+        f"upstreams:\n  one:\n{twin}  two:\n{twin}"
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    "command", [["serve", "--port", "0"], ["stdio", "--api-key", "twins-key-0123456789"]]
+)
+def test_upstreams_offering_one_name_or_uri_stop_start_up_in_one_message(
+    tmp_path: Path, command: list[str]
+) -> None:
+    config = _twins(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *command, "--config", str(config)],
+        cwd=ROOT,
+        env={**_clean_env(), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    who = "is offered by 'one' and 'two'"
+    for clash in (
+        "tool name 'echo'",
+        "prompt name 'greet'",
+        "resource 'echo://static'",
+        "resource template 'echo://items/{id}'",
+    ):
+        assert f"{config}: upstreams: {clash} {who}" in done.stderr
+    assert "cannot start: " in done.stderr
+    assert done.stdout == ""

@@ -9,7 +9,7 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import DEMO_CONFIG
@@ -51,3 +51,29 @@ async def test_the_demo_serves_each_user_their_tools_and_checks_scopes() -> None
         "refunded": 20.0,
         "currency": "USD",
     }
+
+
+DEMO_UPSTREAM = DEMO_CONFIG.parent / "upstreams" / "demo.py"
+MISSES = [
+    ("payments", "refund", {"order_id": "ORD-999999", "amount": 5}, "no order 'ORD-999999'"),
+    ("payments", "refund", {"order_id": "ORD-100001", "amount": 90}, "more than the refundable"),
+    ("payments", "get_payment", {"payment_id": "PAY-0"}, "no payment 'PAY-0'"),
+    ("crm", "get_customer", {"customer_id": "C-0"}, "no customer 'C-0'"),
+    ("orders", "get_order", {"order_id": "ORD-999999"}, "no order 'ORD-999999'"),
+    ("time", "now", {"timezone": "Mars/Olympus"}, "no time zone 'Mars/Olympus'"),
+]
+
+
+@pytest.mark.parametrize(("upstream", "tool", "arguments", "says"), MISSES)
+async def test_a_demo_tool_says_what_it_could_not_find(
+    upstream: str, tool: str, arguments: dict[str, object], says: str
+) -> None:
+    # An exception other than ToolError reaches the model only as "Error executing tool".
+    server = StdioServerParameters(command=sys.executable, args=[str(DEMO_UPSTREAM), upstream])
+    with anyio.fail_after(30):
+        async with Client(server) as client:
+            result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    assert says in block.text, block.text

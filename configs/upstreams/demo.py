@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from zoneinfo import ZoneInfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 CUSTOMERS = {
     "C-1001": {"id": "C-1001", "name": "Maya Lopez", "email": "maya@example.com"},
@@ -40,13 +42,23 @@ PAYMENTS = {
 NOTES: list[dict[str, str]] = []
 
 
+def lookup(table: dict[str, dict[str, Any]], kind: str, key: str) -> dict[str, Any]:
+    """`table[key]`, or a tool error the model can read: an exception that is not a
+    ToolError reaches the caller only as "Error executing tool <name>"."""
+    try:
+        return table[key]
+    except KeyError:
+        known = ", ".join(sorted(table))
+        raise ToolError(f"no {kind} {key!r} (the demo has {known})") from None
+
+
 def payments() -> MCPServer:
     server = MCPServer("payments")
 
     @server.tool(annotations={"readOnlyHint": True})
     def get_payment(payment_id: str) -> dict[str, object]:
         """A payment, with what is still refundable."""
-        payment = PAYMENTS[payment_id]
+        payment = lookup(PAYMENTS, "payment", payment_id)
         return {**payment, "refundable": payment["amount"] - payment["refunded"]}
 
     @server.tool(annotations={"destructiveHint": True, "idempotentHint": False})
@@ -58,9 +70,11 @@ def payments() -> MCPServer:
         override_limits: bool = False,
     ) -> dict[str, object]:
         """Refund (part of) an order to its original payment method."""
-        payment = PAYMENTS[ORDERS[order_id]["payment_id"]]
-        if amount > payment["amount"] - payment["refunded"]:
-            raise ValueError("more than the refundable amount")
+        order = lookup(ORDERS, "order", order_id)
+        payment = lookup(PAYMENTS, "payment", order["payment_id"])
+        refundable = payment["amount"] - payment["refunded"]
+        if amount > refundable:
+            raise ToolError(f"{amount} is more than the refundable {refundable} of {order_id}")
         payment["refunded"] += amount
         return {"order_id": order_id, "refunded": amount, "currency": currency}
 
@@ -84,7 +98,7 @@ def crm() -> MCPServer:
     @server.tool(annotations={"readOnlyHint": True})
     def get_customer(customer_id: str) -> dict[str, str]:
         """One customer."""
-        return CUSTOMERS[customer_id]
+        return lookup(CUSTOMERS, "customer", customer_id)
 
     @server.tool()
     def add_note(customer_id: str, text: str) -> str:
@@ -106,7 +120,7 @@ def orders() -> MCPServer:
     @server.tool(annotations={"readOnlyHint": True})
     def get_order(order_id: str) -> dict[str, object]:
         """One order."""
-        return ORDERS[order_id]
+        return lookup(ORDERS, "order", order_id)
 
     @server.tool(annotations={"readOnlyHint": True})
     def list_orders(customer_id: str, status: str | None = None, limit: int = 10) -> list[object]:
@@ -123,7 +137,13 @@ def clock() -> MCPServer:
     @server.tool(annotations={"readOnlyHint": True})
     def now(timezone: str = "UTC") -> str:
         """The current time in a time zone (IANA name)."""
-        return datetime.now(ZoneInfo(timezone)).isoformat(timespec="seconds")
+        try:
+            zone = ZoneInfo(timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ToolError(
+                f"no time zone {timezone!r}: give an IANA name such as Europe/Paris"
+            ) from None
+        return datetime.now(zone).isoformat(timespec="seconds")
 
     return server
 

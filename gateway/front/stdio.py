@@ -3,7 +3,8 @@ clients that launch their servers as subprocesses.
 
 One process serves one caller, fixed at start: the owner of an API key (checked as /mcp
 would check it) or, for a local single-user setup, a user and org named on the command
-line. Everything else is as over HTTP: the same views, the same checked calls, the same
+line (only in a development config, `auth.dev: true`: no credential vouches for them).
+Everything else is as over HTTP: the same views, the same checked calls, the same
 audit log. Logs go to standard error; standard output carries the protocol only.
 """
 

@@ -17,7 +17,7 @@ from anyio.streams.text import TextReceiveStream
 from mcp import Client, MCPError, StdioServerParameters
 
 from tests.conftest import ROOT
-from tests.front.harness import ACME, GLOBEX, KEYS, gateway_yaml
+from tests.front.harness import ACME, GLOBEX, KEYS, gateway_yaml, key_entries
 from tests.upstreams.test_connection import gone, until
 
 pytestmark = pytest.mark.anyio
@@ -25,13 +25,14 @@ pytestmark = pytest.mark.anyio
 GATEWAY = (sys.executable, "-m", "gateway.cli")
 
 
-def configure(directory: Path) -> Path:
+def configure(directory: Path, *, dev: bool = False) -> Path:
     orgs = directory / "orgs"
     orgs.mkdir()
     for org, text in {"acme": ACME, "globex": GLOBEX}.items():
         (orgs / f"{org}.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
     path = directory / "gateway.yaml"
-    path.write_text(gateway_yaml(), encoding="utf-8")
+    auth = f"  dev: {str(dev).lower()}\n  api_keys:\n{key_entries()}"
+    path.write_text(gateway_yaml(auth), encoding="utf-8")
     return path
 
 
@@ -59,8 +60,10 @@ async def test_an_api_key_caller_lists_and_calls_and_leaves_no_process_behind(
     await until(lambda: gone(upstream_pid), 10)
 
 
-async def test_a_local_user_is_named_on_the_command_line(tmp_path: Path) -> None:
-    config = configure(tmp_path)
+async def test_a_local_user_is_named_on_the_command_line_in_a_dev_config(
+    tmp_path: Path,
+) -> None:
+    config = configure(tmp_path, dev=True)
     async with Client(launch(config, "--user", "carol", "--org", "globex")) as client:
         assert [t.name for t in (await client.list_tools()).tools] == ["tiny__echo"]
         result = await client.call_tool("tiny__echo", {"a": 1})
@@ -142,3 +145,25 @@ async def test_arguments_json_cannot_carry_are_invalid_params_on_stdio(tmp_path:
         with anyio.fail_after(10, shield=True):
             await process.wait()
         await process.aclose()
+
+
+def test_a_user_named_without_a_credential_is_refused_unless_the_config_is_dev(
+    tmp_path: Path,
+) -> None:
+    # Anyone who can start the gateway would otherwise be any user of any org.
+    config = configure(tmp_path)
+    done = subprocess.run(
+        [*GATEWAY, "stdio", "--config", str(config), "--user", "alice", "--org", "acme"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert (
+        "gateway stdio: --user and --org serve a caller without a credential, which only a "
+        f"development config allows (auth.dev: true in {config})"
+    ) in done.stderr
+    assert done.stdout == ""
