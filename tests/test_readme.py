@@ -38,7 +38,7 @@ from gateway.errors import ConfigError
 from gateway.settings import Settings, load_config
 from gateway.tags.loader import tagset_from_texts
 from tests.conftest import DEMO_CONFIG, ROOT
-from tests.test_cli import _clean_env, serving
+from tests.test_cli import _clean_env, serving, why_config
 
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -160,7 +160,7 @@ def load_payload_fragment(text: str) -> None:
 
 
 def test_the_readme_tags_why_example_answers_what_it_shows(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     shown = [b for b in blocks("sh") if "gateway tags why" in b.text]
     assert len(shown) == 1
@@ -174,7 +174,8 @@ def test_the_readme_tags_why_example_answers_what_it_shows(
         expected.append(line[2:])
     arguments = json.loads(command[command.index("--args") + 1])
     assert arguments["order_id"] in demo_orders()  # what the demo's refund tool can find
-    code = main([*command[1:], "--config", str(DEMO_CONFIG)])
+    # As on a fresh clone: a data directory no gateway run has written a ledger into.
+    code = main([*command[1:], "--config", why_config(tmp_path)])
     out = capsys.readouterr().out
     assert code == 1  # not permitted
     assert out.splitlines() == expected
