@@ -2,10 +2,16 @@
 
 PyYAML's C parser composes a node tree, which knows every line; the data is built from it,
 and the tree is kept so that a line can be named for any path into the file.
+
+A config file may come from someone who means harm (a tags directory is often written by
+tooling), so what one file may cost is bounded: its size, how deep it nests, and how much
+its aliases expand to (a "billion laughs" file is a few hundred bytes that expand to 10^9
+values for whatever walks the data).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,22 @@ else:  # libyaml's parser when PyYAML was built with it: an order of magnitude f
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+"""A config file's size limit. Composing YAML costs up to 300 times its size in memory
+(one node and two marks per value); a realistic tags file holds ~6,000 tags in this much."""
+MAX_VALUES = 500_000
+"""How many values (scalars, lists, mappings) a file may hold with its aliases expanded:
+what validation and line lookups walk. Well above what the size limit lets a real file
+hold, far below what an alias bomb expands to."""
+MAX_DEPTH = 100
+"""How deep a file may nest, aliases included: what is walked is walked recursively."""
+
+_BYTE_POSITIONS = _BaseLoader is not yaml.SafeLoader
+"""libyaml reports a reader error's position in UTF-8 bytes, PyYAML's own reader in
+characters."""
+_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+"""Line breaks as YAML counts them, so that lines agree with those of parse errors."""
 
 
 class _Loader(_BaseLoader):
@@ -67,12 +89,13 @@ class _Constructor:
         self._built: dict[int, Any] = {}
         """Built lists and mappings by node id: an alias yields the same object, as in
         PyYAML, so a tree of aliases cannot blow up into exponentially many copies."""
-        self._open: set[int] = set()
         self.json_like = True
         """False once anything was built that JSON cannot say (a date, a set, a number as
         a key): only then is the data walked to name where (see `_non_json`)."""
 
-    def build(self, node: yaml.Node) -> Any:
+    def build(self, node: yaml.Node, depth: int = 1) -> Any:
+        """The data of `node`, at nesting `depth`. With aliases, `measure` first: it finds
+        cycles and bounds the expansion, which this does not check again."""
         tag = node.tag
         if isinstance(node, yaml.ScalarNode):
             if tag == _STR:
@@ -87,22 +110,18 @@ class _Constructor:
         key = id(node)
         if key in self._built:
             return self._built[key]
-        if key in self._open:
-            raise yaml.constructor.ConstructorError(
-                None, None, "an alias refers to a node that contains it", node.start_mark
-            )
-        self._open.add(key)
+        if depth > MAX_DEPTH:  # before the recursion below runs out of stack
+            raise _limit_error(f"nested more than {MAX_DEPTH} levels deep", node)
         value: Any
         if isinstance(node, yaml.SequenceNode):
-            value = [self.build(item) for item in node.value]
+            value = [self.build(item, depth + 1) for item in node.value]
         else:
             assert isinstance(node, yaml.MappingNode)
-            value = self._mapping(node)
-        self._open.discard(key)
+            value = self._mapping(node, depth + 1)
         self._built[key] = value
         return value
 
-    def _mapping(self, node: yaml.MappingNode) -> dict[Hashable, Any]:
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[Hashable, Any]:
         merged = False
         seen: dict[Hashable, int] = {}
         mapping: dict[Hashable, Any] = {}
@@ -114,7 +133,7 @@ class _Constructor:
             if tag == _VALUE:
                 merged, key = True, "="  # what PyYAML's flatten_mapping makes of it
             else:
-                key = self.build(key_node)
+                key = self.build(key_node, depth)
             if type(key) is not str:
                 self.json_like = False
                 if not isinstance(key, Hashable):
@@ -133,13 +152,72 @@ class _Constructor:
                 )
             seen[key] = key_node.start_mark.line + 1
             if not merged:
-                mapping[key] = self.build(value_node)
+                mapping[key] = self.build(value_node, depth)
         if merged:
             self._loader.flatten_mapping(node)  # PyYAML's `<<` semantics, in place
             mapping = {}
             for key_node, value_node in node.value:
-                mapping[self.build(key_node)] = self.build(value_node)
+                mapping[self.build(key_node, depth)] = self.build(value_node, depth)
         return mapping
+
+
+def measure(root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases expand it beyond MAX_VALUES or MAX_DEPTH, or
+    that contains itself, naming the innermost list or mapping that goes too far.
+
+    Iterative and memoized by node, so it costs one visit per node as written, however
+    far the aliases expand. Merge keys (`<<`) count as their aliased mappings do: what
+    PyYAML's merging copies is bounded by that count.
+    """
+    sizes: dict[int, tuple[int, int]] = {}
+    """(values, height) of every node measured, by id."""
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.ScalarNode) or (not done and key in sizes):
+            continue
+        children: list[yaml.Node] = (
+            [part for pair in node.value for part in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        if not done:
+            if key in open_:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "an alias refers to a node that contains it", node.start_mark
+                )
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+            continue
+        open_.discard(key)
+        values, height = 1, 0
+        for child in children:
+            child_values, child_height = sizes.get(id(child), (1, 0))
+            values += child_values
+            height = max(height, child_height)
+        height += 1
+        kind = "mapping" if isinstance(node, yaml.MappingNode) else "list"
+        if values > MAX_VALUES:
+            raise _limit_error(
+                f"aliases expand this {kind} to more than {MAX_VALUES:,} values "
+                "(the limit keeps alias bombs out)",
+                node,
+            )
+        if height > MAX_DEPTH:
+            raise _limit_error(f"aliases nest this {kind} more than {MAX_DEPTH} levels deep", node)
+        sizes[key] = (values, height)
+
+
+def _limit_error(problem: str, node: yaml.Node) -> yaml.MarkedYAMLError:
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
+
+
+def line_at(text: str, index: int) -> int:
+    """The line (1-based) of character `index` in `text`."""
+    return len(_BREAK.findall(text, 0, index)) + 1
 
 
 @dataclass
@@ -158,7 +236,7 @@ class YamlDocument:
         if self._lines is None:
             self._lines = {}
             if self.node is not None:
-                _index_lines(self.node, (), self._lines)
+                _index_lines(self.node, (), self._lines, set())
         for end in range(len(loc), -1, -1):
             line = self._lines.get(tuple(loc[:end]))
             if line is not None:
@@ -188,37 +266,79 @@ class YamlDocument:
         return value
 
 
-def _index_lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+def _index_lines(node: yaml.Node, loc: Loc, out: dict[Loc, int], seen: set[int]) -> None:
+    """Lines of every path into the file as written: an aliased node is indexed where its
+    anchor is, and a path through an alias ends at the alias's key, so the index grows with
+    the file and not with what its aliases expand to."""
     out.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode) or id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 out.setdefault((*loc, key_node.value), key_node.start_mark.line + 1)
-                _index_lines(value_node, (*loc, key_node.value), out)
+                _index_lines(value_node, (*loc, key_node.value), out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), out)
+            _index_lines(item, (*loc, index), out, seen)
 
 
 def read_yaml(path: Path, display: str | None = None) -> YamlDocument:
     """Read and parse `path`. Raises ConfigError naming the file and line on any failure."""
     name = display or str(path)
+    return parse_yaml(decode(read_bytes(path, name), name), path, name)
+
+
+def read_bytes(path: Path, display: str) -> bytes:
+    """The bytes of `path`, read no further than one byte past MAX_FILE_BYTES."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue(name, f"cannot read file: {exc}")]) from exc
-    return parse_yaml(text, path, name)
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(display, f"cannot read file: {exc}")]) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError([_too_large(display)])
+    return raw
+
+
+def decode(raw: bytes, display: str) -> str:
+    """`raw` as UTF-8 text, or a ConfigError naming the line of the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start].decode("utf-8")
+        line = line_at(before, len(before))
+        issue = ConfigIssue(
+            display,
+            f"file is not UTF-8 text: {exc.reason} (byte {exc.object[exc.start]:#04x})",
+            line=line,
+        )
+        raise ConfigError([issue]) from exc
+
+
+def _too_large(display: str) -> ConfigIssue:
+    return ConfigIssue(
+        display,
+        f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, the limit for a config file",
+    )
 
 
 def parse_yaml(text: str, path: Path, display: str) -> YamlDocument:
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ConfigError([_too_large(display)])
     loader = _Loader(text)
     try:
         # One parse gives both the data and the node tree that knows the lines.
         node = loader.get_single_node()
         constructor = _Constructor(loader)
+        if node is not None and "&" in text:  # without an anchor there is no alias
+            measure(node)
         data = constructor.build(node) if node is not None else None
-    except RecursionError as exc:
+    except RecursionError as exc:  # PyYAML's own parser, where libyaml is missing
         raise ConfigError([ConfigIssue(display, "invalid YAML: nested too deeply")]) from exc
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([_reader_issue(text, display, exc)]) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -229,6 +349,22 @@ def parse_yaml(text: str, path: Path, display: str) -> YamlDocument:
     finally:
         loader.dispose()
     return YamlDocument(path=path, data=data, node=node, json_like=constructor.json_like)
+
+
+def _reader_issue(text: str, display: str, exc: yaml.reader.ReaderError) -> ConfigIssue:
+    """A character YAML does not allow (NUL, other control characters), by line."""
+    index = exc.position
+    if _BYTE_POSITIONS:
+        index = len(
+            text.encode("utf-8", "surrogatepass")[: exc.position].decode("utf-8", "replace")
+        )
+    character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    return ConfigIssue(
+        display,
+        f"invalid YAML: character U+{character:04X} is not allowed in YAML text; "
+        f"in a double-quoted string, write it as \\u{character:04X}",
+        line=line_at(text, index),
+    )
 
 
 def _non_json(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:

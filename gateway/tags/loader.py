@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ..errors import ConfigError, ConfigIssue
-from ..yamlfile import YamlDocument, parse_yaml, validate
+from ..yamlfile import YamlDocument, decode, parse_yaml, read_bytes, validate
 from .model import NAME_PATTERN, ORG_WIDE, OrgFile, OrgUser, Tag, ToolScope
 from .patterns import ToolGlob
 
@@ -115,10 +115,11 @@ class TagLoader:
         for path in sorted(self.directory.iterdir()):
             if path.suffix not in SUFFIXES or not path.is_file():
                 continue
+            display = self._display(path)
             try:
-                sources.append((path, self._display(path), path.read_bytes()))
-            except OSError as exc:
-                issues.append(ConfigIssue(self._display(path), f"cannot read file: {exc}"))
+                sources.append((path, display, read_bytes(path, display)))
+            except ConfigError as exc:
+                issues.extend(exc.issues)
         if issues:
             raise ConfigError(issues)
         with _gc_paused():
@@ -195,12 +196,7 @@ def _parse_file(
     path: Path, display: str, raw: bytes, digest: bytes, issues: list[ConfigIssue]
 ) -> _ParsedFile | None:
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        issues.append(ConfigIssue(display, f"file is not UTF-8 text: {exc}"))
-        return None
-    try:
-        doc = parse_yaml(text, path, display)
+        doc = parse_yaml(decode(raw, display), path, display)
     except ConfigError as exc:
         issues.extend(exc.issues)
         return None

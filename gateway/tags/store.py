@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigIssue
 from ..watching import changes
 from .loader import SUFFIXES, TagLoader, TagSet
 
@@ -86,6 +86,13 @@ class TagStore:
                 return self._loader.load()
             except ConfigError as exc:
                 return exc
+            except Exception as exc:
+                # No file may stop the watcher. The loader bounds what a file may cost; this
+                # is for what it did not foresee (a MemoryError, a bug): the change is
+                # rejected like any invalid one.
+                logger.exception("loading the tags directory failed")
+                issue = ConfigIssue(str(self.directory), f"cannot be loaded: {exc!r}")
+                return ConfigError([issue])
 
     def _swap(self, loaded: TagSet | ConfigError) -> ReloadResult:
         old = self.current

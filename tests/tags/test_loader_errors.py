@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from gateway.errors import ConfigError
-from tests.conftest import tagset
+from gateway.tags.loader import TagLoader
+from tests.conftest import ROOT, tagset
 
 GOOD_TAG = """
     users:
@@ -311,3 +319,93 @@ def test_bad_names() -> None:
         "acme.yaml:2: tag 'a': payload.config: assigned_users entry 'a b' is neither a user "
         "name nor '*' (every user)"
     ]
+
+
+def bomb_lines(levels: int, indent: str = "") -> str:
+    """ "Billion laughs": each line anchors nine aliases of the line before (9**levels)."""
+    lines = [f"{indent}a0: &a0 [{', '.join(['lol'] * 9)}]\n"]
+    lines += [f"{indent}a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, levels)]
+    return "".join(lines)
+
+
+def test_an_alias_bomb_in_an_accepted_value_is_refused_by_line() -> None:
+    # 9**6 values: over the limit, and small enough for code without one to survive.
+    text = (
+        GOOD_TAG
+        + "            scopes:\n              crm__get:\n                amount:\n"
+        + "                  const:\n"
+        + bomb_lines(6, " " * 20)
+    )
+    assert errors(acme=text) == [
+        "acme.yaml:20: invalid YAML: aliases expand this list to more than 500,000 values "
+        "(the limit keeps alias bombs out)"
+    ]
+
+
+def test_a_control_character_is_named_by_line() -> None:
+    assert errors(acme=GOOD_TAG.replace("crm__get", "crm__\x00get")) == [
+        "acme.yaml:10: invalid YAML: character U+0000 is not allowed in YAML text; "
+        "in a double-quoted string, write it as \\u0000"
+    ]
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line(tags_dir: Callable[..., Path]) -> None:
+    directory = tags_dir()
+    (directory / "acme.yaml").write_bytes(b"users: {}\ntags:\n  - tag: \xc3(\n")
+    with pytest.raises(ConfigError) as caught:
+        TagLoader(directory, directory).load()
+    assert [str(issue) for issue in caught.value.issues] == [
+        "acme.yaml:3: file is not UTF-8 text: invalid continuation byte (byte 0xc3)"
+    ]
+
+
+def test_a_huge_tag_file_is_refused_unread(tags_dir: Callable[..., Path]) -> None:
+    directory = tags_dir(globex=GOOD_TAG)
+    with (directory / "acme.yaml").open("wb") as file:
+        file.truncate(64 * 1024 * 1024)  # sparse: takes no disk
+    with pytest.raises(ConfigError) as caught:
+        TagLoader(directory, directory).load()
+    assert [str(issue) for issue in caught.value.issues] == [
+        "acme.yaml: file is larger than 2 MiB, the limit for a config file"
+    ]
+
+
+@pytest.mark.parametrize("where", ["tag file", "gateway.yaml"])
+def test_gateway_check_refuses_a_billion_laughs(tmp_path: Path, where: str) -> None:
+    """The whole bomb (9**9 values), through `gateway check` in a child process whose
+    address space is limited, so that code without the limit fails here and not the host."""
+    orgs = tmp_path / "orgs"
+    orgs.mkdir()
+    bomb = bomb_lines(9)
+    config = "tags: {dir: orgs}\n"
+    tags = textwrap.dedent(GOOD_TAG)
+    if where == "gateway.yaml":
+        config = bomb + config
+    else:
+        tags = bomb + tags
+    (tmp_path / "gateway.yaml").write_text(config)
+    (orgs / "acme.yaml").write_text(tags)
+
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "check", "--config", str(tmp_path / "gateway.yaml")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    file = tmp_path / "gateway.yaml" if where == "gateway.yaml" else Path("orgs/acme.yaml")
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"1 configuration error:\n  {file}:6: invalid YAML: aliases expand this list to "
+        "more than 500,000 values (the limit keeps alias bombs out)\n",
+    )
+
+
+CLI = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # 1 GiB, before the import
+from gateway.cli import main
+sys.exit(main(sys.argv[1:]))
+"""

@@ -175,3 +175,40 @@ async def test_watch_rejects_a_bad_edit_and_keeps_serving(tags_dir: Callable[...
     assert (
         "crm__get" in store.current.orgs["acme"].tags["role_agent"].tag.payload.config.allowed_tools
     )
+
+
+@pytest.mark.anyio
+async def test_watch_rejects_an_alias_bomb_and_keeps_serving(
+    tags_dir: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nine aliases a level, six levels: 531,441 values in a field that takes any JSON, over
+    # the limit and small enough that a loader without one survives it (and swaps it in).
+    bomb = "        scopes:\n          crm__get:\n            amount:\n              const:\n"
+    bomb += "                a0: &a0 [" + ", ".join(["lol"] * 9) + "]\n"
+    bomb += "".join(
+        f"                a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 6)
+    )
+    directory = tags_dir(acme=ACME)
+    store = TagStore.open(directory)
+    stop = anyio.Event()
+    with caplog.at_level(logging.ERROR, logger="gateway.tags"):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(lambda: store.watch(debounce_ms=50, stop=stop))
+            with anyio.fail_after(20):
+                for attempt in range(100):  # until the armed watcher has seen it
+                    (directory / "acme.yaml").write_text(ACME + bomb + f"# {attempt}\n")
+                    await anyio.sleep(0.2)
+                    if store.last_error is not None or store.current.version > 1:
+                        break
+                assert store.current.version == 1
+                # The watcher lives on: a good edit after the bomb is swapped in.
+                for attempt in range(100):
+                    (directory / "acme.yaml").write_text(ACME + f"# fixed {attempt}\n")
+                    await anyio.sleep(0.2)
+                    if store.current.version > 1:
+                        break
+            stop.set()
+    assert "acme.yaml:20: invalid YAML: aliases expand this list" in caplog.text
+    assert "version 1 stays in force" in caplog.text
+    assert store.current.version == 2
+    assert store.last_error is None
