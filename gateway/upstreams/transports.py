@@ -16,6 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from .. import __version__
 from .config import HttpUpstream, StdioUpstream, expand
+from .roots import roots_callback
 
 CLIENT_INFO = types.Implementation(name="mcp-tag-gateway", version=__version__)
 """How the gateway introduces itself to upstreams."""
@@ -26,7 +27,9 @@ async def open_client(
     name: str, config: StdioUpstream | HttpUpstream, callbacks: dict[str, Any]
 ) -> AsyncIterator[Client]:
     """A connected, initialized client; `callbacks` are the Client's handler arguments.
-    The gateway keeps no response cache of its own upstreams: list_changed says when."""
+    The gateway keeps no response cache of its own upstreams: list_changed says when.
+    Roots are declared (and answered) only where configured (roots.py)."""
+    callbacks = {**callbacks, **roots_callback(config)}
     if isinstance(config, StdioUpstream):
         env = {key: expand(value, name, f"env {key}") for key, value in config.env.items()}
         params = StdioServerParameters(
