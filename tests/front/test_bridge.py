@@ -4,6 +4,7 @@ waits meanwhile, and only the caller asked can continue it."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ import pytest
 from mcp import MCPError
 from mcp.client.session import ClientRequestContext
 
-from tests.front.harness import gateway_yaml, running_gateway
+from tests.front.harness import ACME, GLOBEX, gateway_yaml, running_gateway
 from tests.front.test_http import text
 from tests.front.test_passthrough import model
+from tests.upstreams.test_third_party import EVERYTHING
 
 pytestmark = pytest.mark.anyio
 
@@ -152,3 +154,30 @@ async def test_closing_a_request_that_waits_cancels_the_bridged_call(tmp_path: P
                 break
             await anyio.sleep(0.05)
     assert after == before + 1
+
+
+async def test_server_everythings_sampling_reaches_a_2026_caller(tmp_path: Path) -> None:
+    """The issue's case: npm server-everything (handshake era) asks during
+    `trigger-sampling-request`; a 2026-07-28 caller answers as a 2026-07-28 client does."""
+    node = shutil.which("node")
+    if node is None or not (EVERYTHING / "dist/index.js").is_file():
+        pytest.skip("node or server-everything missing (scripts/ensure-upstreams installs it)")
+    config = gateway_yaml() + (
+        f"  everything: {{transport: stdio, command: {node}, "
+        f"args: ['{EVERYTHING / 'dist/index.js'}', stdio], prefix: ev__}}\n"
+    )
+    orgs = {
+        "acme": ACME.replace('allowed_tools: ["echo__*"]', 'allowed_tools: ["echo__*", "ev__*"]'),
+        "globex": GLOBEX,
+    }
+    async with (
+        running_gateway(tmp_path, config, orgs) as gateway,
+        gateway.client("alice", "auto", sampling_callback=model("m")) as alice,
+    ):
+        assert alice.protocol_version == "2026-07-28"
+        names = {tool.name for tool in (await alice.list_tools()).tools}
+        assert "ev__trigger-sampling-request" in names
+        result = await alice.call_tool("ev__trigger-sampling-request", {"prompt": "hi"})
+    said = text(result)
+    assert said.startswith("LLM sampling result:")
+    assert "m heard 'Resource trigger-sampling-request context: hi'" in said
