@@ -214,7 +214,7 @@ class Front:
         principal = credential().principal
         if Bridge.issued(params.request_state):
             return await self.bridge.resume(principal, params, (on_progress, on_log))
-        if not self.bridge.takes(capabilities):
+        if not self.bridge.takes(capabilities) or not self._asks_during_calls(params.name):
             return await self._run_call(params, on_progress, on_log, level, asker, True, owner)
         wants_progress = on_progress is not None
 
@@ -227,6 +227,13 @@ class Front:
         return await self.bridge.start(
             principal, params.name, capabilities, call, (on_progress, on_log)
         )
+
+    def _asks_during_calls(self, tool: str) -> bool:
+        """Whether the tool's upstream may ask during a call (then the call is bridged);
+        an unknown tool goes the usual way, to be refused there."""
+        entry = self.pool.catalog.tools.get(tool)
+        connection = self.pool.connections.get(entry.upstream) if entry is not None else None
+        return connection is not None and connection.asks_during_calls
 
     async def _run_call(
         self,

@@ -343,6 +343,13 @@ class UpstreamConnection(UpstreamRequests):
         return client.protocol_version not in HANDSHAKE_VERSIONS
 
     @property
+    def asks_during_calls(self) -> bool:
+        """Whether the upstream may ask its client during a call (the handshake era), as
+        far as known: a 2026-07-28 upstream asks with InputRequiredResult instead."""
+        client = self._client
+        return client is None or client.protocol_version in HANDSHAKE_VERSIONS
+
+    @property
     def caller_sessions(self) -> int:
         """Sessions open for callers besides the gateway's own (see sessions.py)."""
         return self._sessions.opened if self._sessions is not None else 0
