@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +38,9 @@ from ..upstreams.relay import (
 
 STATE_PREFIX = "gateway-asks."
 """How a `requestState` the gateway issued begins (an upstream's own never does)."""
+MAX_OPEN_QUESTIONS = 16
+"""Questions waiting for one principal's answers at once; beyond, the upstream is told
+the caller cannot be asked now (one caller cannot pile up waiting calls)."""
 ANSWER_TIMEOUT = 300.0
 """Seconds an upstream's question waits for the caller's retry before the upstream is
 told that the caller did not answer (the call's call_timeout caps it too)."""
@@ -113,6 +116,8 @@ class Bridge:
         self._waiting: dict[str, tuple[_Parked, _Question]] = {}
         """Questions put to callers, by the token of the requestState issued with them."""
         self._keys = itertools.count(1)
+        self._open: Counter[Principal] = Counter()
+        """Questions asked and not yet answered, per principal."""
 
     async def run(self) -> None:
         """Hold the tasks bridged calls run in, until cancelled (which ends them)."""
@@ -227,9 +232,21 @@ class Bridge:
         question = _Question(f"{request.method.split('/')[0]}-{next(self._keys)}", request)
         if parked.over:  # nobody to ask
             return _NOT_ANSWERED
-        parked.put(question)
-        with anyio.move_on_after(self._answer_timeout):
-            await question.answered.wait()
+        if self._open[parked.principal] >= MAX_OPEN_QUESTIONS:
+            return types.ErrorData(
+                code=types.INVALID_REQUEST,
+                message=f"the caller has {MAX_OPEN_QUESTIONS} questions waiting for its "
+                "answers already",
+            )
+        self._open[parked.principal] += 1
+        try:
+            parked.put(question)
+            with anyio.move_on_after(self._answer_timeout):
+                await question.answered.wait()
+        finally:
+            self._open[parked.principal] -= 1
+            if not self._open[parked.principal]:
+                del self._open[parked.principal]
         if not question.answered.is_set():
             if question.token is not None:
                 self._waiting.pop(question.token, None)

@@ -15,6 +15,7 @@ import pytest
 from mcp import MCPError
 from mcp.client.session import ClientRequestContext
 
+from gateway.front import bridge as bridge_module
 from tests.front.harness import ACME, GLOBEX, gateway_yaml, running_gateway
 from tests.front.test_http import text
 from tests.front.test_passthrough import model
@@ -187,3 +188,31 @@ async def test_server_everythings_sampling_reaches_a_2026_caller(tmp_path: Path)
     said = text(result)
     assert said.startswith("LLM sampling result:")
     assert "m heard 'Resource trigger-sampling-request context: hi'" in said
+
+
+async def test_one_caller_cannot_pile_up_questions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bridge_module, "MAX_OPEN_QUESTIONS", 1)
+    async with (
+        running_gateway(tmp_path, HANDSHAKE) as gateway,
+        gateway.client("alice", "auto", sampling_callback=model("m")) as alice,
+    ):
+        await alice.list_tools()
+        question = await asked(alice)
+        # Alice's next question is refused to the upstream, which says so.
+        second = await alice.session.call_tool(
+            "echo__ask", {"prompt": "again"}, allow_input_required=True
+        )
+        assert isinstance(second, types.CallToolResult)
+        assert text(second) == (
+            "model said: refused: the caller has 1 questions waiting for its answers already"
+        )
+        (key,) = question.input_requests or {}
+        done = await alice.session.call_tool(
+            "echo__ask",
+            {"prompt": "hi"},
+            input_responses={key: ANSWER},
+            request_state=question.request_state,
+        )
+        assert text(done) == "model said: yes"
