@@ -142,6 +142,7 @@ async def running(
             tags.store.subscribe(front.audience.changed),
         )
         tasks.start_soon(front.audience.run)
+        tasks.start_soon(front.bridge.run)
         try:
             await pool.settled()
             clashes = pool.catalog.clashes

@@ -206,6 +206,7 @@ def _upstreams_status(args: argparse.Namespace) -> int:
                 "templates": sum(1 for e in catalog.templates if e.upstream == name),
                 "prompts": sum(1 for e in catalog.prompts.values() if e.upstream == name),
                 "error": state.error,
+                "notes": list(pool.connections[name].notes),
             }
         )
     if args.json:
@@ -220,6 +221,8 @@ def _upstreams_status(args: argparse.Namespace) -> int:
                 f"{row['tools']:>4} tools {row['resources']:>4} resources "
                 f"{row['templates']:>3} templates {row['prompts']:>3} prompts{error}"
             )
+            for note in pool.connections[str(row["upstream"])].notes:
+                print(f"{'':<20} note: {note}")
         for problem in catalog.problems:
             print(f"problem: {problem}")
     down = any(row["state"] not in ("ready", "disabled") for row in rows)

@@ -48,7 +48,12 @@ from mcp.shared.inbound import (
     x_mcp_header_map,
 )
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types import CORE_RESULT_TYPES, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CORE_RESULT_TYPES,
+    LOG_LEVEL_META_KEY,
+    SERVER_INFO_META_KEY,
+)
 from mcp_types import methods as _methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
@@ -169,6 +174,7 @@ class ModernCalls:
                     asker=NoBackChannel(),
                     modern=True,
                     owner=reply,  # this request alone
+                    capabilities=_askable(meta),
                 )
                 answer = self._shape(verdict.protocol_version, "tools/call", result)
             except Exception as exc:  # the SDK's ladder decides what the caller may see
@@ -281,6 +287,18 @@ def relays(
         await reply.event("notifications/message", dumped)
 
     return (progress if token is not None else None), log
+
+
+def _askable(meta: Any) -> types.ClientCapabilities | None:
+    """The capabilities a 2026-07-28 request declares, when they say it may be asked
+    (parsed only then: most callers declare neither sampling nor elicitation)."""
+    declared = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
+    if not isinstance(declared, dict) or not ({"sampling", "elicitation"} & declared.keys()):
+        return None
+    try:
+        return types.ClientCapabilities.model_validate(declared)
+    except ValidationError:
+        return None
 
 
 def _declares_headers(schema: Mapping[str, Any]) -> bool:

@@ -44,6 +44,7 @@ from ..upstreams.relay import (
 )
 from ..upstreams.status import UpstreamError
 from .askers import NoBackChannel, SessionAsker
+from .bridge import Bridge
 from .caller import connection_of, credential
 from .notify import Audience, ResourceFollowers
 from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text
@@ -94,6 +95,8 @@ class Front:
         """logging/setLevel per handshake-era connection."""
         self._following: set[int] = set()
         """Connections with resource subscriptions (by id)."""
+        self.bridge = Bridge()
+        """2026-07-28 callers asked by handshake-era upstreams (run it beside the pool)."""
         self.sessions: WeakValueDictionary[str, Connection] = WeakValueDictionary()
         """Handshake-era HTTP sessions by MCP session id, once one of their requests has
         reached a handler (for session_calls.py)."""
@@ -186,6 +189,7 @@ class Front:
             asker=NoBackChannel() if modern else SessionAsker(ctx),
             modern=modern,
             owner=connection_of(ctx.session),  # a 2026-07-28 request has its own
+            capabilities=ctx.session.client_capabilities if modern else None,
         )
 
     async def run_call(
@@ -198,12 +202,51 @@ class Front:
         asker: Asker,
         modern: bool,
         owner: Hashable,
+        capabilities: types.ClientCapabilities | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """A tools/call of the authenticated caller, from either door to /mcp (the SDK
         handler above, or calls.py): through the Executor, with refusals answered as the
         module docstring says. `on_log` gets the upstream's logs at `level` and above
         (none when `level` is None); `owner` is the client session they reach. Raises
-        MCPError for a tool the caller may not see."""
+        MCPError for a tool the caller may not see. A 2026-07-28 caller that declared
+        sampling or elicitation (`capabilities`) is asked a handshake-era upstream's
+        questions through the bridge (bridge.py), and answers them by calling again."""
+        if not modern:
+            return await self._run_call(params, on_progress, on_log, level, asker, False, owner)
+        principal = credential().principal
+        if Bridge.issued(params.request_state):
+            return await self.bridge.resume(principal, params, (on_progress, on_log))
+        if not self.bridge.takes(capabilities) or not self._asks_during_calls(params.name):
+            return await self._run_call(params, on_progress, on_log, level, asker, True, owner)
+        wants_progress = on_progress is not None
+
+        def call(
+            bridged: Asker, progress: ProgressCallback, log: LogCallback
+        ) -> Awaitable[types.CallToolResult | types.InputRequiredResult]:
+            relay = progress if wants_progress else None
+            return self._run_call(params, relay, log, level, bridged, True, owner)
+
+        return await self.bridge.start(
+            principal, params.name, capabilities, call, (on_progress, on_log)
+        )
+
+    def _asks_during_calls(self, tool: str) -> bool:
+        """Whether the tool's upstream may ask during a call (then the call is bridged);
+        an unknown tool goes the usual way, to be refused there."""
+        entry = self.pool.catalog.tools.get(tool)
+        connection = self.pool.connections.get(entry.upstream) if entry is not None else None
+        return connection is not None and connection.asks_during_calls
+
+    async def _run_call(
+        self,
+        params: types.CallToolRequestParams,
+        on_progress: ProgressCallback | None,
+        on_log: LogCallback,
+        level: types.LoggingLevel | None,
+        asker: Asker,
+        modern: bool,
+        owner: Hashable,
+    ) -> types.CallToolResult | types.InputRequiredResult:
         context = self.views.context(credential().principal)
         call = ToolCall(params.name, params.arguments or {})
 

@@ -30,6 +30,7 @@ from .config import HttpUpstream, StdioUpstream
 from .exchange import Exchange, ExchangeLost, NeedsClient
 from .listing import Offer
 from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
+from .roots import answer_roots, callers_responses, without_roots
 from .sendable import sendable
 from .sessions import CallerSessions, SessionFailed
 from .status import ConnectionLost, State, Status, UpstreamError
@@ -39,6 +40,8 @@ logger = logging.getLogger("gateway.upstreams")
 UpstreamConfig = StdioUpstream | HttpUpstream
 R = TypeVar("R")
 _RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
+ROOTS_ROUNDS = 4
+"""Rounds of an upstream's roots questions the gateway answers within one call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +153,8 @@ class UpstreamRequests:
             cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: log_level}) if on_log else None
         )
 
-        async def send(
-            client: Client, _timeout: float
+        async def send_once(
+            client: Client, responses: types.InputResponses | None, state: str | None
         ) -> types.CallToolResult | types.InputRequiredResult:
             exchange = self._exchange
             if exchange is not None and (entry := self.offer.tool(tool)) is not None:
@@ -162,9 +165,7 @@ class UpstreamRequests:
                         on_progress=on_progress,
                         on_log=on_log,
                         log_level=log_level,
-                        input_round=(input_round.responses, input_round.request_state)
-                        if input_round is not None
-                        else None,
+                        input_round=(responses, state) if input_round is not None else None,
                     )
                 except NeedsClient:
                     pass  # the SDK client asks the caller through `asker`, and calls again
@@ -175,12 +176,33 @@ class UpstreamRequests:
                     tool,
                     arguments,
                     progress_callback=on_progress,
-                    input_responses=input_round.responses,
-                    request_state=input_round.request_state,
+                    input_responses=responses,
+                    request_state=state,
                     meta=meta,
                     allow_input_required=True,
                 )
             return await client.call_tool(tool, arguments, progress_callback=on_progress, meta=meta)
+
+        async def send(
+            client: Client, _timeout: float
+        ) -> types.CallToolResult | types.InputRequiredResult:
+            if input_round is None:
+                return await send_once(client, None, None)
+            # Roots are the gateway's to answer (roots.py): the caller's answers go on
+            # without any roots answer, and the upstream's roots questions are answered
+            # here, with the caller's answers again, never put to the caller.
+            theirs = callers_responses(input_round.responses)
+            result = await send_once(client, theirs, input_round.request_state)
+            for _ in range(ROOTS_ROUNDS):
+                if not isinstance(result, types.InputRequiredResult):
+                    return result
+                ours = answer_roots(self.config, result)
+                if ours is None:
+                    return result
+                result = await send_once(client, {**(theirs or {}), **ours}, result.request_state)
+            if isinstance(result, types.InputRequiredResult):
+                return without_roots(result)
+            return result
 
         link = CallerLink(on_log, asker, owner)
         deadline = anyio.current_time() + self.config.call_timeout

@@ -17,11 +17,13 @@ expanded when the upstream is connected, and never logged.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,10 +67,25 @@ class _Upstream(_Strict):
     handshake era over stdio or SSE), so that its logs, sampling and elicitation reach
     the caller they belong to. 0: calls share one session, and such messages are refused
     while calls of several callers are in flight."""
+    roots: tuple[str, ...] = Field(default=(), strict=False)
+    """The roots the gateway declares to this upstream (absolute paths or file:// URIs,
+    kept as file:// URIs) and answers `roots/list` with; none: roots are not declared.
+    Never a caller's: an upstream may widen its file access to the client's roots."""
     caller_sessions_per_user: Annotated[int, Field(ge=1, le=257)] = 4
     """Of those sessions (the gateway's own counted), how many the calls of one user may
     hold at once: beyond it, that user's next call waits for one of its own to end, so
     that one client's parallel calls cannot take every session and starve other users."""
+
+    @field_validator("roots")
+    @classmethod
+    def _file_roots(cls, roots: tuple[str, ...]) -> tuple[str, ...]:
+        uris = tuple(root_uri(root) for root in roots)
+        seen: set[str] = set()
+        for uri in uris:
+            if uri in seen:
+                raise ValueError(f"root {uri} is listed twice")
+            seen.add(uri)
+        return uris
 
 
 class StdioUpstream(_Upstream):
@@ -96,6 +113,24 @@ class HttpUpstream(_Upstream):
 
 
 Upstream = Annotated[StdioUpstream | HttpUpstream, Field(discriminator="transport")]
+
+
+def root_uri(root: str) -> str:
+    """`root` (an absolute path, or a file:// URI of one on this host) as a file:// URI,
+    `..` and `.` resolved. Raises ValueError saying what is wrong."""
+    if root.startswith("file:"):
+        parts = urlsplit(root)
+        if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+            raise ValueError(f"root {root!r}: expected file:///absolute/path (no host, query)")
+        path = unquote(parts.path)
+    elif "://" in root:
+        raise ValueError(f"root {root!r}: expected an absolute path or a file:// URI")
+    else:
+        path = root
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError(f"root {root!r}: expected an absolute path or a file:// URI")
+    # normpath keeps a leading "//" (POSIX leaves its meaning open): one slash.
+    return PurePosixPath(posixpath.normpath("/" + path.lstrip("/"))).as_uri()
 
 
 def public_prefix(name: str, upstream: StdioUpstream | HttpUpstream) -> str:

@@ -33,7 +33,7 @@ from .listing import Offer, list_offer
 from .relay import CallerLink, client_callbacks
 from .sessions import CallerSessions
 from .status import State, Status, backoff, describe
-from .subscriptions import UpstreamSubscriptions
+from .subscriptions import LISTEN_ACK_TIMEOUT, UpstreamSubscriptions
 from .transports import open_client
 
 logger = logging.getLogger("gateway.upstreams")
@@ -41,6 +41,9 @@ logger = logging.getLogger("gateway.upstreams")
 HANDSHAKE_VERSIONS = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
 HEALTH_INTERVAL = 15.0
 """Seconds between checks of an idle connection (a listing, which also refreshes)."""
+POLL_INTERVAL = 15.0
+"""Seconds between listings of an upstream that announces no changes though it says it
+would (a 2026-era listen stream that did not start or ended), busy or not."""
 LIST_CHANGED = (
     types.ToolListChangedNotification,
     types.ResourceListChangedNotification,
@@ -91,6 +94,8 @@ class UpstreamConnection(UpstreamRequests):
         self._stale = False
         self._in_flight = 0
         self._links = []
+        self._unannounced: str | None = None
+        """Why an upstream that declares change announcements sends none (polled instead)."""
         self._logged_error: str | None = None
         self._call_error = Status(State.DEGRADED, 0.0)
 
@@ -102,6 +107,15 @@ class UpstreamConnection(UpstreamRequests):
     def calls_direct(self) -> bool:
         """Whether tool calls now go as hand-built exchanges (see exchange.py)."""
         return self._exchange is not None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What works other than it should, for `upstreams status`: the upstream is used
+        all the same."""
+        notes: list[str] = []
+        if self._unannounced is not None:
+            notes.append(f"no change announcements ({self._unannounced}); its listings are polled")
+        return (*notes, *self.subscriptions.notes)
 
     @property
     def status(self) -> Status:
@@ -230,12 +244,13 @@ class UpstreamConnection(UpstreamRequests):
         a long call is never taken for a hang. Meanwhile the upstream's announcements of
         changed tools are followed by a new listing."""
         while True:
-            with anyio.move_on_after(HEALTH_INTERVAL) as idle:
+            polled = self._unannounced is not None
+            with anyio.move_on_after(POLL_INTERVAL if polled else HEALTH_INTERVAL) as idle:
                 await self._wake.wait()
             self._wake = anyio.Event()
             if self._dead.is_set():
                 return
-            if self._stale:
+            if self._stale or (idle.cancelled_caught and polled and self._in_flight):
                 self._stale = False
                 await self._refresh(client)
             elif idle.cancelled_caught and not self._in_flight:
@@ -259,7 +274,10 @@ class UpstreamConnection(UpstreamRequests):
         self, client: Client, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """2026-era upstreams announce changed listings on a listen stream (handshake-era
-        ones send notifications, which `_on_message` takes). Started once listening."""
+        ones send notifications, which `_on_message` takes). Started once listening, or
+        once it is clear that no stream will come: a stream not acknowledged in time
+        (one not framed as SSE never is), refused, or ended leaves the upstream polled."""
+        self._unannounced = None
         caps = client.server_capabilities
         tools = bool(caps and caps.tools and caps.tools.list_changed)
         resources = bool(caps and caps.resources and caps.resources.list_changed)
@@ -267,21 +285,35 @@ class UpstreamConnection(UpstreamRequests):
         if client.protocol_version in HANDSHAKE_VERSIONS or not (tools or resources or prompts):
             task_status.started()
             return
+        # Never the whole init_timeout: a listen stream must not keep the upstream down.
+        wait = min(LISTEN_ACK_TIMEOUT, self.config.init_timeout / 3)
         listening = False
         try:
-            async with client.listen(
-                tools_list_changed=tools,
-                resources_list_changed=resources,
-                prompts_list_changed=prompts,
-            ) as changes:
-                listening = True
-                task_status.started()
-                async for _ in changes:
-                    self._tools_changed()
-        except MCPError as exc:
-            logger.info("upstream %s: no change announcements: %s", self.name, describe(exc))
-            if not listening:
-                task_status.started()
+            # The bound covers the acknowledgement only; once listening it is lifted.
+            with anyio.CancelScope(deadline=anyio.current_time() + wait) as ack:
+                async with client.listen(
+                    tools_list_changed=tools,
+                    resources_list_changed=resources,
+                    prompts_list_changed=prompts,
+                ) as changes:
+                    ack.deadline = math.inf
+                    listening = True
+                    task_status.started()
+                    async for _ in changes:
+                        self._tools_changed()
+            why = (
+                f"subscriptions/listen: not acknowledged within {wait:g} s"
+                if ack.cancelled_caught
+                else "subscriptions/listen: the upstream ended the stream"
+            )
+        except (MCPError, RuntimeError, TimeoutError) as exc:  # RuntimeError: SubscriptionLost
+            why = f"subscriptions/listen: {describe(exc)}"
+        logger.warning("upstream %s: no change announcements, polling: %s", self.name, why)
+        self._unannounced = why
+        if listening:
+            self._tools_changed()  # whatever changed since the last announcement
+        else:
+            task_status.started()
 
     async def _on_message(self, message: object) -> None:
         if isinstance(message, LIST_CHANGED):
@@ -312,6 +344,13 @@ class UpstreamConnection(UpstreamRequests):
         if isinstance(self.config, HttpUpstream) and self.config.transport == "streamable_http":
             return True
         return client.protocol_version not in HANDSHAKE_VERSIONS
+
+    @property
+    def asks_during_calls(self) -> bool:
+        """Whether the upstream may ask its client during a call (the handshake era), as
+        far as known: a 2026-07-28 upstream asks with InputRequiredResult instead."""
+        client = self._client
+        return client is None or client.protocol_version in HANDSHAKE_VERSIONS
 
     @property
     def caller_sessions(self) -> int:

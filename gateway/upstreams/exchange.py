@@ -308,5 +308,8 @@ def exchange_for(
         expanded_headers(name, config),
         protocol_version,
         CLIENT_INFO,
-        CAPABILITIES,
+        # As the SDK client declares them: roots only where configured (roots.py).
+        CAPABILITIES.model_copy(update={"roots": types.RootsCapability(list_changed=True)})
+        if config.roots
+        else CAPABILITIES,
     )

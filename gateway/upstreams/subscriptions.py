@@ -9,6 +9,7 @@ where the connection picks every update up, whichever the era).
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 
 import anyio
@@ -18,8 +19,12 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from .sendable import sendable
+from .status import describe
 
 logger = logging.getLogger("gateway.upstreams")
+
+LISTEN_ACK_TIMEOUT = 5.0
+"""How long a resource's listen stream may take to be acknowledged."""
 
 
 class UpstreamSubscriptions:
@@ -29,6 +34,14 @@ class UpstreamSubscriptions:
         self._client: Client | None = None
         self._tasks: TaskGroup | None = None
         self._streams: dict[str, anyio.CancelScope] = {}
+        self._unfollowed: dict[str, str] = {}
+        """URIs whose listen stream did not start or ended, and why."""
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(
+            f"resource {uri} not followed ({why})" for uri, why in sorted(self._unfollowed.items())
+        )
 
     async def attach(self, client: Client, tasks: TaskGroup) -> None:
         """A new session: subscribe it to everything wanted so far."""
@@ -39,6 +52,7 @@ class UpstreamSubscriptions:
     def detach(self) -> None:
         self._client = self._tasks = None
         self._streams.clear()  # the session's task group ends them
+        self._unfollowed.clear()  # the next session tries again
 
     async def add(self, uri: str) -> None:
         sendable(f"subscription on upstream {self.upstream}", uri=uri)
@@ -50,6 +64,7 @@ class UpstreamSubscriptions:
     async def remove(self, uri: str) -> None:
         if uri in self.uris:
             self.uris.discard(uri)
+            self._unfollowed.pop(uri, None)
             if self._client is not None:
                 await self._stop(uri)
 
@@ -87,10 +102,22 @@ class UpstreamSubscriptions:
             logger.info("upstream %s: unsubscribing %s: %s", self.upstream, uri, exc)
 
     async def _listen(self, client: Client, uri: str, scope: anyio.CancelScope) -> None:
+        # Bounded until acknowledged: a stream that never starts (one not framed as SSE
+        # never does) is reported rather than waited for.
+        wait = LISTEN_ACK_TIMEOUT
         with scope:
             try:
-                async with client.listen(resource_subscriptions=[uri]) as events:
-                    async for _ in events:
-                        pass  # delivered through the message handler as well
-            except (MCPError, RuntimeError) as exc:
-                logger.warning("upstream %s: cannot follow %s: %s", self.upstream, uri, exc)
+                with anyio.CancelScope(deadline=anyio.current_time() + wait) as ack:
+                    async with client.listen(resource_subscriptions=[uri]) as events:
+                        ack.deadline = math.inf
+                        async for _ in events:
+                            pass  # delivered through the message handler as well
+                why = (
+                    f"subscriptions/listen: not acknowledged within {wait:g} s"
+                    if ack.cancelled_caught
+                    else "subscriptions/listen: the upstream ended the stream"
+                )
+            except (MCPError, RuntimeError, TimeoutError) as exc:  # RuntimeError: SubscriptionLost
+                why = f"subscriptions/listen: {describe(exc)}"
+            logger.warning("upstream %s: cannot follow %s: %s", self.upstream, uri, why)
+            self._unfollowed[uri] = why

@@ -18,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from .. import __version__
 from .config import HttpUpstream, StdioUpstream, expand
 from .guard import Listing, guarded
+from .roots import roots_callback
 
 CLIENT_INFO = types.Implementation(name="mcp-tag-gateway", version=__version__)
 """How the gateway introduces itself to upstreams."""
@@ -33,8 +34,10 @@ async def open_client(
     """A connected, initialized client; `callbacks` are the Client's handler arguments.
     The gateway keeps no response cache of its own upstreams: list_changed says when.
     What the upstream sends passes the guard (guard.py), which tells `listing` what it
-    left out of tool listings."""
+    left out of tool listings. Roots are declared (and answered) only where configured
+    (roots.py)."""
     listing = listing if listing is not None else Listing()
+    callbacks = {**callbacks, **roots_callback(config)}
     if isinstance(config, StdioUpstream):
         env = {key: expand(value, name, f"env {key}") for key, value in config.env.items()}
         params = StdioServerParameters(

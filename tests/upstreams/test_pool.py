@@ -171,6 +171,7 @@ def test_status_command_connects_once_and_reports(
         "templates": 1,
         "prompts": 1,
         "error": None,
+        "notes": [],
     }
     assert rows["ghost"]["state"] == "down"
     assert "/nonexistent/mcp-server" in rows["ghost"]["error"]

@@ -48,3 +48,20 @@ async def test_server_everything_lists_and_calls(everything: StdioUpstream) -> N
         structured = await up.call_tool("get-structured-content", {"location": "New York"})
         assert structured.structured_content is not None
         assert structured.is_error is not True
+
+
+async def test_server_everything_offers_its_roots_tool_only_with_configured_roots(
+    everything: StdioUpstream,
+) -> None:
+    async with running(UpstreamConnection("everything", everything)) as up:
+        with anyio.fail_after(30):
+            await up.wait_ready()
+        assert "get-roots-list" not in {tool.name for tool in up.tools}
+    rooted = everything.model_copy(update={"roots": ("file:///srv/docs",)})
+    async with running(UpstreamConnection("everything", rooted)) as up:
+        with anyio.fail_after(30):
+            await up.wait_ready()
+        assert "get-roots-list" in {tool.name for tool in up.tools}
+        listed = text(await up.call_tool("get-roots-list", {}))
+        assert "URI: file:///srv/docs" in listed
+        assert "(1 total)" in listed
