@@ -212,19 +212,23 @@ class Front:
         sampling or elicitation (`capabilities`) is asked a handshake-era upstream's
         questions through the bridge (bridge.py), and answers them by calling again."""
         if not modern:
-            return await self._run_call(params, on_progress, on_log, level, asker, False, owner)
+            return await self._run_call(
+                params, on_progress, on_log, level, asker, False, owner, capabilities
+            )
         principal = credential().principal
         if Bridge.issued(params.request_state):
             return await self.bridge.resume(principal, params, (on_progress, on_log))
         if not self.bridge.takes(capabilities) or not self._asks_during_calls(params.name):
-            return await self._run_call(params, on_progress, on_log, level, asker, True, owner)
+            return await self._run_call(
+                params, on_progress, on_log, level, asker, True, owner, capabilities
+            )
         wants_progress = on_progress is not None
 
         def call(
             bridged: Asker, progress: ProgressCallback, log: LogCallback
         ) -> Awaitable[types.CallToolResult | types.InputRequiredResult]:
             relay = progress if wants_progress else None
-            return self._run_call(params, relay, log, level, bridged, True, owner)
+            return self._run_call(params, relay, log, level, bridged, True, owner, capabilities)
 
         return await self.bridge.start(
             principal, params.name, capabilities, call, (on_progress, on_log)
@@ -246,6 +250,7 @@ class Front:
         asker: Asker,
         modern: bool,
         owner: Hashable,
+        capabilities: types.ClientCapabilities | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         context = self.views.context(credential().principal)
         call = ToolCall(params.name, params.arguments or {})
@@ -263,7 +268,7 @@ class Front:
                 on_log=log if level is not None else None,
                 log_level=level or "info",
                 asker=asker,
-                input_round=InputRound(params.input_responses, params.request_state)
+                input_round=InputRound(params.input_responses, params.request_state, capabilities)
                 if modern
                 else None,
                 owner=owner,

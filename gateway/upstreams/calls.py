@@ -50,6 +50,9 @@ class InputRound:
 
     responses: types.InputResponses | None = None
     request_state: str | None = None
+    capabilities: types.ClientCapabilities | None = None
+    """What the caller declared it can be asked (None: neither sampling nor elicitation):
+    an upstream is told only of these, so it never asks what the caller cannot answer."""
 
 
 class UpstreamRequests:
@@ -166,6 +169,7 @@ class UpstreamRequests:
                         on_log=on_log,
                         log_level=log_level,
                         input_round=(responses, state) if input_round is not None else None,
+                        asks=input_round.capabilities if input_round is not None else None,
                     )
                 except NeedsClient:
                     pass  # the SDK client asks the caller through `asker`, and calls again

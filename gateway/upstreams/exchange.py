@@ -60,6 +60,9 @@ logger = logging.getLogger("gateway.upstreams")
 
 _RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
 
+ASKED = ("sampling", "elicitation")
+"""The capabilities whose questions go to the caller, when a caller answers them."""
+
 KEEPALIVE = 4.0
 """Seconds an idle connection is kept: below uvicorn's 5 s, so that the upstream never
 closes one just as a call is sent on it."""
@@ -88,6 +91,9 @@ class Exchange:
     ) -> None:
         self.upstream = upstream
         self._url = url
+        self._capabilities: dict[str, Any] = capabilities.model_dump(
+            by_alias=True, mode="json", exclude_none=True
+        )
         self._envelope = {
             PROTOCOL_VERSION_META_KEY: protocol_version,
             CLIENT_INFO_META_KEY: client_info.model_dump(by_alias=True, mode="json"),
@@ -110,6 +116,13 @@ class Exchange:
         self._session: aiohttp.ClientSession | None = None
         self._proxy: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
+
+    def _capabilities_for(self, asks: types.ClientCapabilities | None) -> dict[str, Any]:
+        own = self._capabilities
+        declared = asks.model_dump(by_alias=True, mode="json", exclude_none=True) if asks else {}
+        kept = {key: value for key, value in own.items() if key not in ASKED}
+        kept.update((key, declared[key]) for key in ASKED if key in declared)
+        return kept
 
     def _http(self) -> aiohttp.ClientSession:
         # Made on first use, inside the running loop, as aiohttp wants.
@@ -140,13 +153,18 @@ class Exchange:
         on_log: LogCallback | None = None,
         log_level: types.LoggingLevel = "info",
         input_round: tuple[types.InputResponses | None, str | None] | None = None,
+        asks: types.ClientCapabilities | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool` (the upstream's own definition) once. Raises MCPError for an error
         answer (or an answer that is not one), ExchangeLost when the exchange broke off,
         and NeedsClient when the upstream asks for input and there is no `input_round` to
-        pass the question back in."""
+        pass the question back in. With `input_round`, the upstream's questions go to the
+        caller, so the upstream is told of the caller's sampling and elicitation (`asks`),
+        not the gateway's."""
         request_id = next(self._ids)
         meta: dict[str, Any] = dict(self._envelope)
+        if input_round is not None:
+            meta[CLIENT_CAPABILITIES_META_KEY] = self._capabilities_for(asks)
         if on_progress is not None:
             meta["progressToken"] = request_id
         if on_log is not None:

@@ -162,9 +162,17 @@ async def test_a_disabled_upstream_is_never_started() -> None:
 
 @contextmanager
 def http_echo(transport: str = "http", failures: int = 0) -> Iterator[str]:
+    path = "mcp" if transport == "http" else "sse"
+    with http_upstream(ECHO, transport, path, str(failures)) as url:
+        yield url
+
+
+@contextmanager
+def http_upstream(module: list[str], mode: str, path: str, *more: str) -> Iterator[str]:
+    """`python <module> MODE PORT [MORE...]` on a free port, its URL while it runs."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, *ECHO, transport, str(port), str(failures)],
+        [sys.executable, *module, mode, str(port), *more],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -174,9 +182,9 @@ def http_echo(transport: str = "http", failures: int = 0) -> Iterator[str]:
         deadline = time.monotonic() + 15
         while not _listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the HTTP echo upstream did not start")
+                raise RuntimeError(f"the HTTP upstream {' '.join(module)} did not start")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/{'mcp' if transport == 'http' else 'sse'}"
+        yield f"http://127.0.0.1:{port}/{path}"
     finally:
         process.send_signal(signal.SIGTERM)
         try:
