@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 
 import anyio
@@ -168,7 +168,7 @@ def http_echo(transport: str = "http", failures: int = 0) -> Iterator[str]:
 
 
 @contextmanager
-def http_upstream(module: list[str], mode: str, path: str, *more: str) -> Iterator[str]:
+def http_upstream(module: Sequence[str], mode: str, path: str, *more: str) -> Iterator[str]:
     """`python <module> MODE PORT [MORE...]` on a free port, its URL while it runs."""
     port = free_port()
     process = subprocess.Popen(
