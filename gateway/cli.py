@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 
+from . import jsoncodec
 from .audit import AuditLog
 from .auth import Authenticator, Credential, Unauthenticated, key_digest
 from .errors import ConfigError, ConfigIssue, GatewayError
@@ -369,8 +370,8 @@ def _why(args: argparse.Namespace) -> int:
     arguments: dict[str, Any] | None = None
     if args.args is not None:
         try:
-            parsed = json.loads(args.args)
-        except json.JSONDecodeError as exc:
+            parsed = jsoncodec.loads(args.args)  # strict, as /mcp is: no NaN or Infinity
+        except ValueError as exc:
             raise UsageError(f"--args is not valid JSON: {exc}") from exc
         if not isinstance(parsed, dict):
             raise UsageError("--args must be a JSON object, e.g. '{\"amount\": 250}'")

@@ -55,6 +55,9 @@ from .events import (
 
 logger = logging.getLogger("gateway.front")
 
+GAP_IDLE_SECONDS = 30.0
+"""How long a resume that could not be complete waits for a next event before it ends."""
+
 Slot = tuple[MemoryObjectSendStream[EventMessage], MemoryObjectReceiveStream[EventMessage]]
 
 
@@ -128,7 +131,19 @@ class SessionTransport(StreamableHTTPServerTransport):
                         await writer.send(self._event(message))
                     if replay.answered:
                         return
-                    async for live in slot[1]:
+                    # After a gap the answer itself may be what was lost: a call that has
+                    # ended sends nothing more, so a stream silent that long ends (the
+                    # client may resume again) instead of waiting for ever.
+                    idle = GAP_IDLE_SECONDS if replay.gap is not None else math.inf
+                    while True:
+                        live: EventMessage | None = None
+                        with anyio.move_on_after(idle):
+                            try:
+                                live = await slot[1].receive()
+                            except anyio.EndOfStream:
+                                return
+                        if live is None:
+                            return
                         position = position_of(live.event_id)
                         if position is not None and position <= replay.last:
                             continue  # stored before the replay's read: sent by it

@@ -45,6 +45,7 @@ from .base import (
     START,
     TAG_CACHE_PATTERN,
     JsonObject,
+    StateError,
     StateStore,
     StateUnavailable,
     StoreStatus,
@@ -278,6 +279,8 @@ class RedisStore(StateStore):
                         self._probe_failure = None
                     except StateUnavailable as exc:
                         self._probe_failure = exc.reason
+                    except StateError as exc:  # answered, but not as a PING should be
+                        self._probe_failure = str(exc)
                     self._probed_at = time.monotonic()
         return self.status()
 

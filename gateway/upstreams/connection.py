@@ -213,7 +213,9 @@ class UpstreamConnection(UpstreamRequests):
                         self.name,
                         client,
                         self._links,
-                        lambda links: open_client(self.name, self.config, self._callbacks(links)),
+                        lambda links: open_client(
+                            self.name, self.config, self._callbacks(links), self._listing
+                        ),
                         tasks,
                         self.config.caller_sessions,
                         self.config.caller_sessions_per_user,

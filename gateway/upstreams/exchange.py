@@ -52,6 +52,7 @@ from yarl import URL
 from .. import jsoncodec
 from ..identitycache import IdentityCache
 from .config import HttpUpstream, StdioUpstream
+from .guard import top_level_id
 from .relay import LogCallback, ProgressCallback
 from .status import describe
 from .transports import CLIENT_INFO, expanded_headers
@@ -243,8 +244,12 @@ class Exchange:
         if kind == "application/json":
             try:
                 parsed: Any = jsoncodec.loads(body)
-            except (ValueError, RecursionError):
-                parsed = None
+            except (ValueError, RecursionError) as exc:
+                if top_level_id(body.decode(errors="replace")) is None:
+                    parsed = None  # not an answer at all: said below as the SDK says it
+                else:
+                    why = f"the upstream's answer could not be read ({type(exc).__name__})"
+                    raise MCPError(types.INTERNAL_ERROR, why) from None
             # A JSON-RPC error may come with a 4xx status (400, 404): it is the answer.
             if isinstance(parsed, dict) and ("result" in parsed or "error" in parsed):
                 if parsed.get("id") not in (request_id, None):
@@ -268,9 +273,15 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
             continue
         try:
             message = jsoncodec.loads(event.data)
-        except (ValueError, RecursionError):
-            logger.warning("dropped an SSE event that is not JSON: %.200s", event.data)
-            continue
+        except (ValueError, RecursionError) as exc:
+            answered = top_level_id(event.data)
+            if answered is None:
+                logger.warning("dropped an SSE event that is not JSON: %.200s", event.data)
+                continue
+            # An answer too deep (or otherwise unfit) to parse: the call fails now, rather
+            # than waiting for an answer that has come.
+            why = f"the upstream's answer could not be read ({type(exc).__name__})"
+            message = {"id": answered, "error": {"code": types.INTERNAL_ERROR, "message": why}}
         if isinstance(message, dict):
             yield message
 

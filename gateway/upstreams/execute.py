@@ -41,7 +41,7 @@ from .calls import InputRound
 from .catalog import CatalogTool
 from .pool import Pool
 from .relay import Asker, LogCallback, ProgressCallback
-from .schemas import argument_problem, with_defaults
+from .schemas import check_arguments, with_defaults
 from .status import UpstreamError
 
 
@@ -135,7 +135,7 @@ class Executor:
             reason = "no upstream offers this tool"
             self._record(context, call, started, "unknown_tool", reason)
             raise UnknownTool(f"{call.tool}: {reason}")
-        problem = argument_problem(entry.schema_key, call.arguments)
+        problem = await check_arguments(entry.schema_key, call.arguments)
         if problem is not None:
             self._record(context, call, started, "invalid_arguments", problem)
             raise InvalidArguments(f"{call.tool}: arguments do not fit its inputSchema: {problem}")

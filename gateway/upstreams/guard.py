@@ -33,7 +33,7 @@ import pydantic
 from mcp.client import Transport
 from mcp.shared.message import SessionMessage
 
-from .schemas import problem
+from .schemas import LISTING_BYTES, problem, schema_text
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -52,10 +52,19 @@ logging.getLogger("mcp.client.stdio").addFilter(_QuietParseErrors())
 
 
 class Listing:
-    """What the guard left out of one upstream's listings, for the offer to report."""
+    """What the guard keeps per upstream, across its sessions: what it left out of the
+    upstream's listing, for the offer to report; the size of the schemas it let through
+    (bounded: schemas.LISTING_BYTES); when it last reported unreadable output."""
 
     def __init__(self) -> None:
         self.dropped: list[str] = []
+        self.schema_bytes = 0
+        self.junk_logged_at = -JUNK_LOG_INTERVAL
+        self.junk_unlogged = 0
+
+    def clear(self) -> None:
+        self.dropped.clear()
+        self.schema_bytes = 0
 
 
 @asynccontextmanager
@@ -69,8 +78,6 @@ class _GuardedRead:
         self._inner = inner
         self._upstream = upstream
         self._listing = listing
-        self._logged_at = -JUNK_LOG_INTERVAL
-        self._unlogged = 0
 
     @property
     def last_context(self) -> Any:
@@ -85,7 +92,10 @@ class _GuardedRead:
             if isinstance(message, types.JSONRPCResponse) and isinstance(
                 message.result.get("tools"), list
             ):
-                return replace(item, message=self._listed(message))
+                # Checking schemas can take seconds for a large hostile one: not on the
+                # loop that serves every caller.
+                listed = await anyio.to_thread.run_sync(self._listed, message)
+                return replace(item, message=listed)
             return item
         return self._unreadable(item)
 
@@ -94,6 +104,12 @@ class _GuardedRead:
         for raw in message.result["tools"]:
             name = raw.get("name") if isinstance(raw, dict) else None
             why = _unusable(raw)
+            if why is None:
+                size = len(schema_text(raw["inputSchema"]) or "")
+                if self._listing.schema_bytes + size > LISTING_BYTES:
+                    why = f"the listing's input schemas together exceed {LISTING_BYTES // 1024} KiB"
+                else:
+                    self._listing.schema_bytes += size
             if why is None:
                 kept.append(raw)
                 continue
@@ -108,7 +124,7 @@ class _GuardedRead:
         """An answer that could be read far enough to know its request is answered with
         an error at once; anything else is logged (briefly) and passed on as it was."""
         text = _input_text(error)
-        request_id = _top_level_id(text) if text is not None else None
+        request_id = top_level_id(text) if text is not None else None
         if request_id is not None:
             logger.warning(
                 "upstream %s: answer to request %r could not be read (%s)",
@@ -127,18 +143,23 @@ class _GuardedRead:
             )
             return SessionMessage(failed)
         now = time.monotonic()
-        if now - self._logged_at >= JUNK_LOG_INTERVAL:
-            more = f" ({self._unlogged} more since the last report)" if self._unlogged else ""
+        listing = self._listing
+        if now - listing.junk_logged_at >= JUNK_LOG_INTERVAL:
+            more = (
+                f" ({listing.junk_unlogged} more since the last report)"
+                if listing.junk_unlogged
+                else ""
+            )
             logger.warning(
                 "upstream %s sent output that is not JSON-RPC, ignored: %s%s",
                 self._upstream,
                 _short(error),
                 more,
             )
-            self._logged_at = now
-            self._unlogged = 0
+            listing.junk_logged_at = now
+            listing.junk_unlogged = 0
         else:
-            self._unlogged += 1
+            listing.junk_unlogged += 1
         return error
 
     async def aclose(self) -> None:
@@ -199,7 +220,7 @@ def _short(error: Exception) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
-def _top_level_id(text: str) -> int | str | None:
+def top_level_id(text: str) -> int | str | None:
     """The `id` member of the JSON object `text` (which is too deep, or otherwise unfit, for
     a parser), found by scanning the top level only, in one pass; None when there is none
     or the text is no JSON object."""

@@ -44,7 +44,7 @@ async def list_offer(client: Client, listing: Listing | None = None) -> Offer:
     for is not asked about (an upstream without prompts would answer with an error).
     `listing`: where the client's guard reports the tools it left out."""
     if listing is not None:
-        listing.dropped.clear()
+        listing.clear()
     capabilities = client.server_capabilities
     tools: tuple[types.Tool, ...] = ()
     resources: tuple[types.Resource, ...] = ()

@@ -26,6 +26,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
+import anyio
 import jsonschema
 import re2
 from jsonschema.exceptions import SchemaError, ValidationError
@@ -33,14 +34,38 @@ from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 
+from .. import jsoncodec
+from ..identitycache import IdentityCache
+
 QUIET = re2.Options()
 QUIET.log_errors = False  # a pattern RE2 refuses is an answer, not a line on stderr
 
 MAX_DEPTH = 64
 """Schemas nested deeper than this are refused: no tool needs it, and walking one is work."""
 
-MAX_NODES = 20_000
-"""Subschemas in one schema at most, for the same reason."""
+MAX_NODES = 5_000
+"""Objects in one schema at most, for the same reason (checking one against its
+metaschema costs about a millisecond per subschema)."""
+
+MAX_BYTES = 64 * 1024
+"""A schema's size as JSON at most."""
+
+LISTING_BYTES = 1024 * 1024
+"""The schemas of one upstream's listing together, as JSON, at most: what is checked once
+per distinct schema is bounded per listing too."""
+
+LARGE_ARGUMENTS = 32 * 1024
+"""Arguments larger than this (as JSON) are validated in a worker thread, with a deadline,
+so that no caller's arguments can hold the event loop however a schema makes them cost."""
+
+VALIDATION_SECONDS = 5.0
+
+_SCHEMA_MAPS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+"""Keywords whose value maps names (any names) to schemas."""
+_VALUES = frozenset({"default", "const", "enum", "examples"})
+"""Keywords whose value is data, not schemas."""
 
 _IN_PLACE = ("allOf", "anyOf", "oneOf")
 """Applicators whose members apply to the same instance: a `$ref` cycle through these
@@ -50,12 +75,34 @@ _IN_PLACE_MAP = ("dependentSchemas",)
 
 
 def problem(schema: Any) -> str | None:
-    """Why `schema` cannot be used as a tool's inputSchema, or None when it can."""
+    """Why `schema` cannot be used as a tool's inputSchema, or None when it can. The same
+    schema (as JSON) is judged once: listings repeat. Checking a large one takes a second
+    or more of CPU: call this off the event loop (guard.py does)."""
     if not isinstance(schema, dict):
         return f"its inputSchema is {_kind(schema)}, not a JSON Schema object"
+    text = schema_text(schema)
+    if text is None:
+        return "its inputSchema cannot be written as JSON"
+    if len(text) > MAX_BYTES:
+        return f"its inputSchema is larger than {MAX_BYTES // 1024} KiB"
+    return _problem(text)
+
+
+def schema_text(schema: Any) -> str | None:
+    """`schema` as canonical JSON, or None when it cannot be written (too deep, say)."""
+    try:
+        return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _problem(text: str) -> str | None:
+    schema: dict[str, Any] = json.loads(text)
     nodes = list(_subschemas(schema))
     if len(nodes) > MAX_NODES:
         return f"its inputSchema has more than {MAX_NODES} subschemas"
+    anchors = _anchors(nodes)
     for pointer, node, depth in nodes:
         if depth > MAX_DEPTH:
             return f"its inputSchema is nested more than {MAX_DEPTH} levels deep"
@@ -69,9 +116,9 @@ def problem(schema: Any) -> str | None:
                         f"its inputSchema refers outside itself ({keyword} {target!r} at "
                         f"{pointer or '/'}); the gateway fetches nothing an upstream names"
                     )
-                if _resolve(schema, target) is None:
+                if _resolve(schema, target, anchors) is None:
                     return f"its inputSchema has a {keyword} that resolves to nothing: {target!r}"
-    loop = _in_place_loop(schema, nodes)
+    loop = _in_place_loop(schema, nodes, anchors)
     if loop is not None:
         return f"its inputSchema refers to itself in a loop ({loop})"
     try:
@@ -79,6 +126,22 @@ def problem(schema: Any) -> str | None:
     except SchemaError as exc:
         return f"its inputSchema is not a valid JSON Schema: {exc.message}"
     return None
+
+
+async def check_arguments(schema_text: str, arguments: Mapping[str, Any]) -> str | None:
+    """`argument_problem`, off the event loop (bounded by VALIDATION_SECONDS) for large
+    arguments, where validating may cost more than a call should hold every caller up."""
+    try:
+        size = len(jsoncodec.dumps(arguments))
+    except ValueError:
+        size = LARGE_ARGUMENTS + 1
+    if size <= LARGE_ARGUMENTS:
+        return argument_problem(schema_text, arguments)
+    with anyio.move_on_after(VALIDATION_SECONDS):
+        return await anyio.to_thread.run_sync(
+            argument_problem, schema_text, arguments, abandon_on_cancel=True
+        )
+    return f"the arguments could not be checked against the inputSchema in {VALIDATION_SECONDS:g} s"
 
 
 def argument_problem(schema_text: str, arguments: Mapping[str, Any]) -> str | None:
@@ -103,86 +166,98 @@ def with_defaults(
     schema: Mapping[str, Any], arguments: Mapping[str, Any], paths: Iterable[str]
 ) -> Mapping[str, Any]:
     """`arguments` with the defaults `schema` declares for the argument paths in `paths`
-    (`amount`, `payment.method`, `items.*.qty`) that they leave out; `arguments` itself
-    when nothing is filled in, else a copy (the caller's value is never changed)."""
-    filled: dict[str, Any] | None = None
+    (`amount`, `payment.method`, `items.*.qty`) that they leave out: `arguments` itself
+    when nothing is filled in, else a copy of the containers on the filled paths only (the
+    caller's value is never changed, and however deep it is, nothing else is copied)."""
+    anchors = _ANCHORS.get(schema, _index) if isinstance(schema, dict) else _index(dict(schema))
+    value: Any = arguments
     for path in paths:
-        if filled is None:
-            if not _fills(schema, arguments, path.split(".")):
-                continue
-            filled = copy.deepcopy(dict(arguments))
-        _fill(schema, schema, filled, path.split("."))
-    return arguments if filled is None else filled
+        value = _fill(schema, anchors, schema, value, path.split("."))
+    return value if isinstance(value, Mapping) else arguments
 
 
-def _fills(root: Mapping[str, Any], value: Any, parts: list[str]) -> bool:
-    """Whether `_fill` would add anything (so that a call needing nothing copies nothing)."""
-    probe = copy.deepcopy(value)
-    return isinstance(probe, dict) and _fill(root, root, probe, parts)
-
-
-def _fill(root: Mapping[str, Any], schema: Any, value: Any, parts: list[str]) -> bool:
+def _fill(
+    root: Mapping[str, Any], anchors: _Anchors, schema: Any, value: Any, parts: list[str]
+) -> Any:
+    """`value` with the defaults for `parts` filled in: the same object when nothing is,
+    else a shallow copy with the changed members replaced."""
     head, rest = parts[0], parts[1:]
-    changed = False
     if head == "*":
+        if not rest:
+            return value
         if isinstance(value, list):
-            member = _member(root, schema, "items")
-            pairs: Iterable[Any] = value
-        elif isinstance(value, dict):
-            member = _member(root, schema, "additionalProperties")
-            pairs = value.values()
-        else:
-            return False
-        if member is None or not rest:
-            return False
-        for item in pairs:
-            if isinstance(item, dict | list):
-                changed |= _fill(root, member, item, rest)
-        return changed
-    if not isinstance(value, dict):
-        return False
-    member = _property(root, schema, head)
+            member = _member(root, anchors, schema, "items")
+            if member is None:
+                return value
+            items = [_fill(root, anchors, member, item, rest) for item in value]
+            changed = any(new is not old for new, old in zip(items, value, strict=True))
+            return items if changed else value
+        if isinstance(value, dict):
+            member = _member(root, anchors, schema, "additionalProperties")
+            if member is None:
+                return value
+            entries = {key: _fill(root, anchors, member, item, rest) for key, item in value.items()}
+            changed = any(entries[key] is not value[key] for key in value)
+            return entries if changed else value
+        return value
+    if not isinstance(value, Mapping):
+        return value
+    member = _property(root, anchors, schema, head)
     if member is None:
-        return False
-    if head not in value and "default" in member:
-        value[head] = copy.deepcopy(member["default"])
-        changed = True
-    if rest and isinstance(value.get(head), dict | list):
-        changed |= _fill(root, member, value[head], rest)
-    return changed
+        return value
+    current = value.get(head, _MISSING)
+    if current is _MISSING and "default" in member:
+        try:
+            current = copy.deepcopy(member["default"])
+        except RecursionError:  # a default too deep to copy: as if none were declared
+            return value
+    elif current is _MISSING:
+        return value
+    if rest and isinstance(current, dict | list):
+        current = _fill(root, anchors, member, current, rest)
+    if head in value and current is value[head]:
+        return value
+    return {**value, head: current}
 
 
-def _property(root: Mapping[str, Any], schema: Any, name: str) -> dict[str, Any] | None:
+_MISSING = object()
+
+
+def _property(
+    root: Mapping[str, Any], anchors: _Anchors, schema: Any, name: str
+) -> dict[str, Any] | None:
     """The subschema of property `name` in `schema`, looking through `$ref` and `allOf`."""
-    for node in _alike(root, schema):
+    for node in _alike(root, anchors, schema):
         properties = node.get("properties")
         if isinstance(properties, dict) and isinstance(properties.get(name), dict):
-            found = _follow(root, properties[name])
+            found = _follow(root, anchors, properties[name])
             if found is not None:
                 return found
     return None
 
 
-def _member(root: Mapping[str, Any], schema: Any, keyword: str) -> dict[str, Any] | None:
-    for node in _alike(root, schema):
+def _member(
+    root: Mapping[str, Any], anchors: _Anchors, schema: Any, keyword: str
+) -> dict[str, Any] | None:
+    for node in _alike(root, anchors, schema):
         if isinstance(node.get(keyword), dict):
-            return _follow(root, node[keyword])
+            return _follow(root, anchors, node[keyword])
     return None
 
 
-def _alike(root: Mapping[str, Any], schema: Any) -> Iterator[dict[str, Any]]:
+def _alike(root: Mapping[str, Any], anchors: _Anchors, schema: Any) -> Iterator[dict[str, Any]]:
     """`schema` and the members of its `allOf`, each with its `$ref` followed."""
-    node = _follow(root, schema)
+    node = _follow(root, anchors, schema)
     if node is None:
         return
     yield node
     for member in node.get("allOf", ()) if isinstance(node.get("allOf"), list) else ():
-        followed = _follow(root, member)
+        followed = _follow(root, anchors, member)
         if followed is not None:
             yield followed
 
 
-def _follow(root: Mapping[str, Any], schema: Any) -> dict[str, Any] | None:
+def _follow(root: Mapping[str, Any], anchors: _Anchors, schema: Any) -> dict[str, Any] | None:
     """`schema` with its local `$ref` followed (a bounded number of times). Where the node
     has a `default` of its own beside the `$ref`, that default is kept."""
     node = schema
@@ -192,7 +267,7 @@ def _follow(root: Mapping[str, Any], schema: Any) -> dict[str, Any] | None:
         target = node.get("$ref")
         if not isinstance(target, str):
             return node
-        resolved = _resolve(root, target)
+        resolved = _resolve(root, target, anchors)
         if resolved is None:
             return node
         if "default" in node and isinstance(resolved, dict) and "default" not in resolved:
@@ -201,16 +276,35 @@ def _follow(root: Mapping[str, Any], schema: Any) -> dict[str, Any] | None:
     return None
 
 
-def _resolve(root: Mapping[str, Any], target: str) -> Any:
+_Anchors = dict[str, dict[str, Any]]
+
+
+def _anchors(nodes: Iterable[tuple[str, dict[str, Any], int]]) -> _Anchors:
+    """`$anchor` and `$dynamicAnchor` names → their schemas (the first of a name wins)."""
+    found: _Anchors = {}
+    for _, node, _ in nodes:
+        for keyword in ("$anchor", "$dynamicAnchor"):
+            name = node.get(keyword)
+            if isinstance(name, str):
+                found.setdefault(name, node)
+    return found
+
+
+def _index(schema: dict[str, Any]) -> _Anchors:
+    return _anchors(_subschemas(schema))
+
+
+_ANCHORS: IdentityCache[dict[str, Any], _Anchors] = IdentityCache()
+"""Per kept schema (a catalog's), its anchors: found once, not per call."""
+
+
+def _resolve(root: Mapping[str, Any], target: str, anchors: _Anchors) -> Any:
     """The node a same-document reference (`#`, `#/a/b`, `#anchor`) names, or None."""
     fragment = unquote(target[1:])
     if not fragment:
         return root
     if not fragment.startswith("/"):
-        for _, anchored, _ in _subschemas(dict(root)):
-            if fragment in (anchored.get("$anchor"), anchored.get("$dynamicAnchor")):
-                return anchored
-        return None
+        return anchors.get(fragment)
     node: Any = root
     for token in fragment[1:].split("/"):
         token = token.replace("~1", "/").replace("~0", "~")
@@ -224,34 +318,46 @@ def _resolve(root: Mapping[str, Any], target: str) -> Any:
 
 
 def _subschemas(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], int]]:
-    """(JSON pointer, node, depth) for every object in the schema document, walked with a
-    stack of our own (a deep document must not exhaust Python's)."""
+    """(JSON pointer, node, depth) for every schema in the schema document, walked with a
+    stack of our own (a deep document must not exhaust Python's). Data (`default`,
+    `const`, `enum`, `examples`) is no schema; the members of a map of schemas
+    (`properties`, `$defs`, ...) are schemas whatever their names, `default` included."""
     stack: list[tuple[str, Any, int]] = [("", schema, 0)]
     seen = 0
     while stack:
         pointer, node, depth = stack.pop()
-        if isinstance(node, dict):
-            seen += 1
-            yield pointer, node, depth
-            if depth > MAX_DEPTH or seen > MAX_NODES:
-                return
-            for key, child in node.items():
-                if key in ("default", "const", "enum", "examples"):
-                    continue  # values, not schemas
-                if isinstance(child, dict | list):
-                    escaped = str(key).replace("~", "~0").replace("/", "~1")
-                    stack.append((f"{pointer}/{escaped}", child, depth + 1))
-        elif isinstance(node, list):
+        if isinstance(node, list):
             if depth > MAX_DEPTH:
                 yield pointer, {}, depth
                 return
             for index, child in enumerate(node):
                 if isinstance(child, dict | list):
                     stack.append((f"{pointer}/{index}", child, depth + 1))
+            continue
+        if not isinstance(node, dict):
+            continue
+        seen += 1
+        yield pointer, node, depth
+        if depth > MAX_DEPTH or seen > MAX_NODES:
+            return
+        for key, child in node.items():
+            if key in _VALUES or not isinstance(child, dict | list):
+                continue
+            where = f"{pointer}/{_escape(key)}"
+            if key in _SCHEMA_MAPS and isinstance(child, dict):
+                for name, member in child.items():
+                    if isinstance(member, dict | list):
+                        stack.append((f"{where}/{_escape(name)}", member, depth + 2))
+            else:
+                stack.append((where, child, depth + 1))
+
+
+def _escape(key: Any) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
 
 
 def _in_place_loop(
-    root: dict[str, Any], nodes: list[tuple[str, dict[str, Any], int]]
+    root: dict[str, Any], nodes: list[tuple[str, dict[str, Any], int]], anchors: _Anchors
 ) -> str | None:
     """A cycle of references that applies a schema to the same instance again, as
     `#/$defs/a` → `#/$defs/a`, or None. References under `properties`, `items` and the
@@ -262,7 +368,7 @@ def _in_place_loop(
         for keyword in ("$ref", "$dynamicRef"):
             target = node.get(keyword)
             if isinstance(target, str):
-                resolved = _resolve(root, target)
+                resolved = _resolve(root, target, anchors)
                 if isinstance(resolved, dict):
                     yield resolved
         for keyword in _IN_PLACE:
@@ -313,6 +419,39 @@ _NOWHERE: Registry[Any] = Registry(retrieve=_refuse)  # type: ignore[call-arg]
 """A registry that retrieves nothing: a schema's references stay inside the schema."""
 
 
+def _unique_items(
+    validator: Validator, unique: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """jsonschema compares every pair of items, which a crafted argument makes quadratic;
+    here each item is reduced to a canonical form once (1 and 1.0 alike, true not 1)."""
+    if unique is not True or not validator.is_type(instance, "array"):
+        return
+    seen: set[str] = set()
+    for item in instance:
+        key = json.dumps(_canonical(item), sort_keys=True, separators=(",", ":"))
+        if key in seen:
+            yield ValidationError(f"{_short(instance)} has non-unique elements")
+            return
+        seen.add(key)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return int(value) if float(value).is_integer() else value
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _re2_pattern(
     validator: Validator, pattern: Any, instance: Any, schema: Mapping[str, Any]
 ) -> Iterator[ValidationError]:
@@ -360,7 +499,12 @@ def _validator(schema_text: str) -> Validator:
     schema = json.loads(schema_text)
     cls = _validator_class(schema)
     safe = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-        cls, {"pattern": _re2_pattern, "patternProperties": _re2_pattern_properties}
+        cls,
+        {
+            "pattern": _re2_pattern,
+            "patternProperties": _re2_pattern_properties,
+            "uniqueItems": _unique_items,
+        },
     )
     validator: Validator = safe(schema, registry=_NOWHERE)
     return validator

@@ -11,6 +11,9 @@ import anyio
 import httpx2
 import pytest
 
+from gateway.front import session_transport
+from gateway.state import open_store
+from tests.front import harness
 from tests.front.harness import KEYS, Gateway, running_gateway
 from tests.front.test_session_calls import (
     ASKING,
@@ -269,3 +272,50 @@ async def test_a_malformed_or_unknown_last_event_id_is_refused(tmp_path: Path) -
                     assert response.status_code == 200
                     rest = [m async for m in _messages(response)]
             assert rest[-1]["result"]["content"][0]["text"] == "slept"
+
+
+async def _call(
+    gateway: Gateway, headers: dict[str, str], ident: int, *, first_only: bool = False
+) -> str | None:
+    """A chatty call: the id of its first event (`first_only`, dropping the connection
+    there), or of its answer."""
+    body = rpc(ident, "tools/call", {"name": "echo__chatty", "arguments": {"steps": 30}})
+    body["params"]["_meta"] = {"progressToken": ident}
+    arguments = body["params"]["arguments"]
+    arguments.update(ask=False, pause=0.001)
+    async with (
+        httpx2.AsyncClient(timeout=20) as http,
+        http.stream("POST", gateway.url, json=body, headers=headers) as response,
+    ):
+        async for message, event_id in _messages(response, with_ids=True):
+            if first_only and message is not None and event_id is not None:
+                return str(event_id)
+            if message is not None and message.get("id") == ident and "method" not in message:
+                return str(event_id) if event_id is not None else None
+    return None
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_a_resume_whose_answer_was_lost_ends_after_the_gap(
+    tmp_path: Path, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stream capped at 10 events: a later call trims a finished call's answer away, and
+    # its resume can only say so. It must end, not wait for an answer that will not come.
+    monkeypatch.setattr(harness, "open_store", lambda url, ttls: open_store(url, ttls, 10))
+    monkeypatch.setattr(session_transport, "GAP_IDLE_SECONDS", 1.0)
+    async with running_gateway(tmp_path, chatty_config(direct)) as gateway:
+        headers = await open_session(gateway)
+        await until_chatty(gateway, headers)
+        first = await _call(gateway, headers, 300, first_only=True)
+        assert first is not None
+        await _call(gateway, headers, 301)  # 300 has ended meanwhile, and 301 trims it
+        resume = {**headers, "Accept": "text/event-stream", "Last-Event-ID": first}
+        with anyio.fail_after(15):
+            async with (
+                httpx2.AsyncClient(timeout=20) as http,
+                http.stream("GET", gateway.url, headers=resume) as response,
+            ):
+                assert response.status_code == 200
+                got = [message async for message, _ in _messages(response, with_ids=True)]
+    notices = [m for m in got if m is not None and m.get("method") == "notifications/message"]
+    assert notices[0]["params"]["data"]["error"] == "stream_gap"

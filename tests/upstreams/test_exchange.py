@@ -4,11 +4,14 @@ the same calls to the same streamable-HTTP upstream, compared field by field."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import mcp_types as types
 import pytest
 from mcp import MCPError
@@ -202,3 +205,45 @@ async def test_a_redirect_is_not_followed_with_the_upstreams_credentials() -> No
             server.close()
             await server.wait_closed()
     assert seen == []
+
+
+async def test_an_answer_too_deep_to_parse_fails_the_call_at_once() -> None:
+    """A raw HTTP upstream answers with an SSE event nested 5,000 deep (past any parser's
+    limit) and keeps the stream open: the call must fail then, not at its timeout."""
+    deep = "[" * 5000 + "]" * 5000
+
+    async def answer(client: anyio.abc.SocketStream) -> None:
+        async with client:
+            request = b""
+            with anyio.fail_after(10):
+                while b"\r\n\r\n" not in request:
+                    request += await client.receive()
+                head, _, body = request.partition(b"\r\n\r\n")
+                found = re.search(rb"(?i)content-length: *(\d+)", head)
+                assert found is not None
+                while len(body) < int(found.group(1)):
+                    body += await client.receive()
+            request_id = json.loads(body)["id"]
+            event = (
+                f'{{"jsonrpc":"2.0","id":{request_id},"result":{{"content":[],'
+                f'"structuredContent":{{"v":{deep}}}}}}}'
+            )
+            await client.send(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                + f"event: message\ndata: {event}\n\n".encode()
+            )
+            await anyio.sleep(30)  # the stream stays open
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, answer)
+        exchange = Exchange(
+            "deep", f"http://127.0.0.1:{port}/mcp", {}, "2026-07-28", CLIENT_INFO, CAPABILITIES
+        )
+        try:
+            with anyio.fail_after(10), pytest.raises(MCPError, match="could not be read"):
+                await exchange.call_tool(types.Tool(name="t", input_schema={"type": "object"}), {})
+        finally:
+            await exchange.aclose()
+            tasks.cancel_scope.cancel()
