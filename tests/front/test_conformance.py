@@ -167,7 +167,9 @@ async def test_every_scenario_of_a_revision_passes_or_is_listed(
     with contextlib.ExitStack() as stack:
         config = CONFIG
         if transport == "streamable_http":
-            server = http_upstream(["-m", "tests.servers.conformance"], "http", "mcp")
+            server = http_upstream(
+                lambda port: ["-m", "tests.servers.conformance", "http", str(port)]
+            )
             url = stack.enter_context(server)
             config = CONFIG.split("upstreams:")[0] + (
                 f"upstreams:\n  conformance:\n    transport: streamable_http\n    url: {url}\n"

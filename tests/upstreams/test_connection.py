@@ -163,16 +163,17 @@ async def test_a_disabled_upstream_is_never_started() -> None:
 @contextmanager
 def http_echo(transport: str = "http", failures: int = 0) -> Iterator[str]:
     path = "mcp" if transport == "http" else "sse"
-    with http_upstream(ECHO, transport, path, str(failures)) as url:
+    with http_upstream(lambda port: [*ECHO, transport, str(port), str(failures)], path) as url:
         yield url
 
 
 @contextmanager
-def http_upstream(module: Sequence[str], mode: str, path: str, *more: str) -> Iterator[str]:
-    """`python <module> MODE PORT [MORE...]` on a free port, its URL while it runs."""
+def http_upstream(arguments: Callable[[int], Sequence[str]], path: str = "mcp") -> Iterator[str]:
+    """`python ARGUMENTS(port)`, an HTTP upstream on a free port: its URL while it runs
+    (the process ended after, also when the test fails)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, *module, mode, str(port), *more],
+        [sys.executable, *arguments(port)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -182,7 +183,7 @@ def http_upstream(module: Sequence[str], mode: str, path: str, *more: str) -> It
         deadline = time.monotonic() + 15
         while not _listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the HTTP upstream {' '.join(module)} did not start")
+                raise RuntimeError(f"the HTTP upstream {arguments(port)} did not start")
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/{path}"
     finally:

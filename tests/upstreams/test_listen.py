@@ -3,11 +3,6 @@ polled for changes instead, and says why in its status."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,37 +16,17 @@ from gateway.upstreams import subscriptions as subscriptions_module
 from gateway.upstreams.config import HttpUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.status import State
-from tests.conftest import ROOT
-from tests.redis_server import free_port
-from tests.upstreams.test_connection import _listening, running, until
+from tests.upstreams.test_connection import http_upstream, running, until
 
 pytestmark = pytest.mark.anyio
 
 
 @contextmanager
 def misanswering_upstream(mode: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.upstreams.servers.listen", str(port), mode],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the listen upstream did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with http_upstream(
+        lambda port: ["-m", "tests.upstreams.servers.listen", str(port), mode]
+    ) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

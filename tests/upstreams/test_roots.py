@@ -3,11 +3,7 @@ configured, never a caller's (an upstream may widen its file access to them)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +16,8 @@ from gateway.upstreams.calls import InputRound
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from tests.conftest import ROOT
-from tests.redis_server import free_port
 from tests.upstreams.test_config import errors
-from tests.upstreams.test_connection import _listening, running, text
+from tests.upstreams.test_connection import http_upstream, running, text
 
 pytestmark = pytest.mark.anyio
 
@@ -44,28 +39,10 @@ def roots_stdio(mode: str, **fields: object) -> StdioUpstream:
 
 @contextmanager
 def roots_http() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.upstreams.servers.roots", "http", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the roots upstream did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with http_upstream(
+        lambda port: ["-m", "tests.upstreams.servers.roots", "http", str(port)]
+    ) as url:
+        yield url
 
 
 @pytest.mark.parametrize("mode", ["stdio", "stdio-handshake"])
