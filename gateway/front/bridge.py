@@ -41,6 +41,9 @@ STATE_PREFIX = "gateway-asks."
 MAX_OPEN_QUESTIONS = 16
 """Questions waiting for one principal's answers at once; beyond, the upstream is told
 the caller cannot be asked now (one caller cannot pile up waiting calls)."""
+ANSWER_MARGIN = 2.0
+"""Seconds before the call's call_timeout by which an unanswered question is given up
+(a quarter of call_timeout when that is shorter)."""
 ANSWER_TIMEOUT = 300.0
 """Seconds an upstream's question waits for the caller's retry before the upstream is
 told that the caller did not answer (the call's call_timeout caps it too)."""
@@ -72,6 +75,10 @@ class _Final:
 class _Parked:
     principal: Principal
     tool: str
+    arguments: dict[str, Any]
+    deadline: float
+    """When the upstream must have been told of an unanswered question: before the call's
+    call_timeout, so that a caller's silence never counts as the upstream's failure."""
     events: deque[_Question | _Final] = field(default_factory=deque)
     """What the request waiting for the call (or the caller's next one) is to answer."""
     wake: anyio.Event = field(default_factory=anyio.Event)
@@ -140,16 +147,20 @@ class Bridge:
     async def start(
         self,
         principal: Principal,
-        tool: str,
+        params: types.CallToolRequestParams,
         capabilities: types.ClientCapabilities | None,
         call: Call,
         relays: tuple[ProgressCallback | None, LogCallback | None],
+        call_timeout: float,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Run `call` in a task of its own; answer with its result, or with the first
-        question its upstream asks. `relays`: this request's progress and log relays."""
+        question its upstream asks. `relays`: this request's progress and log relays;
+        `call_timeout`: the upstream's cap on the call."""
         tasks = self._tasks
         assert tasks is not None
-        parked = _Parked(principal, tool)
+        margin = min(ANSWER_MARGIN, call_timeout / 4)
+        deadline = anyio.current_time() + call_timeout - margin
+        parked = _Parked(principal, params.name, dict(params.arguments or {}), deadline)
         asker = _BridgeAsker(self, parked, capabilities)
         tasks.start_soon(self._drive, parked, call, asker)
         return await self._next(parked, relays)
@@ -159,9 +170,12 @@ class Bridge:
         principal: Principal,
         params: types.CallToolRequestParams,
         relays: tuple[ProgressCallback | None, LogCallback | None],
+        permitted: Callable[[str, dict[str, Any]], bool],
     ) -> types.CallToolResult | types.InputRequiredResult:
         """A retry carrying a requestState the gateway issued: deliver its answer to the
-        waiting upstream, and answer with what comes next."""
+        waiting upstream, and answer with what comes next. `permitted(tool, arguments)`
+        checks the call again as it stands now: refused, the call is cancelled (and the
+        refusal raised by `permitted` itself, or MCPError)."""
         token = (params.request_state or "").removeprefix(STATE_PREFIX)
         waiting = self._waiting.get(token)
         if waiting is None or waiting[0].principal != principal or waiting[0].tool != params.name:
@@ -172,6 +186,14 @@ class Bridge:
                 "usable once, by the caller it asked)",
             )
         parked, question = waiting
+        try:
+            allowed = permitted(parked.tool, parked.arguments)
+        except BaseException:
+            self._withdraw(parked)
+            raise
+        if not allowed:
+            self._withdraw(parked)
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {parked.tool}")
         answer = (params.input_responses or {}).get(question.key)
         if answer is None:
             # Not answered: the question stands, under the same token.
@@ -181,6 +203,13 @@ class Bridge:
         question.answer = answer
         question.answered.set()
         return await self._next(parked, relays)
+
+    def _withdraw(self, parked: _Parked) -> None:
+        """End a waiting call its caller may no longer make."""
+        for token in list(parked.tokens):
+            self._waiting.pop(token, None)
+        parked.tokens.clear()
+        parked.scope.cancel()
 
     async def _drive(self, parked: _Parked, call: Call, asker: _BridgeAsker) -> None:
         final = _Final()
@@ -241,7 +270,8 @@ class Bridge:
         self._open[parked.principal] += 1
         try:
             parked.put(question)
-            with anyio.move_on_after(self._answer_timeout):
+            wait = min(self._answer_timeout, parked.deadline - anyio.current_time())
+            with anyio.move_on_after(max(0.0, wait)):
                 await question.answered.wait()
         finally:
             self._open[parked.principal] -= 1
@@ -253,7 +283,7 @@ class Bridge:
                 parked.tokens.discard(question.token)
             return types.ErrorData(
                 code=types.REQUEST_TIMEOUT,
-                message=f"the caller did not answer within {self._answer_timeout:g} s",
+                message="the caller did not answer in time",
             )
         if question.answer is None:  # the call ended first
             return _NOT_ANSWERED

@@ -11,6 +11,7 @@ stamp (the caller talks to the gateway, not to the upstream).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, TypeVar, cast, get_args
@@ -217,7 +218,16 @@ class Front:
             )
         principal = credential().principal
         if Bridge.issued(params.request_state):
-            return await self.bridge.resume(principal, params, (on_progress, on_log))
+
+            def permitted(tool: str, arguments: dict[str, Any]) -> bool:
+                # The call goes on only as long as its caller may make it.
+                try:
+                    self.executor.decide(self.views.context(principal), ToolCall(tool, arguments))
+                except PermissionDenied:
+                    return False
+                return True
+
+            return await self.bridge.resume(principal, params, (on_progress, on_log), permitted)
         if not self.bridge.takes(capabilities) or not self._asks_during_calls(params.name):
             return await self._run_call(
                 params, on_progress, on_log, level, asker, True, owner, capabilities
@@ -231,8 +241,18 @@ class Front:
             return self._run_call(params, relay, log, level, bridged, True, owner, capabilities)
 
         return await self.bridge.start(
-            principal, params.name, capabilities, call, (on_progress, on_log)
+            principal,
+            params,
+            capabilities,
+            call,
+            (on_progress, on_log),
+            self._call_timeout(params.name),
         )
+
+    def _call_timeout(self, tool: str) -> float:
+        entry = self.pool.catalog.tools.get(tool)
+        connection = self.pool.connections.get(entry.upstream) if entry is not None else None
+        return connection.config.call_timeout if connection is not None else math.inf
 
     def _asks_during_calls(self, tool: str) -> bool:
         """Whether the tool's upstream may ask during a call (then the call is bridged);

@@ -125,10 +125,7 @@ class Executor:
             self._record(context, call, started, "invalid_arguments", malformed)
             raise MalformedArguments(f"{call.tool}: the arguments cannot be sent: {malformed}")
         entry = self.pool.catalog.tools.get(call.tool)
-        decision = check(context, call.tool, call.arguments, _filler(entry))
-        if not decision.allowed:
-            self._record(context, call, started, decision.outcome.value, decision.reason)
-            raise PermissionDenied(decision)
+        decision = self.decide(context, call, started)
         if decision.arguments is not None and decision.arguments is not call.arguments:
             call = ToolCall(call.tool, decision.arguments)  # sent as checked
         if entry is None:
@@ -175,6 +172,20 @@ class Executor:
             ended = "tool_error" if result.is_error else "ok"
         self._record(context, call, started, "allowed", decision.reason, ended, None, decision)
         return ToolOutcome(call, result, None, time.perf_counter() - started)
+
+    def decide(
+        self, context: ResolvedContext, call: ToolCall, started: float | None = None
+    ) -> Decision:
+        """The permission check of `call` as `execute` makes it (with the tool's declared
+        defaults), for a call made now or one going on (a bridged call's retry is checked
+        again: a tag changed meanwhile stops it). Raises PermissionDenied, audited."""
+        entry = self.pool.catalog.tools.get(call.tool)
+        decision = check(context, call.tool, call.arguments, _filler(entry))
+        if not decision.allowed:
+            began = started if started is not None else time.perf_counter()
+            self._record(context, call, began, decision.outcome.value, decision.reason)
+            raise PermissionDenied(decision)
+        return decision
 
     def _record(
         self,

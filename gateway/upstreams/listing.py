@@ -24,6 +24,9 @@ class Offer:
     resources: tuple[types.Resource, ...] = ()
     templates: tuple[types.ResourceTemplate, ...] = ()
     prompts: tuple[types.Prompt, ...] = ()
+    listed: bool = False
+    """Whether this is a listing at all (an upstream not yet listed offers nothing, which
+    says nothing about what it will offer)."""
     problems: tuple[str, ...] = ()
     """What was left out of the listing, and why (a tool that cannot be used safely, a
     second tool of the same name)."""
@@ -68,7 +71,7 @@ async def list_offer(client: Client, listing: Listing | None = None) -> Offer:
         )
     tools, twins = _first_of_each_name(tools)
     dropped = tuple(listing.dropped) if listing is not None else ()
-    return Offer(tools, resources, templates, prompts, dropped + twins)
+    return Offer(tools, resources, templates, prompts, True, dropped + twins)
 
 
 def _first_of_each_name(

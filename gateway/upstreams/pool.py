@@ -135,6 +135,11 @@ class Pool:
         quarantined: dict[str, str] = {}
         for name, connection in self.connections.items():
             prefix, offer = self._prefixes[name], connection.offer
+            if not offer.listed:
+                # Not listed yet: judging its empty offer would make the upstream "seen",
+                # and its whole first listing new tools (definitions.py).
+                offered[name] = (prefix, offer)
+                continue
             judged = self._judged.get(name)
             # Only a new listing (or a ledger changed by an approval) is judged again.
             if rejudge or judged is None or judged[0] is not offer.tools:

@@ -16,6 +16,7 @@ from mcp import MCPError
 from mcp.client.session import ClientRequestContext
 
 from gateway.front import bridge as bridge_module
+from gateway.principal import Principal
 from tests.front.harness import ACME, GLOBEX, gateway_yaml, running_gateway
 from tests.front.test_http import text
 from tests.front.test_passthrough import model
@@ -216,3 +217,58 @@ async def test_one_caller_cannot_pile_up_questions(
             request_state=question.request_state,
         )
         assert text(done) == "model said: yes"
+
+
+async def test_a_waiting_call_its_caller_may_no_longer_make_is_ended(tmp_path: Path) -> None:
+    # The retry is checked again: a tag changed while the question waited stops the call.
+    async with (
+        running_gateway(tmp_path, HANDSHAKE) as gateway,
+        gateway.client("alice", "auto", sampling_callback=model("m")) as alice,
+    ):
+        await alice.list_tools()
+        question = await asked(alice)
+        (key,) = question.input_requests or {}
+        views = gateway.app.state.front.views
+        before = views.context(Principal("alice", "acme")).version
+        denied = ACME.replace('denied_tools: ["echo__crash"]', 'denied_tools: ["echo__ask"]')
+        gateway.write_org("acme", denied)
+        for _ in range(100):  # the reload is picked up within a second or two
+            if views.context(Principal("alice", "acme")).version != before:
+                break
+            await anyio.sleep(0.05)
+        with pytest.raises(MCPError, match="Unknown tool: echo__ask"):
+            await alice.session.call_tool(
+                "echo__ask",
+                {"prompt": "hi"},
+                input_responses={key: ANSWER},
+                request_state=question.request_state,
+            )
+        with pytest.raises(MCPError, match="requestState is unknown or expired"):
+            await alice.session.call_tool(
+                "echo__ask",
+                {"prompt": "hi"},
+                input_responses={key: ANSWER},
+                request_state=question.request_state,
+            )
+    audit = (tmp_path / ".gateway" / "audit.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in audit]
+    decisions = [e.get("decision") for e in events if e.get("tool") == "echo__ask"]
+    assert "denied" in decisions  # the retry; the waiting call's own record says cancelled
+    assert any(e.get("ended") == "cancelled" for e in events if e.get("tool") == "echo__ask")
+
+
+async def test_a_callers_silence_never_counts_against_the_upstream(tmp_path: Path) -> None:
+    # The question is given up before the call's call_timeout: the upstream is told, and
+    # answers; it did not fail, so its breaker counts nothing, whoever stays silent.
+    config = HANDSHAKE.replace("call_timeout: 10", "call_timeout: 2")
+    async with (
+        running_gateway(tmp_path, config) as gateway,
+        gateway.client("alice", "auto", sampling_callback=model("m")) as alice,
+    ):
+        await alice.list_tools()
+        connection = gateway.app.state.front.pool.connections["echo"]
+        for _ in range(connection.breaker.threshold):
+            await asked(alice)
+        await anyio.sleep(2.5)  # every call's call_timeout has passed
+        assert connection.breaker.failures == 0
+        assert text(await alice.call_tool("echo__echo", {"n": 1})) == "[('n', 1)]"

@@ -254,3 +254,27 @@ async def test_a_tool_an_upstream_adds_while_running_waits_under_quarantine(
         DefinitionLedger(tmp_path / "tool-definitions.json", audit).approve("echo", "added")
         await until(lambda: "echo__added" in pool.catalog.tools, 5)
         tasks.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_upstreams_listed_one_after_another_are_each_first_seen(tmp_path: Path) -> None:
+    # The pool judges every upstream whenever one lists: one not listed yet offers
+    # nothing, which must not make it "seen" (its whole first listing would be new tools).
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    ledger = DefinitionLedger(tmp_path / "tool-definitions.json", audit)
+    upstreams = {
+        name: stdio(on_definition_change="quarantine", prefix=f"{name}__")
+        for name in ("one", "two", "three")
+    }
+    pool = Pool(upstreams, ledger)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.run)
+        with anyio.fail_after(30):
+            await pool.settled()
+        wanted = {f"{name}__echo" for name in upstreams}
+        await until(lambda: wanted <= set(pool.catalog.tools) or bool(pool.catalog.quarantined))
+        tasks.cancel_scope.cancel()
+    assert pool.catalog.quarantined == {}
+    assert wanted <= set(pool.catalog.tools)
+    assert ledger.pending() == []
+    assert audit.read() == []
