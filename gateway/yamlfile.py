@@ -37,6 +37,9 @@ MAX_VALUES = 500_000
 """How many values (scalars, lists, mappings) a file may hold with its aliases expanded:
 what validation and line lookups walk. Well above what the size limit lets a real file
 hold, far below what an alias bomb expands to."""
+MAX_ISSUES = 50
+"""Errors listed per file: aliases can repeat one mistake many thousand times."""
+
 MAX_DEPTH = 100
 """How deep a file may nest, aliases included: what is walked is walked recursively."""
 
@@ -71,6 +74,8 @@ _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 _MERGE = "tag:yaml.org,2002:merge"
 _VALUE = "tag:yaml.org,2002:value"
+_NUMBERS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+MAX_NUMBER_LENGTH = 100
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -100,7 +105,18 @@ class _Constructor:
         if isinstance(node, yaml.ScalarNode):
             if tag == _STR:
                 return node.value
-            scalar = self._loader.construct_object(node, deep=True)
+            if tag in _NUMBERS and len(node.value) > MAX_NUMBER_LENGTH:
+                # PyYAML reads base-60 numbers (1:2:3) in quadratic time, and Python refuses
+                # integers of more than 4,300 digits: no config needs such a number.
+                raise _limit_error(
+                    f"a number of more than {MAX_NUMBER_LENGTH} characters (quote it if it "
+                    "is text)",
+                    node,
+                )
+            try:
+                scalar = self._loader.construct_object(node, deep=True)
+            except (ValueError, OverflowError) as exc:
+                raise _limit_error(f"cannot read this value: {exc}", node) from None
             if type(scalar) not in _JSON_SCALARS:
                 self.json_like = False
             return scalar
@@ -166,9 +182,12 @@ def measure(root: yaml.Node) -> None:
     that contains itself, naming the innermost list or mapping that goes too far.
 
     Iterative and memoized by node, so it costs one visit per node as written, however
-    far the aliases expand. Merge keys (`<<`) count as their aliased mappings do: what
-    PyYAML's merging copies is bounded by that count.
+    far the aliases expand. Merge keys (`<<`) count as their aliased mappings do, and
+    PyYAML's merging (`flatten_mapping`) copies each merging mapping's values once more,
+    nested merges again at every level: those copies together are bounded by MAX_VALUES
+    too (a small file of nested merges took a minute of CPU).
     """
+    merge_work = 0
     sizes: dict[int, tuple[int, int]] = {}
     """(values, height) of every node measured, by id."""
     open_: set[int] = set()
@@ -208,6 +227,14 @@ def measure(root: yaml.Node) -> None:
             )
         if height > MAX_DEPTH:
             raise _limit_error(f"aliases nest this {kind} more than {MAX_DEPTH} levels deep", node)
+        if isinstance(node, yaml.MappingNode) and any(k.tag == _MERGE for k, _ in node.value):
+            merge_work += values
+            if merge_work > MAX_VALUES:
+                raise _limit_error(
+                    f"merge keys (<<) make PyYAML copy more than {MAX_VALUES:,} values "
+                    "to build this mapping",
+                    node,
+                )
         sizes[key] = (values, height)
 
 
@@ -332,7 +359,7 @@ def parse_yaml(text: str, path: Path, display: str) -> YamlDocument:
         # One parse gives both the data and the node tree that knows the lines.
         node = loader.get_single_node()
         constructor = _Constructor(loader)
-        if node is not None and "&" in text:  # without an anchor there is no alias
+        if node is not None and ("&" in text or "<<" in text):  # no alias, no merge: no cost
             measure(node)
         data = constructor.build(node) if node is not None else None
     except RecursionError as exc:  # PyYAML's own parser, where libyaml is missing
@@ -395,7 +422,12 @@ def validate(doc: YamlDocument, model: type[M], display: str) -> tuple[M | None,
     try:
         return model.model_validate(doc.data), []
     except ValidationError as exc:
-        return None, [_issue(doc, display, error) for error in exc.errors(include_url=False)]
+        errors = exc.errors(include_url=False)
+        issues = [_issue(doc, display, error) for error in errors[:MAX_ISSUES]]
+        if len(errors) > MAX_ISSUES:
+            more = f"and {len(errors) - MAX_ISSUES:,} more errors in this file, not listed"
+            issues.append(ConfigIssue(display, more))
+        return None, issues
 
 
 def _issue(doc: YamlDocument, display: str, error: Any) -> ConfigIssue:

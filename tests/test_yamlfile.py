@@ -123,6 +123,18 @@ HOSTILE = {
         "f.yaml:4: invalid YAML: character U+0007 is not allowed",
     ),
     "BOM-like non-character": ("a: 1\n\n  b: \ufffe\n", "f.yaml:3: invalid YAML: character U+FFFE"),
+    # PyYAML copies each merging mapping's keys again at every level of nesting: a
+    # minute of CPU for a small file with no alias at all.
+    "nested merge keys": (
+        "a: " + "{<<: " * 90 + "{" + ", ".join(f"k{i}: 1" for i in range(6000)) + "}" + "}" * 90,
+        "f.yaml:1: invalid YAML: merge keys (<<) make PyYAML copy more than 500,000 values",
+    ),
+    # Base-60 numbers are read in quadratic time; Python refuses 4,300 digits or more.
+    "long base-60 number": (
+        "a: 1" + ":1" * 5000 + "\n",
+        "f.yaml:1: invalid YAML: a number of more than 100 characters",
+    ),
+    "huge integer": ("a: 1" + "0" * 5000 + "\n", "f.yaml:1: invalid YAML: a number of more"),
 }
 
 
@@ -131,6 +143,14 @@ def test_what_a_file_may_cost_is_bounded_and_named_by_line(text: str, message: s
     with pytest.raises(ConfigError) as caught:
         parse_yaml(text, Path("f.yaml"), "f.yaml")
     assert str(caught.value.issues[0]).startswith(message)
+
+
+def test_merge_keys_and_numbers_within_the_limits_still_load() -> None:
+    text = "base: &b {x: 1, y: 2}\nc: {<<: {<<: *b, z: 3}, w: 4}\nn: 1:30\nbig: " + "9" * 99
+    data = parse_yaml(text, Path("f.yaml"), "f.yaml").data
+    assert data["c"] == {"x": 1, "y": 2, "z": 3, "w": 4}
+    assert data["n"] == 90  # YAML 1.1 base 60, as PyYAML reads it
+    assert data["big"] == int("9" * 99)
 
 
 def test_aliases_within_the_limits_still_load() -> None:

@@ -107,8 +107,9 @@ class ArgumentConstraint(_Strict):
             try:
                 re2.compile(self.pattern, QUIET)
             except re2.error as exc:
+                shown = self.pattern if len(self.pattern) <= 60 else self.pattern[:57] + "..."
                 raise ValueError(
-                    f"pattern {self.pattern!r} is not a regex RE2 can run ({_text(exc)}): "
+                    f"pattern {shown!r} is not a regex RE2 can run ({_text(exc)[:200]}): "
                     "backreferences and lookaround are not supported, so that matching a "
                     "caller's argument takes linear time"
                 ) from exc

@@ -133,6 +133,23 @@ def test_bad_scope_constraint(constraint: str, message: str) -> None:
     assert message in found[0]
 
 
+def test_one_mistake_repeated_by_aliases_is_listed_a_bounded_number_of_times() -> None:
+    # Each alias is validated and reported on its own: a long bad pattern aliased 2,000
+    # times made gateway check print 200 MB.
+    pattern = "(a|b)" * 40 + "(?=x)"
+    scopes = "".join(f"                a{i}: *bad\n" for i in range(1, 200))
+    text = (
+        GOOD_TAG
+        + "            scopes:\n              crm__get:\n"
+        + f"                a0: &bad {{pattern: '{pattern}'}}\n"
+        + scopes
+    )
+    found = errors(acme=text)
+    assert len(found) == 51
+    assert found[-1] == "acme.yaml: and 150 more errors in this file, not listed"
+    assert all(len(line) < 400 for line in found)  # the pattern is shown shortened
+
+
 def test_scope_on_a_tool_the_tag_does_not_grant() -> None:
     text = (
         GOOD_TAG
