@@ -75,9 +75,9 @@ class UpstreamConnection(UpstreamRequests):
         self.config = config
         self.breaker = breaker or Breaker(threshold=5, cooldown=1.0, max_cooldown=30.0)
         self.offer = Offer()
-        self._listing = Listing()
-        """Where the guard reports the tools it leaves out of this upstream's listings."""
         """The last listing; kept while reconnecting, so tools do not flicker away."""
+        self._listing = Listing()
+        """What the guard keeps for this upstream, over all its sessions (guard.py)."""
         self._on_change = on_change
         self._settled = anyio.Event()
         self._client = None
