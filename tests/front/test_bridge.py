@@ -79,6 +79,17 @@ ANSWER = types.CreateMessageResult(
 )
 
 
+async def answer(client: Any, question: types.InputRequiredResult) -> Any:
+    """The caller's retry of `asked`'s call, answering its one question."""
+    (key,) = question.input_requests or {}
+    return await client.session.call_tool(
+        "echo__ask",
+        {"prompt": "hi"},
+        input_responses={key: ANSWER},
+        request_state=question.request_state,
+    )
+
+
 async def test_only_the_caller_asked_can_continue_the_call(tmp_path: Path) -> None:
     async with (
         running_gateway(tmp_path, HANDSHAKE) as gateway,
@@ -127,15 +138,9 @@ async def test_an_unanswered_question_ends_the_call_within_its_bound(tmp_path: P
         gateway.app.state.front.bridge._answer_timeout = 0.3
         await alice.list_tools()
         question = await asked(alice)
-        (key,) = question.input_requests or {}
         await anyio.sleep(0.6)  # past the bound: the upstream was told, the token withdrawn
         with pytest.raises(MCPError, match="requestState is unknown or expired"):
-            await alice.session.call_tool(
-                "echo__ask",
-                {"prompt": "hi"},
-                input_responses={key: ANSWER},
-                request_state=question.request_state,
-            )
+            await answer(alice, question)
         # The upstream's call ended (with the caller's silence as its answer): others go on.
         assert text(await alice.call_tool("echo__echo", {"n": 1})) == "[('n', 1)]"
 
@@ -227,7 +232,6 @@ async def test_a_waiting_call_its_caller_may_no_longer_make_is_ended(tmp_path: P
     ):
         await alice.list_tools()
         question = await asked(alice)
-        (key,) = question.input_requests or {}
         views = gateway.app.state.front.views
         before = views.context(Principal("alice", "acme")).version
         denied = ACME.replace('denied_tools: ["echo__crash"]', 'denied_tools: ["echo__ask"]')
@@ -237,19 +241,9 @@ async def test_a_waiting_call_its_caller_may_no_longer_make_is_ended(tmp_path: P
                 break
             await anyio.sleep(0.05)
         with pytest.raises(MCPError, match="Unknown tool: echo__ask"):
-            await alice.session.call_tool(
-                "echo__ask",
-                {"prompt": "hi"},
-                input_responses={key: ANSWER},
-                request_state=question.request_state,
-            )
+            await answer(alice, question)
         with pytest.raises(MCPError, match="requestState is unknown or expired"):
-            await alice.session.call_tool(
-                "echo__ask",
-                {"prompt": "hi"},
-                input_responses={key: ANSWER},
-                request_state=question.request_state,
-            )
+            await answer(alice, question)
     audit = (tmp_path / ".gateway" / "audit.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in audit]
     decisions = [e.get("decision") for e in events if e.get("tool") == "echo__ask"]
