@@ -13,7 +13,6 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,8 +25,7 @@ from pydantic import (
 )
 from pydantic import Tag as UnionMember
 
-QUIET = re2.Options()
-QUIET.log_errors = False  # a pattern RE2 refuses is reported in the tag file's error
+from ..linear_regex import LinearPattern, PatternError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 """Tag, org, user and role names: what SEP-986 allows for tool names, without a leading dot."""
@@ -62,11 +60,6 @@ ORG_WIDE = "*"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
-def _text(error: Exception) -> str:
-    detail = error.args[0] if error.args else error
-    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
 
 
 class ArgumentConstraint(_Strict):
@@ -105,11 +98,11 @@ class ArgumentConstraint(_Strict):
             raise ValueError("enum must list at least one value")
         if self.pattern is not None:
             try:
-                re2.compile(self.pattern, QUIET)
-            except re2.error as exc:
+                LinearPattern(self.pattern)
+            except PatternError as exc:
                 shown = self.pattern if len(self.pattern) <= 60 else self.pattern[:57] + "..."
                 raise ValueError(
-                    f"pattern {shown!r} is not a regex RE2 can run ({_text(exc)[:200]}): "
+                    f"pattern {shown!r} is not a regex RE2 can run ({str(exc)[:200]}): "
                     "backreferences and lookaround are not supported, so that matching a "
                     "caller's argument takes linear time"
                 ) from exc

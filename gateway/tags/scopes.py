@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import re2
-
-from .model import QUIET, ArgumentConstraint, ToolScope
+from ..linear_regex import LinearPattern
+from .model import ArgumentConstraint, ToolScope
 
 WILDCARD = "*"
 _ABSENT = object()
@@ -143,7 +142,7 @@ def _check(path: str, value: Any, rule: ArgumentConstraint) -> str | None:
     if rule.pattern is not None:
         if not isinstance(value, str):
             return f"{path} must be text (got {_got(value)})"
-        if _compiled(rule.pattern).fullmatch(value) is None:
+        if not _compiled(rule.pattern).fullmatch(value):
             return f"{path} {_show(value)} does not match pattern {rule.pattern!r}"
     if rule.enum is not None and not any(_same(value, allowed) for allowed in rule.enum):
         choices = ", ".join(_show(allowed) for allowed in rule.enum)
@@ -189,10 +188,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _compiled(pattern: str) -> re2._Regexp[str]:
+def _compiled(pattern: str) -> LinearPattern:
     """RE2: matching time linear in the argument, whatever the pattern, since the
     argument is the caller's (model.py refuses a pattern RE2 cannot compile)."""
-    return re2.compile(pattern, QUIET)
+    return LinearPattern(pattern)
 
 
 def _type_name(value: Any) -> str:

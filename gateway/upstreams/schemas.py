@@ -28,7 +28,6 @@ from urllib.parse import unquote
 
 import anyio
 import jsonschema
-import re2
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.protocols import Validator
 from referencing import Registry, Resource
@@ -36,9 +35,7 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 
 from .. import jsoncodec
 from ..identitycache import IdentityCache
-
-QUIET = re2.Options()
-QUIET.log_errors = False  # a pattern RE2 refuses is an answer, not a line on stderr
+from ..linear_regex import LinearPattern, PatternError
 
 MAX_DEPTH = 64
 """Schemas nested deeper than this are refused: no tool needs it, and walking one is work."""
@@ -458,7 +455,7 @@ def _re2_pattern(
     if not validator.is_type(instance, "string") or not isinstance(pattern, str):
         return
     compiled = _compiled(pattern)
-    if compiled is not None and compiled.search(instance) is None:
+    if compiled is not None and not compiled.search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
@@ -472,17 +469,17 @@ def _re2_pattern_properties(
         if compiled is None:
             continue
         for key, value in instance.items():
-            if compiled.search(key) is not None:
+            if compiled.search(key):
                 yield from validator.descend(  # type: ignore[attr-defined]
                     value, subschema, path=key, schema_path=pattern
                 )
 
 
 @lru_cache(maxsize=4096)
-def _compiled(pattern: str) -> re2._Regexp[str] | None:
+def _compiled(pattern: str) -> LinearPattern | None:
     try:
-        return re2.compile(pattern, QUIET)
-    except re2.error:
+        return LinearPattern(pattern)
+    except PatternError:
         return None  # RE2 cannot run it in linear time: the upstream checks its own
 
 
