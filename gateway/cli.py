@@ -35,11 +35,11 @@ from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
 from .tags.policy import Fill
 from .upstreams.config import public_prefix
+from .upstreams.defaults import with_defaults
 from .upstreams.definitions import DefinitionLedger, short
 from .upstreams.importer import merged_text, read_client_config, render, write_atomically
 from .upstreams.pool import Pool
 from .upstreams.schemas import problem as schema_problem
-from .upstreams.schemas import with_defaults
 
 API_KEY_ENV = "GATEWAY_API_KEY"
 

@@ -124,3 +124,21 @@ def _printable(part: str) -> str:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value (RFC 8259)")
+
+
+def type_name(value: Any) -> str:
+    """A JSON value's type as an error message names it: "null", "a boolean", "a number",
+    "text", "an array", "an object"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .. import jsoncodec
 from ..linear_regex import LinearPattern
 from .model import ArgumentConstraint, ToolScope
 
@@ -108,7 +109,7 @@ class _WrongShape:
 
 def _check(path: str, value: Any, rule: ArgumentConstraint) -> str | None:
     if isinstance(value, _WrongShape):
-        return f"{path} must be {value.expected} (got {_type_name(value.value)})"
+        return f"{path} must be {value.expected} (got {jsoncodec.type_name(value.value)})"
     if value is _ABSENT:
         if rule.required:
             return f"{path} is required"
@@ -138,7 +139,7 @@ def _check(path: str, value: Any, rule: ArgumentConstraint) -> str | None:
             if len(value) > rule.max_length:
                 return f"{path} has {len(value)} items, over max_length {rule.max_length}"
         else:
-            return f"{path} must be text or an array (got {_type_name(value)})"
+            return f"{path} must be text or an array (got {jsoncodec.type_name(value)})"
     if rule.pattern is not None:
         if not isinstance(value, str):
             return f"{path} must be text (got {_got(value)})"
@@ -194,26 +195,10 @@ def _compiled(pattern: str) -> LinearPattern:
     return LinearPattern(pattern)
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if _is_number(value):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _got(value: Any) -> str:
     if value is None or isinstance(value, dict | list):
-        return _type_name(value)
-    return f"{_type_name(value)} {_show(value)}"
+        return jsoncodec.type_name(value)
+    return f"{jsoncodec.type_name(value)} {_show(value)}"
 
 
 def _show(value: Any) -> str:

@@ -39,9 +39,10 @@ from ..tags.context import ResolvedContext
 from ..tags.policy import Decision, Fill, check
 from .calls import InputRound
 from .catalog import CatalogTool
+from .defaults import with_defaults
 from .pool import Pool
 from .relay import Asker, LogCallback, ProgressCallback
-from .schemas import check_arguments, with_defaults
+from .schemas import check_arguments
 from .status import UpstreamError
 
 

@@ -103,9 +103,10 @@ class _GuardedRead:
         kept: list[Any] = []
         for raw in message.result["tools"]:
             name = raw.get("name") if isinstance(raw, dict) else None
-            why = _unusable(raw)
+            text = schema_text(raw.get("inputSchema")) if isinstance(raw, dict) else None
+            why = _unusable(raw, text)
             if why is None:
-                size = len(schema_text(raw["inputSchema"]) or "")
+                size = len(text or "")
                 if self._listing.schema_bytes + size > LISTING_BYTES:
                     why = f"the listing's input schemas together exceed {LISTING_BYTES // 1024} KiB"
                 else:
@@ -187,7 +188,7 @@ class _GuardedRead:
         return None
 
 
-def _unusable(raw: Any) -> str | None:
+def _unusable(raw: Any, text: str | None) -> str | None:
     if not isinstance(raw, dict):
         return "it is not an object"
     if "inputSchema" not in raw:
@@ -199,7 +200,7 @@ def _unusable(raw: Any) -> str | None:
         where = ".".join(str(part) for part in first["loc"])
         if where != "inputSchema":
             return f"its definition is invalid ({where}: {first['msg']})"
-    return problem(raw["inputSchema"])
+    return problem(raw["inputSchema"], text)
 
 
 def _input_text(error: Exception) -> str | None:

@@ -13,13 +13,11 @@ backtracks for seconds on a crafted argument while every other caller waits. So:
   cannot compile (lookaround, backreferences) is left to the upstream, which checks its
   own schema anyway: the gateway's own boundary is the tags' scopes, not this.
 
-`with_defaults` fills in the defaults a schema declares, for the scoped arguments a call
-leaves out, so that a scope checks the value the upstream will use.
+defaults.py fills in the defaults a schema declares, through the same references.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
@@ -71,13 +69,15 @@ _IN_PLACE_ONE = ("not", "if", "then", "else")
 _IN_PLACE_MAP = ("dependentSchemas",)
 
 
-def problem(schema: Any) -> str | None:
-    """Why `schema` cannot be used as a tool's inputSchema, or None when it can. The same
-    schema (as JSON) is judged once: listings repeat. Checking a large one takes a second
-    or more of CPU: call this off the event loop (guard.py does)."""
+def problem(schema: Any, text: str | None = None) -> str | None:
+    """Why `schema` cannot be used as a tool's inputSchema, or None when it can; `text`:
+    its `schema_text`, when the caller has it already. The same schema (as JSON) is judged
+    once: listings repeat. Checking a large one takes a second or more of CPU: call this
+    off the event loop (guard.py does)."""
     if not isinstance(schema, dict):
-        return f"its inputSchema is {_kind(schema)}, not a JSON Schema object"
-    text = schema_text(schema)
+        return f"its inputSchema is {jsoncodec.type_name(schema)}, not a JSON Schema object"
+    if text is None:
+        text = schema_text(schema)
     if text is None:
         return "its inputSchema cannot be written as JSON"
     if len(text) > MAX_BYTES:
@@ -86,7 +86,8 @@ def problem(schema: Any) -> str | None:
 
 
 def schema_text(schema: Any) -> str | None:
-    """`schema` as canonical JSON, or None when it cannot be written (too deep, say)."""
+    """`schema` as canonical JSON (what validators and judgements are kept by), or None
+    when it cannot be written (too deep, say)."""
     try:
         return json.dumps(schema, sort_keys=True, separators=(",", ":"))
     except (ValueError, TypeError, RecursionError):
@@ -113,7 +114,7 @@ def _problem(text: str) -> str | None:
                         f"its inputSchema refers outside itself ({keyword} {target!r} at "
                         f"{pointer or '/'}); the gateway fetches nothing an upstream names"
                     )
-                if _resolve(schema, target, anchors) is None:
+                if resolve(schema, target, anchors) is None:
                     return f"its inputSchema has a {keyword} that resolves to nothing: {target!r}"
     loop = _in_place_loop(schema, nodes, anchors)
     if loop is not None:
@@ -159,126 +160,12 @@ def argument_problem(schema_text: str, arguments: Mapping[str, Any]) -> str | No
     return f"{where}: {error.message}" if where else error.message
 
 
-def with_defaults(
-    schema: Mapping[str, Any], arguments: Mapping[str, Any], paths: Iterable[str]
-) -> Mapping[str, Any]:
-    """`arguments` with the defaults `schema` declares for the argument paths in `paths`
-    (`amount`, `payment.method`, `items.*.qty`) that they leave out: `arguments` itself
-    when nothing is filled in, else a copy of the containers on the filled paths only (the
-    caller's value is never changed, and however deep it is, nothing else is copied)."""
-    anchors = _ANCHORS.get(schema, _index) if isinstance(schema, dict) else _index(dict(schema))
-    value: Any = arguments
-    for path in paths:
-        value = _fill(schema, anchors, schema, value, path.split("."))
-    return value if isinstance(value, Mapping) else arguments
+Anchors = dict[str, dict[str, Any]]
 
 
-def _fill(
-    root: Mapping[str, Any], anchors: _Anchors, schema: Any, value: Any, parts: list[str]
-) -> Any:
-    """`value` with the defaults for `parts` filled in: the same object when nothing is,
-    else a shallow copy with the changed members replaced."""
-    head, rest = parts[0], parts[1:]
-    if head == "*":
-        if not rest:
-            return value
-        if isinstance(value, list):
-            member = _member(root, anchors, schema, "items")
-            if member is None:
-                return value
-            items = [_fill(root, anchors, member, item, rest) for item in value]
-            changed = any(new is not old for new, old in zip(items, value, strict=True))
-            return items if changed else value
-        if isinstance(value, dict):
-            member = _member(root, anchors, schema, "additionalProperties")
-            if member is None:
-                return value
-            entries = {key: _fill(root, anchors, member, item, rest) for key, item in value.items()}
-            changed = any(entries[key] is not value[key] for key in value)
-            return entries if changed else value
-        return value
-    if not isinstance(value, Mapping):
-        return value
-    member = _property(root, anchors, schema, head)
-    if member is None:
-        return value
-    current = value.get(head, _MISSING)
-    if current is _MISSING and "default" in member:
-        try:
-            current = copy.deepcopy(member["default"])
-        except RecursionError:  # a default too deep to copy: as if none were declared
-            return value
-    elif current is _MISSING:
-        return value
-    if rest and isinstance(current, dict | list):
-        current = _fill(root, anchors, member, current, rest)
-    if head in value and current is value[head]:
-        return value
-    return {**value, head: current}
-
-
-_MISSING = object()
-
-
-def _property(
-    root: Mapping[str, Any], anchors: _Anchors, schema: Any, name: str
-) -> dict[str, Any] | None:
-    """The subschema of property `name` in `schema`, looking through `$ref` and `allOf`."""
-    for node in _alike(root, anchors, schema):
-        properties = node.get("properties")
-        if isinstance(properties, dict) and isinstance(properties.get(name), dict):
-            found = _follow(root, anchors, properties[name])
-            if found is not None:
-                return found
-    return None
-
-
-def _member(
-    root: Mapping[str, Any], anchors: _Anchors, schema: Any, keyword: str
-) -> dict[str, Any] | None:
-    for node in _alike(root, anchors, schema):
-        if isinstance(node.get(keyword), dict):
-            return _follow(root, anchors, node[keyword])
-    return None
-
-
-def _alike(root: Mapping[str, Any], anchors: _Anchors, schema: Any) -> Iterator[dict[str, Any]]:
-    """`schema` and the members of its `allOf`, each with its `$ref` followed."""
-    node = _follow(root, anchors, schema)
-    if node is None:
-        return
-    yield node
-    for member in node.get("allOf", ()) if isinstance(node.get("allOf"), list) else ():
-        followed = _follow(root, anchors, member)
-        if followed is not None:
-            yield followed
-
-
-def _follow(root: Mapping[str, Any], anchors: _Anchors, schema: Any) -> dict[str, Any] | None:
-    """`schema` with its local `$ref` followed (a bounded number of times). Where the node
-    has a `default` of its own beside the `$ref`, that default is kept."""
-    node = schema
-    for _ in range(MAX_DEPTH):
-        if not isinstance(node, dict):
-            return None
-        target = node.get("$ref")
-        if not isinstance(target, str):
-            return node
-        resolved = _resolve(root, target, anchors)
-        if resolved is None:
-            return node
-        if "default" in node and isinstance(resolved, dict) and "default" not in resolved:
-            resolved = {**resolved, "default": node["default"]}
-        node = resolved
-    return None
-
-
-_Anchors = dict[str, dict[str, Any]]
-
-
-def _anchors(nodes: Iterable[tuple[str, dict[str, Any], int]]) -> _Anchors:
+def _anchors(nodes: Iterable[tuple[str, dict[str, Any], int]]) -> Anchors:
     """`$anchor` and `$dynamicAnchor` names → their schemas (the first of a name wins)."""
-    found: _Anchors = {}
+    found: Anchors = {}
     for _, node, _ in nodes:
         for keyword in ("$anchor", "$dynamicAnchor"):
             name = node.get(keyword)
@@ -287,15 +174,22 @@ def _anchors(nodes: Iterable[tuple[str, dict[str, Any], int]]) -> _Anchors:
     return found
 
 
-def _index(schema: dict[str, Any]) -> _Anchors:
+def _index(schema: dict[str, Any]) -> Anchors:
     return _anchors(_subschemas(schema))
 
 
-_ANCHORS: IdentityCache[dict[str, Any], _Anchors] = IdentityCache()
+_ANCHOR_INDEX: IdentityCache[dict[str, Any], Anchors] = IdentityCache()
 """Per kept schema (a catalog's), its anchors: found once, not per call."""
 
 
-def _resolve(root: Mapping[str, Any], target: str, anchors: _Anchors) -> Any:
+def anchors_of(schema: Mapping[str, Any]) -> Anchors:
+    """The `$anchor`s of `schema`, by name."""
+    if isinstance(schema, dict):
+        return _ANCHOR_INDEX.get(schema, _index)
+    return _index(dict(schema))
+
+
+def resolve(root: Mapping[str, Any], target: str, anchors: Anchors) -> Any:
     """The node a same-document reference (`#`, `#/a/b`, `#anchor`) names, or None."""
     fragment = unquote(target[1:])
     if not fragment:
@@ -354,7 +248,7 @@ def _escape(key: Any) -> str:
 
 
 def _in_place_loop(
-    root: dict[str, Any], nodes: list[tuple[str, dict[str, Any], int]], anchors: _Anchors
+    root: dict[str, Any], nodes: list[tuple[str, dict[str, Any], int]], anchors: Anchors
 ) -> str | None:
     """A cycle of references that applies a schema to the same instance again, as
     `#/$defs/a` → `#/$defs/a`, or None. References under `properties`, `items` and the
@@ -365,7 +259,7 @@ def _in_place_loop(
         for keyword in ("$ref", "$dynamicRef"):
             target = node.get(keyword)
             if isinstance(target, str):
-                resolved = _resolve(root, target, anchors)
+                resolved = resolve(root, target, anchors)
                 if isinstance(resolved, dict):
                     yield resolved
         for keyword in _IN_PLACE:
@@ -505,17 +399,3 @@ def _validator(schema_text: str) -> Validator:
     )
     validator: Validator = safe(schema, registry=_NOWHERE)
     return validator
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return type(value).__name__

@@ -1,5 +1,5 @@
-"""schemas.py on its own: what makes an upstream's inputSchema unusable, and validation and
-default-filling that no crafted argument can make costly."""
+"""schemas.py and defaults.py on their own: what makes an upstream's inputSchema unusable,
+and validation and default-filling that no crafted argument can make costly."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from gateway.upstreams import schemas
+from gateway.upstreams import defaults, schemas
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +92,7 @@ def test_defaults_are_filled_without_copying_what_they_do_not_touch() -> None:
         deep = {"x": deep}
     given = {"payment": {}, "items": [{}, {"qty": 1}], "deep": deep}
     paths = ["amount", "payment.method", "items.*.qty"]
-    filled = schemas.with_defaults(schema, given, paths)
+    filled = defaults.with_defaults(schema, given, paths)
     assert filled == {
         "payment": {"method": "wire"},
         "items": [{"qty": 5}, {"qty": 1}],
@@ -102,4 +102,4 @@ def test_defaults_are_filled_without_copying_what_they_do_not_touch() -> None:
     assert filled["deep"] is deep  # shared, not copied
     assert given == {"payment": {}, "items": [{}, {"qty": 1}], "deep": deep}  # unchanged
     complete = {"amount": 1, "payment": {"method": "card"}, "items": []}
-    assert schemas.with_defaults(schema, complete, paths) is complete
+    assert defaults.with_defaults(schema, complete, paths) is complete
