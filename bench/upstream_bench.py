@@ -5,7 +5,7 @@ suite's SDK echo upstream (`tests/upstreams/servers/echo.py`): one for an SDK `C
 directly, one behind a `Pool`. Then, side by side, in alternating blocks:
 
 - **direct**: `Client.call_tool("echo", {"n": 1})`, as a gateway without a pool would;
-- **pool**: `Executor.execute(context, ToolCall("echo__echo", {"n": 1}))`: the permission
+- **pool**: `ToolService.call(context, ToolCall("echo__echo", {"n": 1}))`: the permission
   and scope check, the catalog lookup, JSON Schema validation of the arguments, the
   breaker and the time cap, and the same SDK call;
 
@@ -51,12 +51,12 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from bench.measure import NS_PER_MS, figure, percentile
+from gateway.calls import ToolCall, ToolService
 from gateway.principal import Principal
 from gateway.tags.context import ResolvedContext
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
-from gateway.upstreams.execute import Executor, ToolCall
 from gateway.upstreams.pool import Pool
 from tests.redis_server import free_port
 
@@ -133,13 +133,13 @@ async def direct_client(url: str | None) -> AsyncIterator[Client]:
 
 
 @asynccontextmanager
-async def pooled(config: StdioUpstream | HttpUpstream) -> AsyncIterator[Executor]:
+async def pooled(config: StdioUpstream | HttpUpstream) -> AsyncIterator[ToolService]:
     pool = Pool({"echo": config})
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(pool.run)
         with anyio.fail_after(30):
             await pool.connections["echo"].wait_ready()
-        yield Executor(pool)
+        yield ToolService(pool)
         tasks.cancel_scope.cancel()
 
 
@@ -190,7 +190,7 @@ async def transport_round(transport: str, calls: int, blocks: int) -> dict[str, 
         async with direct_client(direct_url) as client, pooled(config) as executor:
             arguments = {"n": 1}
             call_direct: Call = lambda: client.call_tool("echo", arguments)  # noqa: E731
-            call_pool: Call = lambda: executor.execute(ctx, ToolCall("echo__echo", arguments))  # noqa: E731
+            call_pool: Call = lambda: executor.call(ctx, ToolCall("echo__echo", arguments))  # noqa: E731
             sides = {"direct": call_direct, "pool": call_pool}
             await interleaved(sides, 50)  # warm both paths up
             lat: dict[str, list[int]] = {"direct": [], "pool": []}
@@ -264,7 +264,7 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> bool:
     print()
     verdicts: list[tuple[str, float, float, bool]] = []
     for transport in ("stdio", "http"):
-        print(f"{transport}: direct SDK Client vs Pool + Executor (median over rounds, spread)")
+        print(f"{transport}: direct SDK Client vs Pool + ToolService (median over rounds, spread)")
         for label, key, unit in ROWS:
             direct = [r[transport][f"direct_{key}"] for r in rounds]
             pool = [r[transport][f"pool_{key}"] for r in rounds]

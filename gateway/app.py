@@ -4,9 +4,9 @@ What it serves: `/mcp` (the gateway as an MCP server, see gateway.front), `/heal
 process is up) and `/ready` (it can serve: the state store is reachable; 503 with the
 reason otherwise). The session API is built on this app by later work.
 
-Start-up connects every upstream in parallel and waits until each has made its first
-attempt (each bounded by its own init_timeout). An upstream that is down does not stop the
-gateway; two upstreams producing the same public name or resource URI do, naming both.
+The parts come from the runtime (runtime.py), which starts them: every upstream is
+connected in parallel before the app serves, and two upstreams offering the same public
+name or resource URI stop it.
 
 gateway.yaml is watched: a change to its `auth:` section (a key added or revoked) takes
 effect within a second, ending open requests of revoked credentials; an invalid edit is
@@ -23,8 +23,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
-from anyio.abc import TaskGroup
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,21 +31,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import __version__
-from .audit import AuditLog
 from .auth import Authenticator
-from .errors import ConfigError, ConfigIssue
-from .front.calls import Listings, ModernCalls
+from .errors import CannotStart, ConfigError
 from .front.http import McpEndpoint
+from .front.modern_calls import Listings, ModernCalls
 from .front.server import Front
 from .front.session_calls import SessionCalls
 from .front.session_transport import GatewaySessionManager
-from .front.views import Views
-from .settings import GatewayConfig, load_config
-from .state import StateStore, StateUnavailable
-from .tagcache import invalidate_on_change
-from .tags import TagManager
-from .upstreams.execute import Executor
-from .upstreams.pool import Pool
+from .runtime import Runtime
+from .settings import load_config
+from .state import StateUnavailable
 from .watching import file_changes
 
 logger = logging.getLogger("gateway")
@@ -108,73 +101,11 @@ class GatewayApp(Starlette):
         await send({"type": "lifespan.shutdown.complete"})
 
 
-class CannotStart(ConfigError):
-    """gateway.yaml is valid, but what its upstreams offer cannot be served: two of them
-    offer the same public tool or prompt name, resource URI or URI template. Said in one
-    message, as every start-up refusal is (`gateway serve` and `gateway stdio` exit 3)."""
-
-
-def build_front(
-    config: GatewayConfig, tags: TagManager, pool: Pool, audit: AuditLog | None = None
-) -> Front:
-    """The gateway's MCP server, the same for every transport."""
-    executor = Executor(pool, audit or AuditLog(config.audit_path))
-    return Front(Views(tags.resolve, lambda: pool.catalog), executor, pool, __version__)
-
-
-@asynccontextmanager
-async def running(
-    config: GatewayConfig, tags: TagManager, state: StateStore, pool: Pool, front: Front
-) -> AsyncIterator[TaskGroup]:
-    """Everything the front needs, running: the state store, the tag watcher, the pool and
-    the list_changed fan-out. Enters once every upstream has made its first attempt;
-    raises CannotStart when two upstreams offer the same name or URI."""
-    refused: CannotStart | None = None
-    # The store never fails to start: without its server it reports not ready and
-    # keeps connecting, while tag listing and checks go on from the config files.
-    async with state, anyio.create_task_group() as tasks:
-        await tasks.start(invalidate_on_change, tags.store, state)
-        if config.settings.tags.watch:
-            tasks.start_soon(tags.store.watch)
-        tasks.start_soon(pool.run)
-        unsubscribe = (
-            pool.subscribe(front.audience.changed),
-            tags.store.subscribe(front.audience.changed),
-        )
-        tasks.start_soon(front.audience.run)
-        tasks.start_soon(front.bridge.run)
-        try:
-            await pool.settled()
-            clashes = pool.catalog.clashes
-            if clashes:
-                refused = CannotStart(
-                    ConfigIssue(str(config.path), clash, field="upstreams") for clash in clashes
-                )
-            else:
-                for name, status in pool.statuses().items():
-                    if status.error:
-                        logger.warning("upstream %s is %s: %s", name, status.reported, status.error)
-                yield tasks
-        finally:
-            for stop in unsubscribe:
-                stop()
-            tasks.cancel_scope.cancel()
-            front.executor.audit.close()
-    if refused is not None:
-        raise refused  # out here, not wrapped in the task group's ExceptionGroup
-
-
-def build_app(
-    config: GatewayConfig,
-    tags: TagManager,
-    state: StateStore,
-    pool: Pool | None = None,
-    audit: AuditLog | None = None,
-) -> Starlette:
-    pool = pool or Pool({})
+def build_app(runtime: Runtime) -> Starlette:
+    config, tags, state, pool = runtime.config, runtime.tags, runtime.state, runtime.pool
     settings = config.settings
     authenticator = Authenticator(settings.auth, config.path.parent, str(config.path))
-    front = build_front(config, tags, pool, audit)
+    front = Front(runtime, __version__)
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=list(settings.server.allowed_hosts),
@@ -213,7 +144,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with running(config, tags, state, pool, front) as tasks:
+        async with runtime.running() as tasks, front.running():
             tasks.start_soon(follow_auth)
             if not authenticator.enabled:
                 logger.warning("no API keys or JWT configured: every /mcp request gets 401")
@@ -252,6 +183,7 @@ def build_app(
         lifespan=lifespan,
         exception_handlers={StateUnavailable: state_unavailable},
     )
+    app.state.runtime = runtime
     app.state.tags = tags
     app.state.store = state
     app.state.config = config

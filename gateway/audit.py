@@ -13,15 +13,20 @@ process killed outright loses at most the last batch. Every other event is writt
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import jsoncodec
+
+if TYPE_CHECKING:
+    from .calls.outcome import CallRecord
 
 logger = logging.getLogger("gateway.audit")
 
@@ -81,6 +86,31 @@ class AuditLog:
                 self._scheduled = True
         return entry
 
+    def record_call(self, call: CallRecord) -> None:
+        """The `tool_call` event of one call: the call service's outcome hook. Arguments
+        are kept as their digest, and in full only where the admitting tag asks for them
+        (`audit: arguments`)."""
+        principal = call.caller.principal
+        fields: dict[str, Any] = {
+            "user": principal.user_id,
+            "org": principal.org_id,
+            "tool": call.call.tool,
+            "decision": call.decision,
+            "reason": call.reason,
+            "latency_ms": round(call.seconds * 1000, 3),
+            "arguments_sha256": arguments_digest(call.call.arguments),
+        }
+        admitted = call.admitted
+        if admitted is not None and call.caller.audits_arguments(
+            admitted.admitted_by, call.call.tool
+        ):
+            fields["arguments"] = dict(call.call.arguments)
+        if call.ended is not None:
+            fields["ended"] = call.ended
+        if call.error is not None:
+            fields["error"] = call.error
+        self.record("tool_call", **fields)
+
     def flush(self) -> None:
         """Write the events not yet written: whole lines in one O_APPEND write on a kept
         descriptor, so that lines of several processes interleave whole, never torn."""
@@ -136,3 +166,10 @@ class AuditLog:
             return []
         lines = self.path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
+
+
+def arguments_digest(arguments: Mapping[str, Any]) -> str:
+    """What the audit log keeps of a call's arguments: enough to match a known value,
+    nothing to read one from."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import ConfigError, ConfigIssue, GatewayError
+from .errors import ConfigError, ConfigIssue, Unauthenticated
 from .principal import Principal
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
@@ -141,23 +141,6 @@ class Credential:
         """The identity MCP sessions are bound to: the principal, not the key."""
         roles = ",".join(self.principal.roles)
         return f"{self.principal.org_id}/{self.principal.user_id}/{roles}"
-
-
-class Unauthenticated(GatewayError):
-    """No usable credential. `reason` is safe to tell the caller; it never says why a key
-    does not match."""
-
-    def __init__(self, reason: str, error: str = "invalid_token") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.error = error
-
-    def challenge(self, realm: str = "mcp-gateway") -> str:
-        """The WWW-Authenticate header value (RFC 6750)."""
-        description = self.reason.replace('"', "'")
-        if self.error == "":
-            return f'Bearer realm="{realm}"'
-        return f'Bearer realm="{realm}", error="{self.error}", error_description="{description}"'
 
 
 _BEARER = re.compile(r"^Bearer\s+(\S+)\s*$", re.IGNORECASE)

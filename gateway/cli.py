@@ -26,11 +26,10 @@ import anyio
 
 from . import jsoncodec
 from .audit import AuditLog
-from .auth import Authenticator, Credential, Unauthenticated, key_digest
-from .errors import ConfigError, ConfigIssue, GatewayError
+from .auth import Authenticator, Credential, key_digest
+from .errors import CannotStart, ConfigError, GatewayError, Unauthenticated
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
-from .state import StateStore, open_store
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
 from .tags.policy import Fill
@@ -426,18 +425,11 @@ def _known_schema(config: GatewayConfig, tool: str) -> tuple[dict[str, Any] | No
     )
 
 
-def _state_store(config: GatewayConfig) -> StateStore:
-    settings = config.settings.state
-    try:
-        return open_store(config.state_url, config.state_ttls, settings.stream_max_len)
-    except ValueError as exc:
-        raise ConfigError([ConfigIssue(str(config.path), str(exc), field="state.url")]) from exc
-
-
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import ROUTES_SERVED, build_app
+    from .runtime import Runtime
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -454,13 +446,12 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(f"gateway: serving {', '.join(ROUTES_SERVED)} on http://{host}:{port}", file=sys.stderr)
-    state = _state_store(config)
-    print(f"gateway: state store {state.url}", file=sys.stderr)
+    runtime = Runtime.open(config, manager)
+    print(f"gateway: state store {runtime.state.url}", file=sys.stderr)
     upstreams = config.settings.upstreams
     if upstreams:
         print(f"gateway: connecting upstreams {', '.join(upstreams)}", file=sys.stderr)
-    pool = Pool(upstreams, _ledger(config), direct_calls=config.settings.server.direct_calls)
-    app = build_app(config, manager, state, pool)
+    app = build_app(runtime)
     # No access log: a line per MCP message costs more CPU than proxying it (the audit
     # log records every tool call).
     config_ = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
@@ -471,8 +462,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stdio(args: argparse.Namespace) -> int:
-    from .app import CannotStart
     from .front.stdio import serve_stdio
+    from .runtime import Runtime
 
     logging.basicConfig(
         level=logging.WARNING,
@@ -505,15 +496,10 @@ def _stdio(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
     else:
         raise UsageError(f"name the caller with --api-key (or ${API_KEY_ENV}), or --user and --org")
-    state = _state_store(config)
-    pool = Pool(
-        config.settings.upstreams,
-        _ledger(config),
-        direct_calls=config.settings.server.direct_calls,
-    )
+    runtime = Runtime.open(config, manager)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(serve_stdio, config, manager, state, pool, caller)
+            anyio.run(serve_stdio, runtime, caller)
     except CannotStart as exc:
         print(f"gateway stdio: cannot start: {exc}", file=sys.stderr)
         return EXIT_STARTUP

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.auth import Authenticator, AuthSettings, Unauthenticated, key_digest
-from gateway.errors import ConfigError
+from gateway.auth import Authenticator, AuthSettings, key_digest
+from gateway.errors import ConfigError, Unauthenticated
 from gateway.principal import Principal
 from gateway.settings import load_config
 

@@ -136,7 +136,7 @@ class Bridge:
                 self._tasks = None
                 self._waiting.clear()
 
-    def takes(self, capabilities: types.ClientCapabilities | None) -> bool:
+    def can_ask(self, capabilities: types.ClientCapabilities | None) -> bool:
         """Whether a 2026-07-28 caller's call goes through the bridge."""
         return self._tasks is not None and can_be_asked(capabilities)
 

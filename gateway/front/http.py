@@ -10,7 +10,7 @@ challenge otherwise, and not a word about tools). The caller is then:
   or reaching its expiry (a JWT's exp) ends it, long-lived streams included.
 
 Host and Origin headers are checked against the configured allow-lists (421 and 403), which
-defeats DNS rebinding. Every POST is then checked here, for every door (calls.py,
+defeats DNS rebinding. Every POST is then checked here, for every door (modern_calls.py,
 session_calls.py and the SDK's), as the SDK checks it but answered as a JSON-RPC error
 (application/json, id null) where the SDK answers plain text or nothing: a Content-Type
 other than application/json (400), a 2026-07-28 request that does not accept both JSON and
@@ -48,11 +48,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .. import jsoncodec
-from ..auth import Authenticator, Credential, Unauthenticated
+from ..auth import Authenticator, Credential
+from ..errors import Unauthenticated
 from .caller import current_credential
-from .calls import ModernCalls, takes
-from .session_calls import SessionCalls
-from .session_calls import takes as session_takes
+from .modern_calls import ModernCalls, is_modern_tools_request
+from .session_calls import SessionCalls, is_session_tools_request
 
 logger = logging.getLogger("gateway.front")
 
@@ -126,12 +126,12 @@ class McpEndpoint:
             if problem is not None:
                 await _json_rpc_error(400, types.INVALID_REQUEST, problem)(scope, receive, send)
                 return
-            if self._calls is not None and takes(message, headers):
+            if self._calls is not None and is_modern_tools_request(message, headers):
                 fast = message
             else:
                 receive = _replay(body, receive)
                 if self._session_calls is not None:
-                    if session_takes(message, headers):
+                    if is_session_tools_request(message, headers):
                         on_session = message
                     else:
                         cancelling = self._session_calls.cancellation(message, headers)
@@ -145,12 +145,20 @@ class McpEndpoint:
                 self._live[key] = (caller, request_scope)
                 try:
                     if fast is not None and self._calls is not None:
-                        await self._calls.serve(scope, receive, send, fast, headers)
+                        await self._calls.serve(
+                            scope, receive, send, fast, headers, caller.principal
+                        )
                     elif (
                         on_session is None
                         or self._session_calls is None
                         or not await self._session_calls.serve(
-                            scope, receive, send, on_session, headers, _requestor(caller)
+                            scope,
+                            receive,
+                            send,
+                            on_session,
+                            headers,
+                            _requestor(caller),
+                            caller.principal,
                         )
                     ):  # not served on the session by session_calls.py: the SDK's
                         await self._sdk(scope, receive, send, caller, headers, cancelling)

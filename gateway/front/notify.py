@@ -36,9 +36,9 @@ from mcp.server.subscriptions import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from ..errors import UpstreamError
 from ..principal import Principal
 from ..upstreams.pool import Pool
-from ..upstreams.status import UpstreamError
 from .caller import connection_of, credential
 from .views import View, Views
 

@@ -1,22 +1,26 @@
 """The gateway's MCP server: every handler serves the caller the transport authenticated.
 
-Listings come from the caller's view (views.py). Every `tools/call` goes through the
-Executor, the one road to an upstream, which runs the permission-and-scope check again
-whatever the client was shown: a tool the caller may not use is answered exactly as an
-unknown tool is, so its existence does not leak; a granted tool called with arguments
-outside the caller's scope is a tool error carrying the check's reason, which a model can
-act on. Results travel back as the upstream gave them, less the upstream's own serverInfo
-stamp (the caller talks to the gateway, not to the upstream).
+Listings come from the caller's view (views.py). Every `tools/call` goes to the call
+service (gateway/calls), the one road to an upstream, which runs the permission-and-scope
+check again whatever the client was shown. How its outcome is answered is decided here: a
+tool the caller may not use is answered exactly as an unknown tool is, so its existence
+does not leak; a granted tool called with arguments outside the caller's scope is a tool
+error carrying the check's reason, which a model can act on, as is an upstream that failed;
+an upstream's own JSON-RPC error is passed on. Results travel back as the upstream gave
+them, less its serverInfo stamp (the caller talks to the gateway, not to the upstream).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from collections.abc import Awaitable, Callable, Hashable, Mapping
-from typing import Any, TypeVar, cast, get_args
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, cast
 from weakref import WeakKeyDictionary, WeakValueDictionary
 
+import anyio
 import mcp_types as types
 from mcp import MCPError
 from mcp.server import CacheHint, NotificationOptions, Server, ServerRequestContext
@@ -25,30 +29,27 @@ from mcp.server.connection import Connection
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import BaseModel
 
-from ..tags.policy import Outcome
-from ..upstreams.calls import InputRound
-from ..upstreams.execute import (
-    Executor,
-    InvalidArguments,
+from ..calls import CallChannel, Completed, Failed, Refused, ToolCall
+from ..errors import (
     MalformedArguments,
     PermissionDenied,
-    ToolCall,
     UnknownTool,
+    UpstreamError,
+    UpstreamRejected,
 )
-from ..upstreams.pool import Pool
-from ..upstreams.relay import (
-    Asker,
-    LogCallback,
-    ProgressCallback,
-)
-from ..upstreams.status import UpstreamError
+from ..principal import Principal
+from ..tags.policy import Outcome
+from ..upstreams.relay import Asker, LogCallback, ProgressCallback, unstamped
+from ..upstreams.requests import InputRound
 from .askers import NoBackChannel, SessionAsker
 from .bridge import Bridge
 from .caller import connection_of, credential
 from .notify import Audience, ResourceFollowers
-from .views import CONTEXT_PROMPT, CONTEXT_URI, View, Views, context_text
+from .views import CONTEXT_PROMPT, CONTEXT_URI, View, context_text
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
 
 PER_CALLER: dict[CacheableMethod, CacheHint] = {
     method: CacheHint(ttl_ms=0, scope="private")
@@ -66,8 +67,6 @@ callers), and stale at once, since a tag edit may change it any time."""
 RESOURCE_NOT_FOUND = -32002
 """The code the handshake era gives a resource that does not exist; 2026-07-28 (SEP-2164)
 gives -32602 (invalid params) instead."""
-
-M = TypeVar("M", bound=BaseModel)
 
 
 class GatewayServer(Server[dict[str, Any]]):
@@ -87,11 +86,12 @@ class GatewayServer(Server[dict[str, Any]]):
 class Front:
     """The handlers, bound to the gateway's parts."""
 
-    def __init__(self, views: Views, executor: Executor, pool: Pool, version: str) -> None:
-        self.views = views
-        self.executor = executor
-        self.pool = pool
-        self.audience = Audience(views, ResourceFollowers(pool))
+    def __init__(self, runtime: Runtime, version: str) -> None:
+        self.runtime = runtime
+        self.views = runtime.views
+        self.service = runtime.service
+        self.pool = runtime.pool
+        self.audience = Audience(self.views, ResourceFollowers(self.pool))
         self._levels: WeakKeyDictionary[Connection, types.LoggingLevel] = WeakKeyDictionary()
         """logging/setLevel per handshake-era connection."""
         self._following: set[int] = set()
@@ -130,6 +130,22 @@ class Front:
             on_unsubscribe_resource=self.unsubscribe_resource,
         )
 
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The front's own tasks, beside a running runtime: the list_changed fan-out and
+        the bridge (2026-07-28 callers asked by handshake-era upstreams)."""
+        stop = self.runtime.on_change(self.audience.changed)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self.audience.run)
+                tasks.start_soon(self.bridge.run)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            stop()
+
     async def _remember_session(
         self,
         ctx: ServerRequestContext[Any],
@@ -159,6 +175,7 @@ class Front:
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
+        """The SDK's door (every call the hand-written doors do not take)."""
         modern = ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
         level: types.LoggingLevel | None
         if modern:  # logs only when this request asked for them (_meta logLevel)
@@ -179,73 +196,60 @@ class Front:
         meta: Mapping[str, Any] = ctx.meta or {}
         # Validated, the key has its Python name; a raw mapping keeps the wire name.
         wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
-        return await self.run_call(
-            params,
-            on_progress=progress if wants_progress else None,
-            on_log=log,
-            level=level,
+        capabilities = ctx.session.client_capabilities if modern else None
+        channel = CallChannel(
+            progress=progress if wants_progress else None,
+            log=log,
+            log_level=level,
             # A 2026-07-28 caller answers an upstream's questions by calling again
             # (InputRequiredResult, passed through); a handshake-era caller is asked on its
             # session, during the call.
             asker=NoBackChannel() if modern else SessionAsker(ctx),
-            modern=modern,
+            input_round=_round(params, capabilities) if modern else None,
             owner=connection_of(ctx.session),  # a 2026-07-28 request has its own
-            capabilities=ctx.session.client_capabilities if modern else None,
         )
+        return await self.run_call(credential().principal, params, channel)
 
     async def run_call(
-        self,
-        params: types.CallToolRequestParams,
-        *,
-        on_progress: ProgressCallback | None,
-        on_log: LogCallback,
-        level: types.LoggingLevel | None,
-        asker: Asker,
-        modern: bool,
-        owner: Hashable,
-        capabilities: types.ClientCapabilities | None = None,
+        self, principal: Principal, params: types.CallToolRequestParams, channel: CallChannel
     ) -> types.CallToolResult | types.InputRequiredResult:
-        """A tools/call of the authenticated caller, from either door to /mcp (the SDK
-        handler above, or calls.py): through the Executor, with refusals answered as the
-        module docstring says. `on_log` gets the upstream's logs at `level` and above
-        (none when `level` is None); `owner` is the client session they reach. Raises
-        MCPError for a tool the caller may not see. A 2026-07-28 caller that declared
-        sampling or elicitation (`capabilities`) is asked a handshake-era upstream's
-        questions through the bridge (bridge.py), and answers them by calling again."""
-        if not modern:
-            return await self._run_call(
-                params, on_progress, on_log, level, asker, False, owner, capabilities
-            )
-        principal = credential().principal
+        """A tools/call of `principal`, from any door to /mcp (the SDK handler above,
+        modern_calls.py, session_calls.py): through the call service, its outcome answered
+        as the module docstring says. `channel.input_round` is set for a 2026-07-28
+        caller; one that declared sampling or elicitation (in the round's capabilities) is
+        asked a handshake-era upstream's questions through the bridge (bridge.py), and
+        answers them by calling again. Raises MCPError for a tool the caller may not see."""
+        answers = channel.input_round
+        if answers is None:
+            return await self._run_call(principal, params, channel)
         if Bridge.issued(params.request_state):
 
             def permitted(tool: str, arguments: dict[str, Any]) -> bool:
                 # The call goes on only as long as its caller may make it.
-                try:
-                    self.executor.decide(self.views.context(principal), ToolCall(tool, arguments))
-                except PermissionDenied:
-                    return False
-                return True
+                context = self.views.context(principal)
+                return self.service.permits(context, ToolCall(tool, arguments))
 
-            return await self.bridge.resume(principal, params, (on_progress, on_log), permitted)
-        if not self.bridge.takes(capabilities) or not self._asks_during_calls(params.name):
-            return await self._run_call(
-                params, on_progress, on_log, level, asker, True, owner, capabilities
-            )
-        wants_progress = on_progress is not None
+            relays = (channel.progress, channel.log)
+            return await self.bridge.resume(principal, params, relays, permitted)
+        capabilities = answers.capabilities
+        if not self.bridge.can_ask(capabilities) or not self._asks_during_calls(params.name):
+            return await self._run_call(principal, params, channel)
+        wants_progress = channel.progress is not None
 
         def call(
             bridged: Asker, progress: ProgressCallback, log: LogCallback
         ) -> Awaitable[types.CallToolResult | types.InputRequiredResult]:
-            relay = progress if wants_progress else None
-            return self._run_call(params, relay, log, level, bridged, True, owner, capabilities)
+            relayed = dataclasses.replace(
+                channel, progress=progress if wants_progress else None, log=log, asker=bridged
+            )
+            return self._run_call(principal, params, relayed)
 
         return await self.bridge.start(
             principal,
             params,
             capabilities,
             call,
-            (on_progress, on_log),
+            (channel.progress, channel.log),
             self._call_timeout(params.name),
         )
 
@@ -262,49 +266,15 @@ class Front:
         return connection is not None and connection.asks_during_calls
 
     async def _run_call(
-        self,
-        params: types.CallToolRequestParams,
-        on_progress: ProgressCallback | None,
-        on_log: LogCallback,
-        level: types.LoggingLevel | None,
-        asker: Asker,
-        modern: bool,
-        owner: Hashable,
-        capabilities: types.ClientCapabilities | None = None,
+        self, principal: Principal, params: types.CallToolRequestParams, channel: CallChannel
     ) -> types.CallToolResult | types.InputRequiredResult:
-        context = self.views.context(credential().principal)
-        call = ToolCall(params.name, params.arguments or {})
-
-        async def log(message: types.LoggingMessageNotificationParams) -> None:
-            if level is None or LEVELS.index(message.level) < LEVELS.index(level):
-                return
-            await on_log(message)
-
-        try:
-            outcome = await self.executor.execute(
-                context,
-                call,
-                on_progress=on_progress,
-                on_log=log if level is not None else None,
-                log_level=level or "info",
-                asker=asker,
-                input_round=InputRound(params.input_responses, params.request_state, capabilities)
-                if modern
-                else None,
-                owner=owner,
-            )
-        except PermissionDenied as exc:
-            if exc.decision.outcome is Outcome.OUT_OF_SCOPE:
-                return _tool_error(f"{params.name}: not permitted: {exc.decision.reason}")
-            raise _unknown_tool(params.name) from None
-        except UnknownTool:
-            raise _unknown_tool(params.name) from None
-        except MalformedArguments as exc:
-            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-        except (InvalidArguments, UpstreamError) as exc:
-            return _tool_error(str(exc))
-        assert outcome.result is not None
-        return _own(outcome.result)
+        context = self.views.context(principal)
+        outcome = await self.service.call(
+            context, ToolCall(params.name, params.arguments or {}), channel
+        )
+        if isinstance(outcome, Completed):
+            return outcome.result
+        return _answer_failure(params.name, outcome)
 
     def log_level(self, connection: Connection) -> types.LoggingLevel:
         """The level a handshake-era session's logs are relayed at: every level until the
@@ -336,7 +306,7 @@ class Front:
                 raise MCPError(types.INVALID_PARAMS, f"Unknown resource template: {ref.uri}")
             upstream = found
         try:
-            return _own(await self.pool.complete(upstream, ref, argument, context))
+            return unstamped(await self.pool.complete(upstream, ref, argument, context))
         except UpstreamError as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
 
@@ -398,7 +368,7 @@ class Front:
         if not view.shows_resource(uri):
             raise _resource_not_found(ctx, uri)
         try:
-            return _own(await self.pool.read_resource(uri))
+            return unstamped(await self.pool.read_resource(uri))
         except UpstreamError as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
 
@@ -420,13 +390,9 @@ class Front:
         if not view.shows_prompt(params.name):
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
         try:
-            return _own(await self.pool.get_prompt(params.name, params.arguments or {}))
+            return unstamped(await self.pool.get_prompt(params.name, params.arguments or {}))
         except UpstreamError as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
-
-
-LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
-"""Severity-ascending (RFC 5424), as the SDK orders them."""
 
 
 def _unknown_tool(name: str) -> MCPError:
@@ -441,14 +407,30 @@ def _resource_not_found(ctx: ServerRequestContext[Any], uri: str) -> MCPError:
     return MCPError(code, f"Resource not found: {uri}", {"uri": uri})
 
 
+def _round(
+    params: types.CallToolRequestParams, capabilities: types.ClientCapabilities | None
+) -> InputRound:
+    return InputRound(params.input_responses, params.request_state, capabilities)
+
+
+def _answer_failure(tool: str, outcome: Refused | Failed) -> types.CallToolResult:
+    """A call that did not complete, as an MCP caller is told (see the module docstring):
+    a tool it may not use is unknown to it; arguments JSON cannot carry are invalid
+    params; an upstream's JSON-RPC error is passed on; anything else is a tool error,
+    which a model can act on."""
+    error = outcome.error
+    if isinstance(error, PermissionDenied):
+        if error.decision.outcome is Outcome.OUT_OF_SCOPE:
+            return _tool_error(f"{tool}: not permitted: {error.decision.reason}")
+        raise _unknown_tool(tool) from None
+    if isinstance(error, UnknownTool):
+        raise _unknown_tool(tool) from None
+    if isinstance(error, MalformedArguments):
+        raise MCPError(types.INVALID_PARAMS, str(error)) from None
+    if isinstance(error, UpstreamRejected):
+        raise MCPError(error.code, error.message, error.data) from None
+    return _tool_error(str(error))
+
+
 def _tool_error(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
-
-
-def _own(result: M) -> M:
-    """The result without the upstream's serverInfo stamp (the SDK adds the gateway's)."""
-    meta = getattr(result, "meta", None)
-    if not meta or types.SERVER_INFO_META_KEY not in meta:
-        return result
-    rest = {k: v for k, v in meta.items() if k != types.SERVER_INFO_META_KEY}
-    return result.model_copy(update={"meta": rest or None})

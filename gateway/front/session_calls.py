@@ -71,15 +71,17 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, is_version_at_least
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from ..calls import CallChannel
+from ..principal import Principal
 from ..upstreams.relay import Asker
 from .askers import CannotBeAsked, DispatcherAsker, can_be_asked
-from .calls import (
+from .events import SessionEvents
+from .modern_calls import (
     CallWatch,
     Listings,
     is_tools_request,
     relays,
 )
-from .events import SessionEvents
 from .server import Front
 from .session_stream import CallStream
 
@@ -92,7 +94,7 @@ PRIME_AFTER: Final = 0.5
 its response turns to SSE with a priming event, whose id lets the client resume it."""
 
 
-def takes(message: Any, headers: dict[str, str]) -> bool:
+def is_session_tools_request(message: Any, headers: dict[str, str]) -> bool:
     """Whether a POST body (parsed) may be a handshake-era tools/call or tools/list on an
     open session, which `SessionCalls.serve` then checks further. `headers`: the
     request's, by lowercase name."""
@@ -128,10 +130,11 @@ class SessionCalls:
         message: dict[str, Any],
         headers: dict[str, str],
         requestor: AuthorizationContext,
+        principal: Principal,
     ) -> bool:
-        """Answer `message` (a request that `takes`, with the same `headers`) for the
-        authenticated `requestor`, or return False without having sent anything: the SDK
-        is to serve it."""
+        """Answer `message` (a request `is_session_tools_request` with the same
+        `headers`) for the authenticated `requestor` (`principal` as the session knows
+        it), or return False without having sent anything: the SDK is to serve it."""
         session_id = headers[MCP_SESSION_ID_HEADER]
         found = self._session(session_id, requestor)
         if found is None:
@@ -164,7 +167,7 @@ class SessionCalls:
             try:
                 watch = CallWatch(stream, None, call.scope, first=PRIME_AFTER)
                 with _held(transport), call.scope, watch:
-                    await self._answer(stream, message, connection, asker)
+                    await self._answer(stream, message, connection, asker, principal)
             finally:
                 del running[key]
                 if not running:
@@ -200,7 +203,12 @@ class SessionCalls:
         return transport, connection, events
 
     async def _answer(
-        self, stream: CallStream, message: dict[str, Any], connection: Connection, asker: Asker
+        self,
+        stream: CallStream,
+        message: dict[str, Any],
+        connection: Connection,
+        asker: Asker,
+        principal: Principal,
     ) -> None:
         raw = cast(dict[str, Any] | None, message.get("params"))
         method: str = message["method"]
@@ -210,21 +218,20 @@ class SessionCalls:
             _methods.validate_client_request(method, version, raw)
             if method == "tools/list":
                 types.PaginatedRequestParams.model_validate(raw or {}, by_name=False)
-                await stream.finish_result(self._listing(version))
+                await stream.finish_result(self._listing(version, principal))
                 return
             params = types.CallToolRequestParams.model_validate(raw or {}, by_name=False)
             token = progress_token_from_params(raw)
 
             progress, log = relays(stream, token)
-            result = await self._front.run_call(
-                params,
-                on_progress=progress,
-                on_log=log,
-                level=self._front.log_level(connection),
+            channel = CallChannel(
+                progress=progress,
+                log=log,
+                log_level=self._front.log_level(connection),
                 asker=asker,
-                modern=False,
                 owner=connection,
             )
+            result = await self._front.run_call(principal, params, channel)
             dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
             answer = _methods.serialize_server_result(method, version, dumped)
         except Exception as exc:  # as the SDK's dispatcher answers a handler's exception
@@ -237,12 +244,12 @@ class SessionCalls:
             return
         await stream.finish({"jsonrpc": "2.0", "id": request_id, "result": answer})
 
-    def _listing(self, version: str) -> bytes:
+    def _listing(self, version: str, principal: Principal) -> bytes:
         def shape(listing: types.ListToolsResult) -> dict[str, Any]:
             dumped = listing.model_dump(by_alias=True, mode="json", exclude_none=True)
             return _methods.serialize_server_result("tools/list", version, dumped)
 
-        return self._listings.tools(self._front.view(), version, shape)
+        return self._listings.tools(self._front.views.view(principal), version, shape)
 
     def cancellation(self, message: Any, headers: dict[str, str]) -> tuple[str, str] | None:
         """If `message` (a POST body, parsed, on its way to the SDK) is a

@@ -23,8 +23,8 @@ from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from starlette.types import Receive, Send
 
 from .. import jsoncodec
-from .calls import JSON_TYPE, SSE_HEADERS, HeadOnce
 from .events import SessionEvents
+from .modern_calls import JSON_TYPE, SSE_HEADERS, HeadOnce
 
 logger = logging.getLogger("gateway.front")
 

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 from mcp.server.stdio import stdio_server
 
-from ..app import build_front, running
+from .. import __version__
 from ..auth import Credential
-from ..settings import GatewayConfig
-from ..state import StateStore
-from ..tags import TagManager
-from ..upstreams.pool import Pool
+from ..runtime import Runtime
 from .caller import current_credential
+from .server import Front
 
 
-async def serve_stdio(
-    config: GatewayConfig, tags: TagManager, state: StateStore, pool: Pool, caller: Credential
-) -> None:
+async def serve_stdio(runtime: Runtime, caller: Credential) -> None:
     """Serve until the client closes standard input."""
-    front = build_front(config, tags, pool)
+    front = Front(runtime, __version__)
     current_credential.set(caller)  # the SDK's tasks inherit it
-    async with running(config, tags, state, pool, front), stdio_server() as (read, write):
+    async with runtime.running(), front.running(), stdio_server() as (read, write):
         server = front.server
         await server.run(read, write, server.create_initialization_options())

@@ -54,7 +54,7 @@ class View:
     """The upstreams whose resources and prompts the caller sees."""
     tools_by_name: Mapping[str, types.Tool]
     wire: dict[tuple[str, str], bytes] = field(default_factory=dict, compare=False, repr=False)
-    """Listings as sent, by (method, protocol version): made once per view (calls.py)."""
+    """Listings as sent, by (method, protocol version): made once per view (modern_calls.py)."""
 
     def shows_resource(self, uri: str) -> bool:
         """Whether `uri` is an upstream's resource that this caller may read."""

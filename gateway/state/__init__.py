@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from ..errors import InvalidStreamId, StateDecodeError, StateError, StateUnavailable
 from .base import (
     DEFAULT_STREAM_MAX_LEN,
     START,
-    InvalidStreamId,
     JsonObject,
-    StateDecodeError,
-    StateError,
     StateStore,
-    StateUnavailable,
     Stream,
     StreamBatch,
     StreamEvent,

@@ -20,7 +20,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
-from ..errors import GatewayError
+from ..errors import InvalidStreamId
 
 JsonObject = dict[str, Any]
 """What the store keeps: JSON objects (encoded by `gateway.state.codec`)."""
@@ -148,33 +148,6 @@ class StoreStatus:
     url: str
     """With any password replaced by `***`."""
     reason: str | None = None
-
-
-# --- errors --------------------------------------------------------------------------------
-
-
-class StateError(GatewayError):
-    """Base of the state store's errors."""
-
-
-class StateUnavailable(StateError):
-    """The backend cannot be reached or did not answer in time. The API answers 503 with
-    `Retry-After: retry_after`; MCP listing and calls go on from the configuration files."""
-
-    def __init__(self, url: str, reason: str, retry_after: float = 1.0) -> None:
-        super().__init__(f"state store {url} unavailable: {reason}")
-        self.url = url
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class StateDecodeError(StateError):
-    """A stored value cannot be read by this gateway (unknown encoding version, damage)."""
-
-
-class InvalidStreamId(StateError, ValueError):
-    def __init__(self, event_id: str) -> None:
-        super().__init__(f"invalid stream id {event_id!r}: expected '<ms>-<seq>', e.g. '0-0'")
 
 
 # --- the interface -------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .base import JsonObject, StateDecodeError, StateError
+from ..errors import StateDecodeError, StateError
+from .base import JsonObject
 
 ENCODING_VERSION = 1
 

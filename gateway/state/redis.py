@@ -40,14 +40,13 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..breaker import Breaker
+from ..errors import StateError, StateUnavailable
 from . import codec
 from .base import (
     START,
     TAG_CACHE_PATTERN,
     JsonObject,
-    StateError,
     StateStore,
-    StateUnavailable,
     StoreStatus,
     Stream,
     StreamBatch,

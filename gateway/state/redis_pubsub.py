@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from redis.backoff import ExponentialWithJitterBackoff
 
-from .base import StateUnavailable
+from ..errors import StateUnavailable
 
 logger = logging.getLogger("gateway.state")
 

@@ -5,7 +5,7 @@ task holding its `Client`, never the gateway), connects with a bound on `initial
 lists what the upstream offers, and reconnects with backoff and jitter after a crash or a
 disconnect. Its status (connecting, ready, degraded, down, disabled) says what it is
 doing, the last error, and since when. Requests share the one session (the SDK multiplexes
-them); their path is calls.py's, which reads the state kept here.
+them); their path is requests.py's, which reads the state kept here.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..breaker import Breaker
-from .calls import UpstreamConfig, UpstreamRequests
 from .config import HttpUpstream, MissingVariable, StdioUpstream
 from .exchange import exchange_for
 from .guard import Listing
 from .listing import Offer, list_offer
 from .relay import CallerLink, client_callbacks
+from .requests import UpstreamConfig, UpstreamRequests
 from .sessions import CallerSessions
 from .status import State, Status, backoff, describe
 from .subscriptions import LISTEN_ACK_TIMEOUT, UpstreamSubscriptions

@@ -36,7 +36,7 @@ from typing import Any
 import mcp_types as types
 
 from ..audit import AuditLog
-from ..errors import GatewayError
+from ..errors import GatewayError, NothingToApprove
 from .config import OnDefinitionChange
 
 logger = logging.getLogger("gateway.upstreams")
@@ -60,10 +60,6 @@ def fingerprint(tool: types.Tool) -> str:
 def short(fp: str | None) -> str:
     """A fingerprint as people read it; "new" for a tool that had none approved."""
     return fp[:19] if fp is not None else "new"
-
-
-class NothingToApprove(GatewayError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,14 @@ from collections.abc import Callable, Mapping
 import anyio
 import mcp_types as types
 
+from ..errors import UpstreamError
 from ..watching import file_changes
-from .calls import UpstreamConfig
 from .catalog import AmbiguousResource, Catalog, build
 from .config import public_prefix
 from .connection import UpstreamConnection
 from .definitions import DefinitionLedger
-from .status import Status, UpstreamError
+from .requests import UpstreamConfig
+from .status import Status
 
 logger = logging.getLogger("gateway.upstreams")
 

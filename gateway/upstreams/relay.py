@@ -19,11 +19,12 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
 from mcp.client.session import ClientRequestContext
 from mcp.shared.dispatcher import ProgressFnT
+from pydantic import BaseModel
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -121,3 +122,16 @@ def client_callbacks(
         "sampling_callback": on_sampling,
         "elicitation_callback": on_elicitation,
     }
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def unstamped(result: M) -> M:
+    """An upstream's result without its serverInfo stamp: the caller deals with the
+    gateway, which adds its own."""
+    meta: Any = getattr(result, "meta", None)
+    if not meta or types.SERVER_INFO_META_KEY not in meta:
+        return result
+    rest = {k: v for k, v in meta.items() if k != types.SERVER_INFO_META_KEY}
+    return result.model_copy(update={"meta": rest or None})

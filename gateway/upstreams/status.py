@@ -6,8 +6,6 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import GatewayError
-
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 30.0
 
@@ -40,15 +38,6 @@ class Status:
         if self.state is State.CONNECTING and self.failures:
             return State.DOWN
         return self.state
-
-
-class UpstreamError(GatewayError):
-    """A call could not be made or did not complete; the message names upstream and tool."""
-
-
-class ConnectionLost(UpstreamError):
-    """The connection closed before the upstream answered: the call may or may not have
-    taken effect upstream."""
 
 
 def backoff(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:

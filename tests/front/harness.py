@@ -20,6 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from starlette.applications import Starlette
 
 from gateway.app import build_app
+from gateway.runtime import Runtime
 from gateway.settings import GatewayConfig, load_config
 from gateway.state import open_store
 from gateway.tags import TagManager
@@ -148,7 +149,7 @@ async def running_gateway(
         DefinitionLedger(config.definitions_path),
         direct_calls=config.settings.server.direct_calls,
     )
-    app = build_app(config, tags, state, pool)
+    app = build_app(Runtime(config, tags, state, pool))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )

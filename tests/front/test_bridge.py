@@ -28,7 +28,7 @@ HANDSHAKE = gateway_yaml().replace("echo, stdio]", "echo, stdio-handshake]")
 
 
 def door(direct: bool) -> str:
-    """The gateway's own door for 2026-07-28 calls (calls.py), or the SDK's."""
+    """The gateway's own door for 2026-07-28 calls (modern_calls.py), or the SDK's."""
     return HANDSHAKE if direct else f"server: {{direct_calls: false}}\n{HANDSHAKE}"
 
 

@@ -1,4 +1,4 @@
-"""The two doors of a 2026-07-28 tools/call: the gateway's own (front/calls.py, with calls to
+"""The two doors of a 2026-07-28 tools/call: the gateway's own (front/modern_calls.py, with calls to
 a 2026-era HTTP upstream as hand-built exchanges) and the SDK's (`server.direct_calls:
 false`). The same raw requests go to one gateway of each kind, in front of the same
 streamable-HTTP upstream; what a client receives (status, content type, every message of
@@ -19,7 +19,7 @@ import mcp_types as types
 import pytest
 from mcp.server import _streamable_http_modern
 
-from gateway.front import calls
+from gateway.front import modern_calls
 from tests.conftest import ROOT
 from tests.front.harness import KEYS, Gateway, key_entries, running_gateway
 from tests.upstreams.test_connection import http_echo
@@ -293,7 +293,7 @@ async def test_a_silent_call_is_kept_alive_alike(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After PING_INTERVAL of silence both doors commit to SSE and send comments."""
-    monkeypatch.setattr(calls, "PING_INTERVAL", 0.1)
+    monkeypatch.setattr(modern_calls, "PING_INTERVAL", 0.1)
     monkeypatch.setattr(_streamable_http_modern, "_SSE_PING_INTERVAL", 0.1)
     body = _call("echo__sleep", {"seconds": 0.5})
     async with gateways(tmp_path) as both:
@@ -310,7 +310,7 @@ async def test_a_silent_call_is_kept_alive_alike(
 
 
 def test_serialized_listings_stay_within_their_budget() -> None:
-    listings = calls.Listings(budget=100)
+    listings = modern_calls.Listings(budget=100)
     wires: list[dict[tuple[str, str], bytes]] = [{}, {}, {}]
     for wire in wires:
         listings.keep(wire, ("tools/list", VERSION), b"x" * 40)

@@ -47,7 +47,7 @@ async def test_tags_grant_resources_and_prompts_and_full_audit(tmp_path: Path) -
         async with gateway.client("bob") as bob:
             await bob.list_tools()
             await bob.call_tool("echo__pid", {"note": "hashed"})
-    events = gateway.app.state.front.executor.audit.read()
+    events = gateway.app.state.runtime.audit.read()
     calls = {e["user"]: e for e in events if e["event"] == "tool_call"}
     assert calls["alice"]["arguments"] == {"n": 2, "note": "kept"}  # support audits in full
     assert "arguments" not in calls["bob"]

@@ -27,7 +27,7 @@ MODES = ["auto", "legacy"]
 
 def audit_events(gateway: Gateway) -> list[dict[str, object]]:
     """What the gateway's audit file holds, once its pending batch is written."""
-    events: list[dict[str, object]] = gateway.app.state.front.executor.audit.read()
+    events: list[dict[str, object]] = gateway.app.state.runtime.audit.read()
     return events
 
 
@@ -48,7 +48,18 @@ async def test_each_caller_sees_what_its_tags_grant(gateway: Gateway, mode: str)
     expected_alice = [
         f"echo__{name}"
         for name in sorted(
-            ["echo", "ask", "confirm", "sleep", "pid", "mutate", "cancelled", "lookup", "pay"]
+            [
+                "echo",
+                "ask",
+                "confirm",
+                "sleep",
+                "pid",
+                "mutate",
+                "cancelled",
+                "reject",
+                "lookup",
+                "pay",
+            ]
         )
     ]
     assert seen == {

@@ -214,10 +214,10 @@ async def counted(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
     answer = SessionCalls._answer
 
     async def counting(
-        self: SessionCalls, stream: Any, message: Any, connection: Any, asker: Any
+        self: SessionCalls, stream: Any, message: Any, connection: Any, asker: Any, caller: Any
     ) -> None:
         served.append(message["method"])
-        await answer(self, stream, message, connection, asker)
+        await answer(self, stream, message, connection, asker, caller)
 
     monkeypatch.setattr(SessionCalls, "_answer", counting)
     yield served

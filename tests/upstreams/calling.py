@@ -1,4 +1,4 @@
-"""Calling a pool's tools as a caller granted every one, on the one road (the Executor)."""
+"""Calling a pool's tools as a caller granted every one, on the one road (the call service)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 import mcp_types as types
 
+from gateway.calls import Completed, Outcome, ToolCall, ToolService
 from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
-from gateway.upstreams.execute import Executor, ToolCall
 from gateway.upstreams.pool import Pool
 
 EVERYTHING = resolve(
@@ -31,6 +31,13 @@ tags:
 
 async def call(pool: Pool, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
     """A call on the one road to an upstream, by a caller granted every tool."""
-    outcome = await Executor(pool).execute(EVERYTHING, ToolCall(name, arguments))
-    assert isinstance(outcome.result, types.CallToolResult)
+    result = settle(await ToolService(pool).call(EVERYTHING, ToolCall(name, arguments)))
+    assert isinstance(result, types.CallToolResult)
+    return result
+
+
+def settle(outcome: Outcome) -> types.CallToolResult | types.InputRequiredResult:
+    """The result of a completed call; the outcome's error raised otherwise."""
+    if not isinstance(outcome, Completed):
+        raise outcome.error
     return outcome.result

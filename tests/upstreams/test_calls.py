@@ -13,11 +13,12 @@ import mcp_types as types
 import pytest
 
 from gateway.breaker import Breaker
+from gateway.errors import ConnectionLost, UpstreamError
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.pool import Pool
 from gateway.upstreams.sendable import Unsendable
-from gateway.upstreams.status import ConnectionLost, State, UpstreamError
+from gateway.upstreams.status import State
 from tests.upstreams.calling import call
 from tests.upstreams.test_connection import ECHO, http_echo, running, stdio, text, until
 

@@ -17,9 +17,10 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from gateway.breaker import Breaker
+from gateway.errors import UpstreamError
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.connection import UpstreamConnection
-from gateway.upstreams.status import State, UpstreamError
+from gateway.upstreams.status import State
 from tests.conftest import ROOT
 from tests.redis_server import free_port
 
@@ -27,7 +28,19 @@ pytestmark = pytest.mark.anyio
 
 ECHO = ("-m", "tests.upstreams.servers.echo")
 ECHO_TOOLS = [
-    *("echo", "sleep", "crash", "pid", "mutate", "cancelled", "ask", "confirm", "lookup", "pay")
+    *(
+        "echo",
+        "sleep",
+        "crash",
+        "pid",
+        "mutate",
+        "cancelled",
+        "ask",
+        "confirm",
+        "reject",
+        "lookup",
+        "pay",
+    )
 ]
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from gateway.audit import AuditLog
 from gateway.cli import main
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NothingToApprove
 from gateway.upstreams.config import OnDefinitionChange
-from gateway.upstreams.definitions import DefinitionLedger, NothingToApprove, fingerprint
+from gateway.upstreams.definitions import DefinitionLedger, fingerprint
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
 from tests.upstreams.calling import call

@@ -16,12 +16,12 @@ import mcp_types as types
 import pytest
 from mcp import MCPError
 
-from gateway.upstreams.calls import InputRound
+from gateway.errors import ConnectionLost
 from gateway.upstreams.config import HttpUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.exchange import CAPABILITIES, Exchange
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
-from gateway.upstreams.status import ConnectionLost
+from gateway.upstreams.requests import InputRound
 from gateway.upstreams.transports import CLIENT_INFO
 from tests.upstreams.test_connection import http_echo, running, text, until
 

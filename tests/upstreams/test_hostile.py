@@ -15,14 +15,16 @@ import anyio
 import mcp_types as types
 import pytest
 
+from gateway.calls import ToolCall, ToolService
+from gateway.errors import InvalidArguments, PermissionDenied
 from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
 from gateway.upstreams import guard
 from gateway.upstreams.config import StdioUpstream
-from gateway.upstreams.execute import Executor, InvalidArguments, PermissionDenied, ToolCall
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
+from tests.upstreams.calling import settle
 
 pytestmark = pytest.mark.anyio
 
@@ -95,14 +97,18 @@ async def listener() -> AsyncIterator[Listener]:
 
 
 @pytest.fixture
-async def executor(listener: Listener) -> AsyncIterator[Executor]:
+async def executor(listener: Listener) -> AsyncIterator[ToolService]:
     pool = Pool({"hostile": hostile("--ref-url", listener.url)})
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(pool.run)
         with anyio.fail_after(20):
             await pool.settled()
-        yield Executor(pool)
+        yield ToolService(pool)
         tasks.cancel_scope.cancel()
+
+
+async def settle_call(service: ToolService, call: ToolCall) -> object:
+    return settle(await service.call(ALICE, call))
 
 
 def structured(result: types.CallToolResult | types.InputRequiredResult | None) -> Any:
@@ -111,7 +117,7 @@ def structured(result: types.CallToolResult | types.InputRequiredResult | None) 
 
 
 async def test_unusable_tools_are_left_out_with_a_reason_and_the_rest_kept(
-    executor: Executor,
+    executor: ToolService,
 ) -> None:
     catalog = executor.pool.catalog
     assert executor.pool.statuses()["hostile"].state.value == "ready"
@@ -133,50 +139,51 @@ async def test_unusable_tools_are_left_out_with_a_reason_and_the_rest_kept(
 
 
 async def test_no_schema_makes_the_gateway_fetch_anything(
-    executor: Executor, listener: Listener
+    executor: ToolService, listener: Listener
 ) -> None:
-    await executor.execute(ALICE, ToolCall("h__plain", {"limit": 1}))
+    settle(await executor.call(ALICE, ToolCall("h__plain", {"limit": 1})))
     assert "h__fetches" not in executor.pool.catalog.tools
     assert listener.connections() == 0
 
 
-async def test_a_backtracking_pattern_is_matched_in_linear_time(executor: Executor) -> None:
+async def test_a_backtracking_pattern_is_matched_in_linear_time(executor: ToolService) -> None:
     # Python's re takes minutes on this; RE2 answers at once. A worker thread keeps the
     # old behaviour from blocking the test's own clock.
     crafted = {"a": "a" * 40 + "!"}
     with pytest.raises(InvalidArguments, match="does not match"), anyio.fail_after(20):
         await anyio.to_thread.run_sync(
             lambda: anyio.from_thread.run(
-                executor.execute, ALICE, ToolCall("h__backtracks", crafted)
+                lambda: settle_call(executor, ToolCall("h__backtracks", crafted))
             ),
             abandon_on_cancel=True,
         )
-    outcome = await executor.execute(ALICE, ToolCall("h__backtracks", {"a": "aaa"}))
-    assert structured(outcome.result) == {"a": "aaa"}
+    outcome = settle(await executor.call(ALICE, ToolCall("h__backtracks", {"a": "aaa"})))
+    assert structured(outcome) == {"a": "aaa"}
 
 
-async def test_a_result_too_deep_to_parse_fails_at_once(executor: Executor) -> None:
+async def test_a_result_too_deep_to_parse_fails_at_once(executor: ToolService) -> None:
     with anyio.fail_after(10):  # call_timeout is 30
         with pytest.raises(Exception, match="could not be read"):
-            await executor.execute(ALICE, ToolCall("h__deep", {}))
-        outcome = await executor.execute(ALICE, ToolCall("h__plain", {"limit": 2}))
-    assert structured(outcome.result) == {"limit": 2}
+            settle(await executor.call(ALICE, ToolCall("h__deep", {})))
+        outcome = settle(await executor.call(ALICE, ToolCall("h__plain", {"limit": 2})))
+    assert structured(outcome) == {"limit": 2}
 
 
-async def test_a_scope_checks_the_default_the_upstream_would_use(executor: Executor) -> None:
+async def test_a_scope_checks_the_default_the_upstream_would_use(executor: ToolService) -> None:
     # amount defaults to 1000 in the tool's schema: leaving it out must not escape max 100.
     with pytest.raises(PermissionDenied, match="amount 1000 exceeds max 100"):
-        await executor.execute(ALICE, ToolCall("h__refund", {"payment": {}}))
+        settle(await executor.call(ALICE, ToolCall("h__refund", {"payment": {}})))
     # What was checked is what is sent: the declared defaults travel with the call.
-    outcome = await executor.execute(ALICE, ToolCall("h__refund", {"amount": 5, "payment": {}}))
-    assert structured(outcome.result) == {
+    refund = ToolCall("h__refund", {"amount": 5, "payment": {}})
+    outcome = settle(await executor.call(ALICE, refund))
+    assert structured(outcome) == {
         "amount": 5,
         "currency": "USD",
         "payment": {"method": "wire"},
     }
     # No default declared (limit): absent escapes nothing only where the tag says so.
     with pytest.raises(PermissionDenied, match="limit is missing and the tool declares no"):
-        await executor.execute(ALICE, ToolCall("h__plain", {}))
+        settle(await executor.call(ALICE, ToolCall("h__plain", {})))
 
 
 async def test_junk_on_stdout_is_one_short_line_at_a_time(
@@ -190,10 +197,10 @@ async def test_junk_on_stdout_is_one_short_line_at_a_time(
         tasks.start_soon(pool.run)
         with anyio.fail_after(20):
             await pool.settled()
-        executor = Executor(pool)
+        executor = ToolService(pool)
         for limit in range(5):
-            outcome = await executor.execute(ALICE, ToolCall("h__plain", {"limit": limit}))
-            assert structured(outcome.result) == {"limit": limit}
+            outcome = settle(await executor.call(ALICE, ToolCall("h__plain", {"limit": limit})))
+            assert structured(outcome) == {"limit": limit}
         tasks.cancel_scope.cancel()
     junk = [r for r in caplog.records if "not JSON-RPC" in r.getMessage()]
     assert len(junk) == 1, [

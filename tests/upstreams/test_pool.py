@@ -15,11 +15,11 @@ import mcp_types as types
 import pytest
 
 from gateway.cli import main
+from gateway.errors import UnknownTool, UpstreamError
 from gateway.upstreams.catalog import Catalog, build
-from gateway.upstreams.execute import UnknownTool
 from gateway.upstreams.listing import Offer
 from gateway.upstreams.pool import Pool
-from gateway.upstreams.status import State, Status, UpstreamError
+from gateway.upstreams.status import State, Status
 from tests.conftest import ROOT
 from tests.redis_server import free_port
 from tests.test_cli import _get, serving

@@ -12,9 +12,9 @@ import anyio
 import mcp_types as types
 import pytest
 
-from gateway.upstreams.calls import InputRound
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.connection import UpstreamConnection
+from gateway.upstreams.requests import InputRound
 from tests.conftest import ROOT
 from tests.upstreams.test_config import errors
 from tests.upstreams.test_connection import http_upstream, running, text

@@ -9,10 +9,10 @@ import anyio
 import mcp_types as types
 import pytest
 
+from gateway.errors import UpstreamError
 from gateway.upstreams import sessions
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
-from gateway.upstreams.status import UpstreamError
 from tests.upstreams.test_connection import ECHO, gone, running, stdio, text, until
 
 pytestmark = pytest.mark.anyio

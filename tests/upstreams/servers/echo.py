@@ -68,6 +68,7 @@ TOOLS = [
     types.Tool(
         name="confirm", description="Ask the caller (elicitation)", input_schema={"type": "object"}
     ),
+    types.Tool(name="reject", description="Answer an error", input_schema={"type": "object"}),
     types.Tool(
         name="lookup",
         input_schema={"type": "object", "properties": {"journal": {"type": "string"}}},
@@ -216,6 +217,8 @@ async def call_tool(
         text = "done"
     elif params.name == "crash":
         os._exit(3)
+    elif params.name == "reject":  # a JSON-RPC error answer, not a tool error
+        raise MCPError(-32050, "rejected by echo", {"why": "asked to"})
     elif params.name == "pid":
         text = str(os.getpid())
     elif params.name == "mutate":

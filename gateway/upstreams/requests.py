@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
 from ..breaker import Breaker
+from ..errors import CallTimeout, ConnectionLost, UpstreamUnavailable
 from .config import HttpUpstream, StdioUpstream
 from .exchange import Exchange, ExchangeLost, NeedsClient
 from .listing import Offer
@@ -33,7 +34,7 @@ from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_lin
 from .roots import answer_roots, callers_responses, without_roots
 from .sendable import sendable
 from .sessions import CallerSessions, SessionFailed
-from .status import ConnectionLost, State, Status, UpstreamError
+from .status import State, Status
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -272,10 +273,12 @@ class UpstreamRequests:
             reason = status.error or status.state.value
             if status.state is State.READY:
                 reason = "its connection was just lost"
-            raise UpstreamError(f"upstream {self.name} is not ready ({reason}); {what} not sent")
+            raise UpstreamUnavailable(
+                f"upstream {self.name} is not ready ({reason}); {what} not sent"
+            )
         wait = self.breaker.retry_after()
         if wait > 0:
-            raise UpstreamError(
+            raise UpstreamUnavailable(
                 f"upstream {self.name} failed {self.breaker.failures} calls in a row; "
                 f"{what} not sent, calls resume in {wait:.1f} s"
             )
@@ -286,7 +289,7 @@ class UpstreamRequests:
             async with sessions.lease(owner, deadline, user) as (leased, links):
                 return await self._send(what, send, deadline, link, leased, links)
         except SessionFailed as exc:
-            raise UpstreamError(
+            raise UpstreamUnavailable(
                 f"upstream {self.name}: no session for this caller ({exc}); {what} not sent"
             ) from None
 
@@ -315,7 +318,7 @@ class UpstreamRequests:
             raise TimeoutError  # reached only when the deadline ended the call
         except TimeoutError:
             self._failed(f"{what} did not answer within {limit:g} s")
-            raise UpstreamError(f"{what} did not answer within {limit:g} s") from None
+            raise CallTimeout(f"{what} did not answer within {limit:g} s") from None
         except ExchangeLost as exc:
             # One exchange broke off; the upstream's session and other calls go on.
             self._failed(f"the connection was lost during {what}: {exc}")
@@ -332,7 +335,7 @@ class UpstreamRequests:
                 ) from exc
             if code == types.REQUEST_TIMEOUT:
                 self._failed(f"{what} did not answer within {limit:g} s")
-                raise UpstreamError(f"{what} did not answer within {limit:g} s") from exc
+                raise CallTimeout(f"{what} did not answer within {limit:g} s") from exc
             self.breaker.success()  # the upstream answered, if with an error
             raise
         finally:

@@ -61,8 +61,11 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from .. import jsoncodec
+from ..calls import CallChannel
 from ..identitycache import IdentityCache
+from ..principal import Principal
 from ..upstreams.relay import LogCallback, ProgressCallback
+from ..upstreams.requests import InputRound
 from .askers import NoBackChannel
 from .server import PER_CALLER, Front
 from .views import View
@@ -87,7 +90,7 @@ _MODERN: Final = frozenset(MODERN_PROTOCOL_VERSIONS)
 _METHODS: Final = frozenset({"tools/call", "tools/list"})
 
 
-def takes(message: Any, headers: dict[str, str]) -> bool:
+def is_modern_tools_request(message: Any, headers: dict[str, str]) -> bool:
     """Whether a POST body (parsed) is a 2026-07-28 tools/call or tools/list request, which
     this module serves. Anything else (other methods, handshake-era callers, batches) goes
     to the SDK. `headers`: the request's, by lowercase name."""
@@ -126,9 +129,10 @@ class ModernCalls:
         send: Send,
         call: dict[str, Any],
         headers: dict[str, str],
+        principal: Principal,
     ) -> None:
-        """Answer `call` (a request that `takes`, with the same `headers`), authenticated
-        and its headers checked already (http.py)."""
+        """Answer `principal`'s `call` (a request `is_modern_tools_request` with the same
+        `headers`), authenticated and its headers checked already (http.py)."""
         request = Request(scope)
         request_id = call["id"]
         reply = _Reply(send, request_id)
@@ -145,9 +149,9 @@ class ModernCalls:
             return
         raw_params = call.get("params")
         if call["method"] == "tools/list":
-            await self._list_tools(reply, verdict.protocol_version, raw_params)
+            await self._list_tools(reply, verdict.protocol_version, raw_params, principal)
             return
-        rejection = self._param_headers(raw_params, headers, request)
+        rejection = self._param_headers(raw_params, headers, request, principal)
         if rejection is not None:  # before the parameters, as the SDK's entry does
             await reply.finish_error(_error_of(rejection))
             return
@@ -164,18 +168,17 @@ class ModernCalls:
         level = cast("types.LoggingLevel | None", meta.get(LOG_LEVEL_META_KEY))
 
         progress, log = relays(reply, token)
+        channel = CallChannel(
+            progress=progress,
+            log=log,
+            log_level=level,
+            asker=NoBackChannel(),
+            input_round=InputRound(params.input_responses, params.request_state, _askable(meta)),
+            owner=reply,  # this request alone
+        )
         with anyio.CancelScope() as running, CallWatch(reply, receive, running):
             try:
-                result = await self._front.run_call(
-                    params,
-                    on_progress=progress,
-                    on_log=log,
-                    level=level,
-                    asker=NoBackChannel(),
-                    modern=True,
-                    owner=reply,  # this request alone
-                    capabilities=_askable(meta),
-                )
+                result = await self._front.run_call(principal, params, channel)
                 answer = self._shape(verdict.protocol_version, "tools/call", result)
             except Exception as exc:  # the SDK's ladder decides what the caller may see
                 await reply.finish_error(modern_error_data(exc))
@@ -183,7 +186,7 @@ class ModernCalls:
                 await reply.finish({"jsonrpc": "2.0", "id": request_id, "result": answer})
 
     def _param_headers(
-        self, params: Any, headers: dict[str, str], request: Request
+        self, params: Any, headers: dict[str, str], request: Request, principal: Principal
     ) -> InboundLadderRejection | None:
         """`Mcp-Param-*` headers against the schema this caller was shown (on the raw
         parameters: their own validation comes after)."""
@@ -195,21 +198,24 @@ class ModernCalls:
         arguments = arguments or {}
         if not arguments and not any(name.startswith(_PARAM_PREFIX) for name in headers):
             return None
-        schema = self._front.input_schema(params["name"])
+        tool = self._front.views.view(principal).tools_by_name.get(params["name"])
+        schema = tool.input_schema if tool is not None else None
         if schema is None:
             return None  # an unknown tool: the call answers that
         if not self._annotated.get(schema, _declares_headers):
             return None  # the SDK's check passes whatever the headers (it walks the schema)
         return validate_mcp_param_headers(schema, arguments, request.headers)
 
-    async def _list_tools(self, reply: _Reply, version: str, params: Any) -> None:
+    async def _list_tools(
+        self, reply: _Reply, version: str, params: Any, principal: Principal
+    ) -> None:
         """The caller's tools (see Listings.tools)."""
         try:
             _methods.parse_client_request("tools/list", version, params)
         except ValidationError as exc:
             await reply.finish_error(modern_error_data(exc))
             return
-        view = self._front.view()
+        view = self._front.views.view(principal)
         body = self._listings.tools(view, version, partial(self._shape, version, "tools/list"))
         await reply.finish_result(body)
 

@@ -1,0 +1,277 @@
+"""The call service: the one road from any door (the MCP front, the envelope engine, the
+session API) to an upstream's tool.
+
+`ToolService.call(caller, call, channel)` takes the caller explicitly (a principal with
+what its tags resolved to) and, in this order, sends nothing upstream unless all pass:
+0. the arguments can be written as JSON (sendable.py): text that is not valid Unicode or
+   a number that is not finite is the caller's malformed input, refused whatever the tool;
+1. the Tag Manager's permission-and-scope check with the caller's ResolvedContext, on the
+   arguments as the upstream will use them: the defaults the tool's inputSchema declares
+   are filled in for the scoped arguments a call leaves out, and sent with it;
+2. the catalog: which upstream offers the public name;
+3. the arguments against the tool's inputSchema (schemas.py).
+Then the call goes to the upstream, and its result comes back as the upstream gave it
+(content, structuredContent, isError, _meta), less the upstream's serverInfo stamp: the
+caller deals with the gateway. Progress, log messages and questions the upstream sends
+during the call go to the call's channel (channel.py). A call is repeated after a lost
+connection only when its tool is annotated read-only or idempotent.
+
+Whatever happens, the answer is one typed outcome (outcome.py): Completed, Refused or
+Failed, carrying errors of the gateway's tree (errors.py), an upstream's JSON-RPC error
+included; only cancellation raises. How an outcome is shown is the door's business (the
+MCP front answers a tool the caller may not use exactly as an unknown one). Every call,
+cancelled ones too, is told once to the outcome hooks: the audit log is one (audit.py),
+metrics and rate limits plug in the same way, so nothing can miss a door.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from enum import StrEnum
+
+import anyio
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+
+from .. import jsoncodec
+from ..errors import (
+    CallRefused,
+    InvalidArguments,
+    MalformedArguments,
+    NotRun,
+    PermissionDenied,
+    UnknownTool,
+    UpstreamError,
+    UpstreamRejected,
+)
+from ..tags.context import ResolvedContext
+from ..tags.policy import Fill, check
+from ..upstreams.catalog import CatalogTool
+from ..upstreams.defaults import with_defaults
+from ..upstreams.pool import Pool
+from ..upstreams.relay import unstamped
+from ..upstreams.schemas import check_arguments
+from ..upstreams.sendable import Unsendable
+from ..upstreams.status import describe
+from .channel import NO_CHANNEL, CallChannel
+from .outcome import CallRecord, Completed, Failed, Outcome, Refused, ToolCall
+
+logger = logging.getLogger("gateway.calls")
+
+OutcomeHook = Callable[[CallRecord], None]
+"""Told of every call once it ended. Runs in the calling task: keep it quick (the audit
+log batches its writes); an exception is logged and the call goes on."""
+
+
+class Mode(StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+
+
+class ToolService:
+    def __init__(self, pool: Pool, hooks: Iterable[OutcomeHook] = ()) -> None:
+        self.pool = pool
+        self._hooks: list[OutcomeHook] = list(hooks)
+
+    def on_outcome(self, hook: OutcomeHook) -> Callable[[], None]:
+        """Tell `hook` of every call from now on; returns what stops it."""
+        self._hooks.append(hook)
+        return lambda: self._hooks.remove(hook)
+
+    async def call(
+        self, caller: ResolvedContext, call: ToolCall, channel: CallChannel = NO_CHANNEL
+    ) -> Outcome:
+        """Run one call as `caller` (see the module docstring). Cancelling the awaiting
+        task cancels the call upstream too, and raises."""
+        started = time.perf_counter()
+        arguments = call.arguments if type(call.arguments) is dict else dict(call.arguments)
+        malformed = jsoncodec.unencodable(arguments, "arguments")
+        error: CallRefused
+        if malformed is not None:
+            error = MalformedArguments(f"{call.tool}: the arguments cannot be sent: {malformed}")
+            return self._refused(caller, call, started, error, "invalid_arguments", malformed)
+        entry = self.pool.catalog.tools.get(call.tool)
+        decision = check(caller, call.tool, call.arguments, _filler(entry))
+        if not decision.allowed:
+            error = PermissionDenied(decision)
+            return self._refused(
+                caller, call, started, error, decision.outcome.value, decision.reason
+            )
+        if decision.arguments is not None and decision.arguments is not call.arguments:
+            call = ToolCall(call.tool, decision.arguments)  # sent as checked
+        if entry is None:
+            reason = "no upstream offers this tool"
+            error = UnknownTool(f"{call.tool}: {reason}")
+            return self._refused(caller, call, started, error, "unknown_tool", reason)
+        problem = await check_arguments(entry.schema_key, call.arguments)
+        if problem is not None:
+            error = InvalidArguments(
+                f"{call.tool}: arguments do not fit its inputSchema: {problem}"
+            )
+            return self._refused(caller, call, started, error, "invalid_arguments", problem)
+        connection = self.pool.connections[entry.upstream]
+        principal = caller.principal
+        failure: UpstreamError
+        try:
+            result = await connection.call_tool(
+                entry.tool.name,
+                dict(call.arguments),
+                retry=entry.repeatable,
+                on_progress=channel.progress,
+                on_log=channel.relayed_log(),
+                log_level=channel.log_level or "info",
+                asker=channel.asker,
+                input_round=channel.input_round,
+                owner=channel.owner if channel.owner is not None else object(),
+                user=(principal.org_id, principal.user_id),
+            )
+        except UpstreamError as exc:
+            failure = exc
+        except Unsendable as exc:  # the caller's answers of an input round
+            error = MalformedArguments(str(exc.error.message))
+            return self._refused(caller, call, started, error, "invalid_arguments", str(error))
+        except MCPError as exc:  # the upstream's own error answer
+            failure = UpstreamRejected(exc.error.code, exc.error.message, exc.error.data)
+        except anyio.get_cancelled_exc_class():
+            self._tell(
+                CallRecord(
+                    caller,
+                    call,
+                    "allowed",
+                    decision.reason,
+                    time.perf_counter() - started,
+                    "cancelled",
+                    None,
+                    decision,
+                    entry.upstream,
+                )
+            )
+            raise
+        except Exception as exc:  # a bug of ours or the SDK's: logged, never a 500
+            logger.exception("tool call %s on upstream %s failed", call.tool, entry.upstream)
+            failure = UpstreamError(
+                f"{call.tool} on upstream {entry.upstream} failed: {describe(exc)}"
+            )
+        else:
+            result = unstamped(result)
+            if isinstance(result, types.InputRequiredResult):
+                ended = "input_required"
+            else:
+                ended = "tool_error" if result.is_error else "ok"
+            seconds = time.perf_counter() - started
+            self._tell(
+                CallRecord(
+                    caller,
+                    call,
+                    "allowed",
+                    decision.reason,
+                    seconds,
+                    ended,
+                    None,
+                    decision,
+                    entry.upstream,
+                )
+            )
+            return Completed(call, result, seconds, decision)
+        seconds = time.perf_counter() - started
+        self._tell(
+            CallRecord(
+                caller,
+                call,
+                "allowed",
+                decision.reason,
+                seconds,
+                "failed",
+                str(failure) or type(failure).__name__,
+                decision,
+                entry.upstream,
+            )
+        )
+        return Failed(call, failure, seconds, decision)
+
+    def permits(self, caller: ResolvedContext, call: ToolCall) -> bool:
+        """Whether `call` passes the permission check `call` makes (with the tool's
+        declared defaults), for a call going on: a bridged call's retry is checked again,
+        so a tag changed meanwhile stops it. A refusal is told to the hooks."""
+        entry = self.pool.catalog.tools.get(call.tool)
+        started = time.perf_counter()
+        decision = check(caller, call.tool, call.arguments, _filler(entry))
+        if decision.allowed:
+            return True
+        self._refused(
+            caller,
+            call,
+            started,
+            PermissionDenied(decision),
+            decision.outcome.value,
+            decision.reason,
+        )
+        return False
+
+    async def execute_many(
+        self,
+        caller: ResolvedContext,
+        calls: Sequence[ToolCall],
+        mode: Mode = Mode.SEQUENTIAL,
+        max_concurrency: int = 8,
+        stop_on_error: bool = False,
+        channel: CallChannel = NO_CHANNEL,
+    ) -> list[Outcome]:
+        """One outcome per call, in the order of `calls`, whatever happens to the others.
+        Sequential calls may stop at the first that is not ok (Completed with isError
+        counts as ok: the tool answered); the rest are Refused with NotRun."""
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        outcomes: list[Outcome | None] = [None] * len(calls)
+        if mode is Mode.SEQUENTIAL:
+            for index, call in enumerate(calls):
+                outcome = outcomes[index] = await self.call(caller, call, channel)
+                if stop_on_error and not outcome.ok:
+                    for later in range(index + 1, len(calls)):
+                        skipped = NotRun(f"{calls[later].tool}: not run: an earlier call failed")
+                        outcomes[later] = Refused(calls[later], skipped, 0.0)
+                    break
+        else:
+            limiter = anyio.CapacityLimiter(max_concurrency)
+
+            async def run(index: int, call: ToolCall) -> None:
+                async with limiter:
+                    outcomes[index] = await self.call(caller, call, channel)
+
+            async with anyio.create_task_group() as tasks:
+                for index, call in enumerate(calls):
+                    tasks.start_soon(run, index, call)
+        done = [outcome for outcome in outcomes if outcome is not None]
+        assert len(done) == len(calls), "every call has an outcome"
+        return done
+
+    def _refused(
+        self,
+        caller: ResolvedContext,
+        call: ToolCall,
+        started: float,
+        error: CallRefused,
+        decision: str,
+        reason: str,
+    ) -> Refused:
+        seconds = time.perf_counter() - started
+        self._tell(CallRecord(caller, call, decision, reason, seconds))
+        return Refused(call, error, seconds)
+
+    def _tell(self, record: CallRecord) -> None:
+        for hook in self._hooks:
+            try:
+                hook(record)
+            except Exception:
+                logger.exception("an outcome hook failed on a call of %s", record.call.tool)
+
+
+def _filler(entry: CatalogTool | None) -> Fill | None:
+    """How the permission check fills in `entry`'s declared defaults; None when its
+    schema declares none (most tools: a call then costs nothing more)."""
+    if entry is None or '"default"' not in entry.schema_key:
+        return None
+    schema = entry.tool.input_schema
+    return lambda paths, arguments: with_defaults(schema, arguments, paths)

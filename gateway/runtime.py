@@ -1,0 +1,118 @@
+"""The composition root: the gateway's parts, built once from its configuration and owned
+by one object that every door uses (the HTTP app, `gateway stdio`, and the engine and
+session API to come). Nothing here knows a door; the doors know the runtime.
+
+    Runtime
+    ├── tags      TagManager over the watched tag directory (the one source of truth)
+    ├── state     the state store (Redis or in-memory)
+    ├── pool      every upstream, supervised, and the catalog over them
+    ├── audit     the audit log
+    ├── service   the call service (gateway/calls): the one road to an upstream's tool,
+    │             with the audit log as an outcome hook
+    └── views     what each caller may see, per principal
+
+`running()` starts what must run for any door to serve: the state store, the tag watcher,
+the pool. It enters once every upstream has made its first attempt, and refuses to start
+(CannotStart) when two upstreams offer the same name or URI: an upstream that is down
+does not stop the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .audit import AuditLog
+from .calls import ToolService
+from .errors import CannotStart, ConfigError, ConfigIssue
+from .front.views import Views
+from .settings import GatewayConfig
+from .state import StateStore, open_store
+from .tagcache import invalidate_on_change
+from .tags import TagManager
+from .upstreams.definitions import DefinitionLedger
+from .upstreams.pool import Pool
+
+logger = logging.getLogger("gateway")
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        tags: TagManager,
+        state: StateStore,
+        pool: Pool,
+        audit: AuditLog | None = None,
+    ) -> None:
+        """The parts as given (tests build them themselves); `open` builds them from
+        `config`. The audit log defaults to the config's file."""
+        self.config = config
+        self.tags = tags
+        self.state = state
+        self.pool = pool
+        self.audit = audit if audit is not None else AuditLog(config.audit_path)
+        self.service = ToolService(pool, [self.audit.record_call])
+        self.views = Views(tags.resolve, lambda: pool.catalog)
+
+    @classmethod
+    def open(cls, config: GatewayConfig, tags: TagManager) -> Runtime:
+        """The parts `config` describes, not yet running. Raises ConfigError for a state
+        URL it cannot use."""
+        settings = config.settings
+        try:
+            state = open_store(config.state_url, config.state_ttls, settings.state.stream_max_len)
+        except ValueError as exc:
+            raise ConfigError([ConfigIssue(str(config.path), str(exc), field="state.url")]) from exc
+        audit = AuditLog(config.audit_path)
+        ledger = DefinitionLedger(config.definitions_path, audit)
+        pool = Pool(settings.upstreams, ledger, direct_calls=settings.server.direct_calls)
+        return cls(config, tags, state, pool, audit)
+
+    def on_change(self, listener: Callable[..., None]) -> Callable[[], None]:
+        """Call `listener` whenever what a caller may see can have changed: a tag reload
+        or a new catalog. Returns what stops it."""
+        stops = (self.pool.subscribe(listener), self.tags.store.subscribe(listener))
+
+        def stop() -> None:
+            for each in stops:
+                each()
+
+        return stop
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[TaskGroup]:
+        """Everything the doors need, running (see the module docstring); yields a task
+        group for the doors' own tasks, cancelled on the way out."""
+        refused: CannotStart | None = None
+        # The store never fails to start: without its server it reports not ready and
+        # keeps connecting, while tag listing and checks go on from the config files.
+        async with self.state, anyio.create_task_group() as tasks:
+            await tasks.start(invalidate_on_change, self.tags.store, self.state)
+            if self.config.settings.tags.watch:
+                tasks.start_soon(self.tags.store.watch)
+            tasks.start_soon(self.pool.run)
+            try:
+                await self.pool.settled()
+                clashes = self.pool.catalog.clashes
+                if clashes:
+                    path = str(self.config.path)
+                    refused = CannotStart(
+                        ConfigIssue(path, clash, field="upstreams") for clash in clashes
+                    )
+                else:
+                    for name, status in self.pool.statuses().items():
+                        if status.error:
+                            logger.warning(
+                                "upstream %s is %s: %s", name, status.reported, status.error
+                            )
+                    yield tasks
+            finally:
+                tasks.cancel_scope.cancel()
+                self.audit.close()
+        if refused is not None:
+            raise refused  # out here, not wrapped in the task group's ExceptionGroup
