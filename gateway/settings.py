@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from .auth import AuthSettings
 from .errors import ConfigError, ConfigIssue
 from .state.base import TTLs
+from .strict import Strict
 from .upstreams.config import NAME_PATTERN, StdioUpstream, Upstream, public_prefix
 from .yamlfile import YamlDocument, read_yaml, validate
 
@@ -22,15 +23,11 @@ STATE_URL_ENV = "GATEWAY_STATE_URL"
 STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
 LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*")
 LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 
 
-class ServerSettings(_Strict):
+class ServerSettings(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     allowed_hosts: Annotated[tuple[str, ...], Field(strict=False)] = LOOPBACK_HOSTS
@@ -49,7 +46,7 @@ class ServerSettings(_Strict):
     which costs most of a proxied call's CPU. Off: the SDK handles every message."""
 
 
-class TagSettings(_Strict):
+class TagSettings(Strict):
     dir: str = "orgs"
     """The tags directory: one `<org>.yaml` per org, shared tags in `_*.yaml`."""
     watch: bool = True
@@ -61,7 +58,7 @@ class TagSettings(_Strict):
 Seconds = Annotated[float, Field(gt=0, strict=False)]
 
 
-class StateTTLSettings(_Strict):
+class StateTTLSettings(Strict):
     """Seconds each kind of key lives after its last write or its session's activity."""
 
     session: Seconds = 2 * 3600
@@ -72,7 +69,7 @@ class StateTTLSettings(_Strict):
     flow: Seconds = 2 * 3600
 
 
-class StateSettings(_Strict):
+class StateSettings(Strict):
     """Where session state, the resolved-tags cache, flow state and event streams live."""
 
     url: str = "memory://"
@@ -98,7 +95,7 @@ class StateSettings(_Strict):
 UpstreamName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
-class Settings(_Strict):
+class Settings(Strict):
     data_dir: str = ".gateway"
     """Files the gateway writes: the audit log and the approved tool definitions."""
     server: ServerSettings = ServerSettings()
