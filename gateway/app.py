@@ -44,7 +44,6 @@ from .front.session_transport import GatewaySessionManager
 from .front.views import Views
 from .settings import GatewayConfig, load_config
 from .state import StateStore, StateUnavailable
-from .tagcache import invalidate_on_change
 from .tags import TagManager
 from .upstreams.execute import Executor
 from .upstreams.pool import Pool
@@ -133,7 +132,6 @@ async def running(
     # The store never fails to start: without its server it reports not ready and
     # keeps connecting, while tag listing and checks go on from the config files.
     async with state, anyio.create_task_group() as tasks:
-        await tasks.start(invalidate_on_change, tags.store, state)
         if config.settings.tags.watch:
             tasks.start_soon(tags.store.watch)
         tasks.start_soon(pool.run)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -21,6 +21,11 @@ DEFAULT_CONFIG = Path("configs/gateway.yaml")
 CONFIG_ENV = "GATEWAY_CONFIG"
 STATE_URL_ENV = "GATEWAY_STATE_URL"
 STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
+REMOVED = {
+    "state.ttl.tag_cache": "the state store no longer keeps a resolved-tags cache, which "
+    "nothing read; delete this line",
+}
+"""Settings earlier versions accepted, by dotted field: why each is now unknown."""
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*")
@@ -62,7 +67,6 @@ class StateTTLSettings(Strict):
     """Seconds each kind of key lives after its last write or its session's activity."""
 
     session: Seconds = 2 * 3600
-    tag_cache: Seconds = 30 * 60
     events: Seconds = 3600
     tool_execution: Seconds = 5 * 60
     tool_results: Seconds = 10 * 60
@@ -70,7 +74,7 @@ class StateTTLSettings(Strict):
 
 
 class StateSettings(Strict):
-    """Where session state, the resolved-tags cache, flow state and event streams live."""
+    """Where session state, flow state and event streams live."""
 
     url: str = "memory://"
     """`memory://` (in-process, the default), `redis://host:port/db`, `rediss://...`, or
@@ -154,12 +158,21 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError([ConfigIssue(str(path), "expected a mapping of settings", line=1)])
     settings, issues = validate(doc, Settings, str(path))
     if settings is None:
-        raise ConfigError(issues)
+        raise ConfigError(_explain_removed(issue) for issue in issues)
     issues = _shared_prefixes(settings, doc, str(path))
     if issues:
         raise ConfigError(issues)
     path = path.resolve()
     return GatewayConfig(path, _anchor_paths(settings, path.parent))
+
+
+def _explain_removed(issue: ConfigIssue) -> ConfigIssue:
+    """An old config's removed setting is an unknown field like a typo; say that it was
+    removed on purpose, so that nobody hunts for the right spelling."""
+    why = REMOVED.get(issue.field or "")
+    if why is None or issue.message != "unknown field":
+        return issue
+    return replace(issue, message=f"unknown field (removed: {why})")
 
 
 def _anchor_paths(settings: Settings, folder: Path) -> Settings:
