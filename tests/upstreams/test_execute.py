@@ -24,7 +24,7 @@ from gateway.upstreams.execute import (
 )
 from gateway.upstreams.pool import Pool
 from gateway.upstreams.status import ConnectionLost
-from tests.upstreams.test_connection import stdio, text
+from tests.upstreams.helpers import stdio, text
 
 pytestmark = pytest.mark.anyio
 
