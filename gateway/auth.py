@@ -24,23 +24,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from .errors import ConfigError, ConfigIssue, Unauthenticated
 from .principal import Principal
+from .strict import Strict
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
 Names = Annotated[tuple[Annotated[str, Field(pattern=NAME)], ...], Field(strict=False)]
 
 
-class ApiKeySettings(_Strict):
+class ApiKeySettings(Strict):
     user: Annotated[str, Field(pattern=NAME)]
     org: Annotated[str, Field(pattern=NAME)]
     roles: Names = ()
@@ -63,7 +60,7 @@ class ApiKeySettings(_Strict):
         return self.sha256 if self.sha256 is not None else key_digest(self.key or "")
 
 
-class JwtSettings(_Strict):
+class JwtSettings(Strict):
     algorithm: Literal["HS256", "RS256"]
     secret_env: str | None = None
     """HS256: the environment variable that holds the shared secret."""
@@ -90,13 +87,13 @@ class JwtSettings(_Strict):
         return self
 
 
-class LoopbackPrincipal(_Strict):
+class LoopbackPrincipal(Strict):
     user: Annotated[str, Field(pattern=NAME)]
     org: Annotated[str, Field(pattern=NAME)]
     roles: Names = ()
 
 
-class AuthSettings(_Strict):
+class AuthSettings(Strict):
     dev: bool = False
     """A development config: plain keys, loopback_principal and `gateway stdio --user`
     (a caller named without a credential) are allowed."""

@@ -32,7 +32,6 @@ from .errors import CannotStart, ConfigError, ConfigIssue
 from .front.views import Views
 from .settings import GatewayConfig
 from .state import StateStore, open_store
-from .tagcache import invalidate_on_change
 from .tags import TagManager
 from .upstreams.definitions import DefinitionLedger
 from .upstreams.pool import Pool
@@ -92,7 +91,6 @@ class Runtime:
         # The store never fails to start: without its server it reports not ready and
         # keeps connecting, while tag listing and checks go on from the config files.
         async with self.state, anyio.create_task_group() as tasks:
-            await tasks.start(invalidate_on_change, self.tags.store, self.state)
             if self.config.settings.tags.watch:
                 tasks.start_soon(self.tags.store.watch)
             tasks.start_soon(self.pool.run)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from .auth import AuthSettings
 from .errors import ConfigError, ConfigIssue
 from .state.base import TTLs
+from .strict import Strict
 from .upstreams.config import NAME_PATTERN, StdioUpstream, Upstream, public_prefix
 from .yamlfile import YamlDocument, read_yaml, validate
 
@@ -20,17 +21,18 @@ DEFAULT_CONFIG = Path("configs/gateway.yaml")
 CONFIG_ENV = "GATEWAY_CONFIG"
 STATE_URL_ENV = "GATEWAY_STATE_URL"
 STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+REMOVED = {
+    "state.ttl.tag_cache": "the state store no longer keeps a resolved-tags cache, which "
+    "nothing read; delete this line",
+}
+"""Settings earlier versions accepted, by dotted field: why each is now unknown."""
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*")
 LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 
 
-class ServerSettings(_Strict):
+class ServerSettings(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     allowed_hosts: Annotated[tuple[str, ...], Field(strict=False)] = LOOPBACK_HOSTS
@@ -49,7 +51,7 @@ class ServerSettings(_Strict):
     which costs most of a proxied call's CPU. Off: the SDK handles every message."""
 
 
-class TagSettings(_Strict):
+class TagSettings(Strict):
     dir: str = "orgs"
     """The tags directory: one `<org>.yaml` per org, shared tags in `_*.yaml`."""
     watch: bool = True
@@ -61,19 +63,18 @@ class TagSettings(_Strict):
 Seconds = Annotated[float, Field(gt=0, strict=False)]
 
 
-class StateTTLSettings(_Strict):
+class StateTTLSettings(Strict):
     """Seconds each kind of key lives after its last write or its session's activity."""
 
     session: Seconds = 2 * 3600
-    tag_cache: Seconds = 30 * 60
     events: Seconds = 3600
     tool_execution: Seconds = 5 * 60
     tool_results: Seconds = 10 * 60
     flow: Seconds = 2 * 3600
 
 
-class StateSettings(_Strict):
-    """Where session state, the resolved-tags cache, flow state and event streams live."""
+class StateSettings(Strict):
+    """Where session state, flow state and event streams live."""
 
     url: str = "memory://"
     """`memory://` (in-process, the default), `redis://host:port/db`, `rediss://...`, or
@@ -98,7 +99,7 @@ class StateSettings(_Strict):
 UpstreamName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
-class Settings(_Strict):
+class Settings(Strict):
     data_dir: str = ".gateway"
     """Files the gateway writes: the audit log and the approved tool definitions."""
     server: ServerSettings = ServerSettings()
@@ -157,12 +158,21 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError([ConfigIssue(str(path), "expected a mapping of settings", line=1)])
     settings, issues = validate(doc, Settings, str(path))
     if settings is None:
-        raise ConfigError(issues)
+        raise ConfigError(_explain_removed(issue) for issue in issues)
     issues = _shared_prefixes(settings, doc, str(path))
     if issues:
         raise ConfigError(issues)
     path = path.resolve()
     return GatewayConfig(path, _anchor_paths(settings, path.parent))
+
+
+def _explain_removed(issue: ConfigIssue) -> ConfigIssue:
+    """An old config's removed setting is an unknown field like a typo; say that it was
+    removed on purpose, so that nobody hunts for the right spelling."""
+    why = REMOVED.get(issue.field or "")
+    if why is None or issue.message != "unknown field":
+        return issue
+    return replace(issue, message=f"unknown field (removed: {why})")
 
 
 def _anchor_paths(settings: Settings, folder: Path) -> Settings:

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import mcp_types as types
 import pytest
 
 from gateway.cli import main
 from gateway.settings import load_config
 from gateway.state import TTLs
-from gateway.upstreams.config import OnDefinitionChange
-from gateway.upstreams.definitions import DefinitionLedger
 from tests.conftest import DEMO_CONFIG, ROOT
+from tests.helpers import clean_env, get_json, serving, why_config
+from tests.redis_server import free_port
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -131,28 +124,6 @@ def test_resolve_with_roles_and_intent(run: Run) -> None:
     } in data["skipped"]
 
 
-def why_config(tmp_path: Path, *, recorded: bool = False) -> str:
-    """The demo's tags and upstreams with a data directory of the test's own, so that what
-    a gateway run recorded elsewhere (configs/.gateway) cannot change the answer; with
-    `recorded`, its ledger holds the refund tool's definition, as a gateway run leaves it."""
-    text = DEMO_CONFIG.read_text().replace("dir: orgs", f"dir: {DEMO_CONFIG.parent / 'orgs'}")
-    (tmp_path / "gateway.yaml").write_text(f"data_dir: {tmp_path / 'data'}\n{text}")
-    if recorded:
-        schema = {
-            "type": "object",
-            "properties": {
-                "order_id": {"type": "string"},
-                "amount": {"type": "number"},
-                "currency": {"type": "string", "default": "USD"},
-            },
-            "required": ["order_id", "amount"],
-        }
-        ledger = DefinitionLedger(tmp_path / "data" / "tool-definitions.json")
-        tool = types.Tool(name="refund", input_schema=schema)
-        ledger.judge("payments", [tool], OnDefinitionChange.AUDIT)
-    return str(tmp_path / "gateway.yaml")
-
-
 WHY = ("tags", "why", "--org", "acme", "--user", "alice", "--tool", "payments__refund")
 
 
@@ -228,57 +199,10 @@ def test_console_script_is_installed() -> None:
     assert done.stdout.startswith("ok: ")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(command: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """Start `command` with `--port N` added, wait (bounded) until /health answers, yield
-    the process and port; the process is always reaped."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)],
-        cwd=ROOT,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
-
-
-def _get(url: str) -> tuple[int, dict[str, str], Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status, dict(resp.headers), json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read())
-
-
-def _clean_env() -> dict[str, str]:
-    unset = ("GATEWAY_CONFIG", "GATEWAY_STATE_URL")
-    return {k: v for k, v in os.environ.items() if k not in unset}
-
-
 def test_serve_starts_says_what_it_serves_and_stops() -> None:
     # The README's quick-start command itself, on the demo config.
-    with serving([str(ROOT / "scripts" / "serve")], _clean_env()) as (proc, port):
-        status, _, body = _get(f"http://127.0.0.1:{port}/health")
+    with serving([str(ROOT / "scripts" / "serve")], clean_env()) as (proc, port):
+        status, _, body = get_json(f"http://127.0.0.1:{port}/health")
         assert (status, body) == (
             200,
             {
@@ -287,7 +211,7 @@ def test_serve_starts_says_what_it_serves_and_stops() -> None:
                 "upstreams": {"ready": 4},  # the demo's payments, crm, orders, time
             },
         )
-        status, _, ready = _get(f"http://127.0.0.1:{port}/ready")
+        status, _, ready = get_json(f"http://127.0.0.1:{port}/ready")
         assert (status, ready) == (
             200,
             {"ready": True, "state": {"url": "memory://", "reason": None}},
@@ -303,16 +227,16 @@ def test_serve_starts_says_what_it_serves_and_stops() -> None:
 def test_serve_without_its_redis_runs_and_says_it_is_not_ready() -> None:
     """Redis down at start-up: the gateway neither exits nor crash-loops; /ready answers
     503 with the URL and the reason, and keeps retrying in the background."""
-    closed = _free_port()  # nothing listens there
+    closed = free_port()  # nothing listens there
     url = f"redis://:secret@127.0.0.1:{closed}/0"
-    env = {**_clean_env(), "GATEWAY_STATE_URL": url}
+    env = {**clean_env(), "GATEWAY_STATE_URL": url}
     gateway = str(Path(sys.executable).parent / "gateway")
     with serving([gateway, "serve", "--config", str(DEMO_CONFIG)], env) as (proc, port):
-        status, _, _ = _get(f"http://127.0.0.1:{port}/health")
+        status, _, _ = get_json(f"http://127.0.0.1:{port}/health")
         assert status == 200
         time.sleep(1.0)  # a few retries later it is still up, and still says why
         assert proc.poll() is None
-        status, headers, ready = _get(f"http://127.0.0.1:{port}/ready")
+        status, headers, ready = get_json(f"http://127.0.0.1:{port}/ready")
         assert status == 503
         assert headers["retry-after"] == "1"
         assert ready["ready"] is False
@@ -360,6 +284,17 @@ def test_a_ttl_must_be_positive(run: Run, tmp_path: Path) -> None:
     assert f"{config}:5: state.ttl.session:" in err
 
 
+def test_a_removed_setting_says_it_was_removed(run: Run, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("tags:\n  dir: orgs\nstate:\n  ttl:\n    tag_cache: 1800\n    sesion: 1\n")
+    (tmp_path / "orgs").mkdir()
+    code, _, err = run("check", "--config", str(config))
+    assert code == 2
+    assert f"{config}:5: state.ttl.tag_cache: unknown field (removed: the state store" in err
+    # A typo is still just unknown.
+    assert f"{config}:6: state.ttl.sesion: unknown field\n" in err
+
+
 def _twins(tmp_path: Path) -> Path:
     """A gateway.yaml with two upstreams that offer the same tool and prompt names (no
     prefixes), resource URI and URI template: the project's echo server, twice."""
@@ -391,7 +326,7 @@ def test_upstreams_offering_one_name_or_uri_stop_start_up_in_one_message(
     done = subprocess.run(
         [sys.executable, "-m", "gateway.cli", *command, "--config", str(config)],
         cwd=ROOT,
-        env={**_clean_env(), "PYTHONPATH": str(ROOT)},
+        env={**clean_env(), "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,14 +13,14 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import DEMO_CONFIG
-from tests.test_cli import _clean_env, serving
+from tests.helpers import clean_env, serving
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_the_demo_serves_each_user_their_tools_and_checks_scopes() -> None:
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(DEMO_CONFIG)]
-    with serving(command, _clean_env()) as (proc, port):
+    with serving(command, clean_env()) as (proc, port):
         url = f"http://127.0.0.1:{port}/mcp"
         seen = {}
         for user, key in (("alice", "demo-key-alice-0001"), ("dave", "demo-key-dave-0004")):

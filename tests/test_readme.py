@@ -38,7 +38,7 @@ from gateway.errors import ConfigError
 from gateway.settings import Settings, load_config
 from gateway.tags.loader import tagset_from_texts
 from tests.conftest import DEMO_CONFIG, ROOT
-from tests.test_cli import _clean_env, serving, why_config
+from tests.helpers import clean_env, serving, why_config
 
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -202,7 +202,7 @@ def test_the_readme_inspector_line_lists_alices_tools() -> None:
     text = shown[0].text.replace("\\\n", " ")
     line = next(line for line in text.splitlines() if "mcp-inspector --cli" in line)
     gateway = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(DEMO_CONFIG)]
-    with serving(gateway, _clean_env()) as (_, port):
+    with serving(gateway, clean_env()) as (_, port):
         done = subprocess.run(
             ["bash", "-c", line.replace("127.0.0.1:8080", f"127.0.0.1:{port}")],
             cwd=ROOT,

@@ -1,13 +1,13 @@
 """The state store's contract: one async interface, its key names, TTLs and errors.
 
 Two implementations keep the same semantics: `MemoryStore` (in-process, the default) and
-`RedisStore` (shared by replicas). Everything session-scoped lives here: session state, the
-resolved-tags cache, flow state, and the sessions' event streams.
+`RedisStore` (shared by replicas). Everything session-scoped lives here: session state, flow
+state, and the sessions' event streams.
 
 Key names are fixed. The braces are literal: they are Redis Cluster hash tags, so every key
 of one session (`SESSION:{s1}`, `STREAM:{s1}:events`, `FLOW:{s1}:{flow_refund}`) lives in
 one slot. Values inside braces are escaped (`{`, `}`, `:` and `%` as `%7B`, `%7D`, `%3A`,
-`%25`) so that no user id can forge another key or split a hash tag.
+`%25`) so that no id can forge another key or split a hash tag.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class TTLs:
     """Seconds each kind of key lives after its last write (or a session's last activity)."""
 
     session: float = 2 * 3600
-    tag_cache: float = 30 * 60
     events: float = 3600
     tool_execution: float = 5 * 60
     tool_results: float = 10 * 60
@@ -77,14 +76,6 @@ def stream_key(session_id: str, stream: Stream) -> str:
 
 def flow_key(session_id: str, flow_id: str) -> str:
     return f"FLOW:{{{_part(session_id)}}}:{{{_part(flow_id)}}}"
-
-
-def tag_cache_key(user_id: str, org_id: str, intent: str | None) -> str:
-    """`intent` None (no intent) is the empty `{}`; intents are names, never empty."""
-    return f"TAGCACHE:{{{_part(user_id)}}}:{{{_part(org_id)}}}:{{{_part(intent or '')}}}"
-
-
-TAG_CACHE_PATTERN = "TAGCACHE:*"
 
 
 def channel_name(session_id: str) -> str:
@@ -222,36 +213,6 @@ class StateStore(ABC):
     @abstractmethod
     async def delete_session(self, session_id: str) -> None:
         """Remove every key of the session."""
-
-    # resolved-tags cache
-
-    async def get_resolved_tags_cache(
-        self, user_id: str, org_id: str, intent: str | None, config_version: str
-    ) -> JsonObject | None:
-        """The cached entry, or None when absent or written under another config version
-        (the tag config's digest: replicas agree on it, unlike their version counters)."""
-        entry = await self._get_value(tag_cache_key(user_id, org_id, intent))
-        if entry is None or entry.get("config_version") != config_version:
-            return None
-        tags: JsonObject = entry["tags"]
-        return tags
-
-    async def set_resolved_tags_cache(
-        self,
-        user_id: str,
-        org_id: str,
-        intent: str | None,
-        config_version: str,
-        tags: Mapping[str, Any],
-        ttl: float | None = None,
-    ) -> None:
-        entry = {"config_version": config_version, "tags": tags}
-        key = tag_cache_key(user_id, org_id, intent)
-        await self._set_value(key, entry, ttl or self.ttls.tag_cache)
-
-    @abstractmethod
-    async def invalidate_tags_cache(self) -> int:
-        """Remove every cached entry (on a tag config change); returns how many."""
 
     # flows
 

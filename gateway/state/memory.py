@@ -183,15 +183,6 @@ class MemoryStore(StateStore):
         for stream in Stream:
             self._streams.pop(stream_key(session_id, stream), None)
 
-    # --- resolved-tags cache -----------------------------------------------------------
-
-    async def invalidate_tags_cache(self) -> int:
-        keys = [key for key in self._values if key.startswith("TAGCACHE:")]
-        live = sum(1 for key in keys if self._live(key) is not None)
-        for key in keys:
-            self._values.pop(key, None)
-        return live
-
     # --- flows -------------------------------------------------------------------------
 
     async def set_flow_state(

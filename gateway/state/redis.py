@@ -44,7 +44,6 @@ from ..errors import StateError, StateUnavailable
 from . import codec
 from .base import (
     START,
-    TAG_CACHE_PATTERN,
     JsonObject,
     StateStore,
     StoreStatus,
@@ -74,7 +73,7 @@ PROBE_INTERVAL = 0.5
 PROBE_TIMEOUT = 0.25
 """Seconds a readiness probe (a PING) may take."""
 LONG_OP_TIMEOUT = 30.0
-"""For operations that scan the keyspace (invalidating the tag cache, diagnostics)."""
+"""For operations that scan the keyspace (diagnostics)."""
 _DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _FIELD = b"v"
 
@@ -354,21 +353,6 @@ class RedisStore(StateStore):
             await r.unlink(*keys)
 
         await self._call(delete)
-
-    async def invalidate_tags_cache(self) -> int:
-        async def invalidate(r: Client) -> int:
-            removed = 0
-            batch: list[bytes] = []
-            async for key in r.scan_iter(match=TAG_CACHE_PATTERN, count=1000):
-                batch.append(key)
-                if len(batch) >= 500:
-                    removed += await r.unlink(*batch)
-                    batch.clear()
-            if batch:
-                removed += await r.unlink(*batch)
-            return removed
-
-        return await self._call(invalidate, seconds=LONG_OP_TIMEOUT)
 
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from ..principal import Principal
 from .context import ResolvedContext
 from .loader import TagSet
-from .policy import Decision, check
 from .resolve import Resolver
 from .store import TagStore
 
 
 class TagManager:
-    """Resolution (cached) and the permission check, over a live TagStore."""
+    """Resolution (cached) over a live TagStore. The permission check is not here: it is
+    `policy.check` of a resolved context, the one check every door goes through."""
 
     def __init__(self, store: TagStore, cache_size: int = 50_000) -> None:
         self.store = store
@@ -33,12 +31,3 @@ class TagManager:
 
     def resolve(self, principal: Principal, intent: str | None = None) -> ResolvedContext:
         return self.resolver.resolve(principal, intent)
-
-    def check(
-        self,
-        principal: Principal,
-        tool: str,
-        arguments: Mapping[str, Any] | None = None,
-        intent: str | None = None,
-    ) -> Decision:
-        return check(self.resolve(principal, intent), tool, arguments)

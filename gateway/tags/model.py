@@ -1,9 +1,9 @@
 """The tag schema: what an org's YAML file may say, validated strictly.
 
-Every model rejects unknown fields and does no type coercion (`strict`), so a typo or a
-YAML surprise (`version: 1.10` read as a float, `no` read as false) is an error naming the
-field instead of a silent change of meaning. Models are frozen: a loaded config is shared
-by every request and must not change under them.
+Every model (a `gateway.strict.Strict`) rejects unknown fields and does no type coercion,
+so a typo or a YAML surprise (`version: 1.10` read as a float, `no` read as false) is an
+error naming the field instead of a silent change of meaning. Models are frozen: a loaded
+config is shared by every request and must not change under them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     JsonValue,
@@ -26,6 +24,7 @@ from pydantic import (
 from pydantic import Tag as UnionMember
 
 from ..linear_regex import LinearPattern, PatternError
+from ..strict import Strict
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 """Tag, org, user and role names: what SEP-986 allows for tool names, without a leading dot."""
@@ -58,11 +57,7 @@ ORG_WIDE = "*"
 """`assigned_users: ["*"]` applies a tag to every known user of the org."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
-class ArgumentConstraint(_Strict):
+class ArgumentConstraint(Strict):
     """Constraints on one argument of a tool call, addressed by a dotted path.
 
     A present argument must satisfy all of them. `min`/`max` apply to numbers, `max_length`
@@ -131,7 +126,7 @@ ToolScope = dict[ArgumentPath, ArgumentConstraint]
 """Argument path (`amount`, `payment.amount`, `items.*.sku`) → its constraints."""
 
 
-class TagMeta(_Strict):
+class TagMeta(Strict):
     title: str = ""
     description: str = ""
     priority: int = 0
@@ -142,7 +137,7 @@ class TagMeta(_Strict):
     version: str | int | None = None
 
 
-class TagConfig(_Strict):
+class TagConfig(Strict):
     """The RBAC part of a tag."""
 
     assigned_users: Texts = ()
@@ -174,7 +169,7 @@ class TagConfig(_Strict):
         return self
 
 
-class FlowStep(_Strict):
+class FlowStep(Strict):
     id: Name
     tool: Annotated[str, StringConstraints(min_length=1)]
     description: str = ""
@@ -183,7 +178,7 @@ class FlowStep(_Strict):
     """A condition on earlier results; evaluated by the flow engine, stored verbatim here."""
 
 
-class FlowDefinition(_Strict):
+class FlowDefinition(Strict):
     description: str = ""
     steps: Annotated[tuple[FlowStep, ...], Field(min_length=1, strict=False)]
 
@@ -216,7 +211,7 @@ _NO_CONFIG = TagConfig()
 # for every tag that omits it, which is wasted work on frozen models.
 
 
-class TagPayload(_Strict):
+class TagPayload(Strict):
     meta: TagMeta = Field(default_factory=lambda: _NO_META)
     config: TagConfig = Field(default_factory=lambda: _NO_CONFIG)
     content: Content = ""
@@ -225,7 +220,7 @@ class TagPayload(_Strict):
 _NO_PAYLOAD = TagPayload()
 
 
-class Tag(_Strict):
+class Tag(Strict):
     tag: Name
     kind: Annotated[TagKind, Field(strict=False)]
     payload: TagPayload = Field(default_factory=lambda: _NO_PAYLOAD)
@@ -250,12 +245,12 @@ class Tag(_Strict):
         return self.payload.meta.title or self.tag
 
 
-class OrgUser(_Strict):
+class OrgUser(Strict):
     roles: Names = ()
     name: str = ""
 
 
-class OrgFile(_Strict):
+class OrgFile(Strict):
     """One `orgs/<org>.yaml` file: an org's users and tags.
 
     A file whose name starts with `_` holds shared tags instead: no users, and every tag

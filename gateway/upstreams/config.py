@@ -25,7 +25,9 @@ from pathlib import PurePosixPath
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from ..strict import Strict
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 """An upstream's name: it becomes part of public tool names (`<name>__<tool>`)."""
@@ -43,14 +45,10 @@ class OnDefinitionChange(StrEnum):
     """Hide the tool until an admin approves the new definition."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
 Seconds = Annotated[float, Field(gt=0, strict=False)]
 
 
-class _Upstream(_Strict):
+class _Upstream(Strict):
     prefix: Annotated[str | None, Field(pattern=PREFIX_PATTERN)] = None
     """Put before every tool name: default `<name>__`; empty to pass names through."""
     enabled: bool = True

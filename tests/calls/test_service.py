@@ -35,7 +35,7 @@ from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
 from gateway.upstreams.pool import Pool
-from tests.upstreams.test_connection import stdio, text
+from tests.upstreams.helpers import stdio, text
 
 pytestmark = pytest.mark.anyio
 

@@ -27,7 +27,7 @@ from gateway.tags import TagManager
 from gateway.upstreams.definitions import DefinitionLedger
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
-from tests.upstreams.test_connection import until
+from tests.helpers import until
 
 KEYS = {
     "alice": "alice-key-0123456789abcdef",

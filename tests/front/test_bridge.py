@@ -20,7 +20,7 @@ from gateway.principal import Principal
 from tests.front.harness import ACME, GLOBEX, gateway_yaml, running_gateway
 from tests.front.test_http import text
 from tests.front.test_passthrough import model
-from tests.upstreams.test_third_party import EVERYTHING
+from tests.upstreams.helpers import EVERYTHING
 
 pytestmark = pytest.mark.anyio
 

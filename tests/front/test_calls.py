@@ -22,7 +22,7 @@ from mcp.server import _streamable_http_modern
 from gateway.front import modern_calls
 from tests.conftest import ROOT
 from tests.front.harness import KEYS, Gateway, key_entries, running_gateway
-from tests.upstreams.test_connection import http_echo
+from tests.upstreams.helpers import http_echo
 
 pytestmark = pytest.mark.anyio
 

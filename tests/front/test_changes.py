@@ -15,7 +15,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.front.harness import ACME, KEYS, Gateway, gateway_yaml, key_entries, running_gateway
-from tests.upstreams.test_connection import until
+from tests.helpers import until
 
 pytestmark = pytest.mark.anyio
 

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.front.harness import running_gateway
 from tests.front.mcp_clients import conformance, conformance_next
-from tests.upstreams.test_connection import http_upstream
+from tests.upstreams.helpers import http_upstream
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from gateway.auth import Credential
 from gateway.front.caller import current_credential
 from gateway.principal import Principal
 from tests.front.harness import KEYS, Gateway
-from tests.upstreams.test_connection import until
+from tests.helpers import until
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from gateway.state import StateError
 from gateway.state.memory import MemoryStore
 from tests.front.harness import KEYS, Gateway, key_entries, running_gateway
 from tests.front.test_calls import config, gateways
-from tests.upstreams.test_connection import http_echo
+from tests.upstreams.helpers import http_echo
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ from mcp import Client, MCPError, StdioServerParameters
 
 from tests.conftest import ROOT
 from tests.front.harness import ACME, GLOBEX, KEYS, gateway_yaml, key_entries
-from tests.upstreams.test_connection import gone, until
+from tests.helpers import gone, until
 
 pytestmark = pytest.mark.anyio
 

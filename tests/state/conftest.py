@@ -18,9 +18,7 @@ from tests.redis_server import RedisServer, free_port, running
 
 # The contract's defaults, spelled out so that a change of `TTLs()` cannot silently change
 # what these tests expect.
-DEFAULT_TTLS = TTLs(
-    session=7200, tag_cache=1800, events=3600, tool_execution=300, tool_results=600, flow=7200
-)
+DEFAULT_TTLS = TTLs(session=7200, events=3600, tool_execution=300, tool_results=600, flow=7200)
 
 BACKENDS = ("memory", "redis", "redis-cluster")
 

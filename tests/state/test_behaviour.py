@@ -41,11 +41,10 @@ S1_KEYS = {
     "STREAM:{s1}:tool_execution",
     "STREAM:{s1}:tool_results",
 }
-ALICE_REFUND = "TAGCACHE:{alice}:{acme}:{refund}"
 
 # Distinct per kind, so that a key given another kind's TTL is caught. Session and flow are
 # equal because the contract does not say which of the two the set of flow ids follows.
-SHORT_TTLS = TTLs(session=4, tag_cache=8, events=5, tool_execution=6, tool_results=7, flow=4)
+SHORT_TTLS = TTLs(session=4, events=5, tool_execution=6, tool_results=7, flow=4)
 
 
 def expected_ttls(session_id: str, ttls: TTLs) -> dict[str, float]:
@@ -65,10 +64,6 @@ async def write_session(store: StateStore, session_id: str) -> None:
     await store.set_flow_state(session_id, "flow_refund", {"step": 1})
     for stream in Stream:
         await store.append(session_id, stream, {"stream": stream.value})
-
-
-async def write_alice_refund(store: StateStore) -> None:
-    await store.set_resolved_tags_cache("alice", "acme", "refund", "v1", {"tags": ["a"]})
 
 
 @asynccontextmanager
@@ -102,38 +97,37 @@ async def following(
 @pytest.mark.anyio
 async def test_key_names_are_exact(store: StateStore) -> None:
     await write_session(store, "s1")
-    await write_alice_refund(store)
-    await store.set_resolved_tags_cache("alice", "acme", None, "v1", {"tags": []})
-    assert set(await store.debug_keys()) == S1_KEYS | {
-        ALICE_REFUND,
-        "TAGCACHE:{alice}:{acme}:{}",
-    }
-    assert set(await store.debug_keys("TAGCACHE:*")) == {
-        ALICE_REFUND,
-        "TAGCACHE:{alice}:{acme}:{}",
+    await store.set_session_state("s2", {"other": True})
+    assert set(await store.debug_keys()) == S1_KEYS | {"SESSION:{s2}"}
+    assert set(await store.debug_keys("STREAM:*")) == {
+        "STREAM:{s1}:events",
+        "STREAM:{s1}:tool_execution",
+        "STREAM:{s1}:tool_results",
     }
 
 
 @pytest.mark.anyio
 async def test_ids_are_escaped_so_that_no_key_is_forged(store: StateStore) -> None:
-    # Unescaped, both would be TAGCACHE:{a}:{b}:{c}:{}.
-    await store.set_resolved_tags_cache("a}:{b", "c", None, "v1", {"who": "a}:{b"})
-    await store.set_resolved_tags_cache("a", "b}:{c", None, "v1", {"who": "a"})
+    # Unescaped, both would be FLOW:{a}:{b}:{c}.
+    await store.set_flow_state("a}:{b", "c", {"who": "a}:{b"})
+    await store.set_flow_state("a", "b}:{c", {"who": "a"})
     # Unescaped, the second would be the first's escaped form.
     await store.set_session_state("x}b", {"who": "x}b"})
     await store.set_session_state("x%7Db", {"who": "x%7Db"})
     await store.set_flow_state("x}b", "f:1", {"flow": "f:1"})
 
     assert set(await store.debug_keys()) == {
-        "TAGCACHE:{a%7D%3A%7Bb}:{c}:{}",
-        "TAGCACHE:{a}:{b%7D%3A%7Bc}:{}",
+        "FLOW:{a%7D%3A%7Bb}:{c}",
+        "SESSION:{a%7D%3A%7Bb}:flows",
+        "FLOW:{a}:{b%7D%3A%7Bc}",
+        "SESSION:{a}:flows",
         "SESSION:{x%7Db}",
         "SESSION:{x%257Db}",
         "SESSION:{x%7Db}:flows",
         "FLOW:{x%7Db}:{f%3A1}",
     }
-    assert await store.get_resolved_tags_cache("a}:{b", "c", None, "v1") == {"who": "a}:{b"}
-    assert await store.get_resolved_tags_cache("a", "b}:{c", None, "v1") == {"who": "a"}
+    assert await store.get_flow_state("a}:{b", "c") == {"who": "a}:{b"}
+    assert await store.get_flow_state("a", "b}:{c") == {"who": "a"}
     assert await store.get_session_state("x}b") == {"who": "x}b"}
     assert await store.get_session_state("x%7Db") == {"who": "x%7Db"}
     assert await store.get_flow_state("x}b", "f:1") == {"flow": "f:1"}
@@ -177,8 +171,7 @@ async def test_every_key_gets_its_configured_ttl(
     store: StateStore, backend: str, state_url: str
 ) -> None:
     await write_session(store, "s1")
-    await write_alice_refund(store)
-    expected = expected_ttls("s1", DEFAULT_TTLS) | {ALICE_REFUND: DEFAULT_TTLS.tag_cache}
+    expected = expected_ttls("s1", DEFAULT_TTLS)
 
     keys = await store.debug_keys()
     assert set(keys) == set(expected)
@@ -230,11 +223,10 @@ async def test_touch_session_is_false_for_an_unknown_session(store: StateStore) 
 
 @pytest.mark.anyio
 async def test_values_expire_after_their_ttl(make_store: MakeStore) -> None:
-    one_second = TTLs(session=1, tag_cache=1, events=1, tool_execution=1, tool_results=1, flow=1)
+    one_second = TTLs(session=1, events=1, tool_execution=1, tool_results=1, flow=1)
     async with make_store(one_second) as store:
         await write_session(store, "s1")
-        await write_alice_refund(store)
-        assert set(await store.debug_keys()) == S1_KEYS | {ALICE_REFUND}
+        assert set(await store.debug_keys()) == S1_KEYS
         assert await store.get_session_state("s1") == {"session": "s1"}
 
         await anyio.sleep(1)
@@ -246,7 +238,6 @@ async def test_values_expire_after_their_ttl(make_store: MakeStore) -> None:
         assert await store.debug_keys() == {}
         assert await store.get_session_state("s1") is None
         assert await store.get_flow_state("s1", "flow_refund") is None
-        assert await store.get_resolved_tags_cache("alice", "acme", "refund", "v1") is None
         for stream in Stream:
             assert (await store.read("s1", stream)).events == ()
         assert await store.touch_session("s1") is False
@@ -262,20 +253,15 @@ async def test_a_started_store_answers_ping(store: StateStore) -> None:
 
 
 @pytest.mark.anyio
-async def test_session_flow_and_tag_cache_round_trip(store: StateStore) -> None:
+async def test_session_and_flow_round_trip(store: StateStore) -> None:
     value: dict[str, Any] = {"text": "héllo ✓", "nested": {"list": [1, 2.5, None, True]}}
     assert await store.get_session_state("s1") is None
     assert await store.get_flow_state("s1", "flow_refund") is None
-    assert await store.get_resolved_tags_cache("alice", "acme", "refund", "v1") is None
 
     await store.set_session_state("s1", value)
     await store.set_flow_state("s1", "flow_refund", value | {"flow": True})
-    await store.set_resolved_tags_cache("alice", "acme", "refund", "v1", value | {"tags": 1})
     assert await store.get_session_state("s1") == value
     assert await store.get_flow_state("s1", "flow_refund") == value | {"flow": True}
-    assert await store.get_resolved_tags_cache("alice", "acme", "refund", "v1") == value | {
-        "tags": 1
-    }
 
     await store.set_session_state("s1", {"replaced": True})
     assert await store.get_session_state("s1") == {"replaced": True}
@@ -288,9 +274,8 @@ async def test_session_flow_and_tag_cache_round_trip(store: StateStore) -> None:
 async def test_an_explicit_ttl_overrides_the_default(store: StateStore) -> None:
     await store.set_session_state("s1", {"n": 1}, ttl=50)
     await store.set_flow_state("s1", "flow_refund", {"n": 2}, ttl=60)
-    await store.set_resolved_tags_cache("alice", "acme", "refund", "v1", {"n": 3}, ttl=70)
     keys = await store.debug_keys()
-    for key, ttl in {"SESSION:{s1}": 50, "FLOW:{s1}:{flow_refund}": 60, ALICE_REFUND: 70}.items():
+    for key, ttl in {"SESSION:{s1}": 50, "FLOW:{s1}:{flow_refund}": 60}.items():
         remaining = keys[key]
         assert remaining is not None, key
         assert abs(remaining - ttl) <= 1, (key, remaining)
@@ -302,11 +287,10 @@ async def test_delete_session_removes_every_key_of_that_session_only(
 ) -> None:
     await write_session(store, "s1")
     await write_session(store, "s2")
-    await write_alice_refund(store)
 
     await store.delete_session("s1")
 
-    assert set(await store.debug_keys()) == set(expected_ttls("s2", DEFAULT_TTLS)) | {ALICE_REFUND}
+    assert set(await store.debug_keys()) == set(expected_ttls("s2", DEFAULT_TTLS))
     assert await store.get_session_state("s1") is None
     assert await store.get_flow_state("s1", "flow_refund") is None
     for stream in Stream:
@@ -314,39 +298,6 @@ async def test_delete_session_removes_every_key_of_that_session_only(
     assert await store.touch_session("s1") is False
     assert await store.get_session_state("s2") == {"session": "s2"}
     assert await store.get_flow_state("s2", "flow_refund") == {"step": 1}
-
-
-# --- the resolved-tags cache ---------------------------------------------------------------
-
-
-@pytest.mark.anyio
-async def test_tag_cache_entries_belong_to_their_config_version(store: StateStore) -> None:
-    await write_alice_refund(store)
-    assert await store.get_resolved_tags_cache("alice", "acme", "refund", "v1") == {"tags": ["a"]}
-    assert await store.get_resolved_tags_cache("alice", "acme", "refund", "v2") is None
-    assert await store.get_resolved_tags_cache("alice", "acme", None, "v1") is None
-    assert await store.get_resolved_tags_cache("alice", "globex", "refund", "v1") is None
-
-    await store.set_resolved_tags_cache("alice", "acme", "refund", "v2", {"tags": ["b"]})
-    assert await store.get_resolved_tags_cache("alice", "acme", "refund", "v2") == {"tags": ["b"]}
-    assert await store.get_resolved_tags_cache("alice", "acme", "refund", "v1") is None
-
-
-@pytest.mark.anyio
-async def test_invalidate_tags_cache_removes_every_entry_and_nothing_else(
-    store: StateStore,
-) -> None:
-    await write_session(store, "s1")
-    await write_alice_refund(store)
-    await store.set_resolved_tags_cache("alice", "acme", None, "v1", {"tags": []})
-    await store.set_resolved_tags_cache("bob", "globex", "refund", "v1", {"tags": []})
-
-    assert await store.invalidate_tags_cache() == 3
-
-    assert set(await store.debug_keys()) == S1_KEYS
-    assert await store.get_resolved_tags_cache("alice", "acme", "refund", "v1") is None
-    assert await store.get_session_state("s1") == {"session": "s1"}
-    assert await store.invalidate_tags_cache() == 0
 
 
 # --- the value encoding --------------------------------------------------------------------
@@ -394,11 +345,9 @@ async def test_redis_values_of_a_newer_encoding_are_refused(redis_url: str) -> N
     async with started(open_store(redis_url, DEFAULT_TTLS)) as store, raw_redis(redis_url) as raw:
         await store.set_session_state("s1", {"n": 1})
         await store.set_flow_state("s1", "flow_refund", {"n": 2})
-        await write_alice_refund(store)
         readers: dict[str, Callable[[], Awaitable[object]]] = {
             "SESSION:{s1}": lambda: store.get_session_state("s1"),
             "FLOW:{s1}:{flow_refund}": lambda: store.get_flow_state("s1", "flow_refund"),
-            ALICE_REFUND: lambda: store.get_resolved_tags_cache("alice", "acme", "refund", "v1"),
         }
         for key, read in readers.items():
             # As a newer replica would have written it: same data, next encoding version.
@@ -426,7 +375,6 @@ async def test_values_that_are_not_json_are_refused_on_write(
     writes: list[Callable[[], Awaitable[object]]] = [
         lambda: store.set_session_state("s1", value),
         lambda: store.set_flow_state("s1", "flow_refund", value),
-        lambda: store.set_resolved_tags_cache("alice", "acme", None, "v1", value),
         lambda: store.append("s1", Stream.EVENTS, value),
         lambda: store.pub_event("s1", value),
     ]
@@ -738,9 +686,6 @@ async def test_two_replicas_share_state_streams_and_notifications(redis_url: str
         assert await b.get_session_state("s1") == {"by": "a"}
         await b.set_flow_state("s1", "flow_refund", {"by": "b"})
         assert await a.get_flow_state("s1", "flow_refund") == {"by": "b"}
-        await write_alice_refund(a)
-        assert await b.invalidate_tags_cache() == 1
-        assert await a.get_resolved_tags_cache("alice", "acme", "refund", "v1") is None
 
         first = await a.append("s1", Stream.EVENTS, {"n": 1})
 

@@ -20,7 +20,7 @@ class Clock:
 
 async def test_writes_sweep_away_what_expired_even_if_never_read_again() -> None:
     clock = Clock()
-    ttls = TTLs(session=1, tag_cache=1, events=1, tool_execution=1, tool_results=1, flow=1)
+    ttls = TTLs(session=1, events=1, tool_execution=1, tool_results=1, flow=1)
     async with MemoryStore(ttls, stream_max_len=10, sweep_interval=1.0, clock=clock) as store:
         for n in range(500):
             await store.set_session_state(f"s{n}", {"n": n})

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.principal import Principal
-from gateway.tags import TagManager, TagSet, TagStore
+from gateway.tags import TagManager, TagSet, TagStore, check
 
 ACME = """
 users:
@@ -106,10 +106,10 @@ def test_a_failing_subscriber_does_not_stop_the_others(tags_dir: Callable[..., P
 def test_removed_file_removes_the_org(tags_dir: Callable[..., Path]) -> None:
     directory = tags_dir(acme=ACME, globex="users: {gina: {}}\n")
     manager = TagManager.open(directory)
-    assert manager.check(ALICE, "crm__get").allowed
+    assert check(manager.resolve(ALICE), "crm__get").allowed
     (directory / "acme.yaml").unlink()
     assert manager.store.reload().changed
-    assert not manager.check(ALICE, "crm__get").allowed
+    assert not check(manager.resolve(ALICE), "crm__get").allowed
 
 
 def test_cache_never_serves_a_stale_permission(tags_dir: Callable[..., Path]) -> None:
@@ -117,14 +117,14 @@ def test_cache_never_serves_a_stale_permission(tags_dir: Callable[..., Path]) ->
     manager = TagManager.open(directory)
     first = manager.resolve(ALICE)
     assert manager.resolve(ALICE) is first  # cached
-    assert manager.check(ALICE, "crm__get", {}).allowed
+    assert check(manager.resolve(ALICE), "crm__get", {}).allowed
     (directory / "acme.yaml").write_text(
         ACME.replace("allowed_tools: [crm__get]", "denied_tools: [crm__get]")
     )
     manager.store.reload()
     assert manager.resolve(ALICE) is not first
     assert manager.resolve(ALICE).version == 2
-    assert not manager.check(ALICE, "crm__get", {}).allowed
+    assert not check(manager.resolve(ALICE), "crm__get", {}).allowed
 
 
 def test_cache_is_bounded(tags_dir: Callable[..., Path]) -> None:

@@ -19,8 +19,9 @@ from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.pool import Pool
 from gateway.upstreams.sendable import Unsendable
 from gateway.upstreams.status import State
+from tests.helpers import until
 from tests.upstreams.calling import call
-from tests.upstreams.test_connection import ECHO, http_echo, running, stdio, text, until
+from tests.upstreams.helpers import ECHO, http_echo, running, stdio, text
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError
 from gateway.settings import load_config
 from gateway.upstreams.config import (
     HttpUpstream,
@@ -17,25 +16,12 @@ from gateway.upstreams.config import (
     public_prefix,
     references,
 )
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "orgs").mkdir(exist_ok=True)
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
-    return path
-
-
-def errors(tmp_path: Path, text: str) -> list[str]:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    return [str(issue).removeprefix(f"{path}:") for issue in caught.value.issues]
+from tests.upstreams.helpers import config_errors, write_config
 
 
 def test_entries_load_with_their_defaults(tmp_path: Path) -> None:
     config = load_config(
-        write(
+        write_config(
             tmp_path,
             """
 upstreams:
@@ -81,7 +67,7 @@ upstreams:
 
 
 def test_no_upstreams_is_fine(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, "server: {port: 8080}\n")).settings.upstreams == {}
+    assert load_config(write_config(tmp_path, "server: {port: 8080}\n")).settings.upstreams == {}
 
 
 @pytest.mark.parametrize(
@@ -123,13 +109,13 @@ def test_no_upstreams_is_fine(tmp_path: Path) -> None:
     ],
 )
 def test_each_mistake_is_named(tmp_path: Path, entry: str, expected: str) -> None:
-    found = errors(tmp_path, f"\nupstreams:\n  {entry}\n")
+    found = config_errors(tmp_path, f"\nupstreams:\n  {entry}\n")
     assert len(found) == 1, found
     assert found[0].startswith(expected), found
 
 
 def test_two_upstreams_with_one_prefix_is_an_error_naming_both(tmp_path: Path) -> None:
-    found = errors(
+    found = config_errors(
         tmp_path,
         """upstreams:
   a: {transport: stdio, command: x}

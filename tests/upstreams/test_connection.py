@@ -2,81 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
 
 import anyio
-import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
 from gateway.breaker import Breaker
 from gateway.errors import UpstreamError
-from gateway.upstreams.config import HttpUpstream, StdioUpstream
+from gateway.upstreams.config import HttpUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.status import State
-from tests.conftest import ROOT
+from tests.helpers import gone, until
 from tests.redis_server import free_port
+from tests.upstreams.helpers import ECHO_TOOLS, http_echo, listening, running, stdio, text
 
 pytestmark = pytest.mark.anyio
-
-ECHO = ("-m", "tests.upstreams.servers.echo")
-ECHO_TOOLS = [
-    *(
-        "echo",
-        "sleep",
-        "crash",
-        "pid",
-        "mutate",
-        "cancelled",
-        "ask",
-        "confirm",
-        "reject",
-        "lookup",
-        "pay",
-    )
-]
-
-
-def stdio(**fields: object) -> StdioUpstream:
-    base: dict[str, object] = {
-        "transport": "stdio",
-        "command": sys.executable,
-        "args": [*ECHO, "stdio"],
-        "cwd": str(ROOT),
-        "env": {"PYTHONPATH": str(ROOT)},
-    }
-    return StdioUpstream.model_validate({**base, **fields}, strict=False)
-
-
-@asynccontextmanager
-async def running(connection: UpstreamConnection) -> AsyncIterator[UpstreamConnection]:
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(connection.run)
-        yield connection
-        tasks.cancel_scope.cancel()
-
-
-async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Poll `predicate` every 20 ms; fail the test when it is not true within `seconds`."""
-    for _ in range(int(seconds / 0.02)):
-        if predicate():
-            return
-        await anyio.sleep(0.02)
-    raise AssertionError(f"not true within {seconds} s")
-
-
-def text(result: types.CallToolResult | types.InputRequiredResult) -> str:
-    assert isinstance(result, types.CallToolResult)
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 async def test_stdio_upstream_lists_and_calls() -> None:
@@ -114,14 +55,6 @@ async def test_a_killed_child_is_reported_and_replaced() -> None:
         second = int(text(await up.call_tool("pid", {})))
         assert second != first
         assert gone(first)  # reaped, not left a zombie of ours
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 async def test_no_child_outlives_its_connection() -> None:
@@ -173,49 +106,6 @@ async def test_a_disabled_upstream_is_never_started() -> None:
     assert connection.status.state is State.DISABLED
 
 
-@contextmanager
-def http_echo(transport: str = "http", failures: int = 0) -> Iterator[str]:
-    path = "mcp" if transport == "http" else "sse"
-    with http_upstream(lambda port: [*ECHO, transport, str(port), str(failures)], path) as url:
-        yield url
-
-
-@contextmanager
-def http_upstream(arguments: Callable[[int], Sequence[str]], path: str = "mcp") -> Iterator[str]:
-    """`python ARGUMENTS(port)`, an HTTP upstream on a free port: its URL while it runs
-    (the process ended after, also when the test fails)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, *arguments(port)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the HTTP upstream {arguments(port)} did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/{path}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 async def test_streamable_http_upstream_lists_and_calls() -> None:
     with http_echo() as url:
         upstream = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
@@ -253,7 +143,7 @@ async def test_sse_upstream_lists_and_calls() -> None:
 async def test_an_unreachable_http_upstream_is_down_with_the_reason() -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"
     upstream = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
-    assert not _listening(int(url.split(":")[2].split("/")[0]))
+    assert not listening(int(url.split(":")[2].split("/")[0]))
     async with running(UpstreamConnection("web", upstream)) as up:
         await until(lambda: up.status.state is State.DOWN)
         assert up.status.error is not None

@@ -16,8 +16,9 @@ from gateway.upstreams.config import OnDefinitionChange
 from gateway.upstreams.definitions import DefinitionLedger, fingerprint
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
+from tests.helpers import until
 from tests.upstreams.calling import call
-from tests.upstreams.test_connection import stdio, until
+from tests.upstreams.helpers import stdio
 
 ACCEPT, AUDIT, QUARANTINE = (
     OnDefinitionChange.ACCEPT,

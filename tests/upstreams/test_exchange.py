@@ -23,7 +23,8 @@ from gateway.upstreams.exchange import CAPABILITIES, Exchange
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
 from gateway.upstreams.requests import InputRound
 from gateway.upstreams.transports import CLIENT_INFO
-from tests.upstreams.test_connection import http_echo, running, text, until
+from tests.helpers import until
+from tests.upstreams.helpers import http_echo, running, text
 
 pytestmark = pytest.mark.anyio
 

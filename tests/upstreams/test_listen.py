@@ -16,7 +16,8 @@ from gateway.upstreams import subscriptions as subscriptions_module
 from gateway.upstreams.config import HttpUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.status import State
-from tests.upstreams.test_connection import http_upstream, running, until
+from tests.helpers import until
+from tests.upstreams.helpers import http_upstream, running
 
 pytestmark = pytest.mark.anyio
 

@@ -21,10 +21,10 @@ from gateway.upstreams.listing import Offer
 from gateway.upstreams.pool import Pool
 from gateway.upstreams.status import State, Status
 from tests.conftest import ROOT
+from tests.helpers import get_json, gone, serving, until
 from tests.redis_server import free_port
-from tests.test_cli import _get, serving
 from tests.upstreams.calling import call
-from tests.upstreams.test_connection import ECHO_TOOLS, gone, stdio, text, until
+from tests.upstreams.helpers import ECHO_TOOLS, stdio, text
 
 pytestmark = pytest.mark.anyio
 
@@ -212,7 +212,7 @@ def test_serve_starts_with_an_upstream_down_and_leaves_no_child_behind(tmp_path:
     (tmp_path / "orgs").mkdir()
     gateway = str(Path(sys.executable).parent / "gateway")
     with serving([gateway, "serve", "--config", str(config)], os.environ.copy()) as (proc, port):
-        status, _, health = _get(f"http://127.0.0.1:{port}/health")
+        status, _, health = get_json(f"http://127.0.0.1:{port}/health")
         assert status == 200
         assert health["upstreams"] == {"down": 1, "ready": 1}
         children = _children(proc.pid)

@@ -16,8 +16,7 @@ from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.requests import InputRound
 from tests.conftest import ROOT
-from tests.upstreams.test_config import errors
-from tests.upstreams.test_connection import http_upstream, running, text
+from tests.upstreams.helpers import config_errors, http_upstream, running, text
 
 pytestmark = pytest.mark.anyio
 
@@ -94,7 +93,7 @@ async def test_an_http_upstreams_direct_calls_declare_the_configured_roots() -> 
 
 
 def test_roots_must_be_absolute_paths_or_local_file_uris(tmp_path: Path) -> None:
-    found = errors(
+    found = config_errors(
         tmp_path,
         """
 upstreams:

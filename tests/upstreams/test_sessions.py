@@ -13,7 +13,8 @@ from gateway.errors import UpstreamError
 from gateway.upstreams import sessions
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
-from tests.upstreams.test_connection import ECHO, gone, running, stdio, text, until
+from tests.helpers import gone, until
+from tests.upstreams.helpers import ECHO, running, stdio, text
 
 pytestmark = pytest.mark.anyio
 

@@ -11,12 +11,9 @@ import pytest
 from gateway.upstreams.config import StdioUpstream
 from gateway.upstreams.connection import UpstreamConnection
 from gateway.upstreams.status import State
-from tests.conftest import ROOT
-from tests.upstreams.test_connection import running, text
+from tests.upstreams.helpers import EVERYTHING, running, text
 
 pytestmark = pytest.mark.anyio
-
-EVERYTHING = ROOT / ".cache/upstreams/node_modules/@modelcontextprotocol/server-everything"
 
 
 @pytest.fixture
