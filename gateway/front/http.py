@@ -9,6 +9,12 @@ challenge otherwise, and not a word about tools). The caller is then:
 - tracked while the request lasts, so that revoking its credential (an edited gateway.yaml)
   or reaching its expiry (a JWT's exp) ends it, long-lived streams included.
 
+/mcp bypasses Starlette's middleware (app.py: it costs a proxied call more than the
+gateway's own checks), so what must see every request (metrics, rate limits) registers a
+request hook here (`McpEndpoint.on_request`): told of each request once it ended, with
+its principal (None when refused before one was known) and status. Without hooks, a
+request pays nothing for them.
+
 Host and Origin headers are checked against the configured allow-lists (421 and 403), which
 defeats DNS rebinding. Every POST is then checked here, for every door (modern_calls.py,
 session_calls.py and the SDK's), as the SDK checks it but answered as a JSON-RPC error
@@ -28,6 +34,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -50,6 +57,7 @@ from starlette.types import Message, Receive, Scope, Send
 from .. import jsoncodec
 from ..auth import Authenticator, Credential
 from ..errors import Unauthenticated
+from ..principal import Principal
 from .caller import current_credential
 from .modern_calls import ModernCalls, is_modern_tools_request
 from .session_calls import SessionCalls, is_session_tools_request
@@ -58,6 +66,25 @@ logger = logging.getLogger("gateway.front")
 
 MAX_BODY = 4 * 1024 * 1024
 """The largest request body /mcp reads (the SDK's own limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class McpRequest:
+    """What a request hook is told of one /mcp request, once it ended."""
+
+    method: str
+    """The HTTP method."""
+    principal: Principal | None
+    """None: refused before its caller was known (401, or a client gone before)."""
+    status: int
+    """The response's status; 0 when none was sent (the client went away first)."""
+    seconds: float
+
+
+RequestHook = Callable[[McpRequest], None]
+"""Runs in the request's task: keep it quick. An exception is logged, nothing more."""
+PRINCIPAL_KEY = "gateway.principal"
+"""Where the request's scope holds the authenticated principal, for the hooks."""
 
 
 class McpEndpoint:
@@ -82,11 +109,43 @@ class McpEndpoint:
         self._authenticator = authenticator
         self._live: dict[int, tuple[Credential, anyio.CancelScope]] = {}
 
+        self._hooks: list[RequestHook] = []
+
     @property
     def live_requests(self) -> int:
         return len(self._live)
 
+    def on_request(self, hook: RequestHook) -> Callable[[], None]:
+        """Tell `hook` of every request from now on; returns what stops it."""
+        self._hooks.append(hook)
+        return lambda: self._hooks.remove(hook)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._hooks:
+            await self._serve(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, observed)
+        finally:
+            seen = McpRequest(
+                scope["method"], scope.get(PRINCIPAL_KEY), status, time.perf_counter() - started
+            )
+            for hook in list(self._hooks):
+                try:
+                    hook(seen)
+                except Exception:
+                    logger.exception("a request hook failed")
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope["headers"]
@@ -102,6 +161,7 @@ class McpEndpoint:
             )
             await response(scope, receive, send)
             return
+        scope[PRINCIPAL_KEY] = caller.principal
         fast: dict[str, Any] | None = None
         on_session: dict[str, Any] | None = None
         cancelling: tuple[str, str] | None = None

@@ -15,6 +15,7 @@ from mcp.shared.subscriptions import ResourceUpdated
 
 from gateway.auth import Credential
 from gateway.front.caller import current_credential
+from gateway.front.http import McpRequest
 from gateway.principal import Principal
 from tests.front.harness import KEYS, Gateway
 from tests.helpers import until
@@ -175,6 +176,31 @@ async def test_no_valid_credential_is_a_401_that_tells_nothing(
         assert 'error="invalid_token"' in challenge
         assert description in response.json()["error_description"]
     assert "echo" not in response.text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_request_hooks_see_every_mcp_request_whichever_door_served_it(
+    gateway: Gateway, mode: str
+) -> None:
+    seen: list[McpRequest] = []
+    stop = gateway.app.state.mcp.on_request(seen.append)
+    try:
+        async with httpx2.AsyncClient(timeout=5) as http:
+            refused = await http.post(gateway.url, json=INITIALIZE, headers=HEADERS)
+        assert refused.status_code == 401
+        async with gateway.client("alice", mode) as alice:
+            await alice.list_tools()  # the gateway's own door
+            assert text(await alice.call_tool("echo__echo", {"n": 1})) == "[('n', 1)]"
+            await alice.list_prompts()  # the SDK's
+    finally:
+        stop()
+    assert (seen[0].method, seen[0].principal, seen[0].status) == ("POST", None, 401)
+    alice_principal = Principal("alice", "acme")  # roles from the org file
+    served = [r for r in seen[1:] if r.method == "POST"]
+    assert len(served) >= 3
+    assert {r.principal for r in served} == {alice_principal}
+    assert {r.status for r in served} <= {200, 202}
+    assert all(r.seconds >= 0 for r in seen)
 
 
 async def test_the_x_api_key_header_works_as_well(gateway: Gateway) -> None:
