@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import __version__
+from . import __version__, sdk_internals
 from .audit import AuditLog
 from .auth import Authenticator
 from .errors import ConfigError, ConfigIssue
@@ -171,6 +171,7 @@ def build_app(
     pool: Pool | None = None,
     audit: AuditLog | None = None,
 ) -> Starlette:
+    sdk_internals.check()  # before anything starts: a changed SDK is refused in one message
     pool = pool or Pool({})
     settings = config.settings
     authenticator = Authenticator(settings.auth, config.path.parent, str(config.path))

@@ -438,6 +438,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import ROUTES_SERVED, build_app
+    from .sdk_internals import SdkMismatch
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -460,7 +461,11 @@ def _serve(args: argparse.Namespace) -> int:
     if upstreams:
         print(f"gateway: connecting upstreams {', '.join(upstreams)}", file=sys.stderr)
     pool = Pool(upstreams, _ledger(config), direct_calls=config.settings.server.direct_calls)
-    app = build_app(config, manager, state, pool)
+    try:
+        app = build_app(config, manager, state, pool)
+    except SdkMismatch as exc:
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     # No access log: a line per MCP message costs more CPU than proxying it (the audit
     # log records every tool call).
     config_ = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
@@ -473,6 +478,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _stdio(args: argparse.Namespace) -> int:
     from .app import CannotStart
     from .front.stdio import serve_stdio
+    from .sdk_internals import SdkMismatch
 
     logging.basicConfig(
         level=logging.WARNING,
@@ -514,7 +520,7 @@ def _stdio(args: argparse.Namespace) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             anyio.run(serve_stdio, config, manager, state, pool, caller)
-    except CannotStart as exc:
+    except (CannotStart, SdkMismatch) as exc:
         print(f"gateway stdio: cannot start: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     return EXIT_OK

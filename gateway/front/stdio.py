@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from mcp.server.stdio import stdio_server
 
+from .. import sdk_internals
 from ..app import build_front, running
 from ..auth import Credential
 from ..settings import GatewayConfig
@@ -25,6 +26,7 @@ async def serve_stdio(
     config: GatewayConfig, tags: TagManager, state: StateStore, pool: Pool, caller: Credential
 ) -> None:
     """Serve until the client closes standard input."""
+    sdk_internals.check()  # before anything starts: a changed SDK is refused in one message
     front = build_front(config, tags, pool)
     current_credential.set(caller)  # the SDK's tasks inherit it
     async with running(config, tags, state, pool, front), stdio_server() as (read, write):
