@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import __version__
+from . import __version__, sdk_internals
 from .auth import Authenticator
 from .errors import CannotStart, ConfigError
 from .front.http import McpEndpoint
@@ -102,6 +102,7 @@ class GatewayApp(Starlette):
 
 
 def build_app(runtime: Runtime) -> Starlette:
+    sdk_internals.check()  # before anything starts: a changed SDK is refused in one message
     config, tags, state, pool = runtime.config, runtime.tags, runtime.state, runtime.pool
     settings = config.settings
     authenticator = Authenticator(settings.auth, config.path.parent, str(config.path))

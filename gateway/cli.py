@@ -27,7 +27,7 @@ import anyio
 from . import jsoncodec
 from .audit import AuditLog
 from .auth import Authenticator, Credential, key_digest
-from .errors import CannotStart, ConfigError, GatewayError, Unauthenticated
+from .errors import CannotStart, ConfigError, GatewayError, SdkMismatch, Unauthenticated
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
 from .tags import TagManager, check
@@ -451,7 +451,11 @@ def _serve(args: argparse.Namespace) -> int:
     upstreams = config.settings.upstreams
     if upstreams:
         print(f"gateway: connecting upstreams {', '.join(upstreams)}", file=sys.stderr)
-    app = build_app(runtime)
+    try:
+        app = build_app(runtime)
+    except SdkMismatch as exc:
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     # No access log: a line per MCP message costs more CPU than proxying it (the audit
     # log records every tool call).
     config_ = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
@@ -500,7 +504,7 @@ def _stdio(args: argparse.Namespace) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             anyio.run(serve_stdio, runtime, caller)
-    except CannotStart as exc:
+    except (CannotStart, SdkMismatch) as exc:
         print(f"gateway stdio: cannot start: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     return EXIT_OK

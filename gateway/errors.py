@@ -202,5 +202,13 @@ class UpstreamRejected(UpstreamError):
 
 
 class SdkMismatch(GatewayError):
-    """The installed `mcp` SDK lacks an internal the gateway reaches, or has it with
-    another shape (see gateway/sdk_internals.py)."""
+    """The installed `mcp` SDK lacks a private name the gateway reaches, or has it with
+    another shape (gateway/sdk_internals.py checks them at start-up)."""
+
+    def __init__(self, problems: Iterable[str], installed: str, pinned: str) -> None:
+        self.problems = tuple(problems)
+        head = (
+            f"the installed mcp {installed} does not have what the gateway reaches into "
+            f"(written against {pinned}; see gateway/sdk_internals.py):"
+        )
+        super().__init__(head + "".join(f"\n  {problem}" for problem in self.problems))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-from mcp.server.connection import Connection
-from mcp.server.session import ServerSession
-
 from ..auth import Credential
+from ..sdk_internals import connection_of
+
+__all__ = ["NoCaller", "connection_of", "credential", "current_credential"]
 
 current_credential: ContextVar[Credential] = ContextVar("gateway_caller")
 
@@ -20,13 +20,6 @@ current_credential: ContextVar[Credential] = ContextVar("gateway_caller")
 class NoCaller(RuntimeError):
     """A handler ran without a transport having set the caller: a wiring bug, never a
     caller's fault, and never answered with someone else's view."""
-
-
-def connection_of(session: ServerSession) -> Connection:
-    """The connection a session (or a request's session) belongs to: its per-connection
-    state and its exit stack, which closes with it. The SDK (2.3) has no public handle on
-    it; this is the one place that reaches in (pinned by the `mcp<2.4` requirement)."""
-    return session._connection
 
 
 def credential() -> Credential:

@@ -9,7 +9,7 @@ The SDK hands one event store to every session and names streams by request id, 
 repeats across sessions; so each session gets its own view (`SessionEvents`), whose event
 ids (`<stored id>/<stream>`) carry the stream they belong to and which replays only its
 own session's events. The resume itself (taking over the live tail, then replaying) is
-`SessionTransport._replay_events` (session_transport.py).
+`SessionTransport.replay_events` (session_transport.py).
 
 A resume that cannot be complete says so: events trimmed or expired unread
 (`StreamBatch.gap`), or events that could not be stored at all (the store was away: they

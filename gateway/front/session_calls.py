@@ -33,19 +33,15 @@ outbound channel is not such a dispatcher keeps the SDK's door for these callers
 
 The call itself is `Front.run_call`, the one check, catalog and audit of every door;
 tests/front/test_session_calls.py sends the same requests through both doors and
-compares.
+compares. What this door reads and writes of the SDK's sessions and transports has no
+public API; it goes through gateway/sdk_internals.py, and where the installed SDK lacks
+a name only this door needs, the door stays closed (one warning) and the SDK serves.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator
-from contextlib import (
-    AbstractAsyncContextManager,
-    contextmanager,
-    nullcontext,
-)
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Final, cast
 
 import anyio
@@ -71,6 +67,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, is_version_at_least
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from .. import sdk_internals as sdk
 from ..calls import CallChannel
 from ..principal import Principal
 from ..upstreams.relay import Asker
@@ -121,6 +118,10 @@ class SessionCalls:
         self._listings = listings
         self._running: dict[str, dict[str, _Running]] = {}
         """Calls served here, by session id and request id (as the SDK keys streams)."""
+        mismatch = sdk.door_problem()
+        self._open = mismatch is None
+        if mismatch is not None:
+            logger.warning("handshake-era calls are left to the SDK: %s", mismatch)
 
     async def serve(
         self,
@@ -135,6 +136,8 @@ class SessionCalls:
         """Answer `message` (a request `is_session_tools_request` with the same
         `headers`) for the authenticated `requestor` (`principal` as the session knows
         it), or return False without having sent anything: the SDK is to serve it."""
+        if not self._open:
+            return False
         session_id = headers[MCP_SESSION_ID_HEADER]
         found = self._session(session_id, requestor)
         if found is None:
@@ -148,10 +151,10 @@ class SessionCalls:
         request = Request(scope)
         if await self._security.validate_request(request, is_post=True) is not None:
             return False
-        if not all(check_accept_headers(request)) or not transport._check_content_type(request):
+        if not all(check_accept_headers(request)) or not sdk.content_type_ok(transport, request):
             return False
         key = str(message["id"])
-        if key in self._running.get(session_id, {}) or key in transport._request_streams:
+        if key in self._running.get(session_id, {}) or key in sdk.request_streams(transport):
             return False  # an id already in flight: the SDK's to sort out
         running = self._running.setdefault(session_id, {})
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER, types.DEFAULT_NEGOTIATED_VERSION)
@@ -166,7 +169,7 @@ class SessionCalls:
         async with routing:
             try:
                 watch = CallWatch(stream, None, call.scope, first=PRIME_AFTER)
-                with _held(transport), call.scope, watch:
+                with sdk.held_open(transport), call.scope, watch:
                     await self._answer(stream, message, connection, asker, principal)
             finally:
                 del running[key]
@@ -181,21 +184,19 @@ class SessionCalls:
     def _session(
         self, session_id: str, requestor: AuthorizationContext
     ) -> tuple[StreamableHTTPServerTransport, Connection, SessionEvents | None] | None:
-        """The open session `session_id` of `requestor`, if this module can serve on it.
-        The SDK (2.3) has no public handle on its sessions; these reads are pinned by the
-        `mcp<2.4` requirement."""
+        """The open session `session_id` of `requestor`, if this module can serve on it."""
         manager = self._manager
-        transport = manager._server_instances.get(session_id)
-        if transport is None or manager._session_owners.get(session_id) != requestor:
+        transport = sdk.session_transport(manager, session_id)
+        if transport is None or sdk.session_owner(manager, session_id) != requestor:
             return None
         if transport.is_terminated or transport.is_json_response_enabled:
             return None
         if transport.idle_scope is not None and transport.idle_scope.cancel_called:
             return None
-        events = transport._event_store
+        events = sdk.event_store(transport)
         if events is not None and not isinstance(events, SessionEvents):
             return None
-        if transport._retry_interval is not None:
+        if sdk.retry_interval(transport) is not None:
             return None  # the priming event would carry it: left to the SDK
         connection = self._front.sessions.get(session_id)
         if connection is None or not connection.initialize_accepted:
@@ -270,7 +271,7 @@ class SessionCalls:
     def cancel(self, session_id: str, key: str, requestor: AuthorizationContext) -> None:
         """Cancel a call served here: its caller's `notifications/cancelled` was accepted
         by the SDK (so it passed the same checks as any request on the session)."""
-        if self._manager._session_owners.get(session_id) != requestor:
+        if sdk.session_owner(self._manager, session_id) != requestor:
             return
         call = self._running.get(session_id, {}).get(key)
         if call is not None:
@@ -282,7 +283,7 @@ class SessionCalls:
         session_id = headers.get(MCP_SESSION_ID_HEADER)
         if session_id is None or session_id not in self._running:
             return
-        transport = self._manager._server_instances.get(session_id)
+        transport = sdk.session_transport(self._manager, session_id)
         if transport is None or transport.is_terminated:
             for call in self._running[session_id].values():
                 call.end("ended")
@@ -297,22 +298,3 @@ class _Running:
         if self.why is None:
             self.why = why
             self.scope.cancel()
-
-
-@contextmanager
-def _held(transport: StreamableHTTPServerTransport) -> Iterator[None]:
-    """The session's idle countdown suspended while the call runs, as the transport's
-    `handle_request` suspends it for the requests it serves."""
-    idle = transport.idle_scope
-    timeout = transport._idle_timeout
-    if idle is None or timeout is None:
-        yield
-        return
-    transport._requests_in_flight += 1
-    idle.deadline = math.inf
-    try:
-        yield
-    finally:
-        transport._requests_in_flight -= 1
-        if not transport._requests_in_flight:
-            idle.deadline = anyio.current_time() + timeout

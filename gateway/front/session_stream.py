@@ -22,7 +22,7 @@ from mcp.server.streamable_http import (
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from starlette.types import Receive, Send
 
-from .. import jsoncodec
+from .. import jsoncodec, sdk_internals
 from .events import SessionEvents
 from .modern_calls import JSON_TYPE, SSE_HEADERS, HeadOnce
 
@@ -39,7 +39,7 @@ class CallStream:
     it is SSE from then on: a priming event first (2025-11-25 and later), every message
     stored in the session's event store first (it carries the stored id) and then sent,
     and sent also to a stream the client resumed with `Last-Event-ID` meanwhile (the
-    SDK's replay waits on `_request_streams` for it). Once the answer's write has begun
+    SDK's replay waits on the transport's request streams for it). Once the answer's write has begun
     it is not cut off by a cancellation, as the SDK's dispatcher does not cut it off.
     For a call whose caller may be asked questions, every message goes through the SDK
     transport's router instead (see routed)."""
@@ -142,7 +142,7 @@ class CallStream:
         frame, self._held = self._held + frame, b""
         await self._send({"type": "http.response.body", "body": frame, "more_body": more})
         self._closed = not more
-        resumed = self._transport._request_streams.get(self._key)
+        resumed = sdk_internals.request_streams(self._transport).get(self._key)
         if resumed is not None and message is not None:
             parsed = types.jsonrpc_message_adapter.validate_python(message)
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -162,7 +162,7 @@ class CallStream:
         sent too. The priming event is stored first."""
         if self._prime:
             self._priming = await self._store(None)
-        streams = self._transport._request_streams
+        streams = sdk_internals.request_streams(self._transport)
         slot = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
         streams[self._key] = slot
         self._via_router = True
@@ -190,7 +190,7 @@ class CallStream:
     async def _route(self, message: dict[str, Any]) -> bool:
         """`message` handed to the transport's router, as the SDK's own calls hand theirs;
         False when the session is gone."""
-        writer = self._transport._write_stream
+        writer = sdk_internals.write_stream(self._transport)
         if writer is None:
             return False
         parsed = types.jsonrpc_message_adapter.validate_python(message)

@@ -10,8 +10,9 @@
   session, rather than the SDK's 500 for a session ended at once.
 - A session that ends (DELETE, idle timeout) takes its events with it.
 
-The SDK (2.3) has no public hooks for these; the overridden methods are pinned by the
-`mcp<2.4` requirement.
+The SDK (2.3) has no public hooks for these: its private ones, and the transport's and
+manager's private state, are reached through gateway/sdk_internals.py, which checks them
+at start-up.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from uuid import uuid4
 
 import anyio
 import mcp_types as types
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.streamable_http import (
     CONTENT_TYPE_SSE,
@@ -34,12 +34,13 @@ from mcp.server.streamable_http import (
     SSEEvent,
     StreamableHTTPServerTransport,
 )
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from .. import sdk_internals as sdk
+from ..sdk_internals import HookedSessionManager, HookedTransport
 from ..state import StateError, StateStore, StateUnavailable
 from .events import (
     BadEventId,
@@ -58,7 +59,7 @@ logger = logging.getLogger("gateway.front")
 GAP_IDLE_SECONDS = 30.0
 """How long a resume that could not be complete waits for a next event before it ends."""
 
-Slot = tuple[MemoryObjectSendStream[EventMessage], MemoryObjectReceiveStream[EventMessage]]
+Slot = sdk.Slot
 
 
 def unavailable(retry_after: float, what: str) -> JSONResponse:
@@ -71,7 +72,7 @@ def unavailable(retry_after: float, what: str) -> JSONResponse:
     )
 
 
-class SessionTransport(StreamableHTTPServerTransport):
+class SessionTransport(HookedTransport):
     """A session's transport whose resumes miss nothing and repeat nothing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -79,10 +80,10 @@ class SessionTransport(StreamableHTTPServerTransport):
         self._resumes: dict[str, Slot] = {}
         """The live tails taken over by resumes, by stream."""
 
-    async def _replay_events(self, last_event_id: str, request: Request, send: Send) -> None:
-        events = self._event_store
+    async def replay_events(self, last_event_id: str, request: Request, send: Send) -> None:
+        events = sdk.event_store(self)
         if not isinstance(events, SessionEvents):
-            await super()._replay_events(last_event_id, request, send)
+            await super().replay_events(last_event_id, request, send)
             return
         scope, receive = request.scope, request.receive
         try:
@@ -93,7 +94,7 @@ class SessionTransport(StreamableHTTPServerTransport):
         stream = cursor.stream
         # The live tail first: whatever is stored from now on reaches this slot too.
         slot = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
-        self._request_streams[stream] = self._resumes[stream] = slot
+        sdk.request_streams(self)[stream] = self._resumes[stream] = slot
         try:
             try:
                 replay = await events.replay(cursor)
@@ -120,7 +121,8 @@ class SessionTransport(StreamableHTTPServerTransport):
         if self.mcp_session_id:
             headers[MCP_SESSION_ID_HEADER] = self.mcp_session_id
         writer, reader = anyio.create_memory_object_stream[SSEEvent](0)
-        self._sse_stream_writers[cursor.stream] = writer  # so close_sse_stream() reaches it
+        writers = sdk.sse_stream_writers(self)
+        writers[cursor.stream] = writer  # so close_sse_stream() reaches it
 
         async def sender() -> None:
             try:
@@ -157,57 +159,59 @@ class SessionTransport(StreamableHTTPServerTransport):
         try:
             await response(scope, receive, send)
         finally:
-            if self._sse_stream_writers.get(cursor.stream) is writer:
-                del self._sse_stream_writers[cursor.stream]
+            if writers.get(cursor.stream) is writer:
+                del writers[cursor.stream]
             await writer.aclose()
             await reader.aclose()
 
     def _event(self, message: EventMessage) -> SSEEvent:
-        return self._create_event_data(message)
+        return sdk.event_data(self, message)
 
     async def _refuse(self, reason: str, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._create_error_response(reason, HTTPStatus.BAD_REQUEST)(scope, receive, send)
+        await sdk.error_response(self, reason, HTTPStatus.BAD_REQUEST)(scope, receive, send)
 
     def _release(self, stream: str, slot: Slot) -> None:
-        if self._request_streams.get(stream) is slot:
-            del self._request_streams[stream]
+        streams = sdk.request_streams(self)
+        if streams.get(stream) is slot:
+            del streams[stream]
         if self._resumes.get(stream) is slot:
             del self._resumes[stream]
         slot[0].close()
         slot[1].close()
 
-    async def _clean_up_memory_streams(self, request_id: Any) -> None:
+    async def clean_up_request_streams(self, request_id: Any) -> None:
         # The SDK cleans up by key: a request's writer that ends after a resume took its
         # stream over would close the resume's slot. The resume releases its own.
         key = str(request_id)
         taken = self._resumes.get(key)
-        if taken is not None and self._request_streams.get(key) is taken and not self._terminated:
+        streams = sdk.request_streams(self)
+        if taken is not None and streams.get(key) is taken and not self.is_terminated:
             return
-        await super()._clean_up_memory_streams(request_id)
+        await super().clean_up_request_streams(request_id)
 
     async def terminate(self) -> None:
         await super().terminate()
         for slot in list(self._resumes.values()):
             slot[0].close()
 
-    async def _mint_priming_event(self, stream_id: Any, protocol_version: str) -> SSEEvent | None:
-        event = await super()._mint_priming_event(stream_id, protocol_version)
+    async def priming_event(self, stream_id: Any, protocol_version: str) -> SSEEvent | None:
+        event = await super().priming_event(stream_id, protocol_version)
         # Not stored (the store is away): no id to resume from, so no priming event.
         return event if event is None or event["id"] else None
 
 
-class GatewaySessionManager(StreamableHTTPSessionManager):
+class GatewaySessionManager(HookedSessionManager):
     """The SDK's session manager, giving each session its own view of the event store."""
 
     def __init__(self, store: StateStore, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
         self._events_store = store
 
-    def _admit_session(
+    def admit_session(
         self, requestor: AuthorizationContext | None
     ) -> StreamableHTTPServerTransport | None:
         # As the SDK's, with the gateway's transport and the session's own event store.
-        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+        if self.max_sessions is not None and sdk.session_count(self) >= self.max_sessions:
             return None
         transport = SessionTransport(
             mcp_session_id=(session_id := _new_session_id()),
@@ -217,26 +221,24 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
             retry_interval=self.retry_interval,
             idle_timeout=self.session_idle_timeout,
         )
-        if requestor is not None:
-            self._session_owners[session_id] = requestor
-        self._server_instances[session_id] = transport
+        sdk.register_session(self, transport, requestor)
         return transport
 
-    async def _serve_opening_request(
+    async def serve_opening_request(
         self,
         http_transport: StreamableHTTPServerTransport,
         scope: Scope,
         receive: Receive,
         send: Send,
     ) -> None:
-        events = http_transport._event_store
+        events = sdk.event_store(http_transport)
         if not isinstance(events, SessionEvents):
-            await super()._serve_opening_request(http_transport, scope, receive, send)
+            await super().serve_opening_request(http_transport, scope, receive, send)
             return
         status = await self._events_store.probe()
         if not status.ready:
             # Its streams could not be resumable: no session now, and when to come back.
-            await self._discard_session(str(http_transport.mcp_session_id), http_transport)
+            await self.discard_session(str(http_transport.mcp_session_id), http_transport)
             await unavailable(1.0, "cannot open a session")(scope, receive, send)
             return
         refused = False
@@ -255,15 +257,15 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
                 await send(message)
 
         try:
-            await super()._serve_opening_request(http_transport, scope, receive, answer)
+            await super().serve_opening_request(http_transport, scope, receive, answer)
         finally:
             events.opening = False
 
-    async def _discard_session(
+    async def discard_session(
         self, session_id: str, transport: StreamableHTTPServerTransport
     ) -> None:
-        await super()._discard_session(session_id, transport)
-        events = transport._event_store
+        await super().discard_session(session_id, transport)
+        events = sdk.event_store(transport)
         if isinstance(events, SessionEvents) and not events.ended:
             with anyio.CancelScope(shield=True):
                 await events.end()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mcp.server.stdio import stdio_server
 
-from .. import __version__
+from .. import __version__, sdk_internals
 from ..auth import Credential
 from ..runtime import Runtime
 from .caller import current_credential
@@ -21,6 +21,7 @@ from .server import Front
 
 async def serve_stdio(runtime: Runtime, caller: Credential) -> None:
     """Serve until the client closes standard input."""
+    sdk_internals.check()  # before anything starts: a changed SDK is refused in one message
     front = Front(runtime, __version__)
     current_credential.set(caller)  # the SDK's tasks inherit it
     async with runtime.running(), front.running(), stdio_server() as (read, write):

@@ -17,8 +17,8 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from mcp.server import _streamable_http_modern
 
+from gateway import sdk_internals
 from gateway.front import modern_calls
 from tests.conftest import ROOT
 from tests.front.harness import KEYS, Gateway, key_entries, running_gateway
@@ -294,7 +294,7 @@ async def test_a_silent_call_is_kept_alive_alike(
 ) -> None:
     """After PING_INTERVAL of silence both doors commit to SSE and send comments."""
     monkeypatch.setattr(modern_calls, "PING_INTERVAL", 0.1)
-    monkeypatch.setattr(_streamable_http_modern, "_SSE_PING_INTERVAL", 0.1)
+    monkeypatch.setattr(*sdk_internals.sse_ping_interval_site(), 0.1)
     body = _call("echo__sleep", {"seconds": 0.5})
     async with gateways(tmp_path) as both:
         answers = [await _post(gateway, body) for gateway in both.values()]

@@ -68,6 +68,7 @@ from mcp.server.subscriptions import (
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from gateway.sdk_internals import connection_of
 from tests.servers import conformance_next
 
 # A 1x1 red PNG and a WAV of 8 silent samples (8 kHz, mono, 16 bit): the smallest valid
@@ -121,8 +122,8 @@ def _modern(ctx: ServerRequestContext) -> bool:
 
 def _connection(ctx: ServerRequestContext) -> Connection:
     # SDK 2.3 has no public way from a handler to its Connection (where per-connection
-    # state and the standalone channel live); ServerSession keeps it in `_connection`.
-    return ctx.session._connection
+    # state and the standalone channel live): the gateway's adapter reaches it.
+    return connection_of(ctx.session)
 
 
 class State:
@@ -166,7 +167,7 @@ class Connections:
 
     async def resource_updated(self, uri: str) -> None:
         async def send(session: ServerSession) -> None:
-            if uri in session._connection.state.get(SUBSCRIPTIONS_KEY, set()):
+            if uri in connection_of(session).state.get(SUBSCRIPTIONS_KEY, set()):
                 await session.send_resource_updated(uri)
 
         await self.notify(send)
