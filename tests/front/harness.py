@@ -134,7 +134,10 @@ async def running_gateway(
     config_text: str | None = None,
     orgs: dict[str, str] | None = None,
     state_url: str = "memory://",
+    upstream_direct_calls: bool | None = None,
 ) -> AsyncIterator[Gateway]:
+    """`upstream_direct_calls`: the upstream leg's switch (Pool's `direct_calls`), when
+    it is to differ from the door's (`server.direct_calls`)."""
     tags_dir = directory / "orgs"
     tags_dir.mkdir(exist_ok=True)
     for org, text in (orgs or {"acme": ACME, "globex": GLOBEX}).items():
@@ -147,7 +150,9 @@ async def running_gateway(
     pool = Pool(
         config.settings.upstreams,
         DefinitionLedger(config.definitions_path),
-        direct_calls=config.settings.server.direct_calls,
+        direct_calls=config.settings.server.direct_calls
+        if upstream_direct_calls is None
+        else upstream_direct_calls,
     )
     app = build_app(Runtime(config, tags, state, pool))
     server = uvicorn.Server(
