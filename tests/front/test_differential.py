@@ -48,8 +48,8 @@ from tests.front.test_session_calls import _call as session_call
 from tests.front.test_session_calls import _said, open_session
 from tests.front.test_session_calls import post as session_post
 from tests.redis_server import free_port
+from tests.upstreams.helpers import listening, text
 from tests.upstreams.servers.faults import REFUSED
-from tests.upstreams.test_connection import _listening, text
 
 pytestmark = pytest.mark.anyio
 
@@ -118,7 +118,7 @@ class Upstream:
 
     async def wait_listening(self) -> None:
         deadline = time.monotonic() + 30
-        while not _listening(self.port):
+        while not listening(self.port):
             if not self.running or time.monotonic() > deadline:
                 raise RuntimeError(f"the faults upstream on port {self.port} did not start")
             await anyio.sleep(0.05)
@@ -148,7 +148,7 @@ class Combo:
         return self.door, self.leg
 
     def audit(self) -> list[dict[str, Any]]:
-        return list(self.gateway.app.state.front.executor.audit.read())
+        return list(self.gateway.app.state.runtime.audit.read())
 
     def connection(self, upstream: str) -> UpstreamConnection:
         found: UpstreamConnection = self.gateway.app.state.pool.connections[upstream]
