@@ -28,13 +28,14 @@ from . import jsoncodec
 from .audit import AuditLog
 from .auth import Authenticator, Credential, Unauthenticated, key_digest
 from .errors import ConfigError, ConfigIssue, GatewayError
+from .own_tools import own_upstream
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
 from .state import StateStore, open_store
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
 from .tags.policy import Fill
-from .upstreams.config import public_prefix
+from .upstreams.config import OWN_UPSTREAM, RESERVED_PREFIX, public_prefix
 from .upstreams.defaults import with_defaults
 from .upstreams.definitions import DefinitionLedger, short
 from .upstreams.importer import merged_text, read_client_config, render, write_atomically
@@ -183,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
 def _upstreams_status(args: argparse.Namespace) -> int:
     config = load_config(config_path(args.config))
     upstreams = config.settings.upstreams
-    pool = Pool(upstreams)
+    pool = Pool(upstreams, own=own_upstream())
     limit = max((u.init_timeout for u in upstreams.values()), default=1.0) + 5.0
 
     async def connect() -> None:
@@ -200,7 +201,7 @@ def _upstreams_status(args: argparse.Namespace) -> int:
         rows.append(
             {
                 "upstream": name,
-                "transport": upstreams[name].transport,
+                "transport": pool.connections[name].config.transport,
                 "state": state.state.value,
                 "tools": sum(1 for e in catalog.tools.values() if e.upstream == name),
                 "resources": sum(1 for e in catalog.resources.values() if e.upstream == name),
@@ -213,8 +214,8 @@ def _upstreams_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"upstreams": rows, "problems": list(catalog.problems)}, indent=2))
     else:
-        if not rows:
-            print(f"no upstreams in {config.path}")
+        if not upstreams:
+            print(f"no upstreams in {config.path}; the gateway's own tools only")
         for row in rows:
             error = f"  {row['error']}" if row["error"] else ""
             print(
@@ -405,7 +406,10 @@ def _known_schema(config: GatewayConfig, tool: str) -> tuple[dict[str, Any] | No
     it has not listed."""
     upstreams = config.settings.upstreams
     claims = sorted(
-        ((public_prefix(name, upstream), name) for name, upstream in upstreams.items()),
+        [
+            *((public_prefix(name, upstream), name) for name, upstream in upstreams.items()),
+            (RESERVED_PREFIX, OWN_UPSTREAM),
+        ],
         key=lambda claim: -len(claim[0]),
     )
     ledger = _ledger(config)
@@ -459,7 +463,12 @@ def _serve(args: argparse.Namespace) -> int:
     upstreams = config.settings.upstreams
     if upstreams:
         print(f"gateway: connecting upstreams {', '.join(upstreams)}", file=sys.stderr)
-    pool = Pool(upstreams, _ledger(config), direct_calls=config.settings.server.direct_calls)
+    pool = Pool(
+        upstreams,
+        _ledger(config),
+        direct_calls=config.settings.server.direct_calls,
+        own=own_upstream(),
+    )
     app = build_app(config, manager, state, pool)
     # No access log: a line per MCP message costs more CPU than proxying it (the audit
     # log records every tool call).
@@ -510,6 +519,7 @@ def _stdio(args: argparse.Namespace) -> int:
         config.settings.upstreams,
         _ledger(config),
         direct_calls=config.settings.server.direct_calls,
+        own=own_upstream(),
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):

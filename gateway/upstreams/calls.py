@@ -26,7 +26,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
 from ..breaker import Breaker
-from .config import HttpUpstream, StdioUpstream
+from .config import UpstreamConfig
 from .exchange import Exchange, ExchangeLost, NeedsClient
 from .listing import Offer
 from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
@@ -37,7 +37,6 @@ from .status import ConnectionLost, State, Status, UpstreamError
 
 logger = logging.getLogger("gateway.upstreams")
 
-UpstreamConfig = StdioUpstream | HttpUpstream
 R = TypeVar("R")
 _RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
 ROOTS_ROUNDS = 4

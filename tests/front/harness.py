@@ -23,6 +23,7 @@ from gateway.app import build_app
 from gateway.settings import GatewayConfig, load_config
 from gateway.state import open_store
 from gateway.tags import TagManager
+from gateway.upstreams.config import InProcessUpstream
 from gateway.upstreams.definitions import DefinitionLedger
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
@@ -133,7 +134,9 @@ async def running_gateway(
     config_text: str | None = None,
     orgs: dict[str, str] | None = None,
     state_url: str = "memory://",
+    own: InProcessUpstream | None = None,
 ) -> AsyncIterator[Gateway]:
+    """`own`: the gateway's own tools (own_tools.py), as `gateway serve` has them."""
     tags_dir = directory / "orgs"
     tags_dir.mkdir(exist_ok=True)
     for org, text in (orgs or {"acme": ACME, "globex": GLOBEX}).items():
@@ -147,6 +150,7 @@ async def running_gateway(
         config.settings.upstreams,
         DefinitionLedger(config.definitions_path),
         direct_calls=config.settings.server.direct_calls,
+        own=own,
     )
     app = build_app(config, tags, state, pool)
     server = uvicorn.Server(
