@@ -28,12 +28,13 @@ from . import jsoncodec
 from .audit import AuditLog
 from .auth import Authenticator, Credential, key_digest
 from .errors import CannotStart, ConfigError, GatewayError, SdkMismatch, Unauthenticated
+from .own_tools import own_upstream
 from .principal import Principal
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, GatewayConfig, config_path, load_config
 from .tags import TagManager, check
 from .tags.explain import context_json, context_text, decision_json, decision_text
 from .tags.policy import Fill
-from .upstreams.config import public_prefix
+from .upstreams.config import OWN_UPSTREAM, RESERVED_PREFIX, public_prefix
 from .upstreams.defaults import with_defaults
 from .upstreams.definitions import DefinitionLedger, short
 from .upstreams.importer import merged_text, read_client_config, render, write_atomically
@@ -182,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
 def _upstreams_status(args: argparse.Namespace) -> int:
     config = load_config(config_path(args.config))
     upstreams = config.settings.upstreams
-    pool = Pool(upstreams)
+    pool = Pool(upstreams, own=own_upstream())
     limit = max((u.init_timeout for u in upstreams.values()), default=1.0) + 5.0
 
     async def connect() -> None:
@@ -199,7 +200,7 @@ def _upstreams_status(args: argparse.Namespace) -> int:
         rows.append(
             {
                 "upstream": name,
-                "transport": upstreams[name].transport,
+                "transport": pool.connections[name].config.transport,
                 "state": state.state.value,
                 "tools": sum(1 for e in catalog.tools.values() if e.upstream == name),
                 "resources": sum(1 for e in catalog.resources.values() if e.upstream == name),
@@ -212,8 +213,8 @@ def _upstreams_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"upstreams": rows, "problems": list(catalog.problems)}, indent=2))
     else:
-        if not rows:
-            print(f"no upstreams in {config.path}")
+        if not upstreams:
+            print(f"no upstreams in {config.path}; the gateway's own tools only")
         for row in rows:
             error = f"  {row['error']}" if row["error"] else ""
             print(
@@ -404,7 +405,10 @@ def _known_schema(config: GatewayConfig, tool: str) -> tuple[dict[str, Any] | No
     it has not listed."""
     upstreams = config.settings.upstreams
     claims = sorted(
-        ((public_prefix(name, upstream), name) for name, upstream in upstreams.items()),
+        [
+            *((public_prefix(name, upstream), name) for name, upstream in upstreams.items()),
+            (RESERVED_PREFIX, OWN_UPSTREAM),
+        ],
         key=lambda claim: -len(claim[0]),
     )
     ledger = _ledger(config)

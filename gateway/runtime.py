@@ -5,7 +5,8 @@ session API to come). Nothing here knows a door; the doors know the runtime.
     Runtime
     ├── tags      TagManager over the watched tag directory (the one source of truth)
     ├── state     the state store (Redis or in-memory)
-    ├── pool      every upstream, supervised, and the catalog over them
+    ├── pool      every upstream, supervised, and the catalog over them; the gateway's
+    │             own tools (own_tools.py) are one more, in process, under `gateway__`
     ├── audit     the audit log
     ├── service   the call service (gateway/calls): the one road to an upstream's tool,
     │             with the audit log as an outcome hook
@@ -30,6 +31,7 @@ from .audit import AuditLog
 from .calls import ToolService
 from .errors import CannotStart, ConfigError, ConfigIssue
 from .front.views import Views
+from .own_tools import own_upstream
 from .settings import GatewayConfig
 from .state import StateStore, open_store
 from .tags import TagManager
@@ -69,7 +71,12 @@ class Runtime:
             raise ConfigError([ConfigIssue(str(config.path), str(exc), field="state.url")]) from exc
         audit = AuditLog(config.audit_path)
         ledger = DefinitionLedger(config.definitions_path, audit)
-        pool = Pool(settings.upstreams, ledger, direct_calls=settings.server.direct_calls)
+        pool = Pool(
+            settings.upstreams,
+            ledger,
+            direct_calls=settings.server.direct_calls,
+            own=own_upstream(),
+        )
         return cls(config, tags, state, pool, audit)
 
     def on_change(self, listener: Callable[..., None]) -> Callable[[], None]:

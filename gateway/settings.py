@@ -14,7 +14,13 @@ from .auth import AuthSettings
 from .errors import ConfigError, ConfigIssue
 from .state.base import TTLs
 from .strict import Strict
-from .upstreams.config import NAME_PATTERN, StdioUpstream, Upstream, public_prefix
+from .upstreams.config import (
+    NAME_PATTERN,
+    StdioUpstream,
+    Upstream,
+    public_prefix,
+    reserved_claim,
+)
 from .yamlfile import YamlDocument, read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/gateway.yaml")
@@ -159,7 +165,7 @@ def load_config(path: Path) -> GatewayConfig:
     settings, issues = validate(doc, Settings, str(path))
     if settings is None:
         raise ConfigError(_explain_removed(issue) for issue in issues)
-    issues = _shared_prefixes(settings, doc, str(path))
+    issues = _reserved(settings, doc, str(path)) + _shared_prefixes(settings, doc, str(path))
     if issues:
         raise ConfigError(issues)
     path = path.resolve()
@@ -190,6 +196,19 @@ def _anchor_paths(settings: Settings, folder: Path) -> Settings:
                 upstream = upstream.model_copy(update=changes)
         anchored[name] = upstream
     return settings.model_copy(update={"upstreams": anchored})
+
+
+def _reserved(settings: Settings, doc: YamlDocument, display: str) -> list[ConfigIssue]:
+    """The gateway's own tools are an upstream of the pool too: a configured one taking
+    their name or prefix would be mistaken for them in the audit log, or shadow them."""
+    issues: list[ConfigIssue] = []
+    for name, upstream in settings.upstreams.items():
+        claim = reserved_claim(name, upstream)
+        if claim is not None:
+            field, message = claim
+            line = doc.line_of(tuple(field.split(".")))
+            issues.append(ConfigIssue(display, message, line, field=field))
+    return issues
 
 
 def _shared_prefixes(settings: Settings, doc: YamlDocument, display: str) -> list[ConfigIssue]:

@@ -208,7 +208,8 @@ def test_serve_starts_says_what_it_serves_and_stops() -> None:
             {
                 "status": "ok",
                 "tags": {"version": 1, "last_reload_failed": False},
-                "upstreams": {"ready": 4},  # the demo's payments, crm, orders, time
+                # the demo's payments, crm, orders, time, and the gateway's own tools
+                "upstreams": {"ready": 5},
             },
         )
         status, _, ready = get_json(f"http://127.0.0.1:{port}/ready")

@@ -7,7 +7,10 @@ is routed back by the URI, or by the resource template it matches.
 
 Nothing shadows anything: when two upstreams produce the same public name, the same
 resource URI or the same URI template, both are left out and the clash is reported naming
-both (at start-up, as a configuration error).
+both (at start-up, as a configuration error). Names under the reserved prefix `gateway__`
+are the gateway's own tools' alone: another upstream's tool or prompt that comes out
+under one (an empty prefix passing `gateway__evil` through) is left out, with the reason,
+and the own tool stays.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import mcp_types as types
 from mcp import UriTemplate
 from mcp.shared.uri_template import InvalidUriTemplate
 
+from .config import OWN_UPSTREAM, RESERVED_PREFIX
 from .listing import Offer
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -127,6 +131,9 @@ def build(
         )
         for tool in offer.tools:
             public = prefix + tool.name
+            if public.startswith(RESERVED_PREFIX) and upstream != OWN_UPSTREAM:
+                problems.append(_reserved(upstream, "tool", tool.name, public))
+                continue
             if not TOOL_NAME.match(public):
                 problems.append(
                     f"upstream {upstream!r}: tool {tool.name!r} left out: {public!r} is not a "
@@ -151,6 +158,9 @@ def build(
             template_claims.append((template.uri_template, claim))
         for prompt in offer.prompts:
             public = prefix + prompt.name
+            if public.startswith(RESERVED_PREFIX) and upstream != OWN_UPSTREAM:
+                problems.append(_reserved(upstream, "prompt", prompt.name, public))
+                continue
             shown = prompt if public == prompt.name else prompt.model_copy(update={"name": public})
             prompt_claims.append((public, CatalogPrompt(public, upstream, prompt, shown)))
 
@@ -167,6 +177,13 @@ def build(
         tuple(clashes),
         tuple(problems + clashes),
         MappingProxyType(dict(sorted((quarantined or {}).items()))),
+    )
+
+
+def _reserved(upstream: str, kind: str, name: str, public: str) -> str:
+    return (
+        f"upstream {upstream!r}: {kind} {name!r} left out: {public!r} starts with "
+        f"{RESERVED_PREFIX!r}, which is reserved for the gateway's own tools"
     )
 
 

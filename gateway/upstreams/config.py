@@ -22,10 +22,11 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from mcp.server import Server
+from pydantic import ConfigDict, Field, field_validator
 
 from ..strict import Strict
 
@@ -33,6 +34,11 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 """An upstream's name: it becomes part of public tool names (`<name>__<tool>`)."""
 PREFIX_PATTERN = r"^[A-Za-z0-9._-]{0,64}$"
 """Characters of MCP tool names (SEP-986: `[A-Za-z0-9._-]`, 1 to 128 of them)."""
+OWN_UPSTREAM = "gateway"
+"""The name under which the pool holds the gateway's own tools (own_tools.py)."""
+RESERVED_PREFIX = f"{OWN_UPSTREAM}__"
+"""The public prefix of the gateway's own tools: no configured upstream may take it, and
+no other upstream's tool is listed under a name that starts with it."""
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
 
 
@@ -111,6 +117,22 @@ class HttpUpstream(_Upstream):
 
 
 Upstream = Annotated[StdioUpstream | HttpUpstream, Field(discriminator="transport")]
+"""What gateway.yaml may configure."""
+
+
+class InProcessUpstream(_Upstream):
+    """The gateway's own tools, served by an MCP server object in this process (see
+    own_tools.py). Never read from gateway.yaml (`Upstream` does not admit it): its
+    settings are these defaults, under the reserved name and prefix."""
+
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, arbitrary_types_allowed=True
+    )
+    transport: Literal["inprocess"] = "inprocess"
+    server: Server[Any]
+
+
+UpstreamConfig = StdioUpstream | HttpUpstream | InProcessUpstream
 
 
 def root_uri(root: str) -> str:
@@ -131,8 +153,34 @@ def root_uri(root: str) -> str:
     return PurePosixPath(posixpath.normpath("/" + path.lstrip("/"))).as_uri()
 
 
-def public_prefix(name: str, upstream: StdioUpstream | HttpUpstream) -> str:
+def public_prefix(name: str, upstream: UpstreamConfig) -> str:
     return f"{name}__" if upstream.prefix is None else upstream.prefix
+
+
+def reserved_claim(name: str, upstream: UpstreamConfig) -> tuple[str, str] | None:
+    """(the field, what is wrong) when a configured upstream claims what belongs to the
+    gateway's own tools: their upstream name (by which the pool, the audit log and the
+    definition ledger tell upstreams apart), or a prefix within the reserved one."""
+    if name == OWN_UPSTREAM:
+        return (
+            f"upstreams.{name}",
+            f"upstream name {name!r} is reserved for the gateway's own tools "
+            f"(prefix {RESERVED_PREFIX!r}); give this upstream another name",
+        )
+    prefix = public_prefix(name, upstream)
+    if not prefix.startswith(RESERVED_PREFIX):
+        return None
+    reserved = f"starts with {RESERVED_PREFIX!r}, which is reserved for the gateway's own tools"
+    if upstream.prefix is None:
+        return (
+            f"upstreams.{name}",
+            f"upstream {name!r}: its default prefix {prefix!r} {reserved}; "
+            "give it another name or a prefix",
+        )
+    return (
+        f"upstreams.{name}.prefix",
+        f"upstream {name!r}: prefix {prefix!r} {reserved}; choose another prefix",
+    )
 
 
 class MissingVariable(KeyError):

@@ -25,16 +25,15 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..breaker import Breaker
-from .config import HttpUpstream, MissingVariable, StdioUpstream
-from .exchange import exchange_for
+from .config import MissingVariable, UpstreamConfig
 from .guard import Listing
 from .listing import Offer, list_offer
 from .relay import CallerLink, client_callbacks
-from .requests import UpstreamConfig, UpstreamRequests
+from .requests import UpstreamRequests
 from .sessions import CallerSessions
 from .status import State, Status, backoff, describe
 from .subscriptions import LISTEN_ACK_TIMEOUT, UpstreamSubscriptions
-from .transports import open_client
+from .transports import transport_for
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -73,6 +72,8 @@ class UpstreamConnection(UpstreamRequests):
         """Shared by a pool's stdio upstreams: how many children may be starting at once."""
         self._holding_gate = False
         self.config = config
+        self.transport = transport_for(name, config)
+        """How the upstream is reached, chosen once by its config."""
         self.breaker = breaker or Breaker(threshold=5, cooldown=1.0, max_cooldown=30.0)
         self.offer = Offer()
         """The last listing; kept while reconnecting, so tools do not flicker away."""
@@ -178,7 +179,7 @@ class UpstreamConnection(UpstreamRequests):
         # A child process starting up is CPU-bound (an interpreter importing its SDK): many
         # at once on a small machine all miss their init_timeout and start over together.
         # So stdio children start a few at a time, each timed from when its turn comes.
-        gate = self._start_gate if isinstance(self.config, StdioUpstream) else None
+        gate = self._start_gate if self.transport.starts_process else None
         if gate is not None:
             await gate.acquire()
         try:
@@ -207,15 +208,13 @@ class UpstreamConnection(UpstreamRequests):
                     self._holding_gate = False
                 self._client = client
                 if self._direct_calls:
-                    self._exchange = exchange_for(self.name, self.config, client.protocol_version)
+                    self._exchange = self.transport.exchange(client.protocol_version)
                 if not self._tells_calls_apart(client) and self.config.caller_sessions:
                     self._sessions = CallerSessions(
                         self.name,
                         client,
                         self._links,
-                        lambda links: open_client(
-                            self.name, self.config, self._callbacks(links), self._listing
-                        ),
+                        lambda links: self.transport.open(self._callbacks(links), self._listing),
                         tasks,
                         self.config.caller_sessions,
                         self.config.caller_sessions_per_user,
@@ -337,15 +336,13 @@ class UpstreamConnection(UpstreamRequests):
         return client_callbacks(self.name, links, self._on_message if own else None)
 
     def _connect(self) -> AbstractAsyncContextManager[Client]:
-        return open_client(self.name, self.config, self._callbacks(self._links), self._listing)
+        return self.transport.open(self._callbacks(self._links), self._listing)
 
     def _tells_calls_apart(self, client: Client) -> bool:
         """Whether the SDK client can say which call an upstream message belongs to: it
         runs its callbacks in the calling request's context over streamable HTTP, and in
         the 2026-07-28 revision on any transport (relay.py)."""
-        if isinstance(self.config, HttpUpstream) and self.config.transport == "streamable_http":
-            return True
-        return client.protocol_version not in HANDSHAKE_VERSIONS
+        return self.transport.tells_calls_apart or client.protocol_version not in HANDSHAKE_VERSIONS
 
     @property
     def asks_during_calls(self) -> bool:

@@ -45,17 +45,14 @@ from mcp_types import (
     LOG_LEVEL_META_KEY,
     PROTOCOL_VERSION_META_KEY,
 )
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 from yarl import URL
 
 from .. import jsoncodec
 from ..identitycache import IdentityCache
-from .config import HttpUpstream, StdioUpstream
 from .guard import top_level_id
 from .relay import LogCallback, ProgressCallback
 from .status import describe
-from .transports import CLIENT_INFO, expanded_headers
 
 logger = logging.getLogger("gateway.upstreams")
 
@@ -320,25 +317,3 @@ CAPABILITIES = types.ClientCapabilities(
     ),
 )
 """What the SDK client declares for the gateway, which answers sampling and elicitation."""
-
-
-def exchange_for(
-    name: str, config: HttpUpstream | StdioUpstream, protocol_version: str | None
-) -> Exchange | None:
-    """An Exchange for a streamable-HTTP upstream that speaks 2026-07-28 (or later), else
-    None: stdio, legacy SSE and handshake-era upstreams keep their SDK session for calls."""
-    if not isinstance(config, HttpUpstream) or config.transport != "streamable_http":
-        return None
-    if protocol_version is None or protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
-        return None
-    return Exchange(
-        name,
-        config.url,
-        expanded_headers(name, config),
-        protocol_version,
-        CLIENT_INFO,
-        # As the SDK client declares them: roots only where configured (roots.py).
-        CAPABILITIES.model_copy(update={"roots": types.RootsCapability(list_changed=True)})
-        if config.roots
-        else CAPABILITIES,
-    )

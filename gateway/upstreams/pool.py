@@ -5,6 +5,10 @@ supervisor task (`UpstreamConnection`). The catalog is rebuilt whenever an upstr
 offer changes (connected, reconnected, announced a change), each time with a new version
 number, and listeners (the MCP front) are told. Tool definitions pass the ledger first
 (see definitions.py): a quarantined tool is not in the catalog.
+
+The gateway's own tools (own_tools.py) are one more upstream here, named `gateway`, served
+in process: listed, judged, checked and called like any other, under the reserved prefix
+`gateway__` that no other upstream's tool is listed under (catalog.py).
 """
 
 from __future__ import annotations
@@ -20,10 +24,9 @@ import mcp_types as types
 from ..errors import UpstreamError
 from ..watching import file_changes
 from .catalog import AmbiguousResource, Catalog, build
-from .config import public_prefix
+from .config import OWN_UPSTREAM, InProcessUpstream, UpstreamConfig, public_prefix, reserved_claim
 from .connection import UpstreamConnection
 from .definitions import DefinitionLedger
-from .requests import UpstreamConfig
 from .status import Status
 
 logger = logging.getLogger("gateway.upstreams")
@@ -38,12 +41,23 @@ class Pool:
         ledger: DefinitionLedger | None = None,
         start_concurrency: int | None = None,
         direct_calls: bool = True,
+        own: InProcessUpstream | None = None,
     ) -> None:
         """`start_concurrency`: stdio children starting at once (default twice the CPUs,
         at least 4); the rest wait their turn before their init_timeout starts.
-        `direct_calls`: see UpstreamConnection."""
+        `direct_calls`: see UpstreamConnection. `own`: the gateway's own tools, held as
+        upstream `gateway` (own_tools.py); none: the pool serves only `upstreams`.
+        Raises ValueError for an upstream of `upstreams` that claims the own tools' name
+        or prefix (gateway.yaml is refused for it before: settings.py)."""
+        for name, config in upstreams.items():
+            claim = reserved_claim(name, config)
+            if claim is not None:
+                raise ValueError(f"{claim[0]}: {claim[1]}")
         self.ledger = ledger or DefinitionLedger()
-        self._configs = dict(upstreams)
+        self._configs: dict[str, UpstreamConfig] = dict(upstreams)
+        if own is not None:
+            self._configs[OWN_UPSTREAM] = own
+        upstreams = self._configs
         starting = anyio.Semaphore(start_concurrency or max(4, 2 * (os.cpu_count() or 1)))
         self.connections = {
             name: UpstreamConnection(

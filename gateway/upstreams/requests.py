@@ -27,7 +27,7 @@ from pydantic import TypeAdapter
 
 from ..breaker import Breaker
 from ..errors import CallTimeout, ConnectionLost, UpstreamUnavailable
-from .config import HttpUpstream, StdioUpstream
+from .config import UpstreamConfig
 from .exchange import Exchange, ExchangeLost, NeedsClient
 from .listing import Offer
 from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
@@ -38,7 +38,6 @@ from .status import State, Status
 
 logger = logging.getLogger("gateway.upstreams")
 
-UpstreamConfig = StdioUpstream | HttpUpstream
 R = TypeVar("R")
 _RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
 ROOTS_ROUNDS = 4

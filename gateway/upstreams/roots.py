@@ -16,12 +16,12 @@ import mcp_types as types
 from mcp import MCPError
 from mcp.client.session import ClientRequestContext
 
-from .config import HttpUpstream, StdioUpstream
+from .config import UpstreamConfig
 
 NOT_DECLARED = "the gateway declares no roots to this upstream (gateway.yaml: roots)"
 
 
-def roots_result(config: StdioUpstream | HttpUpstream) -> types.ListRootsResult:
+def roots_result(config: UpstreamConfig) -> types.ListRootsResult:
     return types.ListRootsResult(
         roots=[
             types.Root(uri=uri, name=uri.rstrip("/").rsplit("/", 1)[-1] or "/")
@@ -30,7 +30,7 @@ def roots_result(config: StdioUpstream | HttpUpstream) -> types.ListRootsResult:
     )
 
 
-def roots_callback(config: StdioUpstream | HttpUpstream) -> dict[str, Any]:
+def roots_callback(config: UpstreamConfig) -> dict[str, Any]:
     """The SDK Client's `list_roots_callback` (which also declares the capability) for an
     upstream with configured roots; nothing for one without."""
     if not config.roots:
@@ -55,7 +55,7 @@ def callers_responses(responses: types.InputResponses | None) -> types.InputResp
 
 
 def answer_roots(
-    config: StdioUpstream | HttpUpstream, result: types.InputRequiredResult
+    config: UpstreamConfig, result: types.InputRequiredResult
 ) -> types.InputResponses | None:
     """The gateway's own answers to the roots questions of an upstream's
     InputRequiredResult (None when it asks none). Raises MCPError when it asks for roots

@@ -24,6 +24,7 @@ from gateway.runtime import Runtime
 from gateway.settings import GatewayConfig, load_config
 from gateway.state import open_store
 from gateway.tags import TagManager
+from gateway.upstreams.config import InProcessUpstream
 from gateway.upstreams.definitions import DefinitionLedger
 from gateway.upstreams.pool import Pool
 from tests.conftest import ROOT
@@ -135,9 +136,11 @@ async def running_gateway(
     orgs: dict[str, str] | None = None,
     state_url: str = "memory://",
     upstream_direct_calls: bool | None = None,
+    own: InProcessUpstream | None = None,
 ) -> AsyncIterator[Gateway]:
     """`upstream_direct_calls`: the upstream leg's switch (Pool's `direct_calls`), when
-    it is to differ from the door's (`server.direct_calls`)."""
+    it is to differ from the door's (`server.direct_calls`). `own`: the gateway's own
+    tools (own_tools.py), as `gateway serve` has them."""
     tags_dir = directory / "orgs"
     tags_dir.mkdir(exist_ok=True)
     for org, text in (orgs or {"acme": ACME, "globex": GLOBEX}).items():
@@ -153,6 +156,7 @@ async def running_gateway(
         direct_calls=config.settings.server.direct_calls
         if upstream_direct_calls is None
         else upstream_direct_calls,
+        own=own,
     )
     app = build_app(Runtime(config, tags, state, pool))
     server = uvicorn.Server(

@@ -214,7 +214,7 @@ def test_serve_starts_with_an_upstream_down_and_leaves_no_child_behind(tmp_path:
     with serving([gateway, "serve", "--config", str(config)], os.environ.copy()) as (proc, port):
         status, _, health = get_json(f"http://127.0.0.1:{port}/health")
         assert status == 200
-        assert health["upstreams"] == {"down": 1, "ready": 1}
+        assert health["upstreams"] == {"down": 1, "ready": 2}  # echo and the gateway's own
         children = _children(proc.pid)
         assert len(children) == 1  # the echo upstream
         proc.send_signal(signal.SIGINT)

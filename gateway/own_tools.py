@@ -1,0 +1,101 @@
+"""The gateway's own tools, offered as an MCP server that the pool holds as one more
+upstream (named `gateway`, prefix `gateway__`, over the in-process transport): each is
+listed only to callers whose tags grant it, checked, scoped and audited like any
+upstream's tool, because it takes the same road (the call service, gateway/calls).
+
+Today there is `ping`; `run_session` and flows come here next."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from mcp import MCPError
+from mcp.server import Server, ServerRequestContext
+
+from . import __version__
+from .upstreams.config import OWN_UPSTREAM, InProcessUpstream
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[types.CallToolResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTool:
+    definition: types.Tool
+    handler: Handler
+    """Called with arguments that passed the tool's inputSchema (the call service checks)."""
+
+
+async def _ping(arguments: Mapping[str, Any]) -> types.CallToolResult:
+    message = arguments.get("message", "")
+    if not isinstance(message, str):  # the call service checked the schema; a direct client not
+        return _tool_error("ping: message must be a string")
+    text = f"pong: {message}" if message else "pong"
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content={"pong": True, "message": message},
+    )
+
+
+PING = OwnTool(
+    types.Tool(
+        name="ping",
+        description="Answers pong (with `message`, if given): the gateway's own tools are "
+        "reachable, and this caller may use them.",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "message": {"type": "string", "default": "", "description": "Sent back."}
+            },
+            "additionalProperties": False,
+        },
+        output_schema={
+            "type": "object",
+            "properties": {"pong": {"const": True}, "message": {"type": "string"}},
+            "required": ["pong", "message"],
+        },
+        annotations=types.ToolAnnotations(
+            title="Ping the gateway", read_only_hint=True, idempotent_hint=True
+        ),
+    ),
+    _ping,
+)
+
+TOOLS: Mapping[str, OwnTool] = {tool.definition.name: tool for tool in (PING,)}
+
+
+def _tool_error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+
+def own_server(tools: Mapping[str, OwnTool] = TOOLS) -> Server[Any]:
+    """An MCP server offering `tools` under their own names (the pool adds the prefix)."""
+    listing = types.ListToolsResult(tools=[tool.definition for tool in tools.values()])
+
+    async def list_tools(
+        _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return listing
+
+    async def call_tool(
+        _ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        tool = tools.get(params.name)
+        if tool is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
+        return await tool.handler(params.arguments or {})
+
+    return Server(
+        OWN_UPSTREAM,
+        version=__version__,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+def own_upstream(tools: Mapping[str, OwnTool] = TOOLS, **settings: Any) -> InProcessUpstream:
+    """The pool's upstream of the gateway's own tools; `settings`: InProcessUpstream's
+    fields (call_timeout, ...) other than its defaults."""
+    return InProcessUpstream(server=own_server(tools), **settings)
