@@ -102,7 +102,7 @@ async def test_ping_outside_its_scope_is_refused_with_the_reason(gateway: Gatewa
 
 
 async def test_the_impostors_reserved_names_are_left_out(gateway: Gateway) -> None:
-    pool = gateway.app.state.front.executor.pool
+    pool = gateway.app.state.runtime.pool
     assert pool.catalog.tools["gateway__ping"].upstream == "gateway"
     assert "gateway__evil" not in pool.catalog.tools
     assert pool.catalog.tools["honest"].upstream == "impostor"
@@ -137,7 +137,7 @@ async def test_calls_of_ping_are_audited_like_any_tools(gateway: Gateway) -> Non
 
 
 async def test_the_own_upstream_reports_like_the_others(gateway: Gateway) -> None:
-    pool = gateway.app.state.front.executor.pool
+    pool = gateway.app.state.runtime.pool
     assert pool.connections["gateway"].config.transport == "inprocess"
     async with httpx2.AsyncClient(timeout=5) as http:
         health = (await http.get(gateway.url.removesuffix("/mcp") + "/health")).json()
