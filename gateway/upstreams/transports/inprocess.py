@@ -7,18 +7,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from mcp.client import Transport
 from mcp.server import Server
-from mcp.shared.memory import create_client_server_memory_streams
+from mcp.shared.memory import MessageStream, create_client_server_memory_streams
 
 from ..config import InProcessUpstream
 from .base import UpstreamTransport
-
-if TYPE_CHECKING:
-    from mcp.client._transport import TransportStreams
 
 
 class InProcessTransport(UpstreamTransport):
@@ -33,7 +30,7 @@ class InProcessTransport(UpstreamTransport):
 
 
 @asynccontextmanager
-async def _served(server: Server[Any]) -> AsyncIterator[TransportStreams]:
+async def _served(server: Server[Any]) -> AsyncIterator[MessageStream]:
     """The client's ends of memory streams whose other ends `server` serves, in a task
     that ends with them."""
     async with (
