@@ -18,9 +18,8 @@ from mcp.client.session import ClientRequestContext
 from gateway.front import bridge as bridge_module
 from gateway.principal import Principal
 from tests.front.harness import ACME, GLOBEX, gateway_yaml, running_gateway
-from tests.front.test_http import text
-from tests.front.test_passthrough import model
-from tests.upstreams.helpers import EVERYTHING
+from tests.front.helpers import model
+from tests.upstreams.helpers import EVERYTHING, text
 
 pytestmark = pytest.mark.anyio
 

@@ -41,12 +41,15 @@ from gateway.upstreams import connection as upstream_connection
 from gateway.upstreams.connection import UpstreamConnection
 from tests.conftest import ROOT
 from tests.front.harness import Gateway, key_entries, running_gateway
-from tests.front.test_calls import _call as modern_call
-from tests.front.test_calls import _headers as modern_headers
-from tests.front.test_calls import _post as modern_post
-from tests.front.test_session_calls import _call as session_call
-from tests.front.test_session_calls import _said, open_session
-from tests.front.test_session_calls import post as session_post
+from tests.front.helpers import (
+    modern_call,
+    modern_headers,
+    modern_post,
+    open_session,
+    said_in,
+    session_call,
+    session_post,
+)
 from tests.redis_server import free_port
 from tests.upstreams.helpers import listening, text
 from tests.upstreams.servers.faults import REFUSED
@@ -263,7 +266,7 @@ async def ask(
         return list(await modern_post(combo.gateway, modern_call(tool, arguments, meta)))
     headers = await combo.session_headers()
     body = session_call(tool, arguments, meta)
-    return list(_said(await session_post(combo.gateway, headers, body)))
+    return list(said_in(await session_post(combo.gateway, headers, body)))
 
 
 async def headers_for(combo: Combo, era: str, body: dict[str, Any]) -> dict[str, str]:
@@ -434,7 +437,7 @@ async def duplicate_ids(bench: Bench, era: str) -> Outcomes:
                         async for message in messages_of(r):
                             received.append(message)
                             if len(received) == 1:  # it runs: the second, with its id
-                                answered = _said(
+                                answered = said_in(
                                     await session_post(combo.gateway, headers, second)
                                 )[2]
                 except httpx2.ReadTimeout:

@@ -18,24 +18,17 @@ from gateway.front.caller import current_credential
 from gateway.front.http import McpRequest
 from gateway.principal import Principal
 from tests.front.harness import KEYS, Gateway
+from tests.front.helpers import MODES
 from tests.helpers import until
+from tests.upstreams.helpers import text
 
 pytestmark = pytest.mark.anyio
-
-MODES = ["auto", "legacy"]
-"""auto: two SDK 2.3 peers settle on 2026-07-28; legacy: the 2025-11-25 handshake."""
 
 
 def audit_events(gateway: Gateway) -> list[dict[str, object]]:
     """What the gateway's audit file holds, once its pending batch is written."""
     events: list[dict[str, object]] = gateway.app.state.runtime.audit.read()
     return events
-
-
-def text(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -13,22 +13,10 @@ from mcp import MCPError
 from mcp.client.session import ClientRequestContext
 
 from tests.front.harness import Gateway, gateway_yaml, running_gateway
-from tests.front.test_http import MODES, text
+from tests.front.helpers import MODES, model
+from tests.upstreams.helpers import text
 
 pytestmark = pytest.mark.anyio
-
-
-def model(name: str) -> object:
-    async def answer(
-        _ctx: ClientRequestContext, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult:
-        await anyio.sleep(0.2)  # both calls are in flight at once
-        asked = params.messages[0].content
-        assert isinstance(asked, types.TextContent)
-        reply = types.TextContent(type="text", text=f"{name} heard {asked.text!r}")
-        return types.CreateMessageResult(role="assistant", model=name, content=reply)
-
-    return answer
 
 
 @pytest.mark.parametrize("mode", MODES)

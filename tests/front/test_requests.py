@@ -16,7 +16,7 @@ import httpx2
 import pytest
 
 from tests.front.harness import KEYS, Gateway, gateway_yaml, running_gateway
-from tests.front.test_session_calls import open_session
+from tests.front.helpers import open_session
 
 pytestmark = pytest.mark.anyio
 

@@ -15,27 +15,19 @@ from gateway.front import session_transport
 from gateway.state import open_store
 from tests.front import harness
 from tests.front.harness import KEYS, Gateway, running_gateway
-from tests.front.test_session_calls import (
+from tests.front.helpers import (
     ASKING,
     REPLIES,
-    _event_order,
-    _messages,
     chatty_config,
+    event_order,
     open_session,
+    read_messages,
+    rpc,
 )
 
 pytestmark = pytest.mark.anyio
 
 VERSION = "2025-11-25"
-
-
-def rpc(ident: int | None, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if ident is not None:
-        message["id"] = ident
-    if params is not None:
-        message["params"] = params
-    return message
 
 
 async def events(response: httpx2.Response) -> Any:
@@ -139,7 +131,7 @@ async def until_chatty(gateway: Gateway, headers: dict[str, str]) -> None:
         while True:
             async with httpx2.AsyncClient(timeout=20) as http:
                 answer = await http.post(gateway.url, content=json.dumps(body), headers=headers)
-            messages = [m async for m in _messages(answer)]
+            messages = [m async for m in read_messages(answer)]
             if "result" in messages[-1] and not messages[-1]["result"].get("isError"):
                 return
             await anyio.sleep(0.2)
@@ -168,7 +160,7 @@ async def dropping_call(
                 async with opened as response:
                     assert response.status_code == 200, await response.aread()
                     seen = 0
-                    async for message, event_id in _messages(response, with_ids=True):
+                    async for message, event_id in read_messages(response, with_ids=True):
                         if event_id is not None:
                             last = event_id
                         if message is None:
@@ -211,7 +203,7 @@ async def test_a_chatty_call_resumed_again_and_again_misses_and_repeats_nothing(
             assert resumes >= STEPS // drop_after // 2, resumes  # it did resume, often
             assert progress_of(messages) == list(range(STEPS)), (drop_after, resumes)
             assert len(ids) == len(set(ids))
-            assert ids == sorted(ids, key=_event_order)
+            assert ids == sorted(ids, key=event_order)
             methods = [message.get("method") for message in messages]
             assert methods.count("elicitation/create") == (1 if asks else 0)
             assert methods.count(None) == 1  # the answer, once, last
@@ -226,7 +218,7 @@ async def first_event_id(gateway: Gateway, headers: dict[str, str], ident: int) 
             async with http.stream(
                 "POST", gateway.url, json=rpc(ident, "tools/call", call), headers=headers
             ) as response:
-                async for message, event_id in _messages(response, with_ids=True):
+                async for message, event_id in read_messages(response, with_ids=True):
                     if message is not None and event_id is not None:
                         return str(event_id)
     raise AssertionError("no event with an id")
@@ -270,7 +262,7 @@ async def test_a_malformed_or_unknown_last_event_id_is_refused(tmp_path: Path) -
             with anyio.fail_after(10):
                 async with http.stream("GET", gateway.url, headers=sent) as response:
                     assert response.status_code == 200
-                    rest = [m async for m in _messages(response)]
+                    rest = [m async for m in read_messages(response)]
             assert rest[-1]["result"]["content"][0]["text"] == "slept"
 
 
@@ -287,7 +279,7 @@ async def _call(
         httpx2.AsyncClient(timeout=20) as http,
         http.stream("POST", gateway.url, json=body, headers=headers) as response,
     ):
-        async for message, event_id in _messages(response, with_ids=True):
+        async for message, event_id in read_messages(response, with_ids=True):
             if first_only and message is not None and event_id is not None:
                 return str(event_id)
             if message is not None and message.get("id") == ident and "method" not in message:
@@ -316,6 +308,6 @@ async def test_a_resume_whose_answer_was_lost_ends_after_the_gap(
                 http.stream("GET", gateway.url, headers=resume) as response,
             ):
                 assert response.status_code == 200
-                got = [message async for message, _ in _messages(response, with_ids=True)]
+                got = [message async for message, _ in read_messages(response, with_ids=True)]
     notices = [m for m in got if m is not None and m.get("method") == "notifications/message"]
     assert notices[0]["params"]["data"]["error"] == "stream_gap"

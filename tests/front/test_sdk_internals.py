@@ -24,7 +24,7 @@ from gateway.front.session_transport import SessionTransport
 from gateway.sdk_internals import DOOR_ONLY, REQUIRED, Reached
 from tests.conftest import ROOT
 from tests.front.harness import KEYS, key_entries, running_gateway
-from tests.front.test_session_calls import open_session, post
+from tests.front.helpers import open_session, session_post
 
 METHODS = [entry for entry in REQUIRED + DOOR_ONLY if entry.kind in ("method", "coroutine")]
 ATTRIBUTES = [entry for entry in REQUIRED + DOOR_ONLY if entry.kind == "attribute"]
@@ -232,7 +232,7 @@ async def test_a_door_only_name_changed_leaves_the_calls_to_the_sdk(
         headers = await open_session(gateway)
         call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call"}
         call["params"] = {"name": "echo__pid", "arguments": {}}
-        status, kind, same_session, events = await post(gateway, headers, call)
+        status, kind, same_session, events = await session_post(gateway, headers, call)
     assert status == 200
     assert kind == "text/event-stream"  # the SDK's form; the gateway's would be JSON
     assert same_session

@@ -9,7 +9,6 @@ answer as one JSON response (test_the_forms_of_an_answer)."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,126 +22,26 @@ from gateway.front.events import SessionEvents
 from gateway.front.session_calls import _CANCELLED, SessionCalls
 from gateway.state import StateError
 from gateway.state.memory import MemoryStore
-from tests.front.harness import KEYS, Gateway, key_entries, running_gateway
-from tests.front.test_calls import config, gateways
+from tests.front.harness import KEYS, Gateway, running_gateway
+from tests.front.helpers import (
+    ASKING,
+    REPLIES,
+    SESSION_VERSION,
+    Answer,
+    chatty_config,
+    doors_config,
+    event_order,
+    gateways,
+    open_session,
+    read_messages,
+    said_in,
+    session_call,
+    session_post,
+    sse_events,
+)
 from tests.upstreams.helpers import http_echo
 
 pytestmark = pytest.mark.anyio
-
-VERSION = "2025-11-25"
-
-Answer = tuple[int, str, bool, list[Any]]
-"""Status, content type, whether the session header came back, and the events: each the
-message (None for a priming event) and whether it carried an event id."""
-
-
-async def open_session(
-    gateway: Gateway,
-    user: str = "alice",
-    version: str = VERSION,
-    capabilities: dict[str, Any] | None = None,
-) -> dict[str, str]:
-    """A handshake (initialize, then initialized); returns the session's request headers."""
-    headers = {
-        "Authorization": f"Bearer {KEYS[user]}",
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-    }
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": version,
-            "capabilities": capabilities or {},
-            "clientInfo": {"name": "differential", "version": "1"},
-        },
-    }
-    async with httpx2.AsyncClient(timeout=20) as http:
-        opened = await http.post(gateway.url, content=json.dumps(initialize), headers=headers)
-        assert opened.status_code == 200, opened.text
-        headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
-        headers["MCP-Protocol-Version"] = version
-        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        done = await http.post(gateway.url, content=json.dumps(initialized), headers=headers)
-        assert done.status_code == 202
-    return headers
-
-
-def _events(text: str) -> list[tuple[Any, bool]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
-        if not lines:
-            continue
-        fields = dict(_field(line) for line in lines)
-        data = fields.get("data", "")
-        events.append((json.loads(data) if data else None, "id" in fields))
-    return events
-
-
-def _said(answer: Answer) -> tuple[int, bool, list[Any]]:
-    """What an answer says, whatever its form: status, whether it named the session, and
-    its JSON-RPC messages (SSE priming events are not messages)."""
-    status, _, same_session, events = answer
-    return status, same_session, [message for message, _ in events if message is not None]
-
-
-def _field(line: str) -> tuple[str, str]:
-    name, _, value = line.partition(": ")
-    return name, value
-
-
-async def _messages(response: httpx2.Response, *, with_ids: bool = False) -> AsyncIterator[Any]:
-    """The JSON-RPC messages of a response as they come (SSE or JSON); with `with_ids`,
-    each with its event id (None without one), and priming events as (None, id)."""
-    if response.headers["content-type"].startswith("application/json"):
-        message = json.loads(await response.aread())
-        yield (message, None) if with_ids else message
-        return
-    block: list[str] = []
-    async for line in response.aiter_lines():
-        if line:
-            block.append(line)
-            continue
-        fields = dict(_field(entry) for entry in block if not entry.startswith(":"))
-        block = []
-        if fields.get("data"):
-            message = json.loads(fields["data"])
-            yield (message, fields.get("id")) if with_ids else message
-        elif with_ids and "id" in fields:
-            yield None, fields["id"]
-
-
-def _event_order(event_id: str) -> tuple[int, ...]:
-    """Where an event id stands in its stream (`<ms>-<seq>/<stream>`, events.py)."""
-    position = event_id.split("/")[0]
-    return tuple(int(part) for part in position.split("-"))
-
-
-async def post(
-    gateway: Gateway, headers: dict[str, str], body: Any, **changes: str | None
-) -> Answer:
-    merged: dict[str, str | None] = {**headers, **changes}
-    sent = {key: value for key, value in merged.items() if value is not None}
-    async with httpx2.AsyncClient(timeout=20) as http:
-        response = await http.post(gateway.url, content=json.dumps(body), headers=sent)
-    kind = response.headers.get("content-type", "").split(";")[0]
-    same_session = response.headers.get("mcp-session-id") == headers.get("Mcp-Session-Id")
-    if kind == "text/event-stream":
-        events = _events(response.text)
-    elif kind == "application/json":
-        events = [(response.json(), False)] if response.content else []
-    else:
-        events = [(response.text, False)]
-    return response.status_code, kind, same_session, events
-
-
-def _call(name: Any, arguments: Any, meta: dict[str, Any] | None = None, **extra: Any) -> Any:
-    params: dict[str, Any] = {"name": name, "arguments": arguments}
-    if meta:
-        params["_meta"] = meta
-    return {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params, **extra}
 
 
 def _list(params: Any = None) -> Any:
@@ -152,57 +51,65 @@ def _list(params: Any = None) -> Any:
 
 CASES: dict[str, tuple[str, Any, dict[str, str | None]]] = {
     # case: (session, body, header changes)
-    "a call": ("alice", _call("echo__echo", {"n": 3}), {}),
-    "unicode arguments": ("alice", _call("echo__echo", {"n": 1, "text": "héllo ✓ 日本"}), {}),
-    "out of scope": ("alice", _call("echo__echo", {"n": 50}), {}),
-    "denied tool": ("alice", _call("echo__crash", {}), {}),
-    "granted to no one": ("alice", _call("tiny__echo", {}), {}),
-    "no such tool": ("alice", _call("echo__nothing", {}), {}),
-    "arguments against the schema": ("alice", _call("echo__sleep", {"seconds": "soon"}), {}),
-    "a tool error upstream": ("alice", _call("echo__sleep", {"seconds": None}), {}),
+    "a call": ("alice", session_call("echo__echo", {"n": 3}), {}),
+    "unicode arguments": (
+        "alice",
+        session_call("echo__echo", {"n": 1, "text": "héllo ✓ 日本"}),
+        {},
+    ),
+    "out of scope": ("alice", session_call("echo__echo", {"n": 50}), {}),
+    "denied tool": ("alice", session_call("echo__crash", {}), {}),
+    "granted to no one": ("alice", session_call("tiny__echo", {}), {}),
+    "no such tool": ("alice", session_call("echo__nothing", {}), {}),
+    "arguments against the schema": ("alice", session_call("echo__sleep", {"seconds": "soon"}), {}),
+    "a tool error upstream": ("alice", session_call("echo__sleep", {"seconds": None}), {}),
     "progress and logs": (
         "alice",
-        _call("echo__sleep", {"seconds": 0.3}, {"progressToken": 1}),
+        session_call("echo__sleep", {"seconds": 0.3}, {"progressToken": 1}),
         {},
     ),
-    "logs without progress": ("alice", _call("echo__sleep", {"seconds": 0.2}), {}),
-    "a string id": ("alice", {**_call("echo__echo", {}), "id": "call-1"}, {}),
+    "logs without progress": ("alice", session_call("echo__sleep", {"seconds": 0.2}), {}),
+    "a string id": ("alice", {**session_call("echo__echo", {}), "id": "call-1"}, {}),
     "a number beyond 64 bits": (
         "alice",
-        _call("echo__echo", {"n": 1, "big": 123456789012345678901234567890}),
+        session_call("echo__echo", {"n": 1, "big": 123456789012345678901234567890}),
         {},
     ),
-    "arguments not an object": ("alice", _call("echo__echo", [1, 2]), {}),
-    "name not a string": ("alice", _call(5, {}), {}),
+    "arguments not an object": ("alice", session_call("echo__echo", [1, 2]), {}),
+    "name not a string": ("alice", session_call(5, {}), {}),
     "no params": ("alice", {"jsonrpc": "2.0", "id": 3, "method": "tools/call"}, {}),
-    "params not an object": ("alice", {**_call("echo__echo", {}), "params": [1]}, {}),
-    "sampling, not declared": ("alice", _call("echo__ask", {"prompt": "hi"}), {}),
-    "elicitation, not declared": ("alice", _call("echo__confirm", {}), {}),
+    "params not an object": ("alice", {**session_call("echo__echo", {}), "params": [1]}, {}),
+    "sampling, not declared": ("alice", session_call("echo__ask", {"prompt": "hi"}), {}),
+    "elicitation, not declared": ("alice", session_call("echo__confirm", {}), {}),
     "a listing": ("alice", _list({}), {}),
     "a listing without params": ("alice", _list(), {}),
     "a listing with a cursor": ("alice", _list({"cursor": "abc"}), {}),
     "a listing with a bad cursor": ("alice", _list({"cursor": 5}), {}),
     "a listing of bob's": ("bob", _list({}), {}),
-    "a call of bob's": ("bob", _call("tiny__echo", {"x": 1}), {}),
-    "a 2025-06-18 session": ("alice-0618", _call("echo__echo", {"n": 2}), {}),
+    "a call of bob's": ("bob", session_call("tiny__echo", {"x": 1}), {}),
+    "a 2025-06-18 session": ("alice-0618", session_call("echo__echo", {"n": 2}), {}),
     "a 2025-06-18 listing": ("alice-0618", _list({}), {}),
-    "no version header": ("alice", _call("echo__echo", {"n": 2}), {"MCP-Protocol-Version": None}),
+    "no version header": (
+        "alice",
+        session_call("echo__echo", {"n": 2}),
+        {"MCP-Protocol-Version": None},
+    ),
     "another caller's session": (
         "alice",
-        _call("echo__echo", {"n": 2}),
+        session_call("echo__echo", {"n": 2}),
         {"Authorization": f"Bearer {KEYS['bob']}"},
     ),
-    "an unknown session": ("alice", _call("echo__echo", {}), {"Mcp-Session-Id": "f" * 32}),
-    "accepts JSON only": ("alice", _call("echo__echo", {}), {"Accept": "application/json"}),
-    "wrong content type": ("alice", _call("echo__echo", {}), {"Content-Type": "text/plain"}),
-    "foreign host": ("alice", _call("echo__echo", {}), {"Host": "evil.example:80"}),
-    "foreign origin": ("alice", _call("echo__echo", {}), {"Origin": "https://evil.example"}),
-    "JSON-RPC 1.0": ("alice", {**_call("echo__echo", {}), "jsonrpc": "1.0"}, {}),
+    "an unknown session": ("alice", session_call("echo__echo", {}), {"Mcp-Session-Id": "f" * 32}),
+    "accepts JSON only": ("alice", session_call("echo__echo", {}), {"Accept": "application/json"}),
+    "wrong content type": ("alice", session_call("echo__echo", {}), {"Content-Type": "text/plain"}),
+    "foreign host": ("alice", session_call("echo__echo", {}), {"Host": "evil.example:80"}),
+    "foreign origin": ("alice", session_call("echo__echo", {}), {"Origin": "https://evil.example"}),
+    "JSON-RPC 1.0": ("alice", {**session_call("echo__echo", {}), "jsonrpc": "1.0"}, {}),
 }
 
 SESSIONS = {
-    "alice": ("alice", VERSION),
-    "bob": ("bob", VERSION),
+    "alice": ("alice", SESSION_VERSION),
+    "bob": ("bob", SESSION_VERSION),
     "alice-0618": ("alice", "2025-06-18"),
 }
 
@@ -233,37 +140,27 @@ async def test_both_doors_answer_alike(tmp_path: Path, monkeypatch: pytest.Monke
             for door, gateway in both.items()
         }
         for case, (session, body, changes) in CASES.items():
-            direct = await post(both["direct"], sessions["direct"][session], body, **changes)
-            sdk = await post(both["sdk"], sessions["sdk"][session], body, **changes)
-            assert _said(direct) == _said(sdk), case
+            direct = await session_post(
+                both["direct"], sessions["direct"][session], body, **changes
+            )
+            sdk = await session_post(both["sdk"], sessions["sdk"][session], body, **changes)
+            assert said_in(direct) == said_in(sdk), case
         # logging/setLevel goes through the SDK; the level holds for the other door's calls
         level = {"jsonrpc": "2.0", "id": 9, "method": "logging/setLevel", "params": {}}
         level["params"] = {"level": "error"}
         _, body, _ = CASES["logs without progress"]
         for door, gateway in both.items():
-            assert (await post(gateway, sessions[door]["alice"], level))[0] == 200
-        direct = await post(both["direct"], sessions["direct"]["alice"], body)
-        sdk = await post(both["sdk"], sessions["sdk"]["alice"], body)
-        assert _said(direct) == _said(sdk)
-        assert len(_said(direct)[2]) == 1  # the answer, no logs
+            assert (await session_post(gateway, sessions[door]["alice"], level))[0] == 200
+        direct = await session_post(both["direct"], sessions["direct"]["alice"], body)
+        sdk = await session_post(both["sdk"], sessions["sdk"]["alice"], body)
+        assert said_in(direct) == said_in(sdk)
+        assert len(said_in(direct)[2]) == 1  # the answer, no logs
     # Each case served by the gateway's door, except those the SDK refuses before any
     # handler and the one whose params are not an object (handed to the SDK as they are).
     refused = {"another caller's session", "an unknown session", "accepts JSON only"}
     refused |= {"wrong content type", "foreign host", "foreign origin", "JSON-RPC 1.0"}
     refused |= {"params not an object"}
     assert len(served) == len(CASES) - len(refused) + 1
-
-
-ASKING: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}}}
-"""The capabilities of a caller that may be asked questions during its calls."""
-REPLIES = {
-    "sampling/createMessage": {
-        "role": "assistant",
-        "content": {"type": "text", "text": "yes"},
-        "model": "m",
-    },
-    "elicitation/create": {"action": "accept", "content": {"ok": True}},
-}
 
 
 async def asked(
@@ -285,7 +182,7 @@ async def asked(
         async def read(response: httpx2.Response) -> bool:
             """Reads events until the answer (True) or a dropped stream (False)."""
             nonlocal last_id
-            async for message, event_id in _messages(response, with_ids=True):
+            async for message, event_id in read_messages(response, with_ids=True):
                 last_id = event_id or last_id
                 if message is None:
                     continue  # a priming event
@@ -329,9 +226,9 @@ async def test_both_doors_ask_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         for door, gateway in both.items():
             headers = await open_session(gateway, capabilities=ASKING)
             for tool in ("echo__ask", "echo__confirm"):
-                said[f"{door} {tool}"] = await asked(gateway, headers, _call(tool, {}))
+                said[f"{door} {tool}"] = await asked(gateway, headers, session_call(tool, {}))
                 said[f"{door} {tool} resumed"] = await asked(
-                    gateway, headers, _call(tool, {}), drop_after_question=True
+                    gateway, headers, session_call(tool, {}), drop_after_question=True
                 )
         for case in ("echo__ask", "echo__confirm", "echo__ask resumed", "echo__confirm resumed"):
             assert said[f"direct {case}"] == said[f"sdk {case}"], case
@@ -352,14 +249,14 @@ async def test_a_call_cancelled_with_a_question_pending_withdraws_it_alike(
     async with gateways(tmp_path) as both:
         for door, gateway in both.items():
             headers = await open_session(gateway, capabilities=ASKING)
-            body = _call("echo__confirm", {})
+            body = session_call("echo__confirm", {})
             messages: list[Any] = said.setdefault(door, [])
             async with (
                 httpx2.AsyncClient(timeout=20) as http,
                 http.stream("POST", gateway.url, content=json.dumps(body), headers=headers) as r,
             ):
                 with anyio.fail_after(20):
-                    async for message in _messages(r):
+                    async for message in read_messages(r):
                         messages.append(message)
                         if message.get("method") == "elicitation/create":
                             cancel = {
@@ -377,18 +274,6 @@ async def test_a_call_cancelled_with_a_question_pending_withdraws_it_alike(
     methods = [message.get("method") for message in said["direct"]]
     assert methods == ["elicitation/create", "notifications/cancelled", None]
     assert said["direct"][-1]["error"] == _CANCELLED
-
-
-def chatty_config(direct: bool) -> str:
-    root = Path(__file__).resolve().parents[2]
-    return (
-        f"server: {{direct_calls: {'true' if direct else 'false'}}}\n"
-        "tags: {dir: orgs, watch: true}\n"
-        "auth:\n  api_keys:\n" + key_entries() + "upstreams:\n"
-        "  echo:\n    transport: stdio\n"
-        f"    command: {sys.executable}\n    args: [-m, tests.upstreams.servers.chatty]\n"
-        f"    cwd: {root}\n    env: {{PYTHONPATH: {root}}}\n    call_timeout: 20\n"
-    )
 
 
 async def test_a_call_that_asks_sends_its_messages_in_the_order_they_are_stored(
@@ -416,9 +301,9 @@ async def test_a_call_that_asks_sends_its_messages_in_the_order_they_are_stored(
                             "POST", gateway.url, content=json.dumps(body), headers=headers
                         ) as r,
                     ):
-                        async for message, event_id in _messages(r, with_ids=True):
+                        async for message, event_id in read_messages(r, with_ids=True):
                             if event_id is not None:
-                                ids.append(_event_order(event_id))
+                                ids.append(event_order(event_id))
                             if message is None:
                                 continue  # the priming event
                             methods.append(message.get("method"))
@@ -453,12 +338,12 @@ async def test_the_cases_reach_what_they_name(tmp_path: Path) -> None:
             headers = {"alice": alice, "alice-0618": old}.get(session)
             if headers is None:
                 headers = await open_session(gateway, "bob")
-            return await post(gateway, headers, body, **changes)
+            return await session_post(gateway, headers, body, **changes)
 
         async def said(name: str) -> list[Any]:
-            return _said(await case(name))[2]
+            return said_in(await case(name))[2]
 
-        status, same, messages = _said(await case("a call"))
+        status, same, messages = said_in(await case("a call"))
         assert (status, same) == (200, True)
         assert messages[0]["result"]["structuredContent"] == {"n": 3}
         assert "_meta" not in messages[0]["result"]  # no serverInfo stamp in this era
@@ -494,25 +379,27 @@ async def test_the_forms_of_an_answer(tmp_path: Path) -> None:
         gateway = both["direct"]
         alice = await open_session(gateway)
         old = await open_session(gateway, version="2025-06-18")
-        status, kind, same, events = await post(gateway, alice, _call("echo__echo", {"n": 3}))
+        status, kind, same, events = await session_post(
+            gateway, alice, session_call("echo__echo", {"n": 3})
+        )
         assert (status, kind, same) == (200, "application/json", True)
         assert events[0][0]["result"]["structuredContent"] == {"n": 3}
-        _, kind, _, events = await post(gateway, alice, _list({}))
+        _, kind, _, events = await session_post(gateway, alice, _list({}))
         assert kind == "application/json"
-        progress = _call("echo__sleep", {"seconds": 0.2}, {"progressToken": 1})
-        _, kind, same, events = await post(gateway, alice, progress)
+        progress = session_call("echo__sleep", {"seconds": 0.2}, {"progressToken": 1})
+        _, kind, same, events = await session_post(gateway, alice, progress)
         assert (kind, same) == ("text/event-stream", True)
         assert events[0] == (None, True)  # the priming event
         assert all(stored for _, stored in events)
         assert len(events) == 6
-        _, kind, _, events = await post(gateway, old, progress)
+        _, kind, _, events = await session_post(gateway, old, progress)
         assert kind == "text/event-stream"
         assert events[0][0] is not None  # no priming event before 2025-11-25
         assert all(stored for _, stored in events)
         level = {"jsonrpc": "2.0", "id": 9, "method": "logging/setLevel"}
-        await post(gateway, alice, {**level, "params": {"level": "error"}})
-        silent = _call("echo__sleep", {"seconds": 1.0})  # no progress, logs below the level
-        _, kind, _, events = await post(gateway, alice, silent)
+        await session_post(gateway, alice, {**level, "params": {"level": "error"}})
+        silent = session_call("echo__sleep", {"seconds": 1.0})  # no progress, logs below the level
+        _, kind, _, events = await session_post(gateway, alice, silent)
         assert kind == "text/event-stream"
         assert [message is None for message, _ in events] == [True, False]
         assert all(stored for _, stored in events)
@@ -525,7 +412,7 @@ async def test_ending_the_session_ends_its_calls_alike(tmp_path: Path) -> None:
         for gateway in both.values():
             headers = await open_session(gateway)
             before = await cancelled(gateway, headers)
-            body = _call("echo__sleep", {"seconds": 10}, {"progressToken": 1})
+            body = session_call("echo__sleep", {"seconds": 10}, {"progressToken": 1})
             seen: list[Any] = []
             async with (
                 httpx2.AsyncClient(timeout=20) as http,
@@ -552,25 +439,29 @@ async def test_ending_the_session_ends_its_calls_alike(tmp_path: Path) -> None:
 
 async def cancelled(gateway: Gateway, headers: dict[str, str]) -> int:
     """How many calls the echo upstream saw cancelled."""
-    events = (await post(gateway, headers, _call("echo__cancelled", {})))[3]
+    events = (await session_post(gateway, headers, session_call("echo__cancelled", {})))[3]
     return int(events[-1][0]["result"]["content"][0]["text"])
 
 
 async def test_a_call_keeps_its_session_from_going_idle(tmp_path: Path) -> None:
     """A session idle for longer than its timeout is closed, but not while a call runs."""
     with http_echo() as url:
-        text = config(url, True).replace(
+        text = doors_config(url, True).replace(
             "server: {direct_calls: true}",
             "server: {direct_calls: true, session_idle_timeout: 0.5}",
         )
         async with running_gateway(tmp_path, text) as gateway:
             headers = await open_session(gateway)
-            long = await post(gateway, headers, _call("echo__sleep", {"seconds": 1.2}))
+            long = await session_post(
+                gateway, headers, session_call("echo__sleep", {"seconds": 1.2})
+            )
             assert long[3][-1][0]["result"]["content"][0]["text"] == "slept"
-            after = await post(gateway, headers, _call("echo__echo", {"n": 1}))
+            after = await session_post(gateway, headers, session_call("echo__echo", {"n": 1}))
             assert after[3][-1][0]["result"]["structuredContent"] == {"n": 1}
             await anyio.sleep(1.0)
-            assert (await post(gateway, headers, _call("echo__echo", {"n": 1})))[0] == 404
+            assert (await session_post(gateway, headers, session_call("echo__echo", {"n": 1})))[
+                0
+            ] == 404
 
 
 async def test_a_failing_event_store_does_not_cost_the_answer(
@@ -585,8 +476,8 @@ async def test_a_failing_event_store_does_not_cost_the_answer(
     async with gateways(tmp_path) as both:
         headers = await open_session(both["direct"])
         monkeypatch.setattr(MemoryStore, "append", failing)
-        body = _call("echo__sleep", {"seconds": 0.1}, {"progressToken": 1})
-        status, kind, _, events = await post(both["direct"], headers, body)
+        body = session_call("echo__sleep", {"seconds": 0.1}, {"progressToken": 1})
+        status, kind, _, events = await session_post(both["direct"], headers, body)
     assert (status, kind) == (200, "text/event-stream")
     assert [stored for _, stored in events] == [False, False, False]  # no priming event
     assert events[-1][0]["result"]["content"][0]["text"] == "slept"
@@ -600,7 +491,7 @@ async def test_a_cancelled_call_is_answered_alike_and_only_its_owner_cancels(
         for gateway in both.values():
             alice = await open_session(gateway)
             before = await cancelled(gateway, alice)
-            body = _call("echo__sleep", {"seconds": 1.0}, {"progressToken": 1})
+            body = session_call("echo__sleep", {"seconds": 1.0}, {"progressToken": 1})
             cancel = {
                 "jsonrpc": "2.0",
                 "method": "notifications/cancelled",
@@ -662,7 +553,7 @@ async def _while_calling(
     async def call() -> None:
         async with httpx2.AsyncClient(timeout=8) as http:
             sent = await http.post(gateway.url, content=json.dumps(body), headers=headers)
-            answer.extend(m for m, _ in _events(sent.text) if m is not None)
+            answer.extend(m for m, _ in sse_events(sent.text) if m is not None)
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(call)
@@ -682,7 +573,9 @@ async def test_a_call_ended_while_its_stream_begins_is_not_left_hanging(
         gateway = both["direct"]
         headers = await open_session(gateway)
         level = {"jsonrpc": "2.0", "id": 9, "method": "logging/setLevel"}
-        assert (await post(gateway, headers, {**level, "params": {"level": "error"}}))[0] == 200
+        assert (await session_post(gateway, headers, {**level, "params": {"level": "error"}}))[
+            0
+        ] == 200
         _slowed(monkeypatch, lambda message: message is None)
 
         async def end(http: httpx2.AsyncClient) -> None:
@@ -694,7 +587,7 @@ async def test_a_call_ended_while_its_stream_begins_is_not_left_hanging(
 
         with anyio.fail_after(7):
             messages = await _while_calling(
-                gateway, headers, _call("echo__sleep", {"seconds": 3}), 0.8, end
+                gateway, headers, session_call("echo__sleep", {"seconds": 3}), 0.8, end
             )
     if how == "cancel":
         assert messages == [{"jsonrpc": "2.0", "id": 7, "error": _CANCELLED}]
@@ -718,7 +611,7 @@ async def test_a_cancellation_during_the_answer_does_not_cut_it_off(
                 sent = await http.post(url, content=json.dumps(CANCEL), headers=headers)
                 assert sent.status_code == 202
 
-            body = _call("echo__sleep", {"seconds": 0.2}, {"progressToken": 1})
+            body = session_call("echo__sleep", {"seconds": 0.2}, {"progressToken": 1})
             messages = await _while_calling(gateway, headers, body, 0.8, cancel)
             monkeypatch.undo()
             endings.append(messages[-1])
@@ -742,6 +635,6 @@ async def test_a_cancellation_the_sdk_refuses_cancels_nothing(tmp_path: Path) ->
                     )
                     assert sent.status_code in (421, 406)
 
-            body = _call("echo__sleep", {"seconds": 1.0}, {"progressToken": 1})
+            body = session_call("echo__sleep", {"seconds": 1.0}, {"progressToken": 1})
             messages = await _while_calling(gateway, headers, body, 0.4, refused)
             assert messages[-1]["result"]["content"][0]["text"] == "slept"

@@ -14,8 +14,7 @@ import httpx2
 import pytest
 
 from tests.front.harness import Gateway, gateway_yaml, running_gateway
-from tests.front.test_resume import rpc
-from tests.front.test_session_calls import _messages, open_session
+from tests.front.helpers import open_session, read_messages, rpc
 from tests.redis_server import RedisServer, running
 
 pytestmark = pytest.mark.anyio
@@ -136,7 +135,7 @@ async def test_a_resume_across_an_outage_says_what_is_missing(
                 async with http.stream(
                     "POST", gateway.url, json=rpc(3, "tools/call", call), headers=headers
                 ) as response:
-                    async for message, event_id in _messages(response, with_ids=True):
+                    async for message, event_id in read_messages(response, with_ids=True):
                         if message is not None and event_id is not None:
                             first = event_id
                             break  # the connection drops after the first progress
@@ -150,7 +149,7 @@ async def test_a_resume_across_an_outage_says_what_is_missing(
             with anyio.fail_after(15):
                 async with http.stream("GET", gateway.url, headers=resume) as response:
                     assert response.status_code == 200
-                    resumed: list[Any] = [m async for m in _messages(response)]
+                    resumed: list[Any] = [m async for m in read_messages(response)]
             notice = resumed[0]
             assert notice["method"] == "notifications/message"
             assert notice["params"]["data"]["error"] == "stream_gap"
