@@ -24,6 +24,7 @@ linear_regex.py's RE2 adapter."""
 def sdk_privates() -> set[str]:
     names: set[str] = set()
     for package in (mcp, mcp_types):
+        assert package.__file__ is not None
         for path in Path(package.__file__).parent.rglob("*.py"):
             text = path.read_text(encoding="utf-8")
             names.update(re.findall(r"\bself\.(_[a-z]\w*)", text))

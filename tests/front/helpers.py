@@ -311,3 +311,9 @@ def sse_events(text: str) -> list[tuple[Any, bool]]:
 def _field(line: str) -> tuple[str, str]:
     name, _, value = line.partition(": ")
     return name, value
+
+
+def audit_events(gateway: Gateway) -> list[dict[str, object]]:
+    """What the gateway's audit file holds, once its pending batch is written."""
+    events: list[dict[str, object]] = gateway.app.state.runtime.audit.read()
+    return events

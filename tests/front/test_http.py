@@ -18,17 +18,11 @@ from gateway.front.caller import current_credential
 from gateway.front.http import McpRequest
 from gateway.principal import Principal
 from tests.front.harness import KEYS, Gateway
-from tests.front.helpers import MODES
+from tests.front.helpers import MODES, audit_events
 from tests.helpers import until
 from tests.upstreams.helpers import text
 
 pytestmark = pytest.mark.anyio
-
-
-def audit_events(gateway: Gateway) -> list[dict[str, object]]:
-    """What the gateway's audit file holds, once its pending batch is written."""
-    events: list[dict[str, object]] = gateway.app.state.runtime.audit.read()
-    return events
 
 
 @pytest.mark.parametrize("mode", MODES)

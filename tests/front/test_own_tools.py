@@ -15,7 +15,8 @@ from mcp import MCPError
 from gateway.own_tools import own_upstream
 from tests.conftest import ROOT
 from tests.front.harness import ACME, GLOBEX, Gateway, gateway_yaml, running_gateway
-from tests.front.test_http import MODES, audit_events, text
+from tests.front.helpers import MODES, audit_events
+from tests.upstreams.helpers import text
 
 pytestmark = pytest.mark.anyio
 
