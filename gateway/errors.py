@@ -23,12 +23,14 @@ crosses the call service (gateway/calls), is one of these.
             ├── CallTimeout       no answer within the upstream's call_timeout
             ├── ConnectionLost    the connection closed before an answer: the call may
             │                     or may not have taken effect
-            └── UpstreamRejected  the upstream answered with a JSON-RPC error (code,
-                                  message and data kept, for the caller to see)
+            ├── UpstreamRejected  the upstream answered with a JSON-RPC error (code,
+            │                     message and data kept, for the caller to see)
+            └── InternalFailure   the gateway itself failed on the way (a bug: logged
+                                  with its traceback, told to the caller in general words)
 
 Programming errors (TypeError, AssertionError, ...) are not in the tree, so catching
 `GatewayError` never hides a bug; the call service logs an unforeseen exception with its
-traceback and reports it as an UpstreamError, so that no caller gets a 500 for it.
+traceback and reports it as an InternalFailure, so that no caller gets a 500 for it.
 """
 
 from __future__ import annotations
@@ -199,6 +201,11 @@ class UpstreamRejected(UpstreamError):
         self.code = code
         self.message = message
         self.data = data
+
+
+class InternalFailure(UpstreamError):
+    """The gateway failed on a call's way (a bug, logged with its traceback). Its message
+    says no more than that: the exception's text may hold anything."""
 
 
 class SdkMismatch(GatewayError):

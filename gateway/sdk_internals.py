@@ -2,7 +2,7 @@
 by `check()` at start-up against the installed SDK.
 
 The SDK (mcp 2.3) has no public way to do what the gateway needs here, so it reaches in;
-the `mcp>=2.3,<2.4` requirement pins what it reaches, and `check()` makes a mismatch a
+the `mcp==2.3.0` requirement pins what it reaches, and `check()` makes a mismatch a
 start-up error naming the name, instead of a lost resume or a 500 per request.
 
 What it reaches, and why there is no public way:
@@ -33,10 +33,11 @@ What it reaches, and why there is no public way:
   `_write_stream` (questions to the caller go through the transport's router). It also
   reads `_server_instances`, `_session_owners`, `_event_store` and `_request_streams`,
   which the pieces above need anyway.
-- Private modules: `mcp.shared._context_streams` for the type of `_write_stream`; and,
+- Private modules, imported only where they cannot stop the gateway from loading:
+  `mcp.shared._context_streams` for the type of `_write_stream` (type checking only); and,
   for tests only and not checked at start-up, `mcp.server._streamable_http_modern`, where
-  the 2026-era SSE transport keeps its keep-alive interval (`sse_ping_interval_site`): a
-  test that shortens it fails by itself if it is gone.
+  the 2026-era SSE transport keeps its keep-alive interval (`sse_ping_interval_site`,
+  imported when called): a test that shortens it fails by itself if it is gone.
 
 Besides the names reached, `check()` makes sure the SDK has not taken a name the gateway
 uses: the public names the hooked classes add, and the private methods of the gateway's
@@ -61,11 +62,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp.server import _streamable_http_modern
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
@@ -80,7 +80,6 @@ from mcp.server.streamable_http import (
     StreamId,
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.shared._context_streams import ContextSendStream
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCMessage, RequestId
 from starlette.requests import Request
@@ -88,6 +87,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import SdkMismatch
+
+if TYPE_CHECKING:  # a private module: kept out of the import (see the docstring)
+    from mcp.shared._context_streams import ContextSendStream
 
 logger = logging.getLogger("gateway.sdk")
 
@@ -224,6 +226,8 @@ def connection_of(session: ServerSession) -> Connection:
 def sse_ping_interval_site() -> tuple[ModuleType, str]:
     """Where the 2026-era SSE transport keeps its keep-alive interval, for a test to
     shorten it (`monkeypatch.setattr(*sse_ping_interval_site(), 0.1)`)."""
+    from mcp.server import _streamable_http_modern  # here: a move breaks that test alone
+
     return _streamable_http_modern, "_SSE_PING_INTERVAL"
 
 

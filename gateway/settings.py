@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -23,15 +24,12 @@ from .upstreams.config import (
 )
 from .yamlfile import YamlDocument, read_yaml, validate
 
+logger = logging.getLogger("gateway")
+
 DEFAULT_CONFIG = Path("configs/gateway.yaml")
 CONFIG_ENV = "GATEWAY_CONFIG"
 STATE_URL_ENV = "GATEWAY_STATE_URL"
 STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
-REMOVED = {
-    "state.ttl.tag_cache": "the state store no longer keeps a resolved-tags cache, which "
-    "nothing read; delete this line",
-}
-"""Settings earlier versions accepted, by dotted field: why each is now unknown."""
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*")
@@ -53,7 +51,7 @@ class ServerSettings(Strict):
     direct_calls: bool = True
     """Serve tools/call and tools/list of 2026-07-28 callers and of handshake-era HTTP
     sessions, and call 2026-07-28 streamable-HTTP upstreams, without the SDK's generic
-    per-message machinery (front/calls.py, front/session_calls.py, upstreams/exchange.py),
+    per-message machinery (front/modern_calls.py, front/session_calls.py, upstreams/exchange.py),
     which costs most of a proxied call's CPU. Off: the SDK handles every message."""
 
 
@@ -77,6 +75,9 @@ class StateTTLSettings(Strict):
     tool_execution: Seconds = 5 * 60
     tool_results: Seconds = 10 * 60
     flow: Seconds = 2 * 3600
+    tag_cache: Seconds | None = None
+    """No longer used: earlier versions kept a resolved-tags cache in the state store,
+    which nothing read. Accepted, with a warning, so that their files still load."""
 
 
 class StateSettings(Strict):
@@ -164,21 +165,18 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError([ConfigIssue(str(path), "expected a mapping of settings", line=1)])
     settings, issues = validate(doc, Settings, str(path))
     if settings is None:
-        raise ConfigError(_explain_removed(issue) for issue in issues)
+        raise ConfigError(issues)
     issues = _reserved(settings, doc, str(path)) + _shared_prefixes(settings, doc, str(path))
     if issues:
         raise ConfigError(issues)
+    if settings.state.ttl.tag_cache is not None:
+        logger.warning(
+            "%s: state.ttl.tag_cache is no longer used (the state store keeps no "
+            "resolved-tags cache); the line can go",
+            path,
+        )
     path = path.resolve()
     return GatewayConfig(path, _anchor_paths(settings, path.parent))
-
-
-def _explain_removed(issue: ConfigIssue) -> ConfigIssue:
-    """An old config's removed setting is an unknown field like a typo; say that it was
-    removed on purpose, so that nobody hunts for the right spelling."""
-    why = REMOVED.get(issue.field or "")
-    if why is None or issue.message != "unknown field":
-        return issue
-    return replace(issue, message=f"unknown field (removed: {why})")
 
 
 def _anchor_paths(settings: Settings, folder: Path) -> Settings:

@@ -285,15 +285,20 @@ def test_a_ttl_must_be_positive(run: Run, tmp_path: Path) -> None:
     assert f"{config}:5: state.ttl.session:" in err
 
 
-def test_a_removed_setting_says_it_was_removed(run: Run, tmp_path: Path) -> None:
+def test_a_setting_no_longer_used_still_loads_with_a_warning(
+    run: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("tags:\n  dir: orgs\nstate:\n  ttl:\n    tag_cache: 1800\n    sesion: 1\n")
+    config.write_text("tags:\n  dir: orgs\nstate:\n  ttl:\n    tag_cache: 1800\n")
     (tmp_path / "orgs").mkdir()
+    code, _, _ = run("check", "--config", str(config))
+    assert code == 0
+    assert "state.ttl.tag_cache is no longer used" in caplog.text
+    # A typo is still an unknown field.
+    config.write_text("tags:\n  dir: orgs\nstate:\n  ttl:\n    sesion: 1\n")
     code, _, err = run("check", "--config", str(config))
     assert code == 2
-    assert f"{config}:5: state.ttl.tag_cache: unknown field (removed: the state store" in err
-    # A typo is still just unknown.
-    assert f"{config}:6: state.ttl.sesion: unknown field\n" in err
+    assert f"{config}:5: state.ttl.sesion: unknown field\n" in err
 
 
 def _twins(tmp_path: Path) -> Path:

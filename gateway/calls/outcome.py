@@ -47,12 +47,14 @@ class Refused:
 @dataclass(frozen=True, slots=True)
 class Failed:
     """Permitted, and it did not complete: the upstream was unavailable, did not answer in
-    time, lost the connection, or answered with a JSON-RPC error (UpstreamRejected)."""
+    time, lost the connection, or answered with a JSON-RPC error (UpstreamRejected); or
+    the gateway failed on the way (InternalFailure)."""
 
     call: ToolCall
     error: UpstreamError
     seconds: float
-    decision: Decision
+    decision: Decision | None
+    """None only for an InternalFailure before the check had decided."""
     ok = False
 
 
@@ -69,7 +71,8 @@ class CallRecord:
     call: ToolCall
     decision: str
     """`allowed`, a refusal of the tags (`not_granted`, `denied`, `out_of_scope`),
-    `unknown_tool` or `invalid_arguments`."""
+    `unknown_tool`, `invalid_arguments`, or `internal_error` (the gateway failed before
+    the check decided)."""
     reason: str
     seconds: float
     ended: str | None = None

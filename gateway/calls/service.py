@@ -38,6 +38,7 @@ from mcp.shared.exceptions import MCPError
 from .. import jsoncodec
 from ..errors import (
     CallRefused,
+    InternalFailure,
     InvalidArguments,
     MalformedArguments,
     NotRun,
@@ -47,14 +48,13 @@ from ..errors import (
     UpstreamRejected,
 )
 from ..tags.context import ResolvedContext
-from ..tags.policy import Fill, check
+from ..tags.policy import Decision, Fill, check
 from ..upstreams.catalog import CatalogTool
 from ..upstreams.defaults import with_defaults
 from ..upstreams.pool import Pool
 from ..upstreams.relay import unstamped
 from ..upstreams.schemas import check_arguments
 from ..upstreams.sendable import Unsendable
-from ..upstreams.status import describe
 from .channel import NO_CHANNEL, CallChannel
 from .outcome import CallRecord, Completed, Failed, Outcome, Refused, ToolCall
 
@@ -84,8 +84,16 @@ class ToolService:
         self, caller: ResolvedContext, call: ToolCall, channel: CallChannel = NO_CHANNEL
     ) -> Outcome:
         """Run one call as `caller` (see the module docstring). Cancelling the awaiting
-        task cancels the call upstream too, and raises."""
+        task cancels the call upstream too, and raises; nothing else does."""
         started = time.perf_counter()
+        try:
+            return await self._call(caller, call, channel, started)
+        except Exception as exc:  # a bug of ours or the SDK's, before or around the call
+            return self._internal(caller, call, started, None, None, exc)
+
+    async def _call(
+        self, caller: ResolvedContext, call: ToolCall, channel: CallChannel, started: float
+    ) -> Outcome:
         arguments = call.arguments if type(call.arguments) is dict else dict(call.arguments)
         malformed = jsoncodec.unencodable(arguments, "arguments")
         error: CallRefused
@@ -129,9 +137,22 @@ class ToolService:
             )
         except UpstreamError as exc:
             failure = exc
-        except Unsendable as exc:  # the caller's answers of an input round
-            error = MalformedArguments(str(exc.error.message))
-            return self._refused(caller, call, started, error, "invalid_arguments", str(error))
+        except Unsendable as exc:  # the caller's answers of an input round: not sent
+            seconds = time.perf_counter() - started
+            self._tell(
+                CallRecord(
+                    caller,
+                    call,
+                    "allowed",
+                    decision.reason,
+                    seconds,
+                    "failed",
+                    str(exc),
+                    decision,
+                    entry.upstream,
+                )
+            )
+            return Refused(call, MalformedArguments(exc.error.message), seconds)
         except MCPError as exc:  # the upstream's own error answer
             failure = UpstreamRejected(exc.error.code, exc.error.message, exc.error.data)
         except anyio.get_cancelled_exc_class():
@@ -150,10 +171,7 @@ class ToolService:
             )
             raise
         except Exception as exc:  # a bug of ours or the SDK's: logged, never a 500
-            logger.exception("tool call %s on upstream %s failed", call.tool, entry.upstream)
-            failure = UpstreamError(
-                f"{call.tool} on upstream {entry.upstream} failed: {describe(exc)}"
-            )
+            return self._internal(caller, call, started, decision, entry.upstream, exc)
         else:
             result = unstamped(result)
             if isinstance(result, types.InputRequiredResult):
@@ -260,8 +278,39 @@ class ToolService:
         self._tell(CallRecord(caller, call, decision, reason, seconds))
         return Refused(call, error, seconds)
 
+    def _internal(
+        self,
+        caller: ResolvedContext,
+        call: ToolCall,
+        started: float,
+        decision: Decision | None,
+        upstream: str | None,
+        exc: Exception,
+    ) -> Failed:
+        """An unforeseen exception: logged with its traceback, told to the hooks as it
+        was, and answered in words that give nothing of the gateway's insides away."""
+        logger.exception("tool call %s (upstream %s) failed", call.tool, upstream)
+        seconds = time.perf_counter() - started
+        reason = decision.reason if decision is not None else "not checked: internal error"
+        self._tell(
+            CallRecord(
+                caller,
+                call,
+                "allowed" if decision is not None else "internal_error",
+                reason,
+                seconds,
+                "failed" if decision is not None else None,
+                str(exc) or type(exc).__name__,
+                decision,
+                upstream,
+            )
+        )
+        where = f" on upstream {upstream}" if upstream is not None else ""
+        failure = InternalFailure(f"{call.tool}{where} failed: an internal error (logged)")
+        return Failed(call, failure, seconds, decision)
+
     def _tell(self, record: CallRecord) -> None:
-        for hook in self._hooks:
+        for hook in tuple(self._hooks):  # a hook may stop itself (or another) meanwhile
             try:
                 hook(record)
             except Exception:

@@ -99,7 +99,7 @@ class McpEndpoint:
         security: TransportSecuritySettings | None = None,
     ) -> None:
         """`calls` and `session_calls`: where tools/call and tools/list requests of
-        2026-07-28 callers (calls.py) and of handshake-era sessions (session_calls.py) go;
+        2026-07-28 callers (modern_calls.py) and of handshake-era sessions (session_calls.py) go;
         without them, the SDK serves them too. `security`: the Host and Origin allow-lists
         (the SDK's settings)."""
         self._app = StreamableHTTPASGIApp(manager)

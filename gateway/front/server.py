@@ -218,7 +218,8 @@ class Front:
         as the module docstring says. `channel.input_round` is set for a 2026-07-28
         caller; one that declared sampling or elicitation (in the round's capabilities) is
         asked a handshake-era upstream's questions through the bridge (bridge.py), and
-        answers them by calling again. Raises MCPError for a tool the caller may not see."""
+        answers them by calling again. Raises MCPError for a tool the caller may not see,
+        for arguments JSON cannot carry, and with an upstream's own JSON-RPC error."""
         answers = channel.input_round
         if answers is None:
             return await self._run_call(principal, params, channel)

@@ -319,10 +319,12 @@ class UpstreamRequests:
             self._failed(f"{what} did not answer within {limit:g} s")
             raise CallTimeout(f"{what} did not answer within {limit:g} s") from None
         except ExchangeLost as exc:
-            # One exchange broke off; the upstream's session and other calls go on.
+            # One exchange broke off; the upstream's session and other calls go on. The
+            # cause is for operators (upstreams status); the caller is told what the SDK
+            # client's leg tells it, in the same words.
             self._failed(f"the connection was lost during {what}: {exc}")
             raise ConnectionLost(
-                f"upstream {self.name}: the connection was lost during {what} ({exc})"
+                f"upstream {self.name}: the connection was lost during {what}"
             ) from exc
         except MCPError as exc:
             code = exc.error.code
@@ -330,7 +332,7 @@ class UpstreamRequests:
                 self._failed(f"the connection closed during {what}")
                 self._lost(client)
                 raise ConnectionLost(
-                    f"upstream {self.name} closed the connection during {what}"
+                    f"upstream {self.name}: the connection was lost during {what}"
                 ) from exc
             if code == types.REQUEST_TIMEOUT:
                 self._failed(f"{what} did not answer within {limit:g} s")

@@ -3,8 +3,9 @@ upstream, one typed outcome per call, and every call told to the outcome hooks."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -21,9 +22,11 @@ from gateway.calls import (
     ToolCall,
     ToolService,
 )
+from gateway.calls import service as service_module
 from gateway.errors import (
     CallTimeout,
     ConnectionLost,
+    InternalFailure,
     InvalidArguments,
     MalformedArguments,
     NotRun,
@@ -35,6 +38,7 @@ from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
 from gateway.upstreams.pool import Pool
+from gateway.upstreams.schemas import check_arguments
 from tests.upstreams.helpers import stdio, text
 
 pytestmark = pytest.mark.anyio
@@ -193,7 +197,7 @@ async def test_only_tools_annotated_safe_to_repeat_are_retried(
     outcome = await service.call(ALICE, ToolCall("echo__pay", {"journal": str(pay)}))
     assert isinstance(outcome, Failed)
     assert isinstance(outcome.error, ConnectionLost)
-    assert "closed the connection during pay" in str(outcome.error)
+    assert "the connection was lost during pay" in str(outcome.error)
     with anyio.fail_after(15):
         await service.pool.connections["echo"].wait_ready()
     assert await pid(service)  # the upstream is back, and nothing retried the payment
@@ -259,3 +263,58 @@ async def test_logs_reach_the_channel_at_its_level_and_above(service: ToolServic
         outcome = await service.call(ALICE, ToolCall("echo__sleep", {"seconds": 0.2}), channel)
         assert isinstance(outcome, Completed)
     assert seen == ["info", "info"]  # the sleep logs at info: none pass at warning
+
+
+async def test_a_bug_on_the_way_is_an_outcome_that_tells_the_caller_nothing(
+    service: ToolService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unforeseen exception, before the call (here in the schema check) or around it
+    (in the upstream connection), is logged and told to the hooks as it was; the outcome
+    says no more than that the gateway failed, and a batch loses nothing else."""
+    records: list[CallRecord] = []
+    service.on_outcome(records.append)
+    real_check = check_arguments
+
+    async def buggy_check(schema_key: str, arguments: Any) -> str | None:
+        if arguments.get("n") == 4:
+            raise KeyError("/srv/secret/token.txt")
+        return await real_check(schema_key, arguments)
+
+    monkeypatch.setattr(service_module, "check_arguments", buggy_check)
+    calls = [ToolCall("echo__echo", {"n": n}) for n in (1, 4, 2)]
+    outcomes = await service.execute_many(ALICE, calls, mode=Mode.PARALLEL)
+    assert [type(o).__name__ for o in outcomes] == ["Completed", "Failed", "Completed"]
+    failed = outcomes[1]
+    assert isinstance(failed, Failed)
+    assert isinstance(failed.error, InternalFailure)
+    assert str(failed.error) == "echo__echo failed: an internal error (logged)"
+    told = [r for r in records if r.call.arguments == {"n": 4}]
+    assert [(r.decision, r.error) for r in told] == [("internal_error", "'/srv/secret/token.txt'")]
+
+    connection = service.pool.connections["echo"]
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyError("/srv/secret/token.txt")
+
+    monkeypatch.setattr(connection, "call_tool", broken)
+    outcome = await service.call(ALICE, ToolCall("echo__echo", {"n": 1}))
+    assert isinstance(outcome, Failed)
+    assert str(outcome.error) == "echo__echo on upstream echo failed: an internal error (logged)"
+    assert (records[-1].decision, records[-1].ended) == ("allowed", "failed")
+    assert records[-1].error == "'/srv/secret/token.txt'"
+
+
+async def test_a_hook_that_stops_itself_does_not_hide_the_call_from_the_next(
+    service: ToolService,
+) -> None:
+    later: list[str] = []
+    stops: list[Callable[[], None]] = []
+
+    def once(_record: CallRecord) -> None:
+        stops[0]()
+
+    stops.append(service.on_outcome(once))
+    service.on_outcome(lambda record: later.append(record.call.tool))
+    await service.call(ALICE, ToolCall("echo__echo", {"n": 1}))
+    await service.call(ALICE, ToolCall("echo__echo", {"n": 2}))
+    assert later == ["echo__echo", "echo__echo"]

@@ -1,7 +1,7 @@
 """Differential tests that vary the gateway's two switches one at a time.
 
 A tools/call to a 2026-era streamable-HTTP upstream passes two pieces that each exist
-twice: the door it comes in by (the gateway's own, front/calls.py and
+twice: the door it comes in by (the gateway's own, front/modern_calls.py and
 front/session_calls.py, or the SDK's: `server.direct_calls`) and the leg it goes out by
 (a hand-built exchange, upstreams/exchange.py, or the SDK client: `Pool(direct_calls=...)`).
 Four gateways, one per combination, stand in front of the same upstreams
@@ -617,27 +617,8 @@ CASES: dict[str, Case] = {
     "cancelled by closing the stream": Case(cancelled_by_closing, check_cancelled, eras=(MODERN,)),
 }
 
-_LOST = (
-    "the exchange leg says `upstream {u}: the connection was lost during sleep on upstream {u} "
-    "(ClientPayloadError: Response payload is not completed: <TransferEncodingError: 400, "
-    "message='Not enough data to satisfy transfer length header.'>)`, the SDK client's "
-    "`upstream {u} closed the connection during sleep on upstream {u}`, in the tool error "
-    "and in the audit record's `error` alike"
-)
-_DOWN = (
-    "the exchange leg says `upstream {u}: the connection was lost during echo on upstream {u} "
-    "(ClientConnectorError: Cannot connect to host 127.0.0.1:<port> ssl:default [Connect call "
-    "failed ('127.0.0.1', <port>)])`, the SDK client's `upstream {u} closed the connection "
-    "during echo on upstream {u}`, in the tool error and in the audit record's `error` alike; "
-    "both say a call that was never sent was lost on its way"
-)
 DIVERGENCES: dict[tuple[str, str, str], str] = {
     # (case, era, axis): what differs, where the two sides of `axis` really differ.
-    **{
-        ("connection lost mid-call", era, "legs"): _LOST.format(u=f"lost_{SHORT[era]}")
-        for era in ERAS
-    },
-    **{("upstream down", era, "legs"): _DOWN.format(u=f"gone_{SHORT[era]}") for era in ERAS},
     ("duplicate ids at once", HANDSHAKE, "doors"): (
         "a second request on the session with the id of one in flight: the gateway's door "
         "answers both (the first `slept` after its progress, the second its own result); at "

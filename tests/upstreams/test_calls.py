@@ -111,7 +111,7 @@ async def test_a_call_not_safe_to_repeat_is_attempted_exactly_once(tmp_path: Pat
     async with running(UpstreamConnection("echo", stdio())) as up:
         with anyio.fail_after(15):
             await up.wait_ready()
-        with pytest.raises(ConnectionLost, match="closed the connection during pay"):
+        with pytest.raises(ConnectionLost, match="the connection was lost during pay"):
             await up.call_tool("pay", {"journal": str(journal)})
         with anyio.fail_after(15):
             await up.wait_ready()
