@@ -147,7 +147,7 @@ class GatewayConfig:
 
     @property
     def state_ttls(self) -> TTLs:
-        return TTLs(**self.settings.state.ttl.model_dump())
+        return TTLs(**self.settings.state.ttl.model_dump(exclude={"tag_cache"}))
 
 
 def config_path(explicit: str | Path | None) -> Path:

@@ -143,7 +143,7 @@ async def test_each_http_door_reaches_the_upstream_only_through_the_call_service
         events = calls_audited(running.app.state.runtime.audit.read())
     assert len(sdk_served) == (0 if direct else 2), door
     assert recorder.received == [{"n": 3}]
-    assert recorder.senders == ["gateway.calls.service.call"]
+    assert recorder.senders == ["gateway.calls.service._call"]
     assert events == EXPECTED_AUDIT, door
 
 
@@ -193,7 +193,7 @@ async def test_the_stream_door_reaches_it_the_same_way(tmp_path: Path, recorder:
             current_credential.reset(reset)
         events = calls_audited(runtime.audit.read())
     assert recorder.received == [{"n": 3}]
-    assert recorder.senders == ["gateway.calls.service.call"]
+    assert recorder.senders == ["gateway.calls.service._call"]
     assert events == EXPECTED_AUDIT
 
 
@@ -212,4 +212,4 @@ class _Streams:
 
 def test_the_call_service_is_what_the_doors_call() -> None:
     # Guards the spy above: the frame it expects is the service's own method.
-    assert ToolService.call.__module__ == "gateway.calls.service"
+    assert ToolService._call.__module__ == "gateway.calls.service"
