@@ -335,6 +335,8 @@ def _principal_args(p: argparse.ArgumentParser) -> None:
 
 def _open(args: argparse.Namespace) -> tuple[GatewayConfig, TagManager]:
     config = load_config(config_path(args.config))
+    for note in config.notes:
+        print(f"gateway: warning: {note}", file=sys.stderr)
     manager = TagManager.open(
         config.tags_dir, config.path.parent, cache_size=config.settings.tags.cache_size
     )

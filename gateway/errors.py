@@ -18,14 +18,14 @@ crosses the call service (gateway/calls), is one of these.
         │   ├── InvalidArguments  the arguments do not fit the tool's inputSchema
         │   ├── MalformedArguments  what JSON cannot carry: invalid params, not a tool error
         │   └── NotRun            a batch stopped before it (execute_many, stop_on_error)
-        └── UpstreamError         sent, or meant to be, and it did not complete
-            ├── UpstreamUnavailable  not connected, or its breaker is open: not sent
-            ├── CallTimeout       no answer within the upstream's call_timeout
-            ├── ConnectionLost    the connection closed before an answer: the call may
-            │                     or may not have taken effect
-            ├── UpstreamRejected  the upstream answered with a JSON-RPC error (code,
-            │                     message and data kept, for the caller to see)
-            └── InternalFailure   the gateway itself failed on the way (a bug: logged
+        ├── UpstreamError         sent, or meant to be, and it did not complete
+        │   ├── UpstreamUnavailable  not connected, or its breaker is open: not sent
+        │   ├── CallTimeout       no answer within the upstream's call_timeout
+        │   ├── ConnectionLost    the connection closed before an answer: the call may
+        │   │                     or may not have taken effect
+        │   └── UpstreamRejected  the upstream answered with a JSON-RPC error (code,
+        │                         message and data kept, for the caller to see)
+        └── InternalFailure       the gateway itself failed on the way (a bug: logged
                                   with its traceback, told to the caller in general words)
 
 Programming errors (TypeError, AssertionError, ...) are not in the tree, so catching
@@ -203,7 +203,7 @@ class UpstreamRejected(UpstreamError):
         self.data = data
 
 
-class InternalFailure(UpstreamError):
+class InternalFailure(CallError):
     """The gateway failed on a call's way (a bug, logged with its traceback). Its message
     says no more than that: the exception's text may hold anything."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,6 @@ from .upstreams.config import (
     reserved_claim,
 )
 from .yamlfile import YamlDocument, read_yaml, validate
-
-logger = logging.getLogger("gateway")
 
 DEFAULT_CONFIG = Path("configs/gateway.yaml")
 CONFIG_ENV = "GATEWAY_CONFIG"
@@ -124,6 +121,9 @@ class GatewayConfig:
 
     path: Path
     settings: Settings
+    notes: tuple[str, ...] = ()
+    """What an operator should know but that does not stop the file (`file:line: ...`),
+    for whoever opens it to serve or check to say once."""
 
     @property
     def tags_dir(self) -> Path:
@@ -169,14 +169,16 @@ def load_config(path: Path) -> GatewayConfig:
     issues = _reserved(settings, doc, str(path)) + _shared_prefixes(settings, doc, str(path))
     if issues:
         raise ConfigError(issues)
+    notes: list[str] = []
     if settings.state.ttl.tag_cache is not None:
-        logger.warning(
-            "%s: state.ttl.tag_cache is no longer used (the state store keeps no "
-            "resolved-tags cache); the line can go",
-            path,
+        line = doc.line_of(("state", "ttl", "tag_cache"))
+        where = f"{path}:{line}" if line is not None else str(path)
+        notes.append(
+            f"{where}: state.ttl.tag_cache: no longer used (the state store keeps no "
+            "resolved-tags cache); the line can go"
         )
     path = path.resolve()
-    return GatewayConfig(path, _anchor_paths(settings, path.parent))
+    return GatewayConfig(path, _anchor_paths(settings, path.parent), tuple(notes))
 
 
 def _anchor_paths(settings: Settings, folder: Path) -> Settings:

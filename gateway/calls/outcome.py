@@ -8,7 +8,7 @@ from typing import Any
 
 import mcp_types as types
 
-from ..errors import CallRefused, UpstreamError
+from ..errors import CallRefused, InternalFailure, UpstreamError
 from ..tags.context import ResolvedContext
 from ..tags.policy import Decision
 
@@ -51,10 +51,10 @@ class Failed:
     the gateway failed on the way (InternalFailure)."""
 
     call: ToolCall
-    error: UpstreamError
+    error: UpstreamError | InternalFailure
     seconds: float
     decision: Decision | None
-    """None only for an InternalFailure before the check had decided."""
+    """None only for an InternalFailure before the check had let the call through."""
     ok = False
 
 
@@ -76,7 +76,9 @@ class CallRecord:
     reason: str
     seconds: float
     ended: str | None = None
-    """How an allowed call ended: ok, tool_error, input_required, failed, cancelled."""
+    """How an allowed call ended: ok, tool_error, input_required, failed, cancelled.
+    `failed` includes an input round whose answers JSON cannot carry (not sent: the
+    outcome is Refused, the record as it always was)."""
     error: str | None = None
     admitted: Decision | None = None
     """The permitting decision of an allowed call."""

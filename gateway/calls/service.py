@@ -86,14 +86,41 @@ class ToolService:
         """Run one call as `caller` (see the module docstring). Cancelling the awaiting
         task cancels the call upstream too, and raises; nothing else does."""
         started = time.perf_counter()
+        admitted = _Admitted(call)
         try:
-            return await self._call(caller, call, channel, started)
+            return await self._call(caller, channel, started, admitted)
+        except anyio.get_cancelled_exc_class():
+            # Awaited only in the schema check and the upstream call, both after the
+            # permission check and before any record: told here, once.
+            if admitted.decision is not None:
+                self._tell(
+                    CallRecord(
+                        caller,
+                        admitted.call,
+                        "allowed",
+                        admitted.decision.reason,
+                        time.perf_counter() - started,
+                        "cancelled",
+                        None,
+                        admitted.decision,
+                        admitted.upstream,
+                    )
+                )
+            raise
         except Exception as exc:  # a bug of ours or the SDK's, before or around the call
-            return self._internal(caller, call, started, None, None, exc)
+            return self._internal(
+                caller, admitted.call, started, admitted.decision, admitted.upstream, exc
+            )
 
     async def _call(
-        self, caller: ResolvedContext, call: ToolCall, channel: CallChannel, started: float
+        self,
+        caller: ResolvedContext,
+        channel: CallChannel,
+        started: float,
+        admitted: _Admitted,
     ) -> Outcome:
+        """`call`'s work; `admitted` says how far it got, for `call`'s handlers."""
+        call = admitted.call
         arguments = call.arguments if type(call.arguments) is dict else dict(call.arguments)
         malformed = jsoncodec.unencodable(arguments, "arguments")
         error: CallRefused
@@ -107,12 +134,15 @@ class ToolService:
             return self._refused(
                 caller, call, started, error, decision.outcome.value, decision.reason
             )
+        admitted.decision = decision
         if decision.arguments is not None and decision.arguments is not call.arguments:
-            call = ToolCall(call.tool, decision.arguments)  # sent as checked
+            call = admitted.call = ToolCall(call.tool, decision.arguments)  # sent as checked
         if entry is None:
+            admitted.decision = None  # refused: not a call that went on
             reason = "no upstream offers this tool"
             error = UnknownTool(f"{call.tool}: {reason}")
             return self._refused(caller, call, started, error, "unknown_tool", reason)
+        admitted.upstream = entry.upstream
         problem = await check_arguments(entry.schema_key, call.arguments)
         if problem is not None:
             error = InvalidArguments(
@@ -155,23 +185,6 @@ class ToolService:
             return Refused(call, MalformedArguments(exc.error.message), seconds)
         except MCPError as exc:  # the upstream's own error answer
             failure = UpstreamRejected(exc.error.code, exc.error.message, exc.error.data)
-        except anyio.get_cancelled_exc_class():
-            self._tell(
-                CallRecord(
-                    caller,
-                    call,
-                    "allowed",
-                    decision.reason,
-                    time.perf_counter() - started,
-                    "cancelled",
-                    None,
-                    decision,
-                    entry.upstream,
-                )
-            )
-            raise
-        except Exception as exc:  # a bug of ours or the SDK's: logged, never a 500
-            return self._internal(caller, call, started, decision, entry.upstream, exc)
         else:
             result = unstamped(result)
             if isinstance(result, types.InputRequiredResult):
@@ -215,7 +228,11 @@ class ToolService:
         so a tag changed meanwhile stops it. A refusal is told to the hooks."""
         entry = self.pool.catalog.tools.get(call.tool)
         started = time.perf_counter()
-        decision = check(caller, call.tool, call.arguments, _filler(entry))
+        try:
+            decision = check(caller, call.tool, call.arguments, _filler(entry))
+        except Exception as exc:  # a bug: the call does not go on
+            self._internal(caller, call, started, None, None, exc)
+            return False
         if decision.allowed:
             return True
         self._refused(
@@ -315,6 +332,18 @@ class ToolService:
                 hook(record)
             except Exception:
                 logger.exception("an outcome hook failed on a call of %s", record.call.tool)
+
+
+class _Admitted:
+    """How far a call got: the call as it is to be sent, and once the permission check
+    let it through, its decision and upstream."""
+
+    __slots__ = ("call", "decision", "upstream")
+
+    def __init__(self, call: ToolCall) -> None:
+        self.call = call
+        self.decision: Decision | None = None
+        self.upstream: str | None = None
 
 
 def _filler(entry: CatalogTool | None) -> Fill | None:

@@ -287,9 +287,13 @@ async def test_a_bug_on_the_way_is_an_outcome_that_tells_the_caller_nothing(
     failed = outcomes[1]
     assert isinstance(failed, Failed)
     assert isinstance(failed.error, InternalFailure)
-    assert str(failed.error) == "echo__echo failed: an internal error (logged)"
+    assert str(failed.error) == "echo__echo on upstream echo failed: an internal error (logged)"
+    assert failed.decision is not None
+    assert failed.decision.allowed
     told = [r for r in records if r.call.arguments == {"n": 4}]
-    assert [(r.decision, r.error) for r in told] == [("internal_error", "'/srv/secret/token.txt'")]
+    assert [(r.decision, r.ended, r.error, r.upstream) for r in told] == [
+        ("allowed", "failed", "'/srv/secret/token.txt'", "echo")
+    ]
 
     connection = service.pool.connections["echo"]
 
@@ -302,6 +306,24 @@ async def test_a_bug_on_the_way_is_an_outcome_that_tells_the_caller_nothing(
     assert str(outcome.error) == "echo__echo on upstream echo failed: an internal error (logged)"
     assert (records[-1].decision, records[-1].ended) == ("allowed", "failed")
     assert records[-1].error == "'/srv/secret/token.txt'"
+
+
+async def test_a_call_cancelled_in_its_schema_check_is_told_as_cancelled(
+    service: ToolService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records: list[CallRecord] = []
+    service.on_outcome(records.append)
+
+    async def slow_check(_schema_key: str, _arguments: Any) -> str | None:
+        await anyio.sleep(5)  # as a large argument's check in a worker thread may take
+        return None
+
+    monkeypatch.setattr(service_module, "check_arguments", slow_check)
+    with anyio.move_on_after(0.2):
+        await service.call(ALICE, ToolCall("echo__echo", {"n": 1}))
+    assert [(r.decision, r.ended, r.upstream) for r in records] == [
+        ("allowed", "cancelled", "echo")
+    ]
 
 
 async def test_a_hook_that_stops_itself_does_not_hide_the_call_from_the_next(
