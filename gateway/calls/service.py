@@ -93,18 +93,13 @@ class ToolService:
             # Awaited only in the schema check and the upstream call, both after the
             # permission check and before any record: told here, once.
             if admitted.decision is not None:
-                self._tell(
-                    CallRecord(
-                        caller,
-                        admitted.call,
-                        "allowed",
-                        admitted.decision.reason,
-                        time.perf_counter() - started,
-                        "cancelled",
-                        None,
-                        admitted.decision,
-                        admitted.upstream,
-                    )
+                self._ended(
+                    caller,
+                    admitted.call,
+                    admitted.decision,
+                    admitted.upstream,
+                    started,
+                    "cancelled",
                 )
             raise
         except Exception as exc:  # a bug of ours or the SDK's, before or around the call
@@ -168,19 +163,8 @@ class ToolService:
         except UpstreamError as exc:
             failure = exc
         except Unsendable as exc:  # the caller's answers of an input round: not sent
-            seconds = time.perf_counter() - started
-            self._tell(
-                CallRecord(
-                    caller,
-                    call,
-                    "allowed",
-                    decision.reason,
-                    seconds,
-                    "failed",
-                    str(exc),
-                    decision,
-                    entry.upstream,
-                )
+            seconds = self._ended(
+                caller, call, decision, entry.upstream, started, "failed", str(exc)
             )
             return Refused(call, MalformedArguments(exc.error.message), seconds)
         except MCPError as exc:  # the upstream's own error answer
@@ -191,35 +175,10 @@ class ToolService:
                 ended = "input_required"
             else:
                 ended = "tool_error" if result.is_error else "ok"
-            seconds = time.perf_counter() - started
-            self._tell(
-                CallRecord(
-                    caller,
-                    call,
-                    "allowed",
-                    decision.reason,
-                    seconds,
-                    ended,
-                    None,
-                    decision,
-                    entry.upstream,
-                )
-            )
+            seconds = self._ended(caller, call, decision, entry.upstream, started, ended)
             return Completed(call, result, seconds, decision)
-        seconds = time.perf_counter() - started
-        self._tell(
-            CallRecord(
-                caller,
-                call,
-                "allowed",
-                decision.reason,
-                seconds,
-                "failed",
-                str(failure) or type(failure).__name__,
-                decision,
-                entry.upstream,
-            )
-        )
+        said = str(failure) or type(failure).__name__
+        seconds = self._ended(caller, call, decision, entry.upstream, started, "failed", said)
         return Failed(call, failure, seconds, decision)
 
     def permits(self, caller: ResolvedContext, call: ToolCall) -> bool:
@@ -307,24 +266,35 @@ class ToolService:
         """An unforeseen exception: logged with its traceback, told to the hooks as it
         was, and answered in words that give nothing of the gateway's insides away."""
         logger.exception("tool call %s (upstream %s) failed", call.tool, upstream)
-        seconds = time.perf_counter() - started
-        reason = decision.reason if decision is not None else "not checked: internal error"
-        self._tell(
-            CallRecord(
-                caller,
-                call,
-                "allowed" if decision is not None else "internal_error",
-                reason,
-                seconds,
-                "failed" if decision is not None else None,
-                str(exc) or type(exc).__name__,
-                decision,
-                upstream,
-            )
-        )
+        error = str(exc) or type(exc).__name__
+        if decision is not None:
+            seconds = self._ended(caller, call, decision, upstream, started, "failed", error)
+        else:
+            seconds = time.perf_counter() - started
+            reason = "not checked: internal error"
+            self._tell(CallRecord(caller, call, "internal_error", reason, seconds, None, error))
         where = f" on upstream {upstream}" if upstream is not None else ""
         failure = InternalFailure(f"{call.tool}{where} failed: an internal error (logged)")
         return Failed(call, failure, seconds, decision)
+
+    def _ended(
+        self,
+        caller: ResolvedContext,
+        call: ToolCall,
+        decision: Decision,
+        upstream: str | None,
+        started: float,
+        ended: str,
+        error: str | None = None,
+    ) -> float:
+        """Tell the hooks how a call the check let through ended; its seconds."""
+        seconds = time.perf_counter() - started
+        self._tell(
+            CallRecord(
+                caller, call, "allowed", decision.reason, seconds, ended, error, decision, upstream
+            )
+        )
+        return seconds
 
     def _tell(self, record: CallRecord) -> None:
         for hook in tuple(self._hooks):  # a hook may stop itself (or another) meanwhile
