@@ -21,6 +21,11 @@ by ±1 %) and reports, per era: the median gateway CPU per call of A and of B, t
 of those medians, the median and spread of the rounds' own B / A ratios, and the upstream's
 CPU per call behind each (both should do the same work).
 
+With `--meter instructions` both gateways run under Valgrind's callgrind (bench/callgrind.py)
+and the figure compared is the number of instructions each executes per call, which the
+machine's drifting speed does not move; blocks can then be small and few (`--rounds 4
+--block 100`), as the gateways run some 50 times slower.
+
 Exit 1 when, in either era, B / A of the medians is above 1.03 (B costs more than 3 % over
 A), or when a call failed. This is not a test: the test suite never asserts on time.
 """
@@ -47,6 +52,7 @@ from typing import Any, Literal
 import anyio
 from mcp import Client
 
+from bench import callgrind
 from bench.front_bench import (
     CALL_TOOLS,
     PYTHON,
@@ -159,9 +165,13 @@ def checkouts(work: Path, base_rev: str, head_rev: str | None) -> Iterator[dict[
 # Gateways ------------------------------------------------------------------------------
 
 
-def start_side(group: Children, side: Side, config: Path) -> Child:
+def start_side(group: Children, side: Side, config: Path, counted: Path | None) -> Child:
+    """`gateway serve` of `side`; under callgrind, dumping to `counted`, when given."""
     env = {**os.environ, "PYTHONPATH": str(side.root)}
     argv = [PYTHON, "-c", LAUNCHER, "serve", "--config", str(config), "--port", "{port}"]
+    if counted is not None:
+        env["PYTHONHASHSEED"] = "0"  # the same sets and dicts, so the same work, each run
+        argv = [*callgrind.prefix(counted), *argv]
     return group.spawn(f"gateway-{side.name}", argv, env, side.root)
 
 
@@ -221,6 +231,8 @@ class Block:
     upstream_cpu_ms: float
     client_cpu_ms: float
     p50_ms: float
+    gateway_kinstr: float | None
+    """Thousands of instructions, with `--meter instructions`."""
 
 
 def order(round_index: int) -> tuple[str, str]:
@@ -236,14 +248,18 @@ async def measure_block(
     client: Client,
     upstream_pid: int,
     calls: int,
+    counted: Path | None,
 ) -> Block:
     assert target.pid is not None
     tally = Tally()
+    if counted is not None:
+        callgrind.dump(target.pid, counted)  # resets the count: the block's own follows
     gateway_before, upstream_before = cpu_ns(target.pid), cpu_ns(upstream_pid)
     client_before = time.process_time_ns()
     await call_block(target, [client], calls, BLOCK_SECONDS, tally)
     client_after = time.process_time_ns()
     gateway_after, upstream_after = cpu_ns(target.pid), cpu_ns(upstream_pid)
+    instructions = callgrind.dump(target.pid, counted) if counted is not None else None
     if not tally.calls:
         raise RuntimeError(
             f"{era}: no call to gateway {side} succeeded in round {round_index + 1} "
@@ -262,13 +278,19 @@ async def measure_block(
         upstream_cpu_ms=(upstream_after - upstream_before) / tally.calls / NS_PER_MS,
         client_cpu_ms=(client_after - client_before) / tally.calls / NS_PER_MS,
         p50_ms=percentile(ordered, 0.5) / NS_PER_MS,
+        gateway_kinstr=None if instructions is None else instructions / tally.calls / 1000,
     )
 
 
 async def measure_era(
-    era: Era, targets: dict[str, Target], upstream_pid: int, args: argparse.Namespace
+    era: Era,
+    targets: dict[str, Target],
+    upstream_pid: int,
+    counted: dict[str, Path],
+    args: argparse.Namespace,
 ) -> tuple[dict[str, str], list[Block]]:
-    """The era's protocol per side, and its blocks in the order they ran."""
+    """The era's protocol per side, and its blocks in the order they ran. `counted` holds
+    each side's callgrind directory with `--meter instructions`, else nothing."""
     blocks: list[Block] = []
     async with AsyncExitStack() as stack:
         clients: dict[str, Client] = {}
@@ -285,6 +307,8 @@ async def measure_era(
             await call_block(targets[side], [clients[side]], args.warmup, BLOCK_SECONDS, warm)
             if warm.errors:
                 raise RuntimeError(f"{era}: {warm.errors} warm-up calls to gateway {side} failed")
+        for side in counted:
+            callgrind.start_counting(targets[side].pid or 0)
         for round_index in range(args.rounds):
             for position, side in enumerate(order(round_index)):
                 blocks.append(
@@ -297,25 +321,38 @@ async def measure_era(
                         clients[side],
                         upstream_pid,
                         args.block,
+                        counted.get(side),
                     )
                 )
-        print(f"  {era}: {_progress(blocks)}", flush=True)
+        print(f"  {era}: {_progress(blocks, meter_key(args))}", flush=True)
     return protocols, blocks
 
 
-def _progress(blocks: Sequence[Block]) -> str:
+def meter_key(args: argparse.Namespace) -> str:
+    """The Block field the A/B compares."""
+    return "gateway_kinstr" if args.meter == "instructions" else "gateway_cpu_ms"
+
+
+METERED = {
+    "gateway_cpu_ms": "gateway CPU per call, ms",
+    "gateway_kinstr": "gateway instructions per call, thousands",
+}
+
+
+def _progress(blocks: Sequence[Block], key: str) -> str:
     medians = {
-        side: statistics.median(b.gateway_cpu_ms for b in blocks if b.side == side)
-        for side in SIDES
+        side: statistics.median(getattr(b, key) for b in blocks if b.side == side) for side in SIDES
     }
     return (
-        f"{len(blocks)} blocks; gateway CPU per call A {figure(medians['A'])} ms, "
-        f"B {figure(medians['B'])} ms"
+        f"{len(blocks)} blocks; {METERED[key]}: A {figure(medians['A'])}, B {figure(medians['B'])}"
     )
 
 
 async def measure(
-    targets: dict[str, Target], upstream_pid: int, args: argparse.Namespace
+    targets: dict[str, Target],
+    upstream_pid: int,
+    counted: dict[str, Path],
+    args: argparse.Namespace,
 ) -> dict[str, tuple[dict[str, str], list[Block]]]:
     # A bound on everything, whatever hangs: each block stops starting calls after
     # BLOCK_SECONDS, and a call that hangs is cut by call_block's own bound.
@@ -323,7 +360,7 @@ async def measure(
     results: dict[str, tuple[dict[str, str], list[Block]]] = {}
     with anyio.fail_after(budget):
         for era in args.eras:
-            results[era] = await measure_era(era, targets, upstream_pid, args)
+            results[era] = await measure_era(era, targets, upstream_pid, counted, args)
     return results
 
 
@@ -336,31 +373,33 @@ def _spread(values: Sequence[float]) -> str:
     return f"{figure(statistics.median(values))} ({figure(min(values))}-{figure(max(values))})"
 
 
-def summarize(blocks: Sequence[Block]) -> dict[str, Any]:
+def summarize(blocks: Sequence[Block], metered: str) -> dict[str, Any]:
+    """Medians, spreads and ratios; B / A and the verdict on the `metered` field."""
     by_side = {side: [b for b in blocks if b.side == side] for side in SIDES}
+    keys = ["gateway_cpu_ms", "upstream_cpu_ms", "client_cpu_ms", "p50_ms"]
+    if metered not in keys:
+        keys.insert(0, metered)
     medians = {
-        side: {
-            key: statistics.median(getattr(b, key) for b in by_side[side])
-            for key in ("gateway_cpu_ms", "upstream_cpu_ms", "client_cpu_ms", "p50_ms")
-        }
+        side: {key: statistics.median(getattr(b, key) for b in by_side[side]) for key in keys}
         for side in SIDES
     }
     rounds = sorted({b.round for b in blocks})
     pairs = [
-        next(b for b in by_side["B"] if b.round == r).gateway_cpu_ms
-        / next(b for b in by_side["A"] if b.round == r).gateway_cpu_ms
+        getattr(next(b for b in by_side["B"] if b.round == r), metered)
+        / getattr(next(b for b in by_side["A"] if b.round == r), metered)
         for r in rounds
     ]
-    ratio = medians["B"]["gateway_cpu_ms"] / medians["A"]["gateway_cpu_ms"]
+    ratio = medians["B"][metered] / medians["A"][metered]
     return {
         "medians": medians,
         "spread": {
             side: [
-                min(b.gateway_cpu_ms for b in by_side[side]),
-                max(b.gateway_cpu_ms for b in by_side[side]),
+                min(getattr(b, metered) for b in by_side[side]),
+                max(getattr(b, metered) for b in by_side[side]),
             ]
             for side in SIDES
         },
+        "metered": METERED[metered],
         "ratio_of_medians": ratio,
         "pair_ratios": pairs,
         "pair_ratio_median": statistics.median(pairs),
@@ -387,6 +426,11 @@ def print_era(
     )
     print(f"  {'per call':<22} {'A':>24} {'B':>24} {'B / A':>8}")
     rows = (
+        *(
+            (("gateway k instructions", "gateway_kinstr"),)
+            if "gateway_kinstr" in medians["A"]
+            else ()
+        ),
         ("gateway CPU, ms", "gateway_cpu_ms"),
         ("upstream CPU, ms", "upstream_cpu_ms"),
         ("load generator CPU, ms", "client_cpu_ms"),
@@ -397,7 +441,7 @@ def print_era(
         ratio = medians["B"][key] / medians["A"][key]
         print(f"  {label:<22} {_spread(values['A']):>24} {_spread(values['B']):>24} {ratio:>8.3f}")
     print(
-        f"  B / A of the rounds' gateway CPU: median {_spread(summary['pair_ratios'])}; "
+        f"  B / A of the rounds' {summary['metered']}: median {_spread(summary['pair_ratios'])}; "
         f"rounds: {', '.join(f'{r:.3f}' for r in summary['pair_ratios'])}"
     )
     drift = summary["upstream_ratio"]
@@ -432,10 +476,14 @@ class Run:
 
 
 def start_gateways(
-    group: Children, work: Path, sides: dict[str, Side], upstream: Child
+    group: Children,
+    work: Path,
+    sides: dict[str, Side],
+    upstream: Child,
+    counted: dict[str, Path],
 ) -> tuple[dict[str, Target], dict[str, str]]:
-    """Both gateways in front of `upstream`, ready: the targets to call, and the package
-    each one imported."""
+    """Both gateways in front of `upstream`, ready (under callgrind where `counted` names
+    a side's directory): the targets to call, and the package each one imported."""
     started: dict[str, Child] = {}
     keys: dict[str, str] = {}
     for name, side in sides.items():
@@ -446,8 +494,9 @@ def start_gateways(
             [{"name": "bench_tools", "users": ["bench"], "allow": ["up__*"]}],
         )
         keys[name] = issued["bench"]
-        started[name] = start_side(group, side, directory / "gateway.yaml")
-    deadline = time.monotonic() + 90  # two gateways importing at once on 2 cores
+        started[name] = start_side(group, side, directory / "gateway.yaml", counted.get(name))
+    # Two gateways importing at once on 2 cores; under Valgrind, some 10 times slower.
+    deadline = time.monotonic() + (300 if counted else 90)
     for child in started.values():
         wait_gateway(child, 1, deadline)
     packages = {name: imported_package(started[name], side) for name, side in sides.items()}
@@ -487,11 +536,16 @@ def run(args: argparse.Namespace) -> Run:
             try:
                 upstream = start_wide(group, "upstream", CALL_TOOLS)
                 wait_listening(upstream, time.monotonic() + 60)
-                targets, packages = start_gateways(group, work, sides, upstream)
+                counted = (
+                    {name: work / f"callgrind-{name}" for name in sides}
+                    if args.meter == "instructions"
+                    else {}
+                )
+                targets, packages = start_gateways(group, work, sides, upstream, counted)
                 for name, package in packages.items():
                     print(f"ab_bench: gateway {name} imported {package}", flush=True)
                 print(f"ab_bench: CPU read by the {clock_kind(upstream.pid)}", flush=True)
-                eras = anyio.run(measure, targets, upstream.pid, args)
+                eras = anyio.run(measure, targets, upstream.pid, counted, args)
             except KeyboardInterrupt:
                 raise
             except BaseException:
@@ -511,13 +565,13 @@ def report(done: Run, args: argparse.Namespace) -> bool:
     )
     summaries: dict[str, Any] = {}
     for era, (protocols, blocks) in done.eras.items():
-        summaries[era] = summarize(blocks)
+        summaries[era] = summarize(blocks, meter_key(args))
         print_era(era, protocols, blocks, summaries[era], args)
     print()
     errors = sum(s["errors"] for s in summaries.values())
     for era, summary in summaries.items():
         print(
-            f"{'met   ' if summary['met'] else 'MISSED'} {era}: gateway CPU per call, B / A of "
+            f"{'met   ' if summary['met'] else 'MISSED'} {era}: {summary['metered']}, B / A of "
             f"the medians {summary['ratio_of_medians']:.3f} (limit {RATIO_LIMIT}); "
             f"median of the rounds' ratios {summary['pair_ratio_median']:.3f}"
         )
@@ -536,6 +590,7 @@ def report(done: Run, args: argparse.Namespace) -> bool:
         "rounds": args.rounds,
         "block": args.block,
         "warmup": args.warmup,
+        "meter": args.meter,
         "eras": {
             era: {
                 "protocol": protocols,
@@ -570,6 +625,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--eras", default=",".join(ERAS), help="client modes, comma-separated: auto, legacy"
     )
+    parser.add_argument(
+        "--meter",
+        choices=("clock", "instructions"),
+        default="clock",
+        help="what B / A compares: the gateways' CPU clock, or instructions under callgrind",
+    )
     args = parser.parse_args(argv)
     eras = [era.strip() for era in args.eras.split(",") if era.strip()]
     if not eras or any(era not in ERAS for era in eras):
@@ -581,6 +642,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--block must be 10 to 100000 calls")
     if not 0 <= args.warmup <= 10_000:
         parser.error("--warmup must be 0 to 10000 calls")
+    if args.meter == "instructions":
+        try:
+            callgrind.available()
+        except callgrind.CallgrindMissing as exc:
+            parser.error(str(exc))
     # A SIGTERM unwinds like Ctrl-C, so every child is reaped and the worktree removed.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
