@@ -72,7 +72,7 @@ class GatewayApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/mcp":
             scope["app"] = self
-            await self.mcp(scope, receive, send)
+            await self.mcp.serve(scope, receive, send)
             return
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)

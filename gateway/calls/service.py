@@ -73,113 +73,101 @@ class Mode(StrEnum):
 class ToolService:
     def __init__(self, pool: Pool, hooks: Iterable[OutcomeHook] = ()) -> None:
         self.pool = pool
-        self._hooks: list[OutcomeHook] = list(hooks)
+        # Replaced, never changed in place: a call iterates the tuple it found, while a
+        # hook may stop itself (or another) meanwhile.
+        self._hooks: tuple[OutcomeHook, ...] = tuple(hooks)
 
     def on_outcome(self, hook: OutcomeHook) -> Callable[[], None]:
         """Tell `hook` of every call from now on; returns what stops it."""
-        self._hooks.append(hook)
-        return lambda: self._hooks.remove(hook)
+        self._hooks = (*self._hooks, hook)
+
+        def stop() -> None:
+            hooks = list(self._hooks)
+            hooks.remove(hook)
+            self._hooks = tuple(hooks)
+
+        return stop
 
     async def call(
         self, caller: ResolvedContext, call: ToolCall, channel: CallChannel = NO_CHANNEL
     ) -> Outcome:
         """Run one call as `caller` (see the module docstring). Cancelling the awaiting
         task cancels the call upstream too, and raises; nothing else does."""
+        # One frame for the whole call, the hot path's: `decision` and `upstream` say how
+        # far it got, for the handlers at the end.
         started = time.perf_counter()
-        admitted = _Admitted(call)
+        decision: Decision | None = None
+        upstream: str | None = None
         try:
-            return await self._call(caller, channel, started, admitted)
+            arguments = call.arguments if type(call.arguments) is dict else dict(call.arguments)
+            malformed = jsoncodec.unencodable(arguments, "arguments")
+            error: CallRefused
+            if malformed is not None:
+                error = MalformedArguments(
+                    f"{call.tool}: the arguments cannot be sent: {malformed}"
+                )
+                return self._refused(caller, call, started, error, "invalid_arguments", malformed)
+            entry = self.pool.catalog.tools.get(call.tool)
+            checked = check(caller, call.tool, call.arguments, _filler(entry))
+            if not checked.allowed:
+                error = PermissionDenied(checked)
+                return self._refused(
+                    caller, call, started, error, checked.outcome.value, checked.reason
+                )
+            if checked.arguments is not None and checked.arguments is not call.arguments:
+                call = ToolCall(call.tool, checked.arguments)  # sent as checked
+            if entry is None:
+                reason = "no upstream offers this tool"
+                error = UnknownTool(f"{call.tool}: {reason}")
+                return self._refused(caller, call, started, error, "unknown_tool", reason)
+            decision, upstream = checked, entry.upstream
+            problem = await check_arguments(entry.schema_key, call.arguments)
+            if problem is not None:
+                error = InvalidArguments(
+                    f"{call.tool}: arguments do not fit its inputSchema: {problem}"
+                )
+                return self._refused(caller, call, started, error, "invalid_arguments", problem)
+            principal = caller.principal
+            failure: UpstreamError
+            try:
+                result = await self.pool.connections[upstream].call_tool(
+                    entry.tool.name,
+                    dict(call.arguments),
+                    retry=entry.repeatable,
+                    on_progress=channel.progress,
+                    on_log=channel.relayed_log(),
+                    log_level=channel.log_level or "info",
+                    asker=channel.asker,
+                    input_round=channel.input_round,
+                    owner=channel.owner if channel.owner is not None else object(),
+                    user=(principal.org_id, principal.user_id),
+                )
+            except UpstreamError as exc:
+                failure = exc
+            except Unsendable as exc:  # the caller's answers of an input round: not sent
+                seconds = self._ended(caller, call, decision, upstream, started, "failed", str(exc))
+                return Refused(call, MalformedArguments(exc.error.message), seconds)
+            except MCPError as exc:  # the upstream's own error answer
+                failure = UpstreamRejected(exc.error.code, exc.error.message, exc.error.data)
+            else:
+                result = unstamped(result)
+                if isinstance(result, types.InputRequiredResult):
+                    ended = "input_required"
+                else:
+                    ended = "tool_error" if result.is_error else "ok"
+                seconds = self._ended(caller, call, decision, upstream, started, ended)
+                return Completed(call, result, seconds, decision)
+            said = str(failure) or type(failure).__name__
+            seconds = self._ended(caller, call, decision, upstream, started, "failed", said)
+            return Failed(call, failure, seconds, decision)
         except anyio.get_cancelled_exc_class():
             # Awaited only in the schema check and the upstream call, both after the
             # permission check and before any record: told here, once.
-            if admitted.decision is not None:
-                self._ended(
-                    caller,
-                    admitted.call,
-                    admitted.decision,
-                    admitted.upstream,
-                    started,
-                    "cancelled",
-                )
+            if decision is not None:
+                self._ended(caller, call, decision, upstream, started, "cancelled")
             raise
         except Exception as exc:  # a bug of ours or the SDK's, before or around the call
-            return self._internal(
-                caller, admitted.call, started, admitted.decision, admitted.upstream, exc
-            )
-
-    async def _call(
-        self,
-        caller: ResolvedContext,
-        channel: CallChannel,
-        started: float,
-        admitted: _Admitted,
-    ) -> Outcome:
-        """`call`'s work; `admitted` says how far it got, for `call`'s handlers."""
-        call = admitted.call
-        arguments = call.arguments if type(call.arguments) is dict else dict(call.arguments)
-        malformed = jsoncodec.unencodable(arguments, "arguments")
-        error: CallRefused
-        if malformed is not None:
-            error = MalformedArguments(f"{call.tool}: the arguments cannot be sent: {malformed}")
-            return self._refused(caller, call, started, error, "invalid_arguments", malformed)
-        entry = self.pool.catalog.tools.get(call.tool)
-        decision = check(caller, call.tool, call.arguments, _filler(entry))
-        if not decision.allowed:
-            error = PermissionDenied(decision)
-            return self._refused(
-                caller, call, started, error, decision.outcome.value, decision.reason
-            )
-        admitted.decision = decision
-        if decision.arguments is not None and decision.arguments is not call.arguments:
-            call = admitted.call = ToolCall(call.tool, decision.arguments)  # sent as checked
-        if entry is None:
-            admitted.decision = None  # refused: not a call that went on
-            reason = "no upstream offers this tool"
-            error = UnknownTool(f"{call.tool}: {reason}")
-            return self._refused(caller, call, started, error, "unknown_tool", reason)
-        admitted.upstream = entry.upstream
-        problem = await check_arguments(entry.schema_key, call.arguments)
-        if problem is not None:
-            error = InvalidArguments(
-                f"{call.tool}: arguments do not fit its inputSchema: {problem}"
-            )
-            return self._refused(caller, call, started, error, "invalid_arguments", problem)
-        connection = self.pool.connections[entry.upstream]
-        principal = caller.principal
-        failure: UpstreamError
-        try:
-            result = await connection.call_tool(
-                entry.tool.name,
-                dict(call.arguments),
-                retry=entry.repeatable,
-                on_progress=channel.progress,
-                on_log=channel.relayed_log(),
-                log_level=channel.log_level or "info",
-                asker=channel.asker,
-                input_round=channel.input_round,
-                owner=channel.owner if channel.owner is not None else object(),
-                user=(principal.org_id, principal.user_id),
-            )
-        except UpstreamError as exc:
-            failure = exc
-        except Unsendable as exc:  # the caller's answers of an input round: not sent
-            seconds = self._ended(
-                caller, call, decision, entry.upstream, started, "failed", str(exc)
-            )
-            return Refused(call, MalformedArguments(exc.error.message), seconds)
-        except MCPError as exc:  # the upstream's own error answer
-            failure = UpstreamRejected(exc.error.code, exc.error.message, exc.error.data)
-        else:
-            result = unstamped(result)
-            if isinstance(result, types.InputRequiredResult):
-                ended = "input_required"
-            else:
-                ended = "tool_error" if result.is_error else "ok"
-            seconds = self._ended(caller, call, decision, entry.upstream, started, ended)
-            return Completed(call, result, seconds, decision)
-        said = str(failure) or type(failure).__name__
-        seconds = self._ended(caller, call, decision, entry.upstream, started, "failed", said)
-        return Failed(call, failure, seconds, decision)
+            return self._internal(caller, call, started, decision, upstream, exc)
 
     def permits(self, caller: ResolvedContext, call: ToolCall) -> bool:
         """Whether `call` passes the permission check `call` makes (with the tool's
@@ -297,23 +285,11 @@ class ToolService:
         return seconds
 
     def _tell(self, record: CallRecord) -> None:
-        for hook in tuple(self._hooks):  # a hook may stop itself (or another) meanwhile
+        for hook in self._hooks:
             try:
                 hook(record)
             except Exception:
                 logger.exception("an outcome hook failed on a call of %s", record.call.tool)
-
-
-class _Admitted:
-    """How far a call got: the call as it is to be sent, and once the permission check
-    let it through, its decision and upstream."""
-
-    __slots__ = ("call", "decision", "upstream")
-
-    def __init__(self, call: ToolCall) -> None:
-        self.call = call
-        self.decision: Decision | None = None
-        self.upstream: str | None = None
 
 
 def _filler(entry: CatalogTool | None) -> Fill | None:

@@ -52,7 +52,7 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import jsoncodec
 from ..auth import Authenticator, Credential
@@ -110,6 +110,9 @@ class McpEndpoint:
         self._live: dict[int, tuple[Credential, anyio.CancelScope]] = {}
 
         self._hooks: list[RequestHook] = []
+        self.serve: ASGIApp = self._serve
+        """The endpoint's ASGI app as it stands: without hooks, the request's own work
+        and nothing around it (GatewayApp calls this, one frame less than `__call__`)."""
 
     @property
     def live_requests(self) -> int:
@@ -118,12 +121,19 @@ class McpEndpoint:
     def on_request(self, hook: RequestHook) -> Callable[[], None]:
         """Tell `hook` of every request from now on; returns what stops it."""
         self._hooks.append(hook)
-        return lambda: self._hooks.remove(hook)
+        self.serve = self._observed
+
+        def stop() -> None:
+            self._hooks.remove(hook)
+            if not self._hooks:
+                self.serve = self._serve
+
+        return stop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._hooks:
-            await self._serve(scope, receive, send)
-            return
+        await self.serve(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 0
 

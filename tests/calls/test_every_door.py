@@ -66,7 +66,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
     async def call_tool(self: UpstreamRequests, *args: Any, **kwargs: Any) -> Any:
         code = sys._getframe(1).f_code  # the function awaiting this call
-        sender = "ToolService._call" if code is ToolService._call.__code__ else code.co_qualname
+        sender = "ToolService.call" if code is ToolService.call.__code__ else code.co_qualname
         recorder.senders.append(sender)
         return await original(self, *args, **kwargs)
 
@@ -144,7 +144,7 @@ async def test_each_http_door_reaches_the_upstream_only_through_the_call_service
         events = calls_audited(running.app.state.runtime.audit.read())
     assert len(sdk_served) == (0 if direct else 2), door
     assert recorder.received == [{"n": 3}]
-    assert recorder.senders == ["ToolService._call"]
+    assert recorder.senders == ["ToolService.call"]
     assert events == EXPECTED_AUDIT, door
 
 
@@ -194,7 +194,7 @@ async def test_the_stream_door_reaches_it_the_same_way(tmp_path: Path, recorder:
             current_credential.reset(reset)
         events = calls_audited(runtime.audit.read())
     assert recorder.received == [{"n": 3}]
-    assert recorder.senders == ["ToolService._call"]
+    assert recorder.senders == ["ToolService.call"]
     assert events == EXPECTED_AUDIT
 
 
@@ -213,4 +213,4 @@ class _Streams:
 
 def test_the_call_service_is_what_the_doors_call() -> None:
     # Guards the spy above: the code it expects is the service's own method's.
-    assert ToolService._call.__code__.co_qualname == "ToolService._call"
+    assert ToolService.call.__code__.co_qualname == "ToolService.call"

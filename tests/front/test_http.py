@@ -188,6 +188,10 @@ async def test_request_hooks_see_every_mcp_request_whichever_door_served_it(
     assert {r.principal for r in served} == {alice_principal}
     assert {r.status for r in served} <= {200, 202}
     assert all(r.seconds >= 0 for r in seen)
+    told = len(seen)
+    async with httpx2.AsyncClient(timeout=5) as http:
+        assert (await http.post(gateway.url, json=INITIALIZE, headers=HEADERS)).status_code == 401
+    assert len(seen) == told  # stopped: no longer told
 
 
 async def test_the_x_api_key_header_works_as_well(gateway: Gateway) -> None:
