@@ -1,0 +1,163 @@
+"""The `gateway` command: serve, check, and explain tag resolution.
+
+Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
+`upstreams status`: an upstream is not well, `tools approve`: nothing to approve;
+2 invalid configuration or usage; 3 `serve`, `stdio`: the gateway could not start (it says
+why in one message, e.g. two upstreams offering the same tool name).
+
+Here: the argument parser and the dispatch. Each command is a function in the module of
+its group (`serve.py`: serve and stdio; `keys.py`, `check.py`, `tags.py`, `upstreams.py`,
+`tools.py`); `common.py` holds what they share. `main` is the package's one public name
+(the console script and `python -m gateway.cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import ConfigError
+from ..settings import CONFIG_ENV, DEFAULT_CONFIG
+from . import check, keys, serve, tags, tools, upstreams
+from .common import EXIT_CONFIG, UsageError
+from .serve import API_KEY_ENV
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except UsageError as exc:
+        parser.error(str(exc))
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="MCP gateway with tag-based permissions."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config",
+            help=f"gateway.yaml (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})",
+        )
+        return p
+
+    serve_cmd = with_config(commands.add_parser("serve", help="run the gateway"))
+    serve_cmd.add_argument("--host", help="bind address (default from gateway.yaml: 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="port (default from gateway.yaml: 8080)")
+    serve_cmd.set_defaults(handler=serve.serve)
+
+    stdio_cmd = with_config(
+        commands.add_parser(
+            "stdio", help="serve MCP on stdin/stdout for one caller (for desktop clients)"
+        )
+    )
+    stdio_cmd.add_argument(
+        "--api-key",
+        help=f"the caller's API key (default: ${API_KEY_ENV}); or name the caller with --user",
+    )
+    stdio_cmd.add_argument(
+        "--user", help="a local single-user setup (needs auth.dev: true): the user to serve"
+    )
+    stdio_cmd.add_argument("--org", help="with --user: the user's org")
+    stdio_cmd.add_argument("--roles", default="", help="with --user: comma-separated roles")
+    stdio_cmd.set_defaults(handler=serve.stdio)
+
+    keys_cmd = commands.add_parser("keys", help="API keys for gateway.yaml")
+    key_commands = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    new_key = key_commands.add_parser(
+        "new", help="make a key; print it once, and the entry for auth.api_keys"
+    )
+    new_key.add_argument("--user", required=True)
+    new_key.add_argument("--org", required=True)
+    new_key.add_argument("--roles", default="", help="comma-separated (default: the org file's)")
+    new_key.add_argument("--label", help="names the key in the audit log")
+    new_key.set_defaults(handler=keys.new_key)
+    hash_key = key_commands.add_parser("hash", help="print the sha256 of a key read from stdin")
+    hash_key.set_defaults(handler=keys.hash_key)
+
+    check_cmd = with_config(
+        commands.add_parser("check", help="validate every config file; exit 2 if any is bad")
+    )
+    check_cmd.set_defaults(handler=check.check)
+
+    tags_cmd = commands.add_parser("tags", help="explain tag resolution")
+    tag_commands = tags_cmd.add_subparsers(dest="tags_command", required=True, metavar="COMMAND")
+    resolve = with_config(
+        tag_commands.add_parser("resolve", help="what applies to a user, and why")
+    )
+    _principal_args(resolve)
+    resolve.add_argument("--json", action="store_true", help="print JSON")
+    resolve.set_defaults(handler=tags.resolve)
+
+    why = with_config(
+        tag_commands.add_parser("why", help="may a user call a tool (with these arguments)?")
+    )
+    _principal_args(why)
+    why.add_argument("--tool", required=True, help="namespaced tool name, e.g. payments__refund")
+    why.add_argument("--args", help="the call's arguments as a JSON object")
+    why.add_argument("--json", action="store_true", help="print JSON")
+    why.set_defaults(handler=tags.why)
+
+    upstreams_cmd = commands.add_parser("upstreams", help="the MCP servers behind the gateway")
+    upstream_commands = upstreams_cmd.add_subparsers(
+        dest="upstreams_command", required=True, metavar="COMMAND"
+    )
+    importing = with_config(
+        upstream_commands.add_parser(
+            "import",
+            help="add the servers of a desktop MCP client's JSON config (mcpServers) to "
+            "gateway.yaml",
+        )
+    )
+    importing.add_argument("file", help="e.g. claude_desktop_config.json")
+    importing.add_argument(
+        "--print", action="store_true", help="print the entries instead of writing them"
+    )
+    importing.set_defaults(handler=upstreams.import_client_config)
+
+    status = with_config(
+        upstream_commands.add_parser(
+            "status",
+            help="connect to every upstream once and say how each is; exit 1 if one is down",
+        )
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=upstreams.status)
+
+    tools_cmd = commands.add_parser("tools", help="upstream tools whose definitions changed")
+    tool_commands = tools_cmd.add_subparsers(dest="tools_command", required=True, metavar="COMMAND")
+    pending = with_config(
+        tool_commands.add_parser("pending", help="changed definitions waiting for approval")
+    )
+    pending.add_argument("--json", action="store_true", help="print JSON")
+    pending.set_defaults(handler=tools.pending)
+    approve = with_config(
+        tool_commands.add_parser("approve", help="let a quarantined tool's new definition through")
+    )
+    approve.add_argument("tool", help="the tool's public name, e.g. payments__refund")
+    approve.add_argument("--upstream", help="the upstream, when the public name alone is ambiguous")
+    approve.set_defaults(handler=tools.approve)
+    return parser
+
+
+def _principal_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--org", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument(
+        "--roles",
+        default="",
+        help="comma-separated roles, as an identity provider would give them "
+        "(default: the user's roles in the org file)",
+    )
+    p.add_argument("--intent", help="the intent to resolve for (narrows intent-bound tags)")
