@@ -75,6 +75,11 @@ class ExchangeLost(Exception):
     call took effect upstream is unknown. The upstream's SDK session is not concerned."""
 
 
+class ExchangeUnsent(Exception):
+    """No connection to the upstream could be made, twice: the request never left, so
+    the call did not take effect."""
+
+
 class Exchange:
     """Calls to one upstream, for as long as its SDK session lasts (`aclose` after)."""
 
@@ -155,10 +160,10 @@ class Exchange:
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool` (the upstream's own definition) once. Raises MCPError for an error
         answer (or an answer that is not one), ExchangeLost when the exchange broke off,
-        and NeedsClient when the upstream asks for input and there is no `input_round` to
-        pass the question back in. With `input_round`, the upstream's questions go to the
-        caller, so the upstream is told of the caller's sampling and elicitation (`asks`),
-        not the gateway's."""
+        ExchangeUnsent when it could not be sent, and NeedsClient when the upstream asks
+        for input and there is no `input_round` to pass the question back in. With
+        `input_round`, the upstream's questions go to the caller, so the upstream is told
+        of the caller's sampling and elicitation (`asks`), not the gateway's."""
         request_id = next(self._ids)
         meta: dict[str, Any] = dict(self._envelope)
         if input_round is not None:
@@ -200,8 +205,8 @@ class Exchange:
                     answer = await self._answer(response, request_id, on_progress, on_log)
                 break
             except aiohttp.ClientConnectorError as exc:
-                if attempt == 2:  # never sent: once more on a fresh connection
-                    raise ExchangeLost(describe(exc)) from exc
+                if attempt == 2:  # never sent: tried once more on a fresh connection
+                    raise ExchangeUnsent(describe(exc)) from exc
             except (aiohttp.ClientError, httpx2.TransportError) as exc:
                 raise ExchangeLost(describe(exc)) from exc
         try:

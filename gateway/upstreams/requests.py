@@ -28,7 +28,7 @@ from pydantic import TypeAdapter
 from ..breaker import Breaker
 from ..errors import CallTimeout, ConnectionLost, UpstreamUnavailable
 from .config import UpstreamConfig
-from .exchange import Exchange, ExchangeLost, NeedsClient
+from .exchange import Exchange, ExchangeLost, ExchangeUnsent, NeedsClient
 from .listing import Offer
 from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
 from .roots import answer_roots, callers_responses, without_roots
@@ -318,6 +318,11 @@ class UpstreamRequests:
         except TimeoutError:
             self._failed(f"{what} did not answer within {limit:g} s")
             raise CallTimeout(f"{what} did not answer within {limit:g} s") from None
+        except ExchangeUnsent as exc:
+            self._failed(f"{what} could not be sent: {exc}")
+            raise UpstreamUnavailable(
+                f"upstream {self.name} cannot be reached; {what} not sent"
+            ) from exc
         except ExchangeLost as exc:
             # One exchange broke off; the upstream's session and other calls go on. The
             # cause is for operators (upstreams status); the caller is told what the SDK

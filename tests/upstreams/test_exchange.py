@@ -4,6 +4,7 @@ the same calls to the same streamable-HTTP upstream, compared field by field."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -16,14 +17,15 @@ import mcp_types as types
 import pytest
 from mcp import MCPError
 
-from gateway.errors import ConnectionLost
+from gateway.errors import ConnectionLost, UpstreamUnavailable
 from gateway.upstreams.config import HttpUpstream
 from gateway.upstreams.connection import UpstreamConnection
-from gateway.upstreams.exchange import CAPABILITIES, Exchange
+from gateway.upstreams.exchange import CAPABILITIES, Exchange, ExchangeUnsent
 from gateway.upstreams.relay import ElicitationAnswer, SamplingAnswer
 from gateway.upstreams.requests import InputRound
 from gateway.upstreams.transports import CLIENT_INFO
 from tests.helpers import until
+from tests.redis_server import free_port
 from tests.upstreams.helpers import http_echo, running, text
 
 pytestmark = pytest.mark.anyio
@@ -171,6 +173,33 @@ async def test_a_connection_lost_mid_call_is_reported_and_reconnected() -> None:
             with pytest.raises(ConnectionLost, match="the connection was lost during crash"):
                 await up.call_tool("crash", {})
             await until(lambda: not up.calls_direct, 5)
+
+
+async def test_an_exchange_that_cannot_connect_says_nothing_was_sent() -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there
+    exchange = Exchange("up", url, {}, "2026-07-28", CLIENT_INFO, CAPABILITIES)
+    try:
+        tool = types.Tool(name="pay", input_schema={"type": "object"})
+        with anyio.fail_after(10), pytest.raises(ExchangeUnsent):
+            await exchange.call_tool(tool, {})
+    finally:
+        await exchange.aclose()
+
+
+async def test_a_call_to_an_upstream_gone_is_unavailable_not_lost() -> None:
+    """Whether the exchange or the session notices first, the upstream is gone before the
+    call: it was never sent, which says it is safe to make again (a lost connection does
+    not: the call may have taken effect)."""
+    with contextlib.ExitStack() as upstream:
+        url = upstream.enter_context(http_echo())
+        config = HttpUpstream.model_validate({"transport": "streamable_http", "url": url})
+        async with running(UpstreamConnection("direct", config)) as up:
+            with anyio.fail_after(15):
+                await up.wait_ready()
+            assert up.calls_direct
+            upstream.close()  # the process ended: nothing listens on its port
+            with anyio.fail_after(15), pytest.raises(UpstreamUnavailable, match="not sent"):
+                await up.call_tool("echo", {"n": 1})
 
 
 async def test_a_redirect_is_not_followed_with_the_upstreams_credentials() -> None:
