@@ -82,6 +82,10 @@ RATIO_LIMIT = 1.03
 UPSTREAM_DRIFT = 0.05
 """Beyond this, the upstream's CPU per call behind A and B differs enough to mention."""
 WARMUP_CALLS = 100
+BLOCK_PRIMER = 3
+"""Uncounted calls just before each block, with `--meter instructions`."""
+IDLE_SECONDS = 15.0
+"""How long each gateway's idle rate of instructions is measured, with `--meter instructions`."""
 BLOCK_SECONDS = 60.0
 """A block starts no call after this long, whatever its count (a bound, not a measure)."""
 
@@ -248,18 +252,21 @@ async def measure_block(
     client: Client,
     upstream_pid: int,
     calls: int,
-    counted: Path | None,
+    counter: callgrind.Counter | None,
 ) -> Block:
     assert target.pid is not None
     tally = Tally()
-    if counted is not None:
-        callgrind.dump(target.pid, counted)  # resets the count: the block's own follows
+    if counter is not None:
+        # Under Valgrind the other side's block outlasts the exchange's keep-alive, so
+        # the first calls would count a new connection: made here, uncounted.
+        await call_block(target, [client], BLOCK_PRIMER, BLOCK_SECONDS, Tally())
+        counter.reset()  # the block's own count follows
     gateway_before, upstream_before = cpu_ns(target.pid), cpu_ns(upstream_pid)
     client_before = time.process_time_ns()
     await call_block(target, [client], calls, BLOCK_SECONDS, tally)
     client_after = time.process_time_ns()
     gateway_after, upstream_after = cpu_ns(target.pid), cpu_ns(upstream_pid)
-    instructions = callgrind.dump(target.pid, counted) if counted is not None else None
+    instructions = counter.busy() if counter is not None else None
     if not tally.calls:
         raise RuntimeError(
             f"{era}: no call to gateway {side} succeeded in round {round_index + 1} "
@@ -291,6 +298,9 @@ async def measure_era(
 ) -> tuple[dict[str, str], list[Block]]:
     """The era's protocol per side, and its blocks in the order they ran. `counted` holds
     each side's callgrind directory with `--meter instructions`, else nothing."""
+    counters = {
+        side: callgrind.Counter(targets[side].pid or 0, out) for side, out in counted.items()
+    }
     blocks: list[Block] = []
     async with AsyncExitStack() as stack:
         clients: dict[str, Client] = {}
@@ -307,8 +317,10 @@ async def measure_era(
             await call_block(targets[side], [clients[side]], args.warmup, BLOCK_SECONDS, warm)
             if warm.errors:
                 raise RuntimeError(f"{era}: {warm.errors} warm-up calls to gateway {side} failed")
-        for side in counted:
-            callgrind.start_counting(targets[side].pid or 0)
+        for side, counter in counters.items():
+            counter.start()
+            idle = counter.measure_idle(IDLE_SECONDS)
+            print(f"  {era}: gateway {side} idle: {idle / 1000:,.0f} k instructions/s", flush=True)
         for round_index in range(args.rounds):
             for position, side in enumerate(order(round_index)):
                 blocks.append(
@@ -321,7 +333,7 @@ async def measure_era(
                         clients[side],
                         upstream_pid,
                         args.block,
-                        counted.get(side),
+                        counters.get(side),
                     )
                 )
         print(f"  {era}: {_progress(blocks, meter_key(args))}", flush=True)

@@ -8,7 +8,13 @@ runs. The process runs under `valgrind --tool=callgrind` with instrumentation of
 start-up costs only Valgrind's translation, about 7 s for the gateway's imports), and
 `callgrind_control` switches counting on once the calls start and dumps the count around
 each block (each dump resets it). Under instrumentation the gateway runs some 50 times
-slower, so blocks are small; the count needs no repetition to be steady.
+slower, so blocks are small.
+
+What an idle gateway runs per second (its file watchers' and the server's timers) is
+counted too, and a block under Valgrind lasts 50 times longer than without it, so that
+idle work weighs 50 times more in a call's count, and a block's count varies with its wall
+time (the machine's load). `Counter` measures the idle rate once, before the blocks, and
+takes the idle work of the block's wall time off its count.
 
 Needs `valgrind` (Debian: `apt-get install valgrind`) on PATH.
 """
@@ -67,8 +73,45 @@ def _control(pid: int, *args: str) -> None:
         )
 
 
-def start_counting(pid: int) -> None:
-    _control(pid, "--instr=on")
+class Counter:
+    """Instructions of one process under callgrind, block by block."""
+
+    def __init__(self, pid: int, out_dir: Path) -> None:
+        self.pid = pid
+        self.out_dir = out_dir
+        self.idle_per_s = 0.0
+        self._since = 0.0
+
+    def start(self) -> None:
+        """Count from now on."""
+        _control(self.pid, "--instr=on")
+        self.reset()
+
+    def reset(self) -> None:
+        dump(self.pid, self.out_dir)
+        self._since = time.monotonic()
+
+    def measure_idle(self, seconds: float, settle: float = 5.0) -> float:
+        """The process's instructions per second while it waits (nothing asked of it),
+        once the work left over from what came before (`settle` seconds) is done."""
+        time.sleep(settle)
+        self.reset()
+        time.sleep(seconds)
+        count, elapsed = self.read()
+        self.idle_per_s = count / elapsed
+        return self.idle_per_s
+
+    def read(self) -> tuple[int, float]:
+        """The instructions and wall seconds since the last reset or read (which resets)."""
+        count = dump(self.pid, self.out_dir)
+        now = time.monotonic()
+        elapsed, self._since = now - self._since, now
+        return count, elapsed
+
+    def busy(self) -> int:
+        """`read`'s count less the idle work of its wall time: what was asked of it."""
+        count, elapsed = self.read()
+        return max(0, round(count - self.idle_per_s * elapsed))
 
 
 def dump(pid: int, out_dir: Path) -> int:
