@@ -227,6 +227,25 @@ async def test_arguments_that_cannot_be_sent_are_refused_before_anything_else(
     assert await pid(service) == before  # the upstream's process, untouched
 
 
+async def test_arguments_no_digest_can_be_taken_of_are_audited_all_the_same(
+    service: ToolService, tmp_path: Path
+) -> None:
+    """An in-process caller's keys of two types (which cannot be sorted) and arguments
+    nested past the JSON writer's recursion: each call has its audit record."""
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    service.on_outcome(audit.record_call)
+    deep: Any = 1
+    for _ in range(2000):
+        deep = [deep]
+    cases: list[dict[Any, Any]] = [{1: "one", "n": 1}, {"n": 1, "x": deep}]
+    for arguments in cases:
+        outcome = await service.call(ALICE, ToolCall("echo__echo", arguments))
+        assert not outcome.ok
+    events = [e for e in audit.read() if e["event"] == "tool_call"]
+    assert len(events) == 2
+    assert all(len(e["arguments_sha256"]) == 64 for e in events)
+
+
 async def test_every_call_is_told_to_the_hooks_once_cancelled_ones_too(
     service: ToolService,
 ) -> None:
