@@ -170,6 +170,15 @@ class AuditLog:
 
 def arguments_digest(arguments: Mapping[str, Any]) -> str:
     """What the audit log keeps of a call's arguments: enough to match a known value,
-    nothing to read one from."""
-    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    nothing to read one from. Never raises: arguments no JSON can be written of (keys of
+    two types, or nested past the writer's recursion; refused calls, whose record says
+    why) have the digest of UNENCODABLE."""
+    try:
+        text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = UNENCODABLE
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+UNENCODABLE = "\0unencodable"
+"""What `arguments_digest` digests for arguments it cannot write (no JSON text is this)."""

@@ -17,9 +17,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Final
 
 import orjson
+
+MAX_DEPTH: Final = 100
+"""Levels of nesting (the value itself is one) beyond which `unencodable` finds a value
+cannot be written: no tool needs more, the SDK client's writer gives up at about 250
+(in a call, as an internal error), the standard library's at about 1,000 (RecursionError),
+and a value that contains itself (an in-process caller's) is deep without end."""
 
 _LONG_NUMBER = re.compile(rb"\d{19,}")
 """A run of digits that may not fit in 64 bits (a shorter one always does)."""
@@ -49,11 +55,13 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
 def unencodable(value: Any, name: str = "") -> str | None:
     """What in `value` JSON text cannot carry, and where (`name.a.0.b`-style paths): text
     that is not valid Unicode (a lone surrogate), in a value or a key; a number that is not
-    finite; a key that is not text; a value of a type that is not JSON. None when all of
-    it can be written. Iterative, so nesting costs no recursion; the path
-    is looked for only once something is found (this runs for every call)."""
+    finite; a key that is not text; a value of a type that is not JSON; nesting deeper
+    than MAX_DEPTH. None when all of it can be written. Iterative, so nesting costs no
+    recursion; the path is looked for only once something is found, and the depth only
+    for a value of more than MAX_DEPTH containers (this runs for every call)."""
     stack = [value]
     pop, extend = stack.pop, stack.extend
+    containers = 0
     while stack:
         item = pop()
         kind = type(item)
@@ -61,11 +69,17 @@ def unencodable(value: Any, name: str = "") -> str | None:
             if not item.isascii() and not _is_unicode(item):
                 break
         elif kind is dict:
+            containers += 1
+            if containers > MAX_DEPTH:  # it may be too deep: the walk that knows depths
+                break
             for key in item:
                 if type(key) is not str or (not key.isascii() and not _is_unicode(key)):
                     return _problem(value, name)
             extend(item.values())
         elif kind is list or kind is tuple:
+            containers += 1
+            if containers > MAX_DEPTH:
+                break
             extend(item)
         elif kind is float:
             if not math.isfinite(item):
@@ -78,10 +92,14 @@ def unencodable(value: Any, name: str = "") -> str | None:
 
 
 def _problem(value: Any, name: str) -> str | None:
-    """What `unencodable` found, with its path (the slow walk)."""
-    stack: list[tuple[Any, tuple[str, ...]]] = [(value, (name,) if name else ())]
+    """What `unencodable` found, with its path (the slow walk; depth first, so a value
+    that contains itself ends at MAX_DEPTH)."""
+    top = (name,) if name else ()
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, top)]
     while stack:
         item, path = stack.pop()
+        if isinstance(item, dict | list | tuple) and len(path) - len(top) >= MAX_DEPTH:
+            return f"{_where(path[: len(top) + 1])}: nested more than {MAX_DEPTH} levels deep"
         if isinstance(item, str):
             if not _is_unicode(item):
                 return f"{_where(path)}: text that is not valid Unicode (a lone surrogate)"

@@ -333,13 +333,13 @@ class UpstreamRequests:
             ) from exc
         except MCPError as exc:
             code = exc.error.code
-            if code == types.CONNECTION_CLOSED:
+            if code == types.CONNECTION_CLOSED and _ours(exc.error):
                 self._failed(f"the connection closed during {what}")
                 self._lost(client)
                 raise ConnectionLost(
                     f"upstream {self.name}: the connection was lost during {what}"
                 ) from exc
-            if code == types.REQUEST_TIMEOUT:
+            if code == types.REQUEST_TIMEOUT and _ours(exc.error):
                 self._failed(f"{what} did not answer within {limit:g} s")
                 raise CallTimeout(f"{what} did not answer within {limit:g} s") from exc
             self.breaker.success()  # the upstream answered, if with an error
@@ -353,3 +353,23 @@ class UpstreamRequests:
         since = self._call_error.since if self.breaker.failures else time.time()
         self.breaker.failure()
         self._call_error = Status(State.DEGRADED, since, error, self.breaker.failures)
+
+
+_CLOSED_WORDS = ("Connection closed", "SSE stream ", "the upstream ended the stream")
+"""How the SDK client (its dispatcher, its streamable-HTTP transport) and exchange.py
+word the CONNECTION_CLOSED errors they make up for a connection or stream that ended."""
+
+
+def _ours(error: types.ErrorData) -> bool:
+    """Whether a CONNECTION_CLOSED or REQUEST_TIMEOUT error is the client side's own (see
+    _CLOSED_WORDS; the SDK dispatcher's "Request 'tools/call' timed out"), not an
+    upstream's error answer with the same code: -32000 opens JSON-RPC's range of
+    servers' own errors, and many servers answer with it. Taken for a lost connection,
+    such an answer restarted the upstream for every caller, and counted against its
+    breaker as a timeout did."""
+    message = error.message
+    if error.data is not None:
+        return False
+    if error.code == types.CONNECTION_CLOSED:
+        return message.startswith(_CLOSED_WORDS)
+    return message.startswith("Request ") and message.endswith(" timed out")

@@ -28,6 +28,7 @@ class Unsendable(MCPError):
 def sendable(what: str, **content: Any) -> None:
     """Raise Unsendable when a part of `content` (named as the request names it) cannot
     be written as JSON; `what` names the request."""
-    problem = jsoncodec.unencodable(content)
-    if problem is not None:
-        raise Unsendable(what, problem)
+    for name, part in content.items():  # each part's depth is its own
+        problem = jsoncodec.unencodable(part, name)
+        if problem is not None:
+            raise Unsendable(what, problem)

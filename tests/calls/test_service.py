@@ -34,6 +34,7 @@ from gateway.errors import (
     UnknownTool,
     UpstreamRejected,
 )
+from gateway.jsoncodec import MAX_DEPTH
 from gateway.principal import Principal
 from gateway.tags.loader import tagset_from_texts
 from gateway.tags.resolve import resolve
@@ -225,6 +226,60 @@ async def test_arguments_that_cannot_be_sent_are_refused_before_anything_else(
     assert {e["decision"] for e in events} == {"invalid_arguments"}
     assert "arguments.t: text that is not valid Unicode" in str(events[0]["reason"])
     assert await pid(service) == before  # the upstream's process, untouched
+
+
+async def test_arguments_no_digest_can_be_taken_of_are_audited_all_the_same(
+    service: ToolService, tmp_path: Path
+) -> None:
+    """An in-process caller's keys of two types (which cannot be sorted) and arguments
+    nested past the JSON writer's recursion: each call has its audit record."""
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    service.on_outcome(audit.record_call)
+    deep: Any = 1
+    for _ in range(2000):
+        deep = [deep]
+    cases: list[dict[Any, Any]] = [{1: "one", "n": 1}, {"n": 1, "x": deep}]
+    for arguments in cases:
+        outcome = await service.call(ALICE, ToolCall("echo__echo", arguments))
+        assert not outcome.ok
+    events = [e for e in audit.read() if e["event"] == "tool_call"]
+    assert len(events) == 2
+    assert all(len(e["arguments_sha256"]) == 64 for e in events)
+
+
+def nested(depth: int) -> Any:
+    """Arguments `depth` levels deep, the arguments' own object counting one."""
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return {"n": 1, "x": value}
+
+
+async def test_arguments_nested_too_deep_to_send_are_refused_as_malformed(
+    service: ToolService, tmp_path: Path
+) -> None:
+    """Past MAX_DEPTH levels (the SDK client's writer gives up at about 250, the standard
+    library's at about 1,000, and an in-process caller's value that contains itself is
+    deep without end): refused as the caller's malformed input before anything else, as
+    text that is not Unicode is, never an internal failure or a hang, and audited."""
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    service.on_outcome(audit.record_call)
+    before = await pid(service)
+    looped: dict[str, Any] = {"n": 1}
+    looped["self"] = looped
+    for arguments in (nested(MAX_DEPTH + 1), nested(300), nested(2000), looped):
+        with anyio.fail_after(10):
+            outcome = await service.call(ALICE, ToolCall("echo__echo", arguments))
+        assert isinstance(outcome, Refused)
+        assert isinstance(outcome.error, MalformedArguments)
+        assert f"nested more than {MAX_DEPTH} levels deep" in str(outcome.error)
+    events = [e for e in audit.read() if e["event"] == "tool_call"][-4:]
+    assert [e["decision"] for e in events] == ["invalid_arguments"] * 4
+    assert events[0]["reason"] == f"arguments.x: nested more than {MAX_DEPTH} levels deep"
+    outcome = await service.call(ALICE, ToolCall("echo__echo", nested(MAX_DEPTH)))
+    assert isinstance(outcome, Completed)
+    assert outcome.result.structured_content == nested(MAX_DEPTH)  # type: ignore[union-attr]
+    assert await pid(service) == before
 
 
 async def test_every_call_is_told_to_the_hooks_once_cancelled_ones_too(

@@ -16,7 +16,7 @@ import httpx2
 import pytest
 
 from tests.front.harness import KEYS, Gateway, gateway_yaml, running_gateway
-from tests.front.helpers import open_session
+from tests.front.helpers import audit_events, open_session
 
 pytestmark = pytest.mark.anyio
 
@@ -175,3 +175,27 @@ async def test_refused_headers_are_answered_as_json_rpc_errors(door: Gateway, er
         assert refused["id"] is None
         assert refused["error"]["code"] == -32600, changes
         assert refused["error"]["message"], changes
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_arguments_nested_too_deep_are_the_callers_error(door: Gateway, era: str) -> None:
+    """Arguments 300 levels deep (well within what a JSON parser reads: the gateway's
+    reads 1,024) went through every check and failed in the upstream leg's writer, and
+    1,000 deep failed in the schema check: an internal error, logged with its traceback,
+    and the second without an audit record. Now they are the caller's invalid input, as
+    what else JSON cannot carry is, whichever door reads them."""
+    before = await upstream_pid(door, era)
+    alice = await headers_for(door, era, "alice")
+    refused = 0
+    for depth in (300, 1000):
+        deep = "[" * depth + "1" + "]" * depth
+        body = call(era, "echo__echo", {"n": 1}).replace('"n": 1', f'"n": 1, "x": {deep}')
+        error = answer(await post(door, alice, body))["error"]
+        assert error["code"] in (-32602, -32700), error  # the SDK's parser stops at 255
+        assert "internal" not in error["message"].lower(), error
+        refused += error["code"] == -32602  # the call service's refusal: audited
+    assert await upstream_pid(door, era) == before
+    events = [e for e in audit_events(door) if e.get("tool") == "echo__echo"]
+    assert [e["decision"] for e in events[len(events) - refused :]] == [
+        "invalid_arguments"
+    ] * refused

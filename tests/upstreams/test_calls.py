@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from gateway.breaker import Breaker
 from gateway.errors import ConnectionLost, UpstreamError
@@ -232,3 +233,38 @@ async def test_request_content_that_cannot_be_sent_counts_nothing(leg: str) -> N
             assert up.status.state is State.READY
             assert text(await up.call_tool("pid", {})) == pid
             assert text(await up.call_tool("echo", {"text": "\U0001f600"})) == "[('text', '😀')]"
+
+
+@pytest.mark.parametrize("leg", ["stdio", "stdio-handshake", "http"])
+async def test_an_error_answer_with_the_sdks_own_codes_is_the_upstreams_answer(
+    leg: str,
+) -> None:
+    """-32000 opens JSON-RPC's range of servers' own errors (many servers answer with it),
+    and the SDK happens to use it for a closed connection, -32001 for a timeout. An
+    upstream's error answer with either was taken for the SDK's own: a lost connection
+    (the upstream's process restarted, for every caller) or a timeout, each counted by
+    the breaker, so that a few such answers shut the upstream off. It is the upstream's
+    answer, passed on, like any other code."""
+    with contextlib.ExitStack() as stack:
+        if leg == "http":
+            url = stack.enter_context(http_echo())
+            config: StdioUpstream | HttpUpstream = HttpUpstream.model_validate(
+                {"transport": "streamable_http", "url": url}
+            )
+        else:
+            config = stdio(args=[*ECHO, leg])
+        async with running(UpstreamConnection("echo", config)) as up:
+            with anyio.fail_after(15):
+                await up.wait_ready()
+            pid = text(await up.call_tool("pid", {}))
+            for attempt in range(2 * up.breaker.threshold):
+                code = (types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT)[attempt % 2]
+                with pytest.raises(MCPError) as caught:
+                    await up.call_tool("reject", {"code": code}, retry=True)
+                assert (caught.value.error.code, caught.value.error.message) == (
+                    code,
+                    "rejected by echo",
+                )
+            assert up.breaker.failures == 0
+            assert up.status.state is State.READY
+            assert text(await up.call_tool("pid", {})) == pid

@@ -218,7 +218,8 @@ async def call_tool(
     elif params.name == "crash":
         os._exit(3)
     elif params.name == "reject":  # a JSON-RPC error answer, not a tool error
-        raise MCPError(-32050, "rejected by echo", {"why": "asked to"})
+        code = int(arguments.get("code", -32050))  # any code: -32000 is a common one
+        raise MCPError(code, "rejected by echo", {"why": "asked to"})
     elif params.name == "pid":
         text = str(os.getpid())
     elif params.name == "mutate":
