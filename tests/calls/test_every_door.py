@@ -2,11 +2,21 @@
 the same call made at the 2026-07-28 gateway door, the handshake-era gateway door, the
 SDK's door in both eras, and the SDK's door over a stream transport (as `gateway stdio`
 serves it) reaches a recording in-process upstream once, from `ToolService.call`, and
-leaves the same audit record. A refused call reaches nothing, at every door alike."""
+leaves the same audit record. A refused call reaches nothing, at every door alike.
+
+The real `gateway stdio` command, run as a child with the SDK's stdio client, is the
+last case: there the upstream is a recording process of the child's own (an in-process
+one cannot be handed to another process), and the proof is what only that child's call
+service leaves: the record in its audit file, and the one call its upstream received."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import sys
+import textwrap
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +25,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.shared.memory import create_client_server_memory_streams
 
 from gateway import __version__
@@ -26,18 +36,36 @@ from gateway.front.caller import current_credential
 from gateway.front.server import Front
 from gateway.own_tools import OwnTool, own_upstream
 from gateway.principal import Principal
+from gateway.settings import load_config
 from gateway.upstreams.requests import UpstreamRequests
-from tests.front.harness import ACME, GLOBEX, Gateway, gateway_yaml, running_gateway
+from tests.conftest import ROOT
+from tests.front.harness import (
+    ACME,
+    GLOBEX,
+    KEYS,
+    Gateway,
+    gateway_yaml,
+    key_entries,
+    running_gateway,
+)
+from tests.helpers import gone, until
 
 pytestmark = pytest.mark.anyio
 
-ACME_RECORDS = ACME.replace(
-    'allowed_tools: ["echo__*"]', 'allowed_tools: ["echo__*", "gateway__record"]'
-).replace(
-    "          echo__echo: {n: {max: 5}}",
-    "          echo__echo: {n: {max: 5}}\n          gateway__record: {n: {max: 9}}",
-)
-assert ACME_RECORDS.count("gateway__record") == 2
+OWN_TOOL = "gateway__record"  # the in-process recorder's tool
+CHILD_TOOL = "rec__record"  # the recording upstream process's (tests.upstreams.servers.recorder)
+
+
+def acme_granting(tool: str) -> str:
+    """Acme, whose support tag (alice's) also grants `tool`, its `n` at most 9."""
+    text = ACME.replace(
+        'allowed_tools: ["echo__*"]', f'allowed_tools: ["echo__*", "{tool}"]'
+    ).replace(
+        "          echo__echo: {n: {max: 5}}",
+        f"          echo__echo: {{n: {{max: 5}}}}\n          {tool}: {{n: {{max: 9}}}}",
+    )
+    assert text.count(tool) == 2
+    return text
 
 
 class Recorder:
@@ -80,35 +108,39 @@ async def gateway(tmp_path: Path, recorder: Recorder, direct: bool) -> AsyncIter
     async with running_gateway(
         tmp_path,
         config,
-        {"acme": ACME_RECORDS, "globex": GLOBEX},
+        {"acme": acme_granting(OWN_TOOL), "globex": GLOBEX},
         own=own_upstream({"record": recorder.tool()}),
     ) as running:
         yield running
 
 
-def calls_audited(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def calls_audited(events: list[dict[str, Any]], tool: str = OWN_TOOL) -> list[dict[str, Any]]:
     return [
         {k: v for k, v in e.items() if k not in ("at", "latency_ms")}
         for e in events
-        if e["event"] == "tool_call" and e["tool"] == "gateway__record"
+        if e["event"] == "tool_call" and e["tool"] == tool
     ]
 
 
-async def make_calls(client: Client) -> list[tuple[bool, str]]:
+async def make_calls(client: Client, tool: str = OWN_TOOL) -> list[tuple[bool, str]]:
     """The call and a refused one (out of scope: a tool error), as the client saw them."""
     answers = []
     for arguments in ({"n": 3}, {"n": 50}):
-        result = await client.call_tool("gateway__record", arguments)
+        result = await client.call_tool(tool, arguments)
         block = result.content[0]
         assert isinstance(block, types.TextContent)
         answers.append((bool(result.is_error), block.text))
     return answers
 
 
-EXPECTED_ANSWERS = [
-    (False, "recorded {'n': 3}"),
-    (True, "gateway__record: not permitted: n 50 exceeds max 9 set by tag support"),
-]
+def expected_answers(tool: str = OWN_TOOL) -> list[tuple[bool, str]]:
+    return [
+        (False, "recorded {'n': 3}"),
+        (True, f"{tool}: not permitted: n 50 exceeds max 9 set by tag support"),
+    ]
+
+
+EXPECTED_ANSWERS = expected_answers()
 
 
 @pytest.mark.parametrize(
@@ -148,27 +180,33 @@ async def test_each_http_door_reaches_the_upstream_only_through_the_call_service
     assert events == EXPECTED_AUDIT, door
 
 
-EXPECTED_AUDIT = [
-    {
-        "event": "tool_call",
-        "user": "alice",
-        "org": "acme",
-        "tool": "gateway__record",
-        "decision": "allowed",
-        "reason": "granted by tag support; arguments within its scope",
-        "arguments_sha256": arguments_digest({"n": 3}),
-        "ended": "ok",
-    },
-    {
-        "event": "tool_call",
-        "user": "alice",
-        "org": "acme",
-        "tool": "gateway__record",
-        "decision": "out_of_scope",
-        "reason": "n 50 exceeds max 9 set by tag support",
-        "arguments_sha256": arguments_digest({"n": 50}),
-    },
-]
+def expected_audit(tool: str = OWN_TOOL) -> list[dict[str, Any]]:
+    """The records of make_calls at every door. `ended` is the call service's word on how
+    an admitted call ended: no door writes it."""
+    return [
+        {
+            "event": "tool_call",
+            "user": "alice",
+            "org": "acme",
+            "tool": tool,
+            "decision": "allowed",
+            "reason": "granted by tag support; arguments within its scope",
+            "arguments_sha256": arguments_digest({"n": 3}),
+            "ended": "ok",
+        },
+        {
+            "event": "tool_call",
+            "user": "alice",
+            "org": "acme",
+            "tool": tool,
+            "decision": "out_of_scope",
+            "reason": "n 50 exceeds max 9 set by tag support",
+            "arguments_sha256": arguments_digest({"n": 50}),
+        },
+    ]
+
+
+EXPECTED_AUDIT = expected_audit()
 
 
 async def test_the_stream_door_reaches_it_the_same_way(tmp_path: Path, recorder: Recorder) -> None:
@@ -196,6 +234,77 @@ async def test_the_stream_door_reaches_it_the_same_way(tmp_path: Path, recorder:
     assert recorder.received == [{"n": 3}]
     assert recorder.senders == ["ToolService.call"]
     assert events == EXPECTED_AUDIT
+
+
+def child_config(directory: Path, received: Path) -> Path:
+    """A config for `gateway stdio` with one upstream, `rec`: the recording upstream
+    process, keeping its record in `received`. The audit log is the config's own
+    (`<data_dir>/audit.jsonl`), as an installed gateway's is."""
+    orgs = directory / "orgs"
+    orgs.mkdir()
+    for org, text in {"acme": acme_granting(CHILD_TOOL), "globex": GLOBEX}.items():
+        (orgs / f"{org}.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+    path = directory / "gateway.yaml"
+    args = ["-m", "tests.upstreams.servers.recorder", str(received)]
+    path.write_text(
+        "tags: {dir: orgs, watch: false}\n"
+        f"auth:\n  api_keys:\n{key_entries()}"
+        "upstreams:\n"
+        "  rec:\n"
+        "    transport: stdio\n"
+        f"    command: {json.dumps(sys.executable)}\n"
+        f"    args: {json.dumps(args)}\n"
+        f"    cwd: {json.dumps(str(ROOT))}\n"
+        f"    env: {{PYTHONPATH: {json.dumps(str(ROOT))}}}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    """The whole JSON lines written to `path` so far (a line being written is left out)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n")[:-1]]
+
+
+async def test_the_gateway_stdio_command_reaches_it_the_same_way(tmp_path: Path) -> None:
+    """The real `gateway stdio`, a child process with its own runtime, serving the SDK's
+    stdio client: the same answers and the same audit records as every door above (for
+    its own upstream's tool), the call received once by that upstream, from that child."""
+    received = tmp_path / "received.jsonl"
+    config = child_config(tmp_path, received)
+    command = ["-m", "gateway.cli", "stdio", "--config", str(config), "--api-key", KEYS["alice"]]
+    launch = StdioServerParameters(
+        command=sys.executable, args=command, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT)}
+    )
+    audit = load_config(config).audit_path  # the child's audit log
+
+    def upstreams() -> list[int]:
+        return [line["started"] for line in lines_of(received) if "started" in line]
+
+    try:
+        with anyio.fail_after(90):  # the SDK client's shutdown of the child is bounded too
+            async with Client(launch) as client:
+                assert await make_calls(client, CHILD_TOOL) == expected_answers(CHILD_TOOL)
+                # The upstream wrote its record before answering; the child's audit batch
+                # is written within its BATCH_DELAY.
+                await until(lambda: len(calls_audited(lines_of(audit), CHILD_TOOL)) >= 2, 30)
+                calls = [line for line in lines_of(received) if "arguments" in line]
+                gateway = calls[0]["parent"]
+                # Who called the upstream: the gateway stdio process of this config.
+                cmdline = await anyio.Path(f"/proc/{gateway}/cmdline").read_bytes()
+                assert cmdline.decode().split("\0")[1 : len(command) + 1] == command
+            await until(lambda: gone(gateway), 20)
+            await until(lambda: all(gone(pid) for pid in upstreams()), 20)
+    finally:
+        for pid in upstreams():  # the child's child, should the child have been killed
+            if not gone(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert calls == [{"arguments": {"n": 3}, "parent": gateway}]
+    assert len(upstreams()) == 1
+    assert calls_audited(lines_of(audit), CHILD_TOOL) == expected_audit(CHILD_TOOL)
 
 
 class _Streams:

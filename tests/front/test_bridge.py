@@ -19,6 +19,7 @@ from gateway.front import bridge as bridge_module
 from gateway.principal import Principal
 from tests.front.harness import ACME, GLOBEX, gateway_yaml, running_gateway
 from tests.front.helpers import model
+from tests.helpers import until
 from tests.upstreams.helpers import EVERYTHING, text
 
 pytestmark = pytest.mark.anyio
@@ -253,15 +254,31 @@ async def test_a_waiting_call_its_caller_may_no_longer_make_is_ended(tmp_path: P
 async def test_a_callers_silence_never_counts_against_the_upstream(tmp_path: Path) -> None:
     # The question is given up before the call's call_timeout: the upstream is told, and
     # answers; it did not fail, so its breaker counts nothing, whoever stays silent.
-    config = HANDSHAKE.replace("call_timeout: 10", "call_timeout: 2")
+    # Nothing here waits on the clock: the calls' ends are awaited as their audit records,
+    # and each call has its own session at once. The one timing left is the product's own:
+    # the upstream answers within the margin it is given (a call_timeout of 8 s gives it
+    # the whole ANSWER_MARGIN, 2 s, where 2 s gave it 0.5 s and left each call's own
+    # session, an upstream process started on demand, 2 s to start on a busy machine).
+    config = HANDSHAKE.replace(
+        "call_timeout: 10", "call_timeout: 8\n    caller_sessions_per_user: 5"
+    )
     async with (
         running_gateway(tmp_path, config) as gateway,
         gateway.client("alice", "auto", sampling_callback=model("m")) as alice,
     ):
         await alice.list_tools()
         connection = gateway.app.state.front.pool.connections["echo"]
-        for _ in range(connection.breaker.threshold):
+        threshold = connection.breaker.threshold
+        # Alice's silent calls never wait for one another's session (and its hold).
+        assert connection.config.caller_sessions_per_user >= threshold
+        for _ in range(threshold):
             await asked(alice)
-        await anyio.sleep(2.5)  # every call's call_timeout has passed
+        audit = gateway.app.state.runtime.audit
+
+        def ended() -> list[Any]:
+            return [e.get("ended") for e in audit.read() if e.get("tool") == "echo__ask"]
+
+        await until(lambda: len(ended()) == threshold, 60)  # every call is over
+        assert ended() == ["ok"] * threshold  # the upstream answered: none timed out
         assert connection.breaker.failures == 0
         assert text(await alice.call_tool("echo__echo", {"n": 1})) == "[('n', 1)]"
