@@ -40,8 +40,9 @@ What it reaches, and why there is no public way:
   imported when called): a test that shortens it fails by itself if it is gone.
 
 Besides the names reached, `check()` makes sure the SDK has not taken a name the gateway
-uses: the public names the hooked classes add, and the private methods of the gateway's
-subclasses of them (an SDK method of that name would call the gateway's instead).
+uses: the public names the hooked classes add, and the private methods and instance
+attributes of the gateway's subclasses of them (an SDK method of that name would call the
+gateway's instead; an attribute both set would hold one side's state for the other).
 
 Per name, what a mismatch does. The resumable streams and `_connection` are what every
 session relies on: without them a resume would silently lose events, or every request
@@ -53,9 +54,11 @@ calls, as it does with `server.direct_calls: false`, slower but complete.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import logging
 import math
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -520,14 +523,19 @@ def problems(reached: tuple[Reached, ...]) -> list[str]:
     return [problem for entry in reached if (problem := entry.problem(probes)) is not None]
 
 
-def shadowed() -> list[str]:
-    """The gateway's own private methods on its subclasses of the hooked classes that the
-    installed SDK class now defines too: the SDK's code would call the gateway's."""
+def shadowed(probes: dict[type, object] | None = None) -> list[str]:
+    """The gateway's own private names on its subclasses of the hooked classes that the
+    installed SDK class now has too: its methods and class attributes, and the instance
+    attributes its methods set (`self._x = ...`), against the SDK class's own and those
+    an SDK instance gets in __init__. The SDK's code would use the gateway's, or the
+    gateway's code the SDK's state."""
+    probes = _probes() if probes is None else probes
     found = []
     for base, sdk_class in ((HookedTransport, T), (HookedSessionManager, M)):
         hooks = set(vars(base))
+        sdk_instance = vars(probes[sdk_class]) if sdk_class in probes else {}
         for subclass in _all_subclasses(base):
-            for name in vars(subclass):
+            for name in (*vars(subclass), *_assigned_on_self(subclass)):
                 if name.startswith("__") or not name.startswith("_") or name in hooks:
                     continue
                 if hasattr(sdk_class, name):
@@ -535,7 +543,36 @@ def shadowed() -> list[str]:
                         f"{subclass.__name__}.{name}: expected {sdk_class.__name__} to have "
                         f"no such name; found {_kind_of(getattr(sdk_class, name))}"
                     )
+                elif name in sdk_instance:
+                    found.append(
+                        f"{subclass.__name__}.{name}: expected {sdk_class.__name__} "
+                        "instances to have no such attribute; __init__ sets one"
+                    )
     return found
+
+
+def _assigned_on_self(cls: type) -> list[str]:
+    """The attributes `cls`'s own methods assign on `self`, read from its source (none
+    when the source is not there, as in a frozen build: nothing to compare then)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    names: dict[str, None] = {}
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+            targets = [node.target]
+        for target in targets:
+            if (
+                isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name)
+                and target.value.id == "self"
+            ):
+                names[target.attr] = None
+    return list(names)
 
 
 def _all_subclasses(cls: type) -> list[type]:
@@ -547,7 +584,10 @@ def check() -> None:
     """Raise SdkMismatch, naming each, if a name every session relies on is missing or
     has changed in the installed SDK. Call once at start-up (after the gateway's
     subclasses of the hooked classes are defined)."""
-    found = problems(REQUIRED) + shadowed()
+    probes = _probes()
+    found = [
+        problem for entry in REQUIRED if (problem := entry.problem(probes)) is not None
+    ] + shadowed(probes)
     if found:
         raise SdkMismatch(found, _installed_version(), PINNED)
 

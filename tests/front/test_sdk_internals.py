@@ -16,11 +16,12 @@ from typing import Any, cast
 import pytest
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from gateway import sdk_internals
 from gateway.errors import SdkMismatch
 from gateway.front.session_calls import SessionCalls
-from gateway.front.session_transport import SessionTransport
+from gateway.front.session_transport import GatewaySessionManager, SessionTransport
 from gateway.sdk_internals import DOOR_ONLY, REQUIRED, Reached
 from tests.conftest import ROOT
 from tests.front.harness import KEYS, key_entries, running_gateway
@@ -153,6 +154,31 @@ def test_an_sdk_name_the_gateways_subclass_would_shadow_is_named(
     assert name in vars(SessionTransport)
     monkeypatch.setattr(StreamableHTTPServerTransport, name, lambda self: None, raising=False)
     with pytest.raises(SdkMismatch, match=rf"SessionTransport\.{name}: expected .* no such name"):
+        sdk_internals.check()
+
+
+@pytest.mark.parametrize(
+    ("sdk_class", "subclass", "name"),
+    [
+        (StreamableHTTPServerTransport, SessionTransport, "_resumes"),
+        (StreamableHTTPSessionManager, GatewaySessionManager, "_events_store"),
+    ],
+)
+def test_an_sdk_instance_attribute_the_gateways_subclass_would_shadow_is_named(
+    sdk_class: type, subclass: type, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SDK release whose __init__ sets a name the gateway's subclass sets too: each
+    would overwrite the other's state."""
+    original: Callable[..., None] = vars(sdk_class)["__init__"]
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        setattr(self, name, None)
+
+    sdk_internals.check()  # as installed: no such clash
+    monkeypatch.setattr(sdk_class, "__init__", init)
+    pattern = rf"{subclass.__name__}\.{name}: expected .* instances to have no such attribute"
+    with pytest.raises(SdkMismatch, match=pattern):
         sdk_internals.check()
 
 
