@@ -617,6 +617,15 @@ CASES: dict[str, Case] = {
     "cancelled by closing the stream": Case(cancelled_by_closing, check_cancelled, eras=(MODERN,)),
 }
 
+UNSENT_OR_LOST = (
+    "the upstream's process stopped: the hand-built exchange cannot connect (twice) and "
+    "says the call was not sent (UpstreamUnavailable, 'cannot be reached; ... not sent'); "
+    "the SDK client's transport ends its whole session on the connect error and answers "
+    "the call 'Connection closed', so that leg cannot tell whether it was sent and reports "
+    "a lost connection; both are tool errors naming the upstream, audited `failed`"
+)
+
+
 DIVERGENCES: dict[tuple[str, str, str], str] = {
     # (case, era, axis): what differs, where the two sides of `axis` really differ.
     ("duplicate ids at once", HANDSHAKE, "doors"): (
@@ -627,6 +636,7 @@ DIVERGENCES: dict[tuple[str, str, str], str] = {
         "the client gives up, and the SDK drops 1 stream unclosed (ResourceWarning); both "
         "calls run upstream and are audited `ok` at every door"
     ),
+    **{("upstream down", era, "legs"): UNSENT_OR_LOST for era in (MODERN, HANDSHAKE)},
 }
 
 
