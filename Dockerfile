@@ -5,13 +5,14 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-COPY pyproject.toml README.md requirements.lock ./
+COPY pyproject.toml README.md requirements.lock requirements-build.lock ./
 COPY gateway ./gateway
 # The venv sits where the demo config's upstreams expect their Python (../.venv); its
-# packages are the lock's, as CI tested them.
+# packages are the lock's, as CI tested them, and so are pip and the build backend.
 RUN python -m venv /app/.venv \
+    && /app/.venv/bin/pip install --no-cache-dir --require-hashes -r requirements-build.lock \
     && /app/.venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock \
-    && /app/.venv/bin/pip install --no-cache-dir --no-deps . \
+    && /app/.venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
     && useradd --system --uid 10001 gateway
 ENV PATH=/app/.venv/bin:$PATH
 

@@ -2,6 +2,10 @@
 and of the extras named, is pinned in the lock with `==` at a version it allows.
 
     python scripts/lockcheck.py LOCK [EXTRA...]
+    python scripts/lockcheck.py --build requirements-build.lock
+
+With `--build` the lock is the one of what installing takes: pip, and each requirement of
+pyproject's `[build-system] requires` (the build backend).
 
 scripts/bootstrap runs it before installing from a lock: it installs the lock's pins, then
 the package with `--no-deps`, so without this check a pyproject.toml edited since the last
@@ -68,11 +72,23 @@ def wanted(pyproject: Path, extras: list[str]) -> list[tuple[str, Requirement]]:
     ]
 
 
-def problems(lock: Path, pyproject: Path, extras: list[str]) -> list[str]:
-    """What of pyproject's requirements (and `extras`') the lock does not satisfy."""
+def wanted_to_build(pyproject: Path) -> list[tuple[str, Requirement]]:
+    """pip, and each requirement of pyproject's `[build-system]`, with where it is."""
+    system = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("build-system")
+    if not isinstance(system, dict):
+        raise ValueError(f"{pyproject}: no [build-system] table")
+    return [("what installs", Requirement("pip"))] + [
+        ("[build-system] requires", Requirement(text)) for text in system.get("requires", [])
+    ]
+
+
+def problems(lock: Path, pyproject: Path, extras: list[str], build: bool = False) -> list[str]:
+    """What of pyproject's requirements (and `extras`', or with `build` its build
+    system's and pip) the lock does not satisfy."""
     pinned = pins(lock)
     found = []
-    for where, requirement in wanted(pyproject, extras):
+    needed = wanted_to_build(pyproject) if build else wanted(pyproject, extras)
+    for where, requirement in needed:
         version = pinned.get(canonicalize_name(requirement.name))
         if version is None:
             found.append(f"{requirement} ({where}) is not pinned in {lock.name}")
@@ -88,9 +104,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("lock", type=Path)
     parser.add_argument("extras", nargs="*")
     parser.add_argument("--pyproject", type=Path, default=ROOT / "pyproject.toml")
+    parser.add_argument("--build", action="store_true", help="the lock of pip and the backend")
     args = parser.parse_args(argv)
+    if args.build and args.extras:
+        parser.error("--build takes no extras")
     try:
-        found = problems(args.lock, args.pyproject, args.extras)
+        found = problems(args.lock, args.pyproject, args.extras, args.build)
     except (OSError, ValueError) as error:
         print(f"lockcheck: {error}", file=sys.stderr)
         return 1

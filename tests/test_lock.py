@@ -137,3 +137,33 @@ def test_bootstrap_runs_the_check_on_pips_own_packaging(tmp_path: Path) -> None:
         "  - not-in-the-lock>=1 ([project] dependencies) is not pinned in requirements.lock",
         "Run scripts/lock to regenerate the locks, and commit them.",
     ]
+
+
+BUILD_LOCK = ROOT / "requirements-build.lock"
+
+
+def test_the_build_lock_pins_pip_and_the_build_backend() -> None:
+    """What bootstrap and the Dockerfile install before the package, which they build
+    without isolation: so no pip nor hatchling comes from outside a lock."""
+    assert problems(BUILD_LOCK, PYPROJECT, [], build=True) == []
+    assert {"pip", "hatchling"} <= set(pins(BUILD_LOCK))
+
+
+def test_the_build_lock_agrees_with_the_dev_lock() -> None:
+    build, dev = pins(BUILD_LOCK), pins(ROOT / "requirements-dev.lock")
+    assert {name: dev[name] for name in build if name in dev} == {
+        name: version for name, version in build.items() if name in dev
+    }
+
+
+def test_the_build_check_names_a_backend_the_lock_misses(tmp_path: Path) -> None:
+    hatchling = pins(BUILD_LOCK)["hatchling"]
+    edited = tmp_path / "pyproject.toml"
+    edited.write_text(
+        f'[build-system]\nrequires = ["hatchling>{hatchling}", "flit-core"]\n', encoding="utf-8"
+    )
+    assert problems(BUILD_LOCK, edited, [], build=True) == [
+        f"requirements-build.lock pins hatchling=={hatchling}; "
+        f"[build-system] requires wants hatchling>{hatchling}",
+        "flit-core ([build-system] requires) is not pinned in requirements-build.lock",
+    ]
