@@ -146,7 +146,7 @@ def test_the_build_lock_pins_pip_and_the_build_backend() -> None:
     """What bootstrap and the Dockerfile install before the package, which they build
     without isolation: so no pip nor hatchling comes from outside a lock."""
     assert problems(BUILD_LOCK, PYPROJECT, [], build=True) == []
-    assert {"pip", "hatchling"} <= set(pins(BUILD_LOCK))
+    assert {"pip", "hatchling", "editables"} <= set(pins(BUILD_LOCK))
 
 
 def test_the_build_lock_agrees_with_the_dev_lock() -> None:
