@@ -27,6 +27,13 @@ cannot be written: no tool needs more, the SDK client's writer gives up at about
 (in a call, as an internal error), the standard library's at about 1,000 (RecursionError),
 and a value that contains itself (an in-process caller's) is deep without end."""
 
+PARSE_DEPTH: Final = 1024
+"""How deep `loads` reads (orjson's own limit, which most bodies are parsed with)."""
+MAX_VALUES: Final = 1_000_000
+"""Values (every element and member) `unencodable` looks at before it finds there are too
+many: no tool call needs as many, and it bounds the walk (about half a second at most),
+also of a value an in-process caller built with shared parts, visited once per path."""
+
 _LONG_NUMBER = re.compile(rb"\d{19,}")
 """A run of digits that may not fit in 64 bits (a shorter one always does)."""
 
@@ -35,8 +42,12 @@ def loads(data: bytes | str) -> Any:
     """Parse JSON; raises ValueError when it is not JSON (RFC 8259, in valid Unicode)."""
     raw = data.encode() if isinstance(data, str) else data
     if _LONG_NUMBER.search(raw):
-        value = json.loads(raw, parse_constant=_not_json)
-        problem = unencodable(value, "the body")
+        try:
+            value = json.loads(raw, parse_constant=_not_json)
+        except RecursionError:  # about where orjson stops too
+            raise ValueError(f"nested more than {PARSE_DEPTH} levels deep") from None
+        # As deep as orjson parses (the other road): depth is the reader's business.
+        problem = unencodable(value, "the body", max_depth=PARSE_DEPTH)
         if problem is not None:
             raise ValueError(problem)
         return value
@@ -52,54 +63,82 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
         return text.encode()
 
 
-def unencodable(value: Any, name: str = "") -> str | None:
+def unencodable(value: Any, name: str = "", max_depth: int = MAX_DEPTH) -> str | None:
     """What in `value` JSON text cannot carry, and where (`name.a.0.b`-style paths): text
     that is not valid Unicode (a lone surrogate), in a value or a key; a number that is not
     finite; a key that is not text; a value of a type that is not JSON; nesting deeper
-    than MAX_DEPTH. None when all of it can be written. Iterative, so nesting costs no
-    recursion; the path is looked for only once something is found, and the depth only
-    for a value of more than MAX_DEPTH containers (this runs for every call)."""
-    stack = [value]
-    pop, extend = stack.pop, stack.extend
-    containers = 0
+    than `max_depth`; more than MAX_VALUES values. None when all of it can be written.
+
+    This runs for every call, so the walk is flat and pays only for what it must: a stack
+    of the containers still to look into, each with its depth; scalars checked where they
+    are found; the path built only once something is found (`_problem`)."""
+    kind = type(value)
+    if kind is not dict and kind is not list and kind is not tuple:
+        return None if _fits_scalar(value) else _problem(value, name, max_depth)
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    budget = MAX_VALUES
     while stack:
-        item = pop()
-        kind = type(item)
-        if kind is str:
-            if not item.isascii() and not _is_unicode(item):
-                break
-        elif kind is dict:
-            containers += 1
-            if containers > MAX_DEPTH:  # it may be too deep: the walk that knows depths
-                break
+        item, depth = pop()
+        if depth > max_depth:
+            break
+        budget -= len(item)
+        if budget < 0:  # no path to look for: it is the whole value
+            return _too_many(name)
+        if type(item) is dict:
             for key in item:
                 if type(key) is not str or (not key.isascii() and not _is_unicode(key)):
-                    return _problem(value, name)
-            extend(item.values())
-        elif kind is list or kind is tuple:
-            containers += 1
-            if containers > MAX_DEPTH:
-                break
-            extend(item)
-        elif kind is float:
-            if not math.isfinite(item):
-                break
-        elif kind is not int and kind is not bool and item is not None:
-            break
+                    return _problem(value, name, max_depth)
+            children = item.values()
+        else:
+            children = item
+        deeper = depth + 1
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                if not child.isascii() and not _is_unicode(child):
+                    return _problem(value, name, max_depth)
+            elif kind is dict or kind is list or kind is tuple:
+                push((child, deeper))
+            elif kind is float:
+                if not math.isfinite(child):
+                    return _problem(value, name, max_depth)
+            elif kind is not int and kind is not bool and child is not None:
+                return _problem(value, name, max_depth)
     else:
         return None
-    return _problem(value, name)
+    return _problem(value, name, max_depth)
 
 
-def _problem(value: Any, name: str) -> str | None:
-    """What `unencodable` found, with its path (the slow walk; depth first, so a value
-    that contains itself ends at MAX_DEPTH)."""
+def _too_many(name: str) -> str:
+    return f"{_where((name,) if name else ())}: more than {MAX_VALUES:,} values"
+
+
+def _fits_scalar(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return value.isascii() or _is_unicode(value)
+    if kind is float:
+        return math.isfinite(value)
+    return kind is int or kind is bool or value is None
+
+
+def _problem(value: Any, name: str, max_depth: int) -> str | None:
+    """What `unencodable` found, with its path (the slow walk, which runs only once the
+    quick one found something; depth first, so a value that contains itself ends at
+    `max_depth`, and within the same budget of values)."""
     top = (name,) if name else ()
     stack: list[tuple[Any, tuple[str, ...]]] = [(value, top)]
+    budget = MAX_VALUES
     while stack:
         item, path = stack.pop()
-        if isinstance(item, dict | list | tuple) and len(path) - len(top) >= MAX_DEPTH:
-            return f"{_where(path[: len(top) + 1])}: nested more than {MAX_DEPTH} levels deep"
+        if isinstance(item, dict | list | tuple):
+            if len(path) - len(top) >= max_depth:
+                where = _where(path[: len(top) + 1])
+                return f"{where}: nested more than {max_depth} levels deep"
+            budget -= len(item)
+            if budget < 0:
+                return _too_many(name)
         if isinstance(item, str):
             if not _is_unicode(item):
                 return f"{_where(path)}: text that is not valid Unicode (a lone surrogate)"
