@@ -211,11 +211,23 @@ class UpstreamRequests:
         link = CallerLink(on_log, asker, owner)
         deadline = anyio.current_time() + self.config.call_timeout
         next_session = self._new_session
+        session = self._client
         try:
             return await self._request(what, send, deadline, link, owner, user)
         except ConnectionLost:
             if not retry:
                 raise
+        if session is not None and self._client is session:
+            # Only the call's own exchange broke off (a connection reset, a stale
+            # keep-alive): the session goes on, so no next one will come to wait for.
+            logger.info(
+                "upstream %s: retrying %s at once, which is safe to repeat", self.name, tool
+            )
+            try:
+                return await self._request(what, send, deadline, link, owner, user)
+            except UpstreamUnavailable:
+                if self._client is session:
+                    raise  # not sent, and the session is still up: nothing to wait for
         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
             await next_session.wait()
         logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
@@ -339,9 +351,6 @@ class UpstreamRequests:
                 raise ConnectionLost(
                     f"upstream {self.name}: the connection was lost during {what}"
                 ) from exc
-            if code == types.REQUEST_TIMEOUT and _ours(exc.error):
-                self._failed(f"{what} did not answer within {limit:g} s")
-                raise CallTimeout(f"{what} did not answer within {limit:g} s") from exc
             self.breaker.success()  # the upstream answered, if with an error
             raise
         finally:
@@ -355,21 +364,26 @@ class UpstreamRequests:
         self._call_error = Status(State.DEGRADED, since, error, self.breaker.failures)
 
 
-_CLOSED_WORDS = ("Connection closed", "SSE stream ", "the upstream ended the stream")
-"""How the SDK client (its dispatcher, its streamable-HTTP transport) and exchange.py
-word the CONNECTION_CLOSED errors they make up for a connection or stream that ended."""
+_CLOSED = frozenset(
+    {
+        "Connection closed",  # the SDK's dispatcher and client session
+        "SSE stream ended without a response",  # its streamable-HTTP transport
+        "SSE stream ended and reconnection attempts were exhausted",
+        "the upstream ended the stream before answering",  # exchange.py
+    }
+)
+_CLOSED_PREFIX = "SSE stream failed: "  # the transport, with the stream's error after it
 
 
 def _ours(error: types.ErrorData) -> bool:
-    """Whether a CONNECTION_CLOSED or REQUEST_TIMEOUT error is the client side's own (see
-    _CLOSED_WORDS; the SDK dispatcher's "Request 'tools/call' timed out"), not an
-    upstream's error answer with the same code: -32000 opens JSON-RPC's range of
-    servers' own errors, and many servers answer with it. Taken for a lost connection,
-    such an answer restarted the upstream for every caller, and counted against its
-    breaker as a timeout did."""
-    message = error.message
+    """Whether a CONNECTION_CLOSED error is the client side's own, in the exact words the
+    pinned SDK and exchange.py make it up with, not an upstream's error answer with the
+    same code: -32000 opens JSON-RPC's range of servers' own errors, and many servers
+    answer with it ("Connection closed by peer" from a database's tool server). Taken for
+    a lost connection, such an answer restarted the upstream for every caller and counted
+    against its breaker. (-32001, the SDK's timeout, is never ours: the gateway gives the
+    SDK no timeout, its own deadline raises TimeoutError.) An upstream that relays
+    another's "Connection closed" word for word is still taken for a lost connection."""
     if error.data is not None:
         return False
-    if error.code == types.CONNECTION_CLOSED:
-        return message.startswith(_CLOSED_WORDS)
-    return message.startswith("Request ") and message.endswith(" timed out")
+    return error.message in _CLOSED or error.message.startswith(_CLOSED_PREFIX)

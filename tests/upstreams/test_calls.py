@@ -257,14 +257,22 @@ async def test_an_error_answer_with_the_sdks_own_codes_is_the_upstreams_answer(
             with anyio.fail_after(15):
                 await up.wait_ready()
             pid = text(await up.call_tool("pid", {}))
+            # With data and without; worded as a server would, and as the SDK words its
+            # own (the gateway gives the SDK no timeout, so -32001 is never the SDK's).
+            answers = [
+                (types.CONNECTION_CLOSED, "rejected by echo", True),
+                (types.CONNECTION_CLOSED, "rejected by echo", False),
+                (types.CONNECTION_CLOSED, "Connection closed by peer", False),
+                (types.REQUEST_TIMEOUT, "rejected by echo", False),
+                (types.REQUEST_TIMEOUT, "Request 'tools/call' timed out", False),
+            ]
             for attempt in range(2 * up.breaker.threshold):
-                code = (types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT)[attempt % 2]
+                code, message, data = answers[attempt % len(answers)]
                 with pytest.raises(MCPError) as caught:
-                    await up.call_tool("reject", {"code": code}, retry=True)
-                assert (caught.value.error.code, caught.value.error.message) == (
-                    code,
-                    "rejected by echo",
-                )
+                    await up.call_tool(
+                        "reject", {"code": code, "message": message, "data": data}, retry=True
+                    )
+                assert (caught.value.error.code, caught.value.error.message) == (code, message)
             assert up.breaker.failures == 0
             assert up.status.state is State.READY
             assert text(await up.call_tool("pid", {})) == pid

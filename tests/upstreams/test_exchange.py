@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -200,6 +201,85 @@ async def test_a_call_to_an_upstream_gone_is_unavailable_not_lost() -> None:
             upstream.close()  # the process ended: nothing listens on its port
             with anyio.fail_after(15), pytest.raises(UpstreamUnavailable, match="not sent"):
                 await up.call_tool("echo", {"n": 1})
+
+
+@dataclass
+class Cuts:
+    """What dropping_proxy does: answers to cut off still, and tools/call requests seen."""
+
+    left: int = 0
+    calls: int = 0
+
+
+@asynccontextmanager
+async def dropping_proxy(upstream_url: str, cuts: Cuts) -> AsyncIterator[str]:
+    """A TCP proxy in front of `upstream_url` that forwards everything, except that it
+    cuts off the answers of the next `cuts.left` tools/call requests (the connection
+    aborted as the answer comes back, after the upstream ran the call): its URL."""
+    port = int(upstream_url.split(":")[2].split("/")[0])
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        cut = False
+
+        async def forward() -> None:
+            nonlocal cut
+            while data := await reader.read(65536):
+                if b'"method":"tools/call"' in data:
+                    cuts.calls += 1
+                    if cuts.left > 0:
+                        cuts.left -= 1
+                        cut = True
+                upstream_writer.write(data)
+                await upstream_writer.drain()
+            upstream_writer.close()
+
+        async def back() -> None:
+            while data := await upstream_reader.read(65536):
+                if cut:
+                    writer.transport.abort()
+                    upstream_writer.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(forward(), back())
+
+    server = await asyncio.start_server(pipe, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/mcp"
+    finally:
+        server.close()
+
+
+async def test_a_call_safe_to_repeat_goes_again_at_once_when_only_its_exchange_broke_off() -> None:
+    """The upstream's session goes on when one exchange breaks off (a reset, a stale
+    keep-alive cut by something in between), so no next session comes: the retry used
+    to wait for one until call_timeout, then go out too late and fail as a timeout,
+    counted twice by the breaker."""
+    cuts = Cuts(left=1)
+    with http_echo() as upstream:
+        async with dropping_proxy(upstream, cuts) as url:
+            config = HttpUpstream.model_validate(
+                {"transport": "streamable_http", "url": url, "call_timeout": 30}
+            )
+            async with running(UpstreamConnection("direct", config)) as up:
+                with anyio.fail_after(15):
+                    await up.wait_ready()
+                assert up.calls_direct
+                with anyio.fail_after(15):
+                    result = await up.call_tool("echo", {"n": 1}, retry=True)
+                assert text(result) == "[('n', 1)]"
+                assert (cuts.calls, cuts.left) == (2, 0)  # the one cut off, and the retry
+                assert up.breaker.failures == 0  # the retry's success
+                # Not safe to repeat: once, and the connection lost is the answer.
+                cuts.calls, cuts.left = 0, 1
+                with anyio.fail_after(15), pytest.raises(ConnectionLost):
+                    await up.call_tool("echo", {"n": 2})
+                assert cuts.calls == 1
+                assert text(await up.call_tool("echo", {"n": 3})) == "[('n', 3)]"
 
 
 async def test_a_redirect_is_not_followed_with_the_upstreams_credentials() -> None:

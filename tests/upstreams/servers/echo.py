@@ -219,7 +219,8 @@ async def call_tool(
         os._exit(3)
     elif params.name == "reject":  # a JSON-RPC error answer, not a tool error
         code = int(arguments.get("code", -32050))  # any code: -32000 is a common one
-        raise MCPError(code, "rejected by echo", {"why": "asked to"})
+        message = str(arguments.get("message", "rejected by echo"))
+        raise MCPError(code, message, {"why": "asked to"} if arguments.get("data", True) else None)
     elif params.name == "pid":
         text = str(os.getpid())
     elif params.name == "mutate":
