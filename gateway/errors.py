@@ -19,7 +19,8 @@ crosses the call service (gateway/calls), is one of these.
         │   ├── MalformedArguments  what JSON cannot carry: invalid params, not a tool error
         │   └── NotRun            a batch stopped before it (execute_many, stop_on_error)
         ├── UpstreamError         sent, or meant to be, and it did not complete
-        │   ├── UpstreamUnavailable  not connected, or its breaker is open: not sent
+        │   ├── UpstreamUnavailable  not connected or reachable, or its breaker is open:
+        │   │                     not sent
         │   ├── CallTimeout       no answer within the upstream's call_timeout
         │   ├── ConnectionLost    the connection closed before an answer: the call may
         │   │                     or may not have taken effect
@@ -181,7 +182,8 @@ class UpstreamError(CallError):
 
 
 class UpstreamUnavailable(UpstreamError):
-    """Not sent: the upstream is not connected, or its breaker is open."""
+    """Not sent: the upstream is not connected, cannot be reached, or its breaker is
+    open. The call did not take effect."""
 
 
 class CallTimeout(UpstreamError):

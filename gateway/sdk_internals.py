@@ -565,8 +565,13 @@ def _assigned_on_self(cls: type) -> list[str]:
             targets = node.targets
         elif isinstance(node, ast.AnnAssign | ast.AugAssign):
             targets = [node.target]
-        for target in targets:
-            if (
+        while targets:  # `self._a, self._b = ...` and `[*self._c] = ...` too
+            target = targets.pop()
+            if isinstance(target, ast.Tuple | ast.List):
+                targets.extend(target.elts)
+            elif isinstance(target, ast.Starred):
+                targets.append(target.value)
+            elif (
                 isinstance(target, ast.Attribute)
                 and isinstance(target.value, ast.Name)
                 and target.value.id == "self"

@@ -71,8 +71,8 @@ class CallRecord:
     call: ToolCall
     decision: str
     """`allowed`, a refusal of the tags (`not_granted`, `denied`, `out_of_scope`),
-    `unknown_tool`, `invalid_arguments`, or `internal_error` (the gateway failed before
-    the check decided)."""
+    `unknown_tool`, `invalid_arguments`, `not_run` (a batch stopped before it), or
+    `internal_error` (the gateway failed before the check decided)."""
     reason: str
     seconds: float
     ended: str | None = None

@@ -3,8 +3,9 @@ session API) to an upstream's tool.
 
 `ToolService.call(caller, call, channel)` takes the caller explicitly (a principal with
 what its tags resolved to) and, in this order, sends nothing upstream unless all pass:
-0. the arguments can be written as JSON (sendable.py): text that is not valid Unicode or
-   a number that is not finite is the caller's malformed input, refused whatever the tool;
+0. the arguments can be written as JSON (jsoncodec.unencodable): text that is not valid
+   Unicode, a number that is not finite, nesting past jsoncodec.MAX_DEPTH or more than
+   its MAX_VALUES values is the caller's malformed input, refused whatever the tool;
 1. the Tag Manager's permission-and-scope check with the caller's ResolvedContext, on the
    arguments as the upstream will use them: the defaults the tool's inputSchema declares
    are filled in for the scoped arguments a call leaves out, and sent with it;
@@ -78,10 +79,16 @@ class ToolService:
         self._hooks: tuple[OutcomeHook, ...] = tuple(hooks)
 
     def on_outcome(self, hook: OutcomeHook) -> Callable[[], None]:
-        """Tell `hook` of every call from now on; returns what stops it."""
+        """Tell `hook` of every call from now on; returns what stops it (once; again, it
+        does nothing)."""
         self._hooks = (*self._hooks, hook)
+        stopped = False
 
         def stop() -> None:
+            nonlocal stopped
+            if stopped:
+                return
+            stopped = True
             hooks = list(self._hooks)
             hooks.remove(hook)
             self._hooks = tuple(hooks)
@@ -211,9 +218,12 @@ class ToolService:
             for index, call in enumerate(calls):
                 outcome = outcomes[index] = await self.call(caller, call, channel)
                 if stop_on_error and not outcome.ok:
+                    reason = "not run: an earlier call failed"
                     for later in range(index + 1, len(calls)):
-                        skipped = NotRun(f"{calls[later].tool}: not run: an earlier call failed")
-                        outcomes[later] = Refused(calls[later], skipped, 0.0)
+                        skipped = NotRun(f"{calls[later].tool}: {reason}")
+                        outcomes[later] = self._refused(
+                            caller, calls[later], time.perf_counter(), skipped, "not_run", reason
+                        )
                     break
         else:
             limiter = anyio.CapacityLimiter(max_concurrency)

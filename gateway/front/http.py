@@ -119,11 +119,18 @@ class McpEndpoint:
         return len(self._live)
 
     def on_request(self, hook: RequestHook) -> Callable[[], None]:
-        """Tell `hook` of every request from now on; returns what stops it."""
+        """Tell `hook` of every request from now on; returns what stops it (once; again,
+        it does nothing)."""
         self._hooks.append(hook)
         self.serve = self._observed
 
+        stopped = False
+
         def stop() -> None:
+            nonlocal stopped
+            if stopped:
+                return
+            stopped = True
             self._hooks.remove(hook)
             if not self._hooks:
                 self.serve = self._serve

@@ -173,10 +173,22 @@ async def test_execute_many_gives_one_outcome_per_call_whatever_the_others_do(
 
 @QUICK
 async def test_a_sequential_batch_may_stop_at_the_first_failure(service: ToolService) -> None:
-    stopped = await service.execute_many(ALICE, BATCH, stop_on_error=True)
+    told: list[CallRecord] = []
+    stop = service.on_outcome(told.append)
+    try:
+        stopped = await service.execute_many(ALICE, BATCH, stop_on_error=True)
+    finally:
+        stop()
+    stop()  # a second time does nothing
     assert [type(o).__name__ for o in stopped] == ["Completed", "Failed", *["Refused"] * 3]
     assert all(isinstance(o, Refused) and isinstance(o.error, NotRun) for o in stopped[2:])
     assert str(stopped[2].error) == "echo__sleep: not run: an earlier call failed"  # type: ignore[union-attr]
+    # The calls not run are told too: the batch asked for them.
+    assert [(r.call.tool, r.decision, r.ended) for r in told] == [
+        ("echo__echo", "allowed", "ok"),
+        ("echo__reject", "allowed", "failed"),
+        *((call.tool, "not_run", None) for call in BATCH[2:]),
+    ]
 
 
 @QUICK
