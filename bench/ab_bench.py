@@ -260,13 +260,14 @@ async def measure_block(
         # Under Valgrind the other side's block outlasts the exchange's keep-alive, so
         # the first calls would count a new connection: made here, uncounted.
         await call_block(target, [client], BLOCK_PRIMER, BLOCK_SECONDS, Tally())
-        counter.reset()  # the block's own count follows
+        # callgrind_control blocks for a moment: off the event loop, as the sleeps below.
+        await anyio.to_thread.run_sync(counter.reset)  # the block's own count follows
     gateway_before, upstream_before = cpu_ns(target.pid), cpu_ns(upstream_pid)
     client_before = time.process_time_ns()
     await call_block(target, [client], calls, BLOCK_SECONDS, tally)
     client_after = time.process_time_ns()
     gateway_after, upstream_after = cpu_ns(target.pid), cpu_ns(upstream_pid)
-    instructions = counter.busy() if counter is not None else None
+    instructions = await anyio.to_thread.run_sync(counter.busy) if counter is not None else None
     if not tally.calls:
         raise RuntimeError(
             f"{era}: no call to gateway {side} succeeded in round {round_index + 1} "
@@ -298,9 +299,12 @@ async def measure_era(
 ) -> tuple[dict[str, str], list[Block]]:
     """The era's protocol per side, and its blocks in the order they ran. `counted` holds
     each side's callgrind directory with `--meter instructions`, else nothing."""
-    counters = {
-        side: callgrind.Counter(targets[side].pid or 0, out) for side, out in counted.items()
-    }
+    counters: dict[str, callgrind.Counter] = {}
+    for side, out in counted.items():
+        pid = targets[side].pid
+        if pid is None:
+            raise RuntimeError(f"gateway {side} has no process id to count instructions of")
+        counters[side] = callgrind.Counter(pid, out)
     blocks: list[Block] = []
     async with AsyncExitStack() as stack:
         clients: dict[str, Client] = {}
@@ -318,8 +322,8 @@ async def measure_era(
             if warm.errors:
                 raise RuntimeError(f"{era}: {warm.errors} warm-up calls to gateway {side} failed")
         for side, counter in counters.items():
-            counter.start()
-            idle = counter.measure_idle(IDLE_SECONDS)
+            await anyio.to_thread.run_sync(counter.start)
+            idle = await anyio.to_thread.run_sync(counter.measure_idle, IDLE_SECONDS)
             print(f"  {era}: gateway {side} idle: {idle / 1000:,.0f} k instructions/s", flush=True)
         for round_index in range(args.rounds):
             for position, side in enumerate(order(round_index)):
@@ -368,7 +372,8 @@ async def measure(
 ) -> dict[str, tuple[dict[str, str], list[Block]]]:
     # A bound on everything, whatever hangs: each block stops starting calls after
     # BLOCK_SECONDS, and a call that hangs is cut by call_block's own bound.
-    budget = len(args.eras) * (2 * (args.rounds + 1) * (BLOCK_SECONDS + 10) + 120)
+    idle = 2 * (IDLE_SECONDS + callgrind.SETTLE_SECONDS) if args.meter == "instructions" else 0
+    budget = len(args.eras) * (2 * (args.rounds + 1) * (BLOCK_SECONDS + 10) + 120 + idle)
     results: dict[str, tuple[dict[str, str], list[Block]]] = {}
     with anyio.fail_after(budget):
         for era in args.eras:

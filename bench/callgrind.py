@@ -26,6 +26,8 @@ import subprocess
 import time
 from pathlib import Path
 
+SETTLE_SECONDS = 5.0
+"""How long a process is left alone before its idle rate is measured."""
 CONTROL_SECONDS = 30.0
 """A bound on one `callgrind_control` command (it answers in about 0.1 s)."""
 
@@ -91,7 +93,7 @@ class Counter:
         dump(self.pid, self.out_dir)
         self._since = time.monotonic()
 
-    def measure_idle(self, seconds: float, settle: float = 5.0) -> float:
+    def measure_idle(self, seconds: float, settle: float = SETTLE_SECONDS) -> float:
         """The process's instructions per second while it waits (nothing asked of it),
         once the work left over from what came before (`settle` seconds) is done."""
         time.sleep(settle)
