@@ -48,6 +48,7 @@ from ..errors import (
     UpstreamError,
     UpstreamRejected,
 )
+from ..subscribers import Subscribers
 from ..tags.context import ResolvedContext
 from ..tags.policy import Decision, Fill, check
 from ..upstreams.catalog import CatalogTool
@@ -74,26 +75,12 @@ class Mode(StrEnum):
 class ToolService:
     def __init__(self, pool: Pool, hooks: Iterable[OutcomeHook] = ()) -> None:
         self.pool = pool
-        # Replaced, never changed in place: a call iterates the tuple it found, while a
-        # hook may stop itself (or another) meanwhile.
-        self._hooks: tuple[OutcomeHook, ...] = tuple(hooks)
+        self._hooks = Subscribers[OutcomeHook](hooks)
 
     def on_outcome(self, hook: OutcomeHook) -> Callable[[], None]:
         """Tell `hook` of every call from now on; returns what stops it (once; again, it
         does nothing)."""
-        self._hooks = (*self._hooks, hook)
-        stopped = False
-
-        def stop() -> None:
-            nonlocal stopped
-            if stopped:
-                return
-            stopped = True
-            hooks = list(self._hooks)
-            hooks.remove(hook)
-            self._hooks = tuple(hooks)
-
-        return stop
+        return self._hooks.add(hook)
 
     async def call(
         self, caller: ResolvedContext, call: ToolCall, channel: CallChannel = NO_CHANNEL
@@ -295,7 +282,7 @@ class ToolService:
         return seconds
 
     def _tell(self, record: CallRecord) -> None:
-        for hook in self._hooks:
+        for hook in self._hooks.current:
             try:
                 hook(record)
             except Exception:

@@ -58,6 +58,7 @@ from .. import jsoncodec
 from ..auth import Authenticator, Credential
 from ..errors import Unauthenticated
 from ..principal import Principal
+from ..subscribers import Subscribers
 from .caller import current_credential
 from .modern_calls import ModernCalls, is_modern_tools_request
 from .session_calls import SessionCalls, is_session_tools_request
@@ -109,7 +110,7 @@ class McpEndpoint:
         self._authenticator = authenticator
         self._live: dict[int, tuple[Credential, anyio.CancelScope]] = {}
 
-        self._hooks: list[RequestHook] = []
+        self._hooks = Subscribers[RequestHook](on_change=self._rewire)
         self.serve: ASGIApp = self._serve
         """The endpoint's ASGI app as it stands: without hooks, the request's own work
         and nothing around it (GatewayApp calls this, one frame less than `__call__`)."""
@@ -121,21 +122,10 @@ class McpEndpoint:
     def on_request(self, hook: RequestHook) -> Callable[[], None]:
         """Tell `hook` of every request from now on; returns what stops it (once; again,
         it does nothing)."""
-        self._hooks.append(hook)
-        self.serve = self._observed
+        return self._hooks.add(hook)
 
-        stopped = False
-
-        def stop() -> None:
-            nonlocal stopped
-            if stopped:
-                return
-            stopped = True
-            self._hooks.remove(hook)
-            if not self._hooks:
-                self.serve = self._serve
-
-        return stop
+    def _rewire(self) -> None:
+        self.serve = self._observed if self._hooks.current else self._serve
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.serve(scope, receive, send)
@@ -156,7 +146,7 @@ class McpEndpoint:
             seen = McpRequest(
                 scope["method"], scope.get(PRINCIPAL_KEY), status, time.perf_counter() - started
             )
-            for hook in list(self._hooks):
+            for hook in self._hooks.current:
                 try:
                     hook(seen)
                 except Exception:
