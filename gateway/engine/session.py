@@ -1,0 +1,132 @@
+"""One session as the engine keeps it, and how it is written down: every step an event on
+the session's stream (`STREAM:{id}:events`, the source of truth), a call's full result on
+`STREAM:{id}:tool_results`, and a snapshot derived from them at `SESSION:{id}`.
+
+Events, each a JSON object with a `type`:
+- `accepted`: the session exists (written before its id is given to anyone);
+- `state`: a move between states (`from`, `to`, and why);
+- `envelope`: what the model answered (`kind`, `confidence`, `reasoning`, the turn's
+  `usage`), or `invalid_envelope` with the `problem` told back to it;
+- `intent`: a call about to be sent, with its idempotency `key`; `result`: how it ended
+  (`outcome` completed / refused / failed, the result's text cut to RESULT_TEXT);
+- `budget`: the limit that ended the session, with its figures;
+- `reply`, `question`: what the caller is told.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from ..state.base import StateStore, Stream
+from ..tags.context import ResolvedContext
+from .budgets import Spent
+from .planners.base import Emitted, Entry, Said, Told
+from .states import SessionState, transition
+
+RESULT_TEXT: Final = 2_000
+"""Characters of a call's result kept in its `result` event (all of it on tool_results)."""
+
+
+def new_session_id() -> str:
+    return f"s_{secrets.token_urlsafe(12)}"
+
+
+@dataclass(slots=True)
+class CallSummary:
+    key: str
+    tool: str
+    decision: str
+    """allowed, or the refusal (not_granted, denied, out_of_scope, ...)."""
+    ok: bool
+
+
+@dataclass(slots=True)
+class Session:
+    id: str
+    caller: ResolvedContext
+    message: str
+    state: SessionState = SessionState.SUBMITTED
+    spent: Spent = field(default_factory=Spent)
+    transcript: list[Entry] = field(default_factory=list)
+    calls: list[CallSummary] = field(default_factory=list)
+    outcome: str | None = None
+    """The reply, the question, or why it failed, once there is one."""
+    created: float = field(default_factory=time.time)
+
+
+class Recorder:
+    """Writes a session's events and snapshot to the state store, in that order."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    async def event(self, session: Session, type_: str, **fields: Any) -> str:
+        return await self.store.append(session.id, Stream.EVENTS, {"type": type_, **fields})
+
+    async def accepted(self, session: Session) -> None:
+        principal = session.caller.principal
+        await self.event(
+            session,
+            "accepted",
+            user=principal.user_id,
+            org=principal.org_id,
+            intent=session.caller.intent,
+            message=session.message,
+        )
+        await self.snapshot(session)
+
+    async def move(self, session: Session, to: SessionState, why: str = "") -> None:
+        """The state change, checked against the table, then written."""
+        before = session.state
+        session.state = transition(before, to)
+        await self.event(session, "state", **{"from": before.value, "to": to.value, "why": why})
+        await self.snapshot(session)
+
+    async def result(self, session: Session, key: str, full: dict[str, Any]) -> None:
+        await self.store.append(session.id, Stream.TOOL_RESULTS, {"key": key, **full})
+
+    async def snapshot(self, session: Session) -> None:
+        principal = session.caller.principal
+        await self.store.set_session_state(
+            session.id,
+            {
+                "id": session.id,
+                "state": session.state.value,
+                "user": principal.user_id,
+                "org": principal.org_id,
+                "intent": session.caller.intent,
+                "message": session.message,
+                "outcome": session.outcome,
+                "created": session.created,
+                "spent": spent_summary(session.spent),
+                "calls": [asdict(call) for call in session.calls],
+                "transcript": [_entry(entry) for entry in session.transcript],
+            },
+        )
+
+
+def spent_summary(spent: Spent) -> dict[str, Any]:
+    """What a session used: kept in its snapshot, and told to its caller."""
+    return {
+        "turns": spent.turns,
+        "tool_calls": spent.tool_calls,
+        "input_tokens": spent.input_tokens,
+        "output_tokens": spent.output_tokens,
+        "cache_read_tokens": spent.cache_read_tokens,
+        "cache_write_tokens": spent.cache_write_tokens,
+        "cost_usd": spent.cost_usd,
+        "seconds": round(spent.wall(), 3),
+        "violations": spent.violations,
+    }
+
+
+def _entry(entry: Entry) -> dict[str, Any]:
+    if isinstance(entry, Said):
+        return {"said": entry.text}
+    if isinstance(entry, Emitted):
+        return {"emitted": entry.id, "data": entry.data}
+    assert isinstance(entry, Told)
+    return {"told": entry.to, "text": entry.text, "is_error": entry.is_error}

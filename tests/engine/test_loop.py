@@ -1,0 +1,305 @@
+"""The engine's loop with a scripted planner, a real echo upstream over stdio, the call
+service and the in-memory state store: what the model asks for runs only as the caller's
+tags permit, every step is on the session's stream, and each limit ends the session."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, cast
+
+import anyio
+import pytest
+
+from gateway.calls import Completed, ToolCall, ToolService
+from gateway.engine.budgets import Budgets
+from gateway.engine.loop import Engine, SessionResult
+from gateway.engine.planners.base import Answer, Told, Turn
+from gateway.engine.planners.scripted import ScriptedPlanner
+from gateway.engine.states import SessionState
+from gateway.front.views import build_view
+from gateway.principal import Principal
+from gateway.state.base import DEFAULT_STREAM_MAX_LEN, Stream, StreamBatch, TTLs
+from gateway.state.memory import MemoryStore
+from gateway.tags.context import ResolvedContext
+from gateway.tags.loader import tagset_from_texts
+from gateway.tags.resolve import resolve
+from gateway.upstreams.pool import Pool
+from tests.upstreams.helpers import stdio, text
+
+pytestmark = pytest.mark.anyio
+
+ACME = """
+users:
+  alice: {roles: [agent]}
+tags:
+  - tag: support
+    kind: role
+    payload:
+      config:
+        assigned_roles: [agent]
+        allowed_tools: ["echo__echo", "echo__sleep", "echo__pid", "echo__crash", "echo__reject",
+                        "echo__cancelled"]
+        denied_tools: ["echo__crash"]
+        scopes:
+          echo__echo: {n: {max: 5}}
+      content: You help customers.
+"""
+ALICE = resolve(tagset_from_texts({"acme.yaml": ACME}), Principal("alice", "acme"))
+
+
+def envelope(kind: str, confidence: float = 0.9, **fields: Any) -> dict[str, Any]:
+    return {"kind": kind, "confidence": confidence, "reasoning": "test", **fields}
+
+
+def tool(name: str, **arguments: Any) -> dict[str, Any]:
+    return envelope("tool", call={"tool": name, "arguments": json.dumps(arguments)})
+
+
+def reply(text: str = "done") -> dict[str, Any]:
+    return envelope("reply", text=text)
+
+
+class Recording(ScriptedPlanner):
+    """A scripted planner that keeps every turn it was given."""
+
+    def __init__(self, envelopes: list[dict[str, Any]]) -> None:
+        super().__init__(envelopes)
+        self.turns: list[Turn] = []
+
+    async def decide(self, turn: Turn) -> Answer:
+        self.turns.append(turn)
+        return await super().decide(turn)
+
+    def told(self) -> list[str]:
+        """What the engine told the model, in order."""
+        last = self.turns[-1].transcript
+        return [entry.text for entry in last if isinstance(entry, Told)]
+
+
+@dataclass
+class Bench:
+    service: ToolService
+    pool: Pool
+    store: MemoryStore
+
+    def engine(self, planner: Recording | None, **options: Any) -> Engine:
+        budgets = options.pop("budgets", None)
+        return Engine(
+            self.service,
+            self.store,
+            lambda context: build_view(context, self.pool.catalog).tools,
+            planner,
+            budgets,
+            **options,
+        )
+
+    async def session(
+        self, planner: Recording | None, caller: ResolvedContext = ALICE, **options: Any
+    ) -> SessionResult:
+        engine = self.engine(planner, **options)
+        session = await engine.start(caller, "please help")
+        with anyio.fail_after(30):
+            return await engine.run(session)
+
+    async def events(self, session_id: str) -> list[dict[str, Any]]:
+        batch = await self.store.read(session_id, Stream.EVENTS, limit=1000)
+        return [event.data for event in batch.events]
+
+    async def pid(self) -> str:
+        outcome = await self.service.call(ALICE, ToolCall("echo__pid", {}))
+        assert isinstance(outcome, Completed)
+        return text(outcome.result)
+
+
+@pytest.fixture
+async def bench() -> AsyncIterator[Bench]:
+    pool = Pool({"echo": stdio(call_timeout=5)})
+    async with (
+        MemoryStore(TTLs(), DEFAULT_STREAM_MAX_LEN) as store,
+        anyio.create_task_group() as tasks,
+    ):
+        tasks.start_soon(pool.run)
+        with anyio.fail_after(20):
+            await pool.settled()
+        yield Bench(ToolService(pool), pool, store)
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_call_then_a_reply(bench: Bench) -> None:
+    planner = Recording([tool("echo__echo", n=3), reply("three")])
+    result = await bench.session(planner)
+    assert (result.state, result.text) == (SessionState.COMPLETED, "three")
+    assert [(c.tool, c.decision, c.ok) for c in result.calls] == [("echo__echo", "allowed", True)]
+    assert "[('n', 3)]" in planner.told()[0]
+    assert "untrusted data" in planner.told()[0]
+    types = [event["type"] for event in await bench.events(result.session_id)]
+    assert types == [
+        "accepted",
+        "state",
+        "envelope",
+        "intent",
+        "result",
+        "envelope",
+        "reply",
+        "state",
+    ]
+    snapshot = await bench.store.get_session_state(result.session_id)
+    assert snapshot is not None
+    assert snapshot["state"] == "completed"
+    assert snapshot["spent"]["turns"] == 2
+    assert snapshot["spent"]["tool_calls"] == 1
+
+
+async def test_the_model_is_shown_only_the_permitted_tools_and_the_callers_prompt(
+    bench: Bench,
+) -> None:
+    planner = Recording([reply()])
+    await bench.session(planner)
+    turn = planner.turns[0]
+    names = {info.name for info in turn.tools}
+    assert "echo__echo" in names
+    assert "echo__crash" not in names  # denied
+    assert "echo__lookup" not in names  # not granted
+    assert "You help customers." in turn.system
+
+
+async def test_a_refused_call_is_never_run_and_counts_as_a_violation(bench: Bench) -> None:
+    before = await bench.pid()
+    planner = Recording(
+        [
+            tool("echo__crash"),  # denied: it would end the upstream's process
+            tool("echo__lookup", journal="x"),  # not granted
+            tool("echo__echo", n=50),  # out of scope
+            reply(),
+        ]
+    )
+    result = await bench.session(planner)
+    assert result.state is SessionState.COMPLETED
+    assert await bench.pid() == before  # echo__crash never reached the upstream
+    assert [(c.tool, c.decision) for c in result.calls] == [
+        ("echo__crash", "denied"),
+        ("echo__lookup", "not_granted"),
+        ("echo__echo", "out_of_scope"),
+    ]
+    told = planner.told()
+    assert told[0].endswith("refused: no such tool is available to you")
+    assert told[1].endswith("refused: no such tool is available to you")
+    assert told[2].endswith("refused: the arguments are outside what you may use")
+    assert result.spent["violations"] == 3
+
+
+async def test_refusals_beyond_the_violation_budget_end_the_session(bench: Bench) -> None:
+    planner = Recording([tool("echo__crash"), tool("echo__lookup"), reply()])
+    result = await bench.session(planner, budgets=Budgets(violations=1))
+    assert result.state is SessionState.FAILED
+    assert result.text == "budget violations exhausted: 2 refusals of 1 refusals"
+
+
+async def test_an_invalid_answer_gets_repair_turns_then_fails(bench: Bench) -> None:
+    fixed = Recording([{"kind": "reply"}, reply("fixed")])
+    result = await bench.session(fixed)
+    assert (result.state, result.text) == (SessionState.COMPLETED, "fixed")
+    assert "reply.text: Field required" in fixed.told()[0]
+    broken = Recording([{"kind": "dance"}] * 3 + [reply()])
+    result = await bench.session(broken)
+    assert result.state is SessionState.FAILED
+    assert result.text is not None
+    assert result.text.startswith("the model gave no valid envelope in 3 turns")
+    assert result.spent["turns"] == 3
+
+
+async def test_the_turn_budget_ends_the_session(bench: Bench) -> None:
+    planner = Recording([tool("echo__echo", n=n) for n in range(5)])
+    result = await bench.session(planner, budgets=Budgets(turns=2))
+    assert result.state is SessionState.FAILED
+    assert result.text == "budget turns exhausted: 2 turns of 2 turns"
+    events = await bench.events(result.session_id)
+    assert {"type": "budget", "name": "turns", "used": 2, "limit": 2} in events
+
+
+async def test_the_same_call_asked_again_and_again_ends_the_session(bench: Bench) -> None:
+    planner = Recording([tool("echo__echo", n=1)] * 5)
+    result = await bench.session(planner)
+    assert result.state is SessionState.FAILED
+    assert result.text is not None
+    assert result.text.startswith("budget repeats exhausted: 3 times the same call")
+    assert len(result.calls) == 2
+
+
+async def test_parallel_calls_each_return_whatever_the_others_do(bench: Bench) -> None:
+    calls = [
+        {"tool": "echo__echo", "arguments": '{"n": 1}'},
+        {"tool": "echo__reject", "arguments": "{}"},
+        {"tool": "echo__echo", "arguments": '{"n": 2}'},
+    ]
+    for mode in ("parallel", "sequential"):
+        planner = Recording([envelope("tools", mode=mode, calls=calls), reply()])
+        result = await bench.session(planner)
+        assert result.state is SessionState.COMPLETED
+        told = planner.told()[0]
+        assert "[1] echo__echo returned a result" in told
+        assert "[2] echo__reject: failed: " in told
+        assert "[3] echo__echo returned a result" in told
+        assert [c.ok for c in result.calls] == [True, False, True]
+
+
+async def test_a_call_below_the_confidence_threshold_is_asked_about(bench: Bench) -> None:
+    before = await bench.pid()
+    planner = Recording([{**tool("echo__crash"), "confidence": 0.2}])
+    result = await bench.session(planner, confidence=0.5)
+    assert result.state is SessionState.INPUT_REQUIRED
+    assert result.text is not None
+    assert "confidence 0.20" in result.text
+    assert result.calls == ()
+    assert await bench.pid() == before
+
+
+async def test_a_question_waits_for_the_caller(bench: Bench) -> None:
+    result = await bench.session(Recording([envelope("clarify", question="Which order?")]))
+    assert (result.state, result.text) == (SessionState.INPUT_REQUIRED, "Which order?")
+
+
+async def test_without_a_planner_a_session_is_rejected_saying_how_to_configure_one(
+    bench: Bench,
+) -> None:
+    result = await bench.session(None)
+    assert result.state is SessionState.REJECTED
+    assert result.text is not None
+    assert "engine.planner" in result.text
+
+
+async def test_cancelling_a_session_cancels_its_call_upstream(bench: Bench) -> None:
+    counted = await bench.service.call(ALICE, ToolCall("echo__cancelled", {}))
+    assert isinstance(counted, Completed)
+    before = int(text(counted.result))
+    engine = bench.engine(Recording([tool("echo__sleep", seconds=10)]))
+    session = await engine.start(ALICE, "wait")
+    async with anyio.create_task_group() as tasks:
+
+        async def run() -> None:
+            await engine.run(session)
+
+        tasks.start_soon(run)
+        with anyio.fail_after(10):
+            follow = cast(
+                AsyncGenerator[StreamBatch, None], bench.store.follow(session.id, Stream.EVENTS)
+            )
+            async with aclosing(follow) as batches:
+                async for batch in batches:
+                    if any(event.data["type"] == "intent" for event in batch.events):
+                        break
+        await anyio.sleep(0.2)  # the call is upstream by now
+        tasks.cancel_scope.cancel()
+    assert session.state is SessionState.CANCELED
+    events = await bench.events(session.id)
+    assert events[-1]["to"] == "canceled"
+    with anyio.fail_after(10):
+        while True:  # the notification travels on its own
+            counted = await bench.service.call(ALICE, ToolCall("echo__cancelled", {}))
+            assert isinstance(counted, Completed)
+            if int(text(counted.result)) == before + 1:
+                break
+            await anyio.sleep(0.05)
