@@ -22,8 +22,10 @@ call service anyway. In-process planners (scripted, tests) may give the object i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, Self
 
+import jsonpointer
 from pydantic import (
     BeforeValidator,
     Field,
@@ -242,3 +244,39 @@ def _references(value: JsonValue) -> list[str]:
         elif isinstance(item, list):
             stack.extend(item)
     return found
+
+
+class StepReferenceError(ValueError):
+    """A step's argument takes an output that is not there."""
+
+
+def substitute(arguments: dict[str, JsonValue], outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`arguments` with each `{"$step": id, "path": pointer}` replaced by what the JSON
+    pointer finds in step `id`'s output (its result as JSON: `/structuredContent/id`,
+    `/content/0/text`). StepReferenceError when the step has no output or the pointer
+    finds nothing."""
+
+    def walk(value: JsonValue) -> Any:
+        if isinstance(value, dict):
+            step = value.get(STEP_REF)
+            if isinstance(step, str) and set(value) <= {STEP_REF, "path"}:
+                if step not in outputs:
+                    raise StepReferenceError(f"step {step!r} has no output to take")
+                path = value.get("path", "")
+                if not isinstance(path, str):
+                    raise StepReferenceError(f"the path into step {step!r} is not text")
+                try:
+                    return jsonpointer.resolve_pointer(outputs[step], path)
+                except jsonpointer.JsonPointerException as exc:
+                    raise StepReferenceError(
+                        f"nothing at {path!r} in the output of step {step!r}: {exc}"
+                    ) from None
+            return {key: walk(inner) for key, inner in value.items()}
+        if isinstance(value, list):
+            return [walk(inner) for inner in value]
+        return value
+
+    try:
+        return {key: walk(value) for key, value in arguments.items()}
+    except RecursionError:
+        raise StepReferenceError("the arguments are nested too deep") from None

@@ -303,3 +303,71 @@ async def test_cancelling_a_session_cancels_its_call_upstream(bench: Bench) -> N
             if int(text(counted.result)) == before + 1:
                 break
             await anyio.sleep(0.05)
+
+
+def plan(*steps: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return envelope("plan", goal="a test", steps=list(steps), **fields)
+
+
+def step(id: str, name: str, **arguments: Any) -> dict[str, Any]:
+    return {"id": id, "tool": name, "arguments": json.dumps(arguments)}
+
+
+async def test_a_plans_steps_run_in_order_taking_earlier_outputs(bench: Bench) -> None:
+    planner = Recording(
+        [
+            plan(
+                step("first", "echo__echo", n=3),
+                step("second", "echo__echo", n={"$step": "first", "path": "/structuredContent/n"}),
+            ),
+            reply(),
+        ]
+    )
+    result = await bench.session(planner)
+    assert result.state is SessionState.COMPLETED
+    told = planner.told()[0]
+    assert told.count("[('n', 3)]") == 2
+    events = await bench.events(result.session_id)
+    committed = next(e for e in events if e["type"] == "plan")
+    assert [s["id"] for s in committed["steps"]] == ["first", "second"]
+    intents = [e["arguments"] for e in events if e["type"] == "intent"]
+    assert intents == [{"n": 3}, {"n": 3}]
+
+
+async def test_a_step_that_does_not_complete_stops_the_rest(bench: Bench) -> None:
+    for first, why in (
+        (step("first", "echo__crash"), "[first] echo__crash: refused"),
+        (step("first", "echo__reject"), "[first] echo__reject: failed"),
+    ):
+        planner = Recording([plan(first, step("second", "echo__echo", n=1)), reply()])
+        result = await bench.session(planner)
+        told = planner.told()[0]
+        assert why in told
+        assert "[second] not run: an earlier step did not complete" in told
+        assert [c.tool for c in result.calls] == [first["tool"]]
+
+
+async def test_a_reference_to_nothing_in_an_output_stops_the_plan(bench: Bench) -> None:
+    planner = Recording(
+        [
+            plan(
+                step("first", "echo__echo", n=1),
+                step("second", "echo__echo", n={"$step": "first", "path": "/nothing/here"}),
+            ),
+            reply(),
+        ]
+    )
+    result = await bench.session(planner)
+    assert (
+        "[second] not run: nothing at '/nothing/here' in the output of step 'first'"
+        in (planner.told()[0])
+    )
+    assert len(result.calls) == 1
+
+
+async def test_a_plan_to_follow_a_flow_is_told_it_cannot_yet(bench: Bench) -> None:
+    planner = Recording([envelope("plan", goal="refund", flow="refund"), reply()])
+    result = await bench.session(planner)
+    assert result.state is SessionState.COMPLETED
+    assert "Following a flow (refund) is not available" in planner.told()[0]
+    assert result.calls == ()
