@@ -176,10 +176,10 @@ def test_the_schema_fits_the_messages_apis_strict_subset() -> None:
     assert "maximum: 1" in confidence["description"]
 
 
-def test_the_engines_models_do_not_import_the_anthropic_sdk() -> None:
+def test_the_engine_does_not_import_the_anthropic_sdk_unless_asked_to() -> None:
     """It adds about 42 MB to the gateway: only an Anthropic planner brings it in."""
     probe = (
-        "import sys, gateway.engine.envelopes, gateway.engine.states; "
+        "import sys, gateway.engine.loop, gateway.engine.planners.scripted; "
         "print('anthropic' in sys.modules)"
     )
     done = subprocess.run(
