@@ -7,6 +7,9 @@ crosses the call service (gateway/calls), is one of these.
     ├── SdkMismatch               the installed `mcp` lacks an internal the gateway reaches
     ├── Unauthenticated           no usable credential (/mcp answers 401)
     ├── NothingToApprove          `gateway tools approve` with nothing pending
+    ├── SessionError              an agent session (gateway/engine) asked for what it cannot do
+    │   ├── UnknownSession        no such session for this caller (or it expired)
+    │   └── SessionNotWaiting     an answer to a session that asked nothing
     ├── StateError                the state store
     │   ├── StateUnavailable      unreachable or too slow: 503 with Retry-After
     │   ├── StateDecodeError      a stored value this gateway cannot read
@@ -114,6 +117,28 @@ class Unauthenticated(GatewayError):
 
 class NothingToApprove(GatewayError):
     pass
+
+
+# --- agent sessions ------------------------------------------------------------------------
+
+
+class SessionError(GatewayError):
+    pass
+
+
+class UnknownSession(SessionError):
+    """Also what a session of another caller is: whether it exists is not theirs to learn."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session {session_id!r} (it may have expired)")
+        self.session_id = session_id
+
+
+class SessionNotWaiting(SessionError):
+    def __init__(self, session_id: str, state: str) -> None:
+        super().__init__(f"session {session_id!r} is {state}: it is not waiting for an answer")
+        self.session_id = session_id
+        self.state = state
 
 
 # --- the state store -----------------------------------------------------------------------

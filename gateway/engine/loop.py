@@ -23,7 +23,7 @@ import mcp_types as types
 from .. import jsoncodec
 from ..calls.outcome import Completed, Failed, Outcome, Refused, ToolCall
 from ..calls.service import ToolService
-from ..errors import PermissionDenied, UnknownTool
+from ..errors import PermissionDenied, SessionNotWaiting, UnknownSession, UnknownTool
 from ..state.base import StateStore
 from ..tags.context import ResolvedContext
 from .budgets import BudgetExhausted, Budgets
@@ -43,7 +43,15 @@ from .envelopes import (
     substitute,
 )
 from .planners.base import Answer, Emitted, Planner, PlannerError, Said, Told, ToolInfo, Turn
-from .session import RESULT_TEXT, CallSummary, Recorder, Session, new_session_id, spent_summary
+from .session import (
+    RESULT_TEXT,
+    CallSummary,
+    Recorder,
+    Session,
+    new_session_id,
+    restore,
+    spent_summary,
+)
 from .states import FINAL, SessionState
 
 logger = logging.getLogger("gateway.engine")
@@ -98,6 +106,40 @@ class Engine:
         session.transcript.append(Said(message))
         await self.recorder.accepted(session)
         return session
+
+    async def load(self, session_id: str, caller: ResolvedContext) -> Session:
+        """The stored session `session_id`, to go on with as `caller`; UnknownSession when
+        there is none, or it is another caller's."""
+        snapshot = await self.recorder.store.get_session_state(session_id)
+        principal = caller.principal
+        if (
+            snapshot is None
+            or snapshot.get("user") != principal.user_id
+            or snapshot.get("org") != principal.org_id
+        ):
+            raise UnknownSession(session_id)
+        return restore(snapshot, caller)
+
+    async def answer(self, session: Session, text: str) -> SessionResult:
+        """Go on with a session waiting for its caller (a question, a confidence check),
+        with the caller's answer; SessionNotWaiting when it is not waiting."""
+        if session.state is not SessionState.INPUT_REQUIRED:
+            raise SessionNotWaiting(session.id, session.state.value)
+        asked = next(
+            (entry for entry in reversed(session.transcript) if isinstance(entry, Emitted)), None
+        )
+        assert asked is not None, "a session waits only after an envelope"
+        answered = f"The user answered: {text}"
+        if session.waiting == "confidence":
+            answered = (
+                "That was not run: you were not sure enough, so the user was asked whether to "
+                f"go ahead. {answered}"
+            )
+        session.waiting = None
+        session.transcript.append(Told(asked.id, answered))
+        await self.recorder.event(session, "answer", text=text)
+        session.spent.resume()
+        return await self.run(session)
 
     async def run(self, session: Session) -> SessionResult:
         """Drive `session` until it replies, asks, or ends. Cancelling the awaiting task
@@ -156,7 +198,7 @@ class Engine:
                     f"I am not sure enough to go on (confidence {envelope.confidence:.2f}): "
                     f"{envelope.reasoning or 'no reason given'}. Shall I go ahead?"
                 )
-                await self._ask(session, question)
+                await self._ask(session, question, "confidence")
                 return
             if isinstance(envelope, ReplyEnvelope):
                 session.outcome = envelope.text
@@ -164,7 +206,7 @@ class Engine:
                 await self.recorder.move(session, SessionState.COMPLETED, "replied")
                 return
             if isinstance(envelope, ClarifyEnvelope):
-                await self._ask(session, envelope.question)
+                await self._ask(session, envelope.question, "question")
                 return
             if isinstance(envelope, ErrorEnvelope):
                 await self._end(
@@ -349,8 +391,9 @@ class Engine:
             },
         )
 
-    async def _ask(self, session: Session, question: str) -> None:
+    async def _ask(self, session: Session, question: str, waiting: str) -> None:
         session.outcome = question
+        session.waiting = waiting
         session.spent.pause()
         await self.recorder.event(session, "question", text=question)
         await self.recorder.move(session, SessionState.INPUT_REQUIRED, "asked the caller")

@@ -54,6 +54,9 @@ class Session:
     calls: list[CallSummary] = field(default_factory=list)
     outcome: str | None = None
     """The reply, the question, or why it failed, once there is one."""
+    waiting: str | None = None
+    """What the caller's answer is to (input_required): `question` (the model asked) or
+    `confidence` (the engine asked before acting on an unsure envelope)."""
     created: float = field(default_factory=time.time)
 
 
@@ -100,8 +103,10 @@ class Recorder:
                 "intent": session.caller.intent,
                 "message": session.message,
                 "outcome": session.outcome,
+                "waiting": session.waiting,
                 "created": session.created,
                 "spent": spent_summary(session.spent),
+                "calls_seen": dict(session.spent.calls_seen),
                 "calls": [asdict(call) for call in session.calls],
                 "transcript": [_entry(entry) for entry in session.transcript],
             },
@@ -130,3 +135,41 @@ def _entry(entry: Entry) -> dict[str, Any]:
         return {"emitted": entry.id, "data": entry.data}
     assert isinstance(entry, Told)
     return {"told": entry.to, "text": entry.text, "is_error": entry.is_error}
+
+
+def restore(snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
+    """The session a snapshot holds, run on as `caller` (whose identity the caller of this
+    has checked against the snapshot's)."""
+    spent_data = snapshot["spent"]
+    spent = Spent(
+        turns=spent_data["turns"],
+        tool_calls=spent_data["tool_calls"],
+        input_tokens=spent_data["input_tokens"],
+        output_tokens=spent_data["output_tokens"],
+        cache_read_tokens=spent_data["cache_read_tokens"],
+        cache_write_tokens=spent_data["cache_write_tokens"],
+        cost_usd=spent_data["cost_usd"],
+        seconds=spent_data["seconds"],
+        violations=spent_data["violations"],
+        calls_seen=dict(snapshot["calls_seen"]),
+    )
+    return Session(
+        id=snapshot["id"],
+        caller=caller,
+        message=snapshot["message"],
+        state=SessionState(snapshot["state"]),
+        spent=spent,
+        transcript=[_restored(entry) for entry in snapshot["transcript"]],
+        calls=[CallSummary(**call) for call in snapshot["calls"]],
+        outcome=snapshot["outcome"],
+        waiting=snapshot["waiting"],
+        created=snapshot["created"],
+    )
+
+
+def _restored(entry: dict[str, Any]) -> Entry:
+    if "said" in entry:
+        return Said(entry["said"])
+    if "emitted" in entry:
+        return Emitted(entry["emitted"], entry["data"])
+    return Told(entry["told"], entry["text"], entry["is_error"])

@@ -15,8 +15,12 @@ import pytest
 from gateway.calls import Completed, ToolCall
 from gateway.engine.budgets import Budgets
 from gateway.engine.states import SessionState
+from gateway.errors import SessionNotWaiting, UnknownSession
+from gateway.principal import Principal
 from gateway.state.base import Stream, StreamBatch
-from tests.engine.helpers import ALICE, Bench, Recording, envelope, reply, tool
+from gateway.tags.loader import tagset_from_texts
+from gateway.tags.resolve import resolve
+from tests.engine.helpers import ACME, ALICE, Bench, Recording, envelope, reply, tool
 from tests.upstreams.helpers import text
 
 pytestmark = pytest.mark.anyio
@@ -265,3 +269,50 @@ async def test_a_plan_to_follow_a_flow_is_told_it_cannot_yet(bench: Bench) -> No
     assert result.state is SessionState.COMPLETED
     assert "Following a flow (refund) is not available" in planner.told()[0]
     assert result.calls == ()
+
+
+async def test_a_question_answered_goes_on_from_the_stored_session(bench: Bench) -> None:
+    planner = Recording(
+        [envelope("clarify", question="Which n?"), tool("echo__echo", n=4), reply("4")]
+    )
+    engine = bench.engine(planner)
+    session = await engine.start(ALICE, "echo a number")
+    with anyio.fail_after(30):
+        asked = await engine.run(session)
+    assert asked.state is SessionState.INPUT_REQUIRED
+    # As another request (another replica) would: from the store, as the same caller.
+    stored = await bench.engine(planner).load(session.id, ALICE)
+    assert stored.state is SessionState.INPUT_REQUIRED
+    assert stored.transcript == session.transcript
+    with anyio.fail_after(30):
+        done = await bench.engine(planner).answer(stored, "four")
+    assert (done.state, done.text) == (SessionState.COMPLETED, "4")
+    assert "The user answered: four" in planner.told()[0]
+    assert done.spent["turns"] == 3
+
+
+async def test_an_unsure_call_answered_is_told_it_did_not_run(bench: Bench) -> None:
+    planner = Recording([{**tool("echo__echo", n=1), "confidence": 0.1}, reply()])
+    engine = bench.engine(planner)
+    session = await engine.start(ALICE, "echo")
+    with anyio.fail_after(30):
+        await engine.run(session)
+        done = await engine.answer(session, "yes, go ahead")
+    assert done.state is SessionState.COMPLETED
+    assert planner.told()[0].startswith("That was not run: you were not sure enough")
+    assert done.calls == ()
+
+
+async def test_a_session_is_only_its_own_callers(bench: Bench) -> None:
+    bob = resolve(tagset_from_texts({"acme.yaml": ACME}), Principal("bob", "acme"))
+    engine = bench.engine(Recording([reply()]))
+    session = await engine.start(ALICE, "hi")
+    with anyio.fail_after(30):
+        await engine.run(session)
+    with pytest.raises(UnknownSession, match="no session"):
+        await engine.load(session.id, bob)
+    with pytest.raises(UnknownSession):
+        await engine.load("s_nothing", ALICE)
+    finished = await engine.load(session.id, ALICE)
+    with pytest.raises(SessionNotWaiting, match="is completed"):
+        await engine.answer(finished, "more")
