@@ -105,6 +105,10 @@ class ResolvedContext:
     """allowed_prompts entries (globs over namespaced prompt names)."""
     audited: tuple[ToolRule, ...] = ()
     """The grants of tags with `audit_arguments`: calls they admit are logged in full."""
+    trusted: tuple[ToolRule, ...] = ()
+    """trusted_output entries: tools whose results do not taint an agent session."""
+    approvals: tuple[ToolRule, ...] = ()
+    """needs_approval entries: tools whose calls in an agent session wait for the user."""
     _matches: dict[str, ToolMatch] = field(default_factory=dict, compare=False, repr=False)
 
     def match(self, tool: str) -> ToolMatch:
@@ -118,6 +122,12 @@ class ResolvedContext:
             if len(self._matches) < 4096:
                 self._matches[tool] = found
         return found
+
+    def trusts_output(self, tool: str) -> bool:
+        return any(rule.glob.matches(tool) for rule in self.trusted)
+
+    def needs_approval(self, tool: str) -> bool:
+        return any(rule.glob.matches(tool) for rule in self.approvals)
 
     def grants_resource(self, uri: str) -> bool:
         return any(rule.glob.matches(uri) for rule in self.resource_grants)

@@ -48,6 +48,12 @@ def context_json(context: ResolvedContext) -> dict[str, Any]:
             {"prompt": pattern, "granted_by": tags}
             for pattern, tags in _by_pattern(context.prompt_grants)
         ],
+        "trusted_output": [
+            {"tool": pattern, "trusted_by": tags} for pattern, tags in _by_pattern(context.trusted)
+        ],
+        "needs_approval": [
+            {"tool": pattern, "asked_by": tags} for pattern, tags in _by_pattern(context.approvals)
+        ],
         "scopes": [
             {
                 "tool": rule.glob.pattern,

@@ -38,6 +38,8 @@ class LoadedTag:
     scopes: tuple[tuple[ToolGlob, ToolScope], ...]
     resources: tuple[ToolGlob, ...] = ()
     prompts: tuple[ToolGlob, ...] = ()
+    trusted: tuple[ToolGlob, ...] = ()
+    approvals: tuple[ToolGlob, ...] = ()
 
     @property
     def name(self) -> str:
@@ -60,6 +62,8 @@ class LoadedTag:
             scopes=tuple((ToolGlob.compile(k), v) for k, v in config.scopes.items()),
             resources=tuple(ToolGlob.compile(p) for p in config.allowed_resources),
             prompts=tuple(ToolGlob.compile(p) for p in config.allowed_prompts),
+            trusted=tuple(ToolGlob.compile(p) for p in config.trusted_output),
+            approvals=tuple(ToolGlob.compile(p) for p in config.needs_approval),
         )
 
 

@@ -155,6 +155,11 @@ class TagConfig(Strict):
     audit_arguments: bool = False
     """Record the arguments of calls to the tools this tag grants in the audit log in
     full; otherwise only their sha256 is kept."""
+    trusted_output: ToolPatterns = ()
+    """Tools (names or globs) whose results are trusted in an agent session: reading one
+    does not taint it. Every other tool's result is untrusted."""
+    needs_approval: ToolPatterns = ()
+    """Tools whose calls in an agent session wait for the user's approval first."""
 
     @model_validator(mode="after")
     def _names(self) -> Self:

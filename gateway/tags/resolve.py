@@ -113,6 +113,8 @@ def _assemble(
     resource_grants: list[ToolRule] = []
     prompt_grants: list[ToolRule] = []
     audited: list[ToolRule] = []
+    trusted: list[ToolRule] = []
+    approvals: list[ToolRule] = []
     scopes: list[ScopeRule] = []
     flows: list[FlowInfo] = []
     sections: list[PromptSection] = []
@@ -122,6 +124,8 @@ def _assemble(
         denials.extend(ToolRule(loaded.name, glob) for glob in loaded.denied)
         resource_grants.extend(ToolRule(loaded.name, glob) for glob in loaded.resources)
         prompt_grants.extend(ToolRule(loaded.name, glob) for glob in loaded.prompts)
+        trusted.extend(ToolRule(loaded.name, glob) for glob in loaded.trusted)
+        approvals.extend(ToolRule(loaded.name, glob) for glob in loaded.approvals)
         if tag.payload.config.audit_arguments:
             audited.extend(ToolRule(loaded.name, glob) for glob in loaded.allowed)
         scopes.extend(ScopeRule(loaded.name, glob, scope) for glob, scope in loaded.scopes)
@@ -169,6 +173,8 @@ def _assemble(
         resource_grants=tuple(resource_grants),
         prompt_grants=tuple(prompt_grants),
         audited=tuple(audited),
+        trusted=tuple(trusted),
+        approvals=tuple(approvals),
     )
 
 
