@@ -9,7 +9,8 @@ crosses the call service (gateway/calls), is one of these.
     ├── NothingToApprove          `gateway tools approve` with nothing pending
     ├── SessionError              an agent session (gateway/engine) asked for what it cannot do
     │   ├── UnknownSession        no such session for this caller (or it expired)
-    │   └── SessionNotWaiting     an answer to a session that asked nothing
+    │   ├── SessionNotWaiting     an answer to a session that asked nothing (or not that)
+    │   └── InvalidApproval       edited arguments that are no envelope
     ├── StateError                the state store
     │   ├── StateUnavailable      unreachable or too slow: 503 with Retry-After
     │   ├── StateDecodeError      a stored value this gateway cannot read
@@ -134,9 +135,13 @@ class UnknownSession(SessionError):
         self.session_id = session_id
 
 
+class InvalidApproval(SessionError):
+    pass
+
+
 class SessionNotWaiting(SessionError):
     def __init__(self, session_id: str, state: str) -> None:
-        super().__init__(f"session {session_id!r} is {state}: it is not waiting for an answer")
+        super().__init__(f"session {session_id!r} is {state}: it is not waiting for this")
         self.session_id = session_id
         self.state = state
 

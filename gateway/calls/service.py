@@ -163,6 +163,17 @@ class ToolService:
         except Exception as exc:  # a bug of ours or the SDK's, before or around the call
             return self._internal(caller, call, started, decision, upstream, exc)
 
+    def would_permit(self, caller: ResolvedContext, call: ToolCall) -> bool:
+        """Whether `call` would pass the permission check `call` makes, telling nobody:
+        for a door deciding what to do before it calls (the engine asks for approval
+        only of calls the tags permit; `call` checks, and audits, again)."""
+        entry = self.pool.catalog.tools.get(call.tool)
+        try:
+            return check(caller, call.tool, call.arguments, _filler(entry)).allowed
+        except Exception:  # a bug: `call` will report it
+            logger.exception("permission check of %s failed", call.tool)
+            return False
+
     def permits(self, caller: ResolvedContext, call: ToolCall) -> bool:
         """Whether `call` passes the permission check `call` makes (with the tool's
         declared defaults), for a call going on: a bridged call's retry is checked again,

@@ -135,6 +135,9 @@ class Actor:
             text = _result_text(result)
             ok = not getattr(result, "is_error", False)
             session.calls.append(CallSummary(key, call.tool, "allowed", ok))
+            if not session.tainted and not session.caller.trusts_output(call.tool):
+                session.tainted = True
+                await self.recorder.event(session, "tainted", key=key, tool=call.tool)
             await self.recorder.result(session, key, {"result": dumped})
             await self.recorder.event(
                 session,

@@ -12,18 +12,21 @@ naming it. An answer that is no envelope gets at most MAX_REPAIRS turns to be pu
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal
 
 import anyio
 import mcp_types as types
 
+from ..calls.outcome import ToolCall
 from ..calls.service import ToolService
-from ..errors import SessionNotWaiting, UnknownSession
+from ..errors import InvalidApproval, SessionNotWaiting, UnknownSession
 from ..state.base import StateStore
 from ..tags.context import ResolvedContext
+from . import integrity
 from .acting import Actor
 from .budgets import BudgetExhausted, Budgets
 from .envelopes import (
@@ -51,6 +54,9 @@ logger = logging.getLogger("gateway.engine")
 MAX_REPAIRS: Final = 2
 """Turns in a row that may put an invalid answer right, before the session fails."""
 
+Verdict = Literal["approve", "reject", "edit"]
+AfterTaint = Literal["ask", "refuse"]
+
 ToolsFor = Callable[[ResolvedContext], Sequence[types.Tool]]
 """The tools a caller may use (its view of the catalog), in a stable order."""
 
@@ -74,14 +80,17 @@ class Engine:
         planner: Planner | None,
         budgets: Budgets | None = None,
         confidence: float = 0.5,
+        after_taint: AfterTaint = "ask",
     ) -> None:
         """`confidence`: below it, an envelope that calls tools is not acted on; the
-        caller is asked whether to go ahead instead."""
+        caller is asked whether to go ahead instead. `after_taint`: what becomes of a call
+        that only taint holds (integrity.py): the user is asked, or it is refused."""
         self.service = service
         self.tools_for = tools_for
         self.planner = planner
         self.budgets = budgets or Budgets()
         self.confidence = confidence
+        self.after_taint = after_taint
         self.recorder = Recorder(store)
         self._actor = Actor(service, self.recorder, self.budgets)
 
@@ -108,8 +117,8 @@ class Engine:
     async def answer(self, session: Session, text: str) -> SessionResult:
         """Go on with a session waiting for its caller (a question, a confidence check),
         with the caller's answer; SessionNotWaiting when it is not waiting."""
-        if session.state is not SessionState.INPUT_REQUIRED:
-            raise SessionNotWaiting(session.id, session.state.value)
+        if session.state is not SessionState.INPUT_REQUIRED or session.waiting == "approval":
+            raise SessionNotWaiting(session.id, _waiting(session))
         asked = next(
             (entry for entry in reversed(session.transcript) if isinstance(entry, Emitted)), None
         )
@@ -126,9 +135,61 @@ class Engine:
         session.spent.resume()
         return await self.run(session)
 
-    async def run(self, session: Session) -> SessionResult:
-        """Drive `session` until it replies, asks, or ends. Cancelling the awaiting task
-        cancels the session (its calls in flight too), recorded as canceled."""
+    async def approve(
+        self,
+        session: Session,
+        verdict: Verdict,
+        message: str = "",
+        arguments: Mapping[int, dict[str, Any]] | None = None,
+    ) -> SessionResult:
+        """The user's decision on the calls a session holds for approval: `approve` runs
+        them, `edit` runs them with `arguments` (by their index in the envelope) in
+        place of the model's, checked again in full; `reject` runs none, and the model
+        is told so with `message`. InvalidApproval for edits that are no envelope."""
+        if session.state is not SessionState.INPUT_REQUIRED or session.waiting != "approval":
+            raise SessionNotWaiting(session.id, _waiting(session))
+        assert session.approval is not None
+        emitted_id = session.approval["for"]
+        emitted = next(
+            e for e in session.transcript if isinstance(e, Emitted) and e.id == emitted_id
+        )
+        edits = dict(arguments or {}) if verdict == "edit" else {}
+        envelope = None
+        if verdict != "reject":
+            try:
+                envelope = parse(_edited(emitted.data, edits))
+            except (ValueError, IndexError, KeyError, TypeError) as exc:
+                raise InvalidApproval(f"the edited arguments do not fit: {exc}") from None
+        await self.recorder.event(
+            session, "approval_decided", verdict=verdict, message=message, arguments=edits
+        )
+        session.approval = None
+        session.waiting = None
+        session.spent.resume()
+
+        async def decided() -> bool:
+            if envelope is None:
+                told = f"The user did not approve it, so it was not run. {message}".strip()
+                session.transcript.append(Told(emitted_id, told))
+                return False
+            try:
+                text = await self._actor.act(session, envelope)
+            except BudgetExhausted as exc:
+                await self._exhausted(session, exc)
+                return True
+            if edits:
+                text = f"The user edited the arguments before it ran.\n\n{text}"
+            session.transcript.append(Told(emitted_id, text))
+            return False
+
+        return await self.run(session, decided)
+
+    async def run(
+        self, session: Session, first: Callable[[], Awaitable[bool]] | None = None
+    ) -> SessionResult:
+        """Drive `session` until it replies, asks, or ends (after `first`, when given,
+        which says whether it ended the session). Cancelling the awaiting task cancels
+        the session (its calls in flight too), recorded as canceled."""
         try:
             if self.planner is None:
                 await self._end(
@@ -139,7 +200,8 @@ class Engine:
                 )
                 return self._result(session)
             await self.recorder.move(session, SessionState.WORKING)
-            await self._loop(session, self.planner)
+            if first is None or not await first():
+                await self._loop(session, self.planner)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if session.state not in FINAL:
@@ -193,6 +255,25 @@ class Engine:
             if isinstance(envelope, ClarifyEnvelope):
                 await self._ask(session, envelope.question, "question")
                 return
+            holds = integrity.held(
+                session.caller,
+                envelope,
+                session.tainted,
+                self._read_only,
+                lambda tool, arguments: self.service.would_permit(
+                    session.caller, ToolCall(tool, arguments)
+                ),
+            )
+            if holds:
+                if self.after_taint == "refuse" and all(
+                    h.why == integrity.AFTER_TAINT for h in holds
+                ):
+                    await self.recorder.event(session, "refused_after_taint", id=answer.id)
+                    session.transcript.append(Told(answer.id, f"Not run: {integrity.AFTER_TAINT}."))
+                    continue
+                session.approval = {"for": answer.id, "calls": [asdict(h) for h in holds]}
+                await self._ask(session, integrity.question(holds), "approval")
+                return
             if isinstance(envelope, ErrorEnvelope):
                 await self._end(
                     session, SessionState.FAILED, f"the model gave up: {envelope.reason}"
@@ -204,6 +285,11 @@ class Engine:
                 await self._exhausted(session, exc)
                 return
             session.transcript.append(Told(answer.id, told))
+
+    def _read_only(self, tool: str) -> bool:
+        entry = self.service.pool.catalog.tools.get(tool)
+        notes = entry.tool.annotations if entry is not None else None
+        return bool(notes is not None and notes.read_only_hint)
 
     def _turn(self, session: Session) -> Turn:
         tools = tuple(
@@ -261,3 +347,25 @@ class Engine:
             tuple(session.calls),
             spent_summary(session.spent),
         )
+
+
+def _waiting(session: Session) -> str:
+    if session.state is SessionState.INPUT_REQUIRED:
+        return f"waiting for {'an approval' if session.waiting == 'approval' else 'an answer'}"
+    return session.state.value
+
+
+def _edited(data: Any, edits: Mapping[int, dict[str, Any]]) -> Any:
+    """The envelope `data` with the arguments of the calls in `edits` (by index) replaced."""
+    if not edits:
+        return data
+    data = copy.deepcopy(data)
+    kind = data["kind"]
+    calls = (
+        [data["call"]] if kind == "tool" else data["calls"] if kind == "tools" else data["steps"]
+    )
+    for index, arguments in edits.items():
+        if index < 0:
+            raise IndexError(f"no call {index}")
+        calls[index]["arguments"] = dict(arguments)
+    return data

@@ -55,8 +55,12 @@ class Session:
     outcome: str | None = None
     """The reply, the question, or why it failed, once there is one."""
     waiting: str | None = None
-    """What the caller's answer is to (input_required): `question` (the model asked) or
-    `confidence` (the engine asked before acting on an unsure envelope)."""
+    """What the caller's answer is to (input_required): `question` (the model asked),
+    `confidence` (the engine asked before acting on an unsure envelope) or `approval`."""
+    tainted: bool = False
+    """The session has read a result its caller's tags do not trust (integrity.py)."""
+    approval: dict[str, Any] | None = None
+    """While waiting for an approval: `for`, the envelope's id, and the `calls` held."""
     created: float = field(default_factory=time.time)
 
 
@@ -104,6 +108,8 @@ class Recorder:
                 "message": session.message,
                 "outcome": session.outcome,
                 "waiting": session.waiting,
+                "tainted": session.tainted,
+                "approval": session.approval,
                 "created": session.created,
                 "spent": spent_summary(session.spent),
                 "calls_seen": dict(session.spent.calls_seen),
@@ -163,6 +169,8 @@ def restore(snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
         calls=[CallSummary(**call) for call in snapshot["calls"]],
         outcome=snapshot["outcome"],
         waiting=snapshot["waiting"],
+        tainted=snapshot["tainted"],
+        approval=snapshot["approval"],
         created=snapshot["created"],
     )
 

@@ -4,6 +4,7 @@ planner, and a bench of a real echo upstream, the call service and a state store
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from tests.upstreams.helpers import stdio, text
 ACME = """
 users:
   alice: {roles: [agent]}
+  bob: {roles: [agent]}
 tags:
   - tag: support
     kind: role
@@ -35,13 +37,23 @@ tags:
       config:
         assigned_roles: [agent]
         allowed_tools: ["echo__echo", "echo__sleep", "echo__pid", "echo__crash", "echo__reject",
-                        "echo__cancelled"]
+                        "echo__cancelled", "echo__pay", "echo__static"]
         denied_tools: ["echo__crash"]
         scopes:
           echo__echo: {n: {max: 5}}
       content: You help customers.
+  - tag: trusts_echo
+    kind: function
+    payload:
+      config:
+        assigned_users: [alice]
+        trusted_output: ["echo__*"]
 """
-ALICE = resolve(tagset_from_texts({"acme.yaml": ACME}), Principal("alice", "acme"))
+TAGS = tagset_from_texts({"acme.yaml": ACME})
+ALICE = resolve(TAGS, Principal("alice", "acme"))
+"""Trusts the echo upstream's results: her sessions are never tainted."""
+BOB = resolve(TAGS, Principal("bob", "acme"))
+"""The same tools, none of whose results is trusted."""
 
 
 def envelope(kind: str, confidence: float = 0.9, **fields: Any) -> dict[str, Any]:
@@ -120,3 +132,36 @@ async def running_bench() -> AsyncIterator[Bench]:
             await pool.settled()
         yield Bench(ToolService(pool), pool, store)
         tasks.cancel_scope.cancel()
+
+
+class Gullible(Planner):
+    """A deterministic model that obeys: after its `first` envelopes, it calls whatever a
+    `CALL <tool> <json>` it finds in what it was told (tool results) or in the tools'
+    descriptions and schemas asks for, each once; when it finds none, it replies."""
+
+    name = "gullible"
+    PATTERN = re.compile(r"CALL ([\w.-]+) (\{[^{}]*\})")
+
+    def __init__(self, *first: dict[str, Any]) -> None:
+        self.first = list(first)
+        self.obeyed: list[tuple[str, str]] = []
+        self.turns: list[Turn] = []
+
+    async def decide(self, turn: Turn) -> Answer:
+        self.turns.append(turn)
+        number = len(self.turns)
+        if self.first:
+            return Answer(f"gullible-{number}", self.first.pop(0))
+        read = [entry.text for entry in turn.transcript if isinstance(entry, Told)]
+        read += [f"{t.description} {json.dumps(t.input_schema)}" for t in turn.tools]
+        for seen in read:
+            for match in self.PATTERN.finditer(seen):
+                found = (match.group(1), match.group(2))
+                if found not in self.obeyed:
+                    self.obeyed.append(found)
+                    data = envelope("tool", call={"tool": found[0], "arguments": found[1]})
+                    return Answer(f"gullible-{number}", data)
+        return Answer(f"gullible-{number}", reply("nothing more to obey"))
+
+    def told(self) -> list[str]:
+        return [entry.text for entry in self.turns[-1].transcript if isinstance(entry, Told)]

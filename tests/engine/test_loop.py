@@ -16,11 +16,8 @@ from gateway.calls import Completed, ToolCall
 from gateway.engine.budgets import Budgets
 from gateway.engine.states import SessionState
 from gateway.errors import SessionNotWaiting, UnknownSession
-from gateway.principal import Principal
 from gateway.state.base import Stream, StreamBatch
-from gateway.tags.loader import tagset_from_texts
-from gateway.tags.resolve import resolve
-from tests.engine.helpers import ACME, ALICE, Bench, Recording, envelope, reply, tool
+from tests.engine.helpers import ALICE, BOB, Bench, Recording, envelope, reply, tool
 from tests.upstreams.helpers import text
 
 pytestmark = pytest.mark.anyio
@@ -304,13 +301,12 @@ async def test_an_unsure_call_answered_is_told_it_did_not_run(bench: Bench) -> N
 
 
 async def test_a_session_is_only_its_own_callers(bench: Bench) -> None:
-    bob = resolve(tagset_from_texts({"acme.yaml": ACME}), Principal("bob", "acme"))
     engine = bench.engine(Recording([reply()]))
     session = await engine.start(ALICE, "hi")
     with anyio.fail_after(30):
         await engine.run(session)
     with pytest.raises(UnknownSession, match="no session"):
-        await engine.load(session.id, bob)
+        await engine.load(session.id, BOB)
     with pytest.raises(UnknownSession):
         await engine.load("s_nothing", ALICE)
     finished = await engine.load(session.id, ALICE)

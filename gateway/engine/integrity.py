@@ -1,0 +1,80 @@
+"""Plan integrity: which of the calls an envelope asks for may run without the user.
+
+Tool results are data the model read, and data can carry instructions: "Once an LLM agent
+has ingested untrusted input, it must be constrained so that it is impossible for that
+input to trigger any consequential actions" (Beurer-Kellner et al. 2025). So a session is
+tainted from the first result it reads of a tool its caller's tags do not mark
+`trusted_output`. From then on, only two kinds of call run without asking:
+
+- calls the model committed to before the taint: a plan emitted while the session was
+  clean runs all its steps (an earlier step's output may fill a later step's arguments,
+  but never choose another tool);
+- calls of tools annotated read-only (the upstream's hint, `readOnlyHint`).
+
+Every other call waits for the user's approval (or, configured so, is refused). Besides
+taint, a tag may mark tools `needs_approval`: their calls always wait. The prompt also
+frames results as data, but that is a heuristic; this is the check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..tags.context import ResolvedContext
+from .envelopes import Envelope, PlanEnvelope, ToolEnvelope, ToolsEnvelope
+
+ASKED_BY_TAGS: Final = "the user's tags ask for approval of this tool"
+AFTER_TAINT: Final = (
+    "the session has read untrusted data since the model committed to this call: only "
+    "read-only tools, or a plan committed before that, run without approval"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One call that may not run without the user: where it is in its envelope, and why."""
+
+    index: int
+    tool: str
+    arguments: dict[str, Any]
+    why: str
+
+
+def calls_of(envelope: Envelope) -> list[tuple[str, dict[str, Any]]]:
+    """The (tool, arguments) an acting envelope asks for, in its order."""
+    if isinstance(envelope, ToolEnvelope):
+        return [(envelope.call.tool, envelope.call.arguments)]
+    if isinstance(envelope, ToolsEnvelope):
+        return [(call.tool, call.arguments) for call in envelope.calls]
+    if isinstance(envelope, PlanEnvelope):
+        return [(step.tool, step.arguments) for step in envelope.steps]
+    return []
+
+
+def held(
+    caller: ResolvedContext,
+    envelope: Envelope,
+    tainted: bool,
+    read_only: Callable[[str], bool],
+    permitted: Callable[[str, dict[str, Any]], bool],
+) -> list[Held]:
+    """The calls of `envelope` that need the user's approval, for a session that was
+    `tainted` (or not) when the model emitted it. A call the tags do not permit is never
+    put to the user: it is refused (and audited) as it is."""
+    found = []
+    for index, (tool, arguments) in enumerate(calls_of(envelope)):
+        if not permitted(tool, arguments):
+            continue
+        if caller.needs_approval(tool):
+            found.append(Held(index, tool, arguments, ASKED_BY_TAGS))
+        elif tainted and not read_only(tool):
+            found.append(Held(index, tool, arguments, AFTER_TAINT))
+    return found
+
+
+def question(calls: Sequence[Held]) -> str:
+    """What the user is asked."""
+    listed = "; ".join(f"{call.tool} with {call.arguments} ({call.why})" for call in calls)
+    return f"May I run {listed}? Approve, reject (with a message), or edit the arguments."
