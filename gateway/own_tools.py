@@ -3,7 +3,9 @@ upstream (named `gateway`, prefix `gateway__`, over the in-process transport): e
 listed only to callers whose tags grant it, checked, scoped and audited like any
 upstream's tool, because it takes the same road (the call service, gateway/calls).
 
-Today there is `ping`; `run_session` and flows come here next."""
+`ping` is here; `run_session` is the engine's (engine/tool.py), added by the runtime.
+A tool that acts as its caller gets the caller the gateway vouches for: the call service
+passes the principal along (`CALLER_META`, set on requests to this upstream alone)."""
 
 from __future__ import annotations
 
@@ -16,22 +18,25 @@ from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 
 from . import __version__
-from .upstreams.config import OWN_UPSTREAM, InProcessUpstream
+from .principal import Principal
+from .upstreams.config import CALLER_META, OWN_UPSTREAM, InProcessUpstream
 
-Handler = Callable[[Mapping[str, Any]], Awaitable[types.CallToolResult]]
+Handler = Callable[[Mapping[str, Any], Principal | None], Awaitable[types.CallToolResult]]
+"""Called with the arguments, which passed the tool's inputSchema (the call service
+checks), and the caller (None: the request said nobody, which the call service never
+sends)."""
 
 
 @dataclass(frozen=True, slots=True)
 class OwnTool:
     definition: types.Tool
     handler: Handler
-    """Called with arguments that passed the tool's inputSchema (the call service checks)."""
 
 
-async def _ping(arguments: Mapping[str, Any]) -> types.CallToolResult:
+async def _ping(arguments: Mapping[str, Any], _caller: Principal | None) -> types.CallToolResult:
     message = arguments.get("message", "")
     if not isinstance(message, str):  # the call service checked the schema; a direct client not
-        return _tool_error("ping: message must be a string")
+        return tool_error("ping: message must be a string")
     text = f"pong: {message}" if message else "pong"
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)],
@@ -66,10 +71,6 @@ PING = OwnTool(
 TOOLS: Mapping[str, OwnTool] = {tool.definition.name: tool for tool in (PING,)}
 
 
-def _tool_error(text: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
-
-
 def own_server(tools: Mapping[str, OwnTool] = TOOLS) -> Server[Any]:
     """An MCP server offering `tools` under their own names (the pool adds the prefix)."""
     listing = types.ListToolsResult(tools=[tool.definition for tool in tools.values()])
@@ -85,7 +86,7 @@ def own_server(tools: Mapping[str, OwnTool] = TOOLS) -> Server[Any]:
         tool = tools.get(params.name)
         if tool is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
-        return await tool.handler(params.arguments or {})
+        return await tool.handler(params.arguments or {}, _caller(params.meta))
 
     return Server(
         OWN_UPSTREAM,
@@ -93,6 +94,20 @@ def own_server(tools: Mapping[str, OwnTool] = TOOLS) -> Server[Any]:
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+
+
+def _caller(meta: Any) -> Principal | None:
+    vouched = meta.get(CALLER_META) if isinstance(meta, Mapping) else None
+    if not isinstance(vouched, Mapping):
+        return None
+    user, org, roles = vouched.get("user"), vouched.get("org"), vouched.get("roles", [])
+    if not isinstance(user, str) or not isinstance(org, str) or not isinstance(roles, list):
+        return None
+    return Principal(user, org, tuple(str(role) for role in roles))
+
+
+def tool_error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
 def own_upstream(tools: Mapping[str, OwnTool] = TOOLS, **settings: Any) -> InProcessUpstream:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from .auth import AuthSettings
+from .engine.settings import EngineSettings
 from .errors import ConfigError, ConfigIssue
 from .state.base import TTLs
 from .strict import Strict
@@ -113,6 +114,8 @@ class Settings(Strict):
     state: StateSettings = StateSettings()
     upstreams: dict[UpstreamName, Upstream] = Field(default_factory=dict)
     """The MCP servers the gateway is a client of, by name (see gateway.upstreams.config)."""
+    engine: EngineSettings = EngineSettings()
+    """Agent sessions (gateway/engine): the planner, budgets, integrity."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,7 @@ class ToolService:
                     input_round=channel.input_round,
                     owner=channel.owner if channel.owner is not None else object(),
                     user=(principal.org_id, principal.user_id),
+                    caller=principal,
                 )
             except UpstreamError as exc:
                 failure = exc

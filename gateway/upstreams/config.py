@@ -36,6 +36,9 @@ PREFIX_PATTERN = r"^[A-Za-z0-9._-]{0,64}$"
 """Characters of MCP tool names (SEP-986: `[A-Za-z0-9._-]`, 1 to 128 of them)."""
 OWN_UPSTREAM = "gateway"
 """The name under which the pool holds the gateway's own tools (own_tools.py)."""
+CALLER_META = "io.mcp-gateway/caller"
+"""The `_meta` key of a request to the gateway's own tools that says who calls: set by the
+gateway alone, on requests to its in-process upstream alone."""
 RESERVED_PREFIX = f"{OWN_UPSTREAM}__"
 """The public prefix of the gateway's own tools: no configured upstream may take it, and
 no other upstream's tool is listed under a name that starts with it."""

@@ -27,7 +27,8 @@ from pydantic import TypeAdapter
 
 from ..breaker import Breaker
 from ..errors import CallTimeout, ConnectionLost, UpstreamUnavailable
-from .config import UpstreamConfig
+from ..principal import Principal
+from .config import CALLER_META, UpstreamConfig
 from .exchange import Exchange, ExchangeLost, ExchangeUnsent, NeedsClient
 from .listing import Offer
 from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
@@ -97,6 +98,7 @@ class UpstreamRequests:
         input_round: None = ...,
         owner: Hashable | None = ...,
         user: Hashable | None = ...,
+        caller: Principal | None = ...,
     ) -> types.CallToolResult: ...
 
     @overload
@@ -113,6 +115,7 @@ class UpstreamRequests:
         input_round: InputRound | None,
         owner: Hashable | None = ...,
         user: Hashable | None = ...,
+        caller: Principal | None = ...,
     ) -> types.CallToolResult | types.InputRequiredResult: ...
 
     async def call_tool(
@@ -128,6 +131,7 @@ class UpstreamRequests:
         input_round: InputRound | None = None,
         owner: Hashable | None = None,
         user: Hashable | None = None,
+        caller: Principal | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool`, capped by call_timeout (one cap over every attempt). `retry`: the
         caller knows the tool is safe to repeat (read-only or idempotent), so a call whose
@@ -139,7 +143,8 @@ class UpstreamRequests:
         responses; otherwise the SDK client answers it through `asker` and retries.
         `owner`: the caller, whose calls never share a session with another caller's where
         the upstream cannot tell them apart (sessions.py); `user`: whose calls `owner`
-        makes, which hold at most the upstream's `caller_sessions_per_user` sessions."""
+        makes, which hold at most the upstream's `caller_sessions_per_user` sessions;
+        `caller`: who calls, told to the gateway's own (in-process) tools alone."""
         what = f"{tool} on upstream {self.name}"
         sendable(what, arguments=arguments)
         if input_round is not None:
@@ -155,6 +160,12 @@ class UpstreamRequests:
         meta = (
             cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: log_level}) if on_log else None
         )
+        if caller is not None and self.config.transport == "inprocess":
+            # The gateway's own tools act as the caller (run_session): who it is travels
+            # with the request, to this upstream only, and only as the gateway sets it
+            # (no door passes a caller's `_meta` on).
+            vouched = {"user": caller.user_id, "org": caller.org_id, "roles": list(caller.roles)}
+            meta = cast(types.RequestParamsMeta, {**(meta or {}), CALLER_META: vouched})
 
         async def send_once(
             client: Client, responses: types.InputResponses | None, state: str | None

@@ -20,7 +20,7 @@ import textwrap
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import mcp_types as types
@@ -37,6 +37,7 @@ from gateway.front.server import Front
 from gateway.own_tools import OwnTool, own_upstream
 from gateway.principal import Principal
 from gateway.settings import load_config
+from gateway.upstreams.config import CALLER_META
 from gateway.upstreams.requests import UpstreamRequests
 from tests.conftest import ROOT
 from tests.front.harness import (
@@ -68,6 +69,10 @@ def acme_granting(tool: str) -> str:
     return text
 
 
+ALICE_PRINCIPAL = Principal("alice", "acme")
+"""Who alice's key says she is (roles from the org file, none from the key)."""
+
+
 class Recorder:
     """An upstream tool that keeps every call it receives, and who sent it: the frame
     that called the upstream connection's call_tool."""
@@ -75,10 +80,14 @@ class Recorder:
     def __init__(self) -> None:
         self.received: list[Mapping[str, Any]] = []
         self.senders: list[str] = []
+        self.callers: list[Principal | None] = []
 
     def tool(self) -> OwnTool:
-        async def record(arguments: Mapping[str, Any]) -> types.CallToolResult:
+        async def record(
+            arguments: Mapping[str, Any], caller: Principal | None
+        ) -> types.CallToolResult:
             self.received.append(dict(arguments))
+            self.callers.append(caller)
             return types.CallToolResult(
                 content=[types.TextContent(type="text", text=f"recorded {arguments}")]
             )
@@ -177,6 +186,7 @@ async def test_each_http_door_reaches_the_upstream_only_through_the_call_service
     assert len(sdk_served) == (0 if direct else 2), door
     assert recorder.received == [{"n": 3}]
     assert recorder.senders == ["ToolService.call"]
+    assert recorder.callers == [ALICE_PRINCIPAL]  # vouched for by the gateway
     assert events == EXPECTED_AUDIT, door
 
 
@@ -233,6 +243,7 @@ async def test_the_stream_door_reaches_it_the_same_way(tmp_path: Path, recorder:
         events = calls_audited(runtime.audit.read())
     assert recorder.received == [{"n": 3}]
     assert recorder.senders == ["ToolService.call"]
+    assert recorder.callers == [ALICE_PRINCIPAL]  # vouched for by the gateway
     assert events == EXPECTED_AUDIT
 
 
@@ -323,3 +334,20 @@ class _Streams:
 def test_the_call_service_is_what_the_doors_call() -> None:
     # Guards the spy above: the code it expects is the service's own method's.
     assert ToolService.call.__code__.co_qualname == "ToolService.call"
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["gateway-door", "sdk-door"])
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_caller_cannot_say_who_it_is_to_the_gateways_own_tools(
+    tmp_path: Path, recorder: Recorder, direct: bool, mode: str
+) -> None:
+    """The caller the own tools act as is the one the gateway authenticated: a request's
+    own `_meta` claiming another is not passed on."""
+    forged = {CALLER_META: {"user": "mallory", "org": "acme", "roles": ["admin"]}}
+    async with (
+        gateway(tmp_path, recorder, direct) as running,
+        running.client("alice", mode) as alice,
+    ):
+        result = await alice.call_tool(OWN_TOOL, {"n": 3}, meta=cast(Any, forged))
+    assert not result.is_error
+    assert recorder.callers == [ALICE_PRINCIPAL]

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.engine.planners.anthropic import AnthropicPlanner, AnthropicSettings, Prices
+from gateway.engine.planners.anthropic import AnthropicPlanner
+from gateway.engine.settings import AnthropicSettings, Prices
 from gateway.engine.states import SessionState
 from gateway.errors import ConfigError
 from tests.engine.fake_anthropic import Reply, fake_messages

@@ -1,5 +1,6 @@
 """A planner that answers from a list of envelopes, in order: for tests, demos and
-sessions whose steps are known beforehand. It reads nothing of the session."""
+sessions whose steps are known beforehand. It reads nothing of the session but how far
+it has come."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import yaml
 
 from ...errors import ConfigError, ConfigIssue
-from .base import Answer, Planner, PlannerError, Turn
+from .base import Answer, Emitted, Planner, PlannerError, Turn
 
 
 class ScriptedPlanner(Planner):
@@ -18,7 +19,6 @@ class ScriptedPlanner(Planner):
 
     def __init__(self, envelopes: Iterable[Mapping[str, Any]]) -> None:
         self._envelopes = [dict(envelope) for envelope in envelopes]
-        self._next = 0
 
     @classmethod
     def from_file(cls, path: Path) -> ScriptedPlanner:
@@ -33,7 +33,9 @@ class ScriptedPlanner(Planner):
         return cls(loaded)
 
     async def decide(self, turn: Turn) -> Answer:
-        if self._next >= len(self._envelopes):
+        # Where a session is in the script is how many envelopes it has had: one planner
+        # serves every session, and a resumed one goes on where it was.
+        done = sum(isinstance(entry, Emitted) for entry in turn.transcript)
+        if done >= len(self._envelopes):
             raise PlannerError(f"the script's {len(self._envelopes)} envelopes are all used")
-        self._next += 1
-        return Answer(f"scripted-{self._next}", self._envelopes[self._next - 1])
+        return Answer(f"scripted-{done + 1}", self._envelopes[done])
