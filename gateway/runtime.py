@@ -1,6 +1,6 @@
 """The composition root: the gateway's parts, built once from its configuration and owned
-by one object that every door uses (the HTTP app, `gateway stdio`, and the engine and
-session API to come). Nothing here knows a door; the doors know the runtime.
+by one object that every door uses (the HTTP app, `gateway stdio`, the engine's
+run_session, and the session API to come). Nothing here knows a door; the doors know the runtime.
 
     Runtime
     ├── tags      TagManager over the watched tag directory (the one source of truth)
@@ -10,7 +10,8 @@ session API to come). Nothing here knows a door; the doors know the runtime.
     ├── audit     the audit log
     ├── service   the call service (gateway/calls): the one road to an upstream's tool,
     │             with the audit log as an outcome hook
-    └── views     what each caller may see, per principal
+    ├── views     what each caller may see, per principal
+    └── engine    agent sessions (gateway/engine), served as the own tool run_session
 
 `running()` starts what must run for any door to serve: the state store, the tag watcher,
 the pool. It enters once every upstream has made its first attempt, and refuses to start
@@ -29,12 +30,17 @@ from anyio.abc import TaskGroup
 
 from .audit import AuditLog
 from .calls import ToolService
+from .engine.loop import Engine
+from .engine.planners.configured import configured_planner
+from .engine.tool import run_session_tool
 from .errors import CannotStart, ConfigError, ConfigIssue
-from .front.views import Views
+from .front.views import Views, build_view
+from .own_tools import TOOLS as OWN_TOOLS
 from .own_tools import own_upstream
 from .settings import GatewayConfig
 from .state import StateStore, open_store
 from .tags import TagManager
+from .upstreams.config import InProcessUpstream
 from .upstreams.definitions import DefinitionLedger
 from .upstreams.pool import Pool
 
@@ -59,6 +65,16 @@ class Runtime:
         self.audit = audit if audit is not None else AuditLog(config.audit_path)
         self.service = ToolService(pool, [self.audit.record_call])
         self.views = Views(tags.resolve, lambda: pool.catalog)
+        engine = config.settings.engine
+        self.engine = Engine(
+            self.service,
+            state,
+            lambda context: build_view(context, pool.catalog).tools,
+            configured_planner(engine, config.path),
+            engine.budgets,
+            engine.confidence,
+            engine.after_taint,
+        )
 
     @classmethod
     def open(cls, config: GatewayConfig, tags: TagManager) -> Runtime:
@@ -71,13 +87,15 @@ class Runtime:
             raise ConfigError([ConfigIssue(str(config.path), str(exc), field="state.url")]) from exc
         audit = AuditLog(config.audit_path)
         ledger = DefinitionLedger(config.definitions_path, audit)
+        built: list[Runtime] = []
         pool = Pool(
             settings.upstreams,
             ledger,
             direct_calls=settings.server.direct_calls,
-            own=own_upstream(),
+            own=own_tools(tags, lambda: built[0]),
         )
-        return cls(config, tags, state, pool, audit)
+        built.append(cls(config, tags, state, pool, audit))
+        return built[0]
 
     def on_change(self, listener: Callable[..., None]) -> Callable[[], None]:
         """Call `listener` whenever what a caller may see can have changed: a tag reload
@@ -121,3 +139,10 @@ class Runtime:
                 self.audit.close()
         if refused is not None:
             raise refused  # out here, not wrapped in the task group's ExceptionGroup
+
+
+def own_tools(tags: TagManager, runtime: Callable[[], Runtime]) -> InProcessUpstream:
+    """The gateway's own tools for the pool: ping, and the engine's run_session on
+    `runtime()`'s engine (the runtime is built after its pool, so it is found late)."""
+    sessions = run_session_tool(lambda: runtime().engine, tags.resolve)
+    return own_upstream({**OWN_TOOLS, sessions.definition.name: sessions})

@@ -7,7 +7,7 @@ each taking earlier steps' outputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import mcp_types as types
@@ -27,6 +27,9 @@ from .envelopes import (
     substitute,
 )
 from .session import RESULT_TEXT, CallSummary, Recorder, Session
+
+NESTED: Final = "gateway__run_session"
+"""The engine's own tool, which a session may not call: sessions do not start sessions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,13 @@ class Actor:
         """One call through the call service, as an intent then a result on the stream;
         what the model is told of it. BudgetExhausted when none may be made."""
         key = f"{session.id}:{session.spent.tool_calls + 1}"
+        if call.tool == NESTED:
+            # Not a tag's refusal (the caller may well use it): a session's own limit.
+            session.calls.append(CallSummary(key, call.tool, "nested_session", ok=False))
+            await self.recorder.event(
+                session, "result", key=key, outcome="refused", decision="nested_session"
+            )
+            return Done(f"{call.tool}: refused: a session may not start another session")
         repeat = jsoncodec.dumps([call.tool, call.arguments], sort_keys=True).decode()
         session.spent.before_call(self.budgets, repeat)
         session.spent.call_made(repeat)

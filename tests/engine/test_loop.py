@@ -312,3 +312,12 @@ async def test_a_session_is_only_its_own_callers(bench: Bench) -> None:
     finished = await engine.load(session.id, ALICE)
     with pytest.raises(SessionNotWaiting, match="is completed"):
         await engine.answer(finished, "more")
+
+
+async def test_a_session_may_not_start_another_session(bench: Bench) -> None:
+    planner = Recording([tool("gateway__run_session", message="again"), reply()])
+    result = await bench.session(planner)
+    assert [(c.tool, c.decision) for c in result.calls] == [
+        ("gateway__run_session", "nested_session")
+    ]
+    assert planner.told()[0].endswith("refused: a session may not start another session")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx2
@@ -20,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from starlette.applications import Starlette
 
 from gateway.app import build_app
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, own_tools
 from gateway.settings import GatewayConfig, load_config
 from gateway.state import open_store
 from gateway.tags import TagManager
@@ -136,11 +136,12 @@ async def running_gateway(
     orgs: dict[str, str] | None = None,
     state_url: str = "memory://",
     upstream_direct_calls: bool | None = None,
-    own: InProcessUpstream | None = None,
+    own: InProcessUpstream | Literal["gateway"] | None = None,
 ) -> AsyncIterator[Gateway]:
     """`upstream_direct_calls`: the upstream leg's switch (Pool's `direct_calls`), when
     it is to differ from the door's (`server.direct_calls`). `own`: the gateway's own
-    tools (own_tools.py), as `gateway serve` has them."""
+    tools (own_tools.py); "gateway": all of them, run_session on this gateway's engine,
+    as `gateway serve` has them."""
     tags_dir = directory / "orgs"
     tags_dir.mkdir(exist_ok=True)
     for org, text in (orgs or {"acme": ACME, "globex": GLOBEX}).items():
@@ -150,15 +151,17 @@ async def running_gateway(
     config = load_config(path)
     tags = TagManager.open(config.tags_dir, directory)
     state = open_store(state_url, config.state_ttls)
+    built: list[Runtime] = []
     pool = Pool(
         config.settings.upstreams,
         DefinitionLedger(config.definitions_path),
         direct_calls=config.settings.server.direct_calls
         if upstream_direct_calls is None
         else upstream_direct_calls,
-        own=own,
+        own=own_tools(tags, lambda: built[0]) if own == "gateway" else own,
     )
-    app = build_app(Runtime(config, tags, state, pool))
+    built.append(Runtime(config, tags, state, pool))
+    app = build_app(built[0])
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )

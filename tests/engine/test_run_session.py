@@ -1,0 +1,97 @@
+"""run_session through /mcp: the engine as the gateway's own tool, listed only to callers
+granted it, run as the caller the gateway authenticated, in both protocol eras; a
+question answered by calling again with the session id; the session's calls audited."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.engine.helpers import envelope, reply, tool
+from tests.front.harness import ACME, GLOBEX, Gateway, gateway_yaml, running_gateway
+from tests.front.helpers import MODES, audit_events
+
+pytestmark = pytest.mark.anyio
+
+ACME_SESSIONS = ACME.replace(
+    'allowed_tools: ["echo__*"]', 'allowed_tools: ["echo__*", "gateway__run_session"]'
+).replace(
+    '        denied_tools: ["echo__crash"]',
+    '        denied_tools: ["echo__crash"]\n        trusted_output: ["echo__*"]',
+)
+assert ACME_SESSIONS.count("gateway__run_session") == 1
+
+SCRIPT = [
+    envelope("clarify", question="Which number?"),
+    tool("echo__echo", n=4),
+    reply("Echoed 4."),
+]
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    directory = tmp_path_factory.mktemp("sessions")
+    (directory / "script.yaml").write_text(yaml.safe_dump(SCRIPT), encoding="utf-8")
+    config = gateway_yaml() + "engine: {planner: scripted, script: script.yaml}\n"
+    async with running_gateway(
+        directory, config, {"acme": ACME_SESSIONS, "globex": GLOBEX}, own="gateway"
+    ) as running:
+        yield running
+
+
+def structured(result: Any) -> dict[str, Any]:
+    assert result.structured_content is not None, result
+    data: dict[str, Any] = result.structured_content
+    return data
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_run_session_is_listed_only_to_callers_granted_it(
+    gateway: Gateway, mode: str
+) -> None:
+    async with gateway.client("alice", mode) as alice:
+        alices = {t.name for t in (await alice.list_tools()).tools}
+    async with gateway.client("bob", mode) as bob:
+        bobs = {t.name for t in (await bob.list_tools()).tools}
+    assert "gateway__run_session" in alices
+    assert "gateway__run_session" not in bobs
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_session_asks_then_goes_on_when_called_again(gateway: Gateway, mode: str) -> None:
+    async with gateway.client("alice", mode) as alice:
+        asked = structured(await alice.call_tool("gateway__run_session", {"message": "echo"}))
+        assert (asked["status"], asked["text"]) == ("input_required", "Which number?")
+        done = structured(
+            await alice.call_tool(
+                "gateway__run_session", {"session_id": asked["session_id"], "message": "four"}
+            )
+        )
+    assert (done["status"], done["text"]) == ("completed", "Echoed 4.")
+    assert done["calls"] == [{"tool": "echo__echo", "decision": "allowed", "ok": True}]
+    assert done["spent"]["turns"] == 3
+    events = audit_events(gateway)
+    session_calls = [e for e in events if e.get("tool") in ("gateway__run_session", "echo__echo")]
+    assert [(e["tool"], e["user"]) for e in session_calls[-3:]] == [
+        ("gateway__run_session", "alice"),
+        ("echo__echo", "alice"),  # the session's call, as alice, audited like any other
+        ("gateway__run_session", "alice"),
+    ]
+
+
+async def test_another_caller_cannot_go_on_with_a_session(gateway: Gateway) -> None:
+    async with gateway.client("alice") as alice:
+        asked = structured(await alice.call_tool("gateway__run_session", {"message": "echo"}))
+    async with gateway.client("carol") as carol:  # globex's, not granted run_session
+        with pytest.raises(Exception, match="Unknown tool"):
+            await carol.call_tool(
+                "gateway__run_session", {"session_id": asked["session_id"], "message": "x"}
+            )
