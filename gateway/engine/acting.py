@@ -6,6 +6,7 @@ each taking earlier steps' outputs."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,6 +29,8 @@ from .envelopes import (
 )
 from .session import RESULT_TEXT, CallSummary, Recorder, Session
 
+logger = logging.getLogger("gateway.engine")
+
 NESTED: Final = "gateway__run_session"
 """The engine's own tool, which a session may not call: sessions do not start sessions."""
 
@@ -46,6 +49,12 @@ class Actor:
         self.recorder = recorder
         self.budgets = budgets
 
+    async def _read(self, session: Session, key: str, call: Call) -> None:
+        """The model is about to read what `call`'s upstream said: taint, unless trusted."""
+        if not session.tainted and not session.caller.trusts_output(call.tool):
+            session.tainted = True
+            await self.recorder.event(session, "tainted", key=key, tool=call.tool)
+
     async def act(self, session: Session, envelope: Envelope) -> str:
         """Run what `envelope` asks for; what the model is told of it."""
         if isinstance(envelope, ToolEnvelope):
@@ -61,11 +70,19 @@ class Actor:
 
                 async def one(index: int, call: Call) -> None:
                     async with limiter:
+                        if exhausted:  # no call starts once a budget ran out
+                            texts[index] = f"{call.tool}: not run: a budget is exhausted"
+                            return
                         try:
                             texts[index] = (await self._call(session, call)).text
-                        except BudgetExhausted as exc:  # the others run to their end
+                        except BudgetExhausted as exc:  # the calls under way run to their end
                             exhausted.append(exc)
-                            texts[index] = "not run: a budget is exhausted"
+                            texts[index] = texts[index] or f"{call.tool}: not run: {exc}"
+                        except Exception:  # a bug: this call's, not its siblings'
+                            logger.exception(
+                                "session %s: a call of %s failed", session.id, call.tool
+                            )
+                            texts[index] = f"{call.tool}: failed: an internal error (logged)"
 
                 async with anyio.create_task_group() as tasks:
                     for index, call in enumerate(calls):
@@ -145,9 +162,7 @@ class Actor:
             text = _result_text(result)
             ok = not getattr(result, "is_error", False)
             session.calls.append(CallSummary(key, call.tool, "allowed", ok))
-            if not session.tainted and not session.caller.trusts_output(call.tool):
-                session.tainted = True
-                await self.recorder.event(session, "tainted", key=key, tool=call.tool)
+            await self._read(session, key, call)
             await self.recorder.result(session, key, {"result": dumped})
             await self.recorder.event(
                 session,
@@ -184,9 +199,11 @@ class Actor:
                 if isinstance(error, PermissionDenied) and decision == "out_of_scope":
                     return Done(f"{call.tool}: refused: the arguments are outside what you may use")
                 return Done(f"{call.tool}: refused: no such tool is available to you")
+            await self._read(session, key, call)  # the schema's words are the upstream's
             return Done(f"{call.tool}: refused: {error}")
         assert isinstance(outcome, Failed)
         session.calls.append(CallSummary(key, call.tool, "allowed", ok=False))
+        await self._read(session, key, call)  # an error answer is the upstream's text too
         await self.recorder.event(
             session, "result", key=key, outcome="failed", error=str(outcome.error)
         )

@@ -34,8 +34,8 @@ class Budgets(Strict):
     parallel: Count = 8
     """Calls of one `tools` envelope at once."""
     repeats: Count = 3
-    """The same call (tool and arguments) asked for this many times ends the session
-    instead of running again: a loop."""
+    """How often the same call (tool and arguments) may run: asked for once more, it
+    ends the session instead, as a loop."""
     violations: Count = 3
     """Refused calls (by the tags, or an approval refused) beyond this many end the
     session."""
@@ -78,6 +78,7 @@ class Spent:
     calls_seen: dict[str, int] = field(default_factory=dict)
     """How often each call (its key, see `repeat`) was made."""
     _since: float = field(default_factory=time.monotonic)
+    _paused: bool = False
 
     @property
     def tokens(self) -> int:
@@ -89,14 +90,18 @@ class Spent:
         )
 
     def wall(self) -> float:
+        if self._paused:
+            return self.seconds
         return self.seconds + time.monotonic() - self._since
 
     def pause(self) -> None:
         """The session waits for its caller: that time is not the session's."""
         self.seconds = self.wall()
+        self._paused = True
 
     def resume(self) -> None:
         self._since = time.monotonic()
+        self._paused = False
 
     def before_turn(self, budgets: Budgets) -> None:
         """Raise BudgetExhausted if another model turn would go past a limit."""
@@ -110,8 +115,11 @@ class Spent:
         """Raise BudgetExhausted if the call `key` would go past a limit (or repeat)."""
         _below("tool_calls", self.tool_calls, budgets.tool_calls, "calls")
         asked = self.calls_seen.get(key, 0) + 1
-        if asked >= budgets.repeats:
+        if asked > budgets.repeats:
             raise BudgetExhausted("repeats", asked, budgets.repeats, "times the same call")
+        _below("tokens", self.tokens, budgets.tokens, "tokens")
+        if budgets.cost_usd is not None:
+            _below("cost_usd", self.cost_usd, budgets.cost_usd, "USD")
         _below("wall_seconds", self.wall(), budgets.wall_seconds, "s")
 
     def call_made(self, key: str) -> None:

@@ -229,6 +229,11 @@ def parse(data: object) -> Envelope:
         raise InvalidEnvelope("; ".join(problems) + tail) from None
 
 
+def has_references(arguments: dict[str, JsonValue]) -> bool:
+    """Whether `arguments` take any earlier step's output."""
+    return bool(_references(arguments))
+
+
 def _references(value: JsonValue) -> list[str]:
     """The step ids that `value` (a step's arguments) takes outputs of."""
     found: list[str] = []

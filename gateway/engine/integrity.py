@@ -1,10 +1,11 @@
 """Plan integrity: which of the calls an envelope asks for may run without the user.
 
-Tool results are data the model read, and data can carry instructions: "Once an LLM agent
-has ingested untrusted input, it must be constrained so that it is impossible for that
-input to trigger any consequential actions" (Beurer-Kellner et al. 2025). So a session is
-tainted from the first result it reads of a tool its caller's tags do not mark
-`trusted_output`. From then on, only two kinds of call run without asking:
+Tool results are data the model reads, and data can carry instructions: "Once an LLM
+agent has ingested untrusted input, it must be constrained so that it is impossible for
+that input to trigger any consequential actions" (Beurer-Kellner et al. 2025). So a
+session is tainted from the first result it reads (an error answer included) of a tool
+its caller's tags do not mark `trusted_output`. From then on, only two kinds of call run
+without asking:
 
 - calls the model committed to before the taint: a plan emitted while the session was
   clean runs all its steps (an earlier step's output may fill a later step's arguments,
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..tags.context import ResolvedContext
-from .envelopes import Envelope, PlanEnvelope, ToolEnvelope, ToolsEnvelope
+from .envelopes import Envelope, PlanEnvelope, ToolEnvelope, ToolsEnvelope, has_references
 
 ASKED_BY_TAGS: Final = "the user's tags ask for approval of this tool"
 AFTER_TAINT: Final = (
@@ -65,7 +66,9 @@ def held(
     put to the user: it is refused (and audited) as it is."""
     found = []
     for index, (tool, arguments) in enumerate(calls_of(envelope)):
-        if not permitted(tool, arguments):
+        # A step's argument that takes an earlier output is known only when it runs: the
+        # check cannot judge it now, so it does not spare the step from being held.
+        if not has_references(arguments) and not permitted(tool, arguments):
             continue
         if caller.needs_approval(tool):
             found.append(Held(index, tool, arguments, ASKED_BY_TAGS))

@@ -21,13 +21,14 @@ from typing import Any, Final, Literal
 import anyio
 import mcp_types as types
 
+from .. import jsoncodec
 from ..calls.outcome import ToolCall
 from ..calls.service import ToolService
 from ..errors import InvalidApproval, SessionNotWaiting, UnknownSession
 from ..state.base import StateStore
 from ..tags.context import ResolvedContext
 from . import integrity
-from .acting import Actor
+from .acting import NESTED, Actor
 from .budgets import BudgetExhausted, Budgets
 from .envelopes import (
     ACTING,
@@ -51,6 +52,8 @@ from .states import FINAL, SessionState
 
 logger = logging.getLogger("gateway.engine")
 
+END_SECONDS: Final = 5.0
+"""How long recording a session's end may take when it ends by cancellation or a failure."""
 MAX_REPAIRS: Final = 2
 """Turns in a row that may put an invalid answer right, before the session fails."""
 
@@ -192,9 +195,10 @@ class Engine:
         the session (its calls in flight too), recorded as canceled."""
         try:
             if self.planner is None:
+                never_started = session.state is SessionState.SUBMITTED
                 await self._end(
                     session,
-                    SessionState.REJECTED,
+                    SessionState.REJECTED if never_started else SessionState.FAILED,
                     "no planner is configured: set engine.planner in gateway.yaml "
                     "(anthropic, with an API key, or scripted)",
                 )
@@ -203,11 +207,26 @@ class Engine:
             if first is None or not await first():
                 await self._loop(session, self.planner)
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                if session.state not in FINAL:
-                    await self._end(session, SessionState.CANCELED, "cancelled")
+            await self._end_anyway(session, SessionState.CANCELED, "cancelled")
             raise
+        except Exception:  # a bug, or the state store failing: the session ends, said so
+            logger.exception("session %s failed", session.id)
+            await self._end_anyway(session, SessionState.FAILED, "an internal error (logged)")
         return self._result(session)
+
+    async def _end_anyway(self, session: Session, state: SessionState, why: str) -> None:
+        """End a session that is not final, shielded from cancellation and bounded (the
+        store may be what failed); a failure to write it down is logged, not raised."""
+        if session.state in FINAL:
+            return
+        with anyio.move_on_after(END_SECONDS, shield=True) as scope:
+            try:
+                await self._end(session, state, why)
+            except Exception:
+                logger.exception("session %s: could not record it as %s", session.id, state)
+        if scope.cancelled_caught:
+            logger.warning("session %s: recording it as %s timed out", session.id, state)
+        session.state, session.outcome = state, why
 
     async def _loop(self, session: Session, planner: Planner) -> None:
         repairs = 0
@@ -223,13 +242,24 @@ class Engine:
                 await self._end(session, SessionState.FAILED, f"the planner failed: {exc}")
                 return
             self._count(session, answer)
-            session.transcript.append(Emitted(answer.id, answer.data))
+            data = answer.data
+            unwritable = jsoncodec.unencodable(data, "the answer")
+            if unwritable is not None:  # the store could not keep it: neither can we
+                data = None
+            session.transcript.append(Emitted(answer.id, data))
             try:
-                envelope = parse(answer.data)
+                if unwritable is not None:
+                    raise InvalidEnvelope(unwritable)
+                envelope = parse(data)
             except InvalidEnvelope as exc:
                 repairs += 1
                 await self.recorder.event(
-                    session, "invalid_envelope", id=answer.id, problem=str(exc), repair=repairs
+                    session,
+                    "invalid_envelope",
+                    id=answer.id,
+                    problem=str(exc),
+                    repair=repairs,
+                    data=data,
                 )
                 if repairs > MAX_REPAIRS:
                     why = f"the model gave no valid envelope in {repairs} turns: {exc}"
@@ -237,6 +267,7 @@ class Engine:
                     return
                 told = f"That is not a valid envelope: {exc}. Answer with one valid envelope."
                 session.transcript.append(Told(answer.id, told, is_error=True))
+                await self.recorder.snapshot(session)
                 continue
             repairs = 0
             await self._envelope_event(session, answer, envelope)
@@ -285,6 +316,7 @@ class Engine:
                 await self._exhausted(session, exc)
                 return
             session.transcript.append(Told(answer.id, told))
+            await self.recorder.snapshot(session)  # a turn's end: what a resume starts from
 
     def _read_only(self, tool: str) -> bool:
         entry = self.service.pool.catalog.tools.get(tool)
@@ -295,6 +327,7 @@ class Engine:
         tools = tuple(
             ToolInfo(tool.name, tool.description or "", dict(tool.input_schema))
             for tool in self.tools_for(session.caller)
+            if tool.name != NESTED  # a session may not call it: not shown either
         )
         return Turn(session.caller.prompt, tools, tuple(session.transcript))
 
@@ -316,6 +349,7 @@ class Engine:
             kind=envelope.kind,
             confidence=envelope.confidence,
             reasoning=envelope.reasoning,
+            data=answer.data,
             usage={
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,

@@ -88,8 +88,9 @@ class Recorder:
     async def move(self, session: Session, to: SessionState, why: str = "") -> None:
         """The state change, checked against the table, then written."""
         before = session.state
-        session.state = transition(before, to)
+        transition(before, to)  # raises for a move the table does not hold
         await self.event(session, "state", **{"from": before.value, "to": to.value, "why": why})
+        session.state = to
         await self.snapshot(session)
 
     async def result(self, session: Session, key: str, full: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ tags permit, every step is on the session's stream, and each limit ends the sess
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, cast
@@ -13,7 +14,7 @@ import anyio
 import pytest
 
 from gateway.calls import Completed, ToolCall
-from gateway.engine.budgets import Budgets
+from gateway.engine.budgets import Budgets, Spent
 from gateway.engine.states import SessionState
 from gateway.errors import SessionNotWaiting, UnknownSession
 from gateway.state.base import Stream, StreamBatch
@@ -120,8 +121,8 @@ async def test_the_same_call_asked_again_and_again_ends_the_session(bench: Bench
     result = await bench.session(planner)
     assert result.state is SessionState.FAILED
     assert result.text is not None
-    assert result.text.startswith("budget repeats exhausted: 3 times the same call")
-    assert len(result.calls) == 2
+    assert result.text.startswith("budget repeats exhausted: 4 times the same call")
+    assert len(result.calls) == 3  # `repeats` of them ran
 
 
 async def test_parallel_calls_each_return_whatever_the_others_do(bench: Bench) -> None:
@@ -321,3 +322,60 @@ async def test_a_session_may_not_start_another_session(bench: Bench) -> None:
         ("gateway__run_session", "nested_session")
     ]
     assert planner.told()[0].endswith("refused: a session may not start another session")
+
+
+def test_waiting_for_the_caller_is_not_the_sessions_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    spent = Spent(seconds=100.0, _since=clock[0])
+    clock[0] += 10  # ten seconds of work
+    spent.pause()
+    assert spent.wall() == 110.0
+    clock[0] += 3600  # an hour waiting for the caller
+    assert spent.wall() == 110.0
+    spent.resume()
+    clock[0] += 5
+    assert spent.wall() == 115.0
+
+
+async def test_an_answer_to_a_session_without_a_planner_fails_it(bench: Bench) -> None:
+    engine = bench.engine(Recording([envelope("clarify", question="Which?")]))
+    session = await engine.start(ALICE, "hi")
+    with anyio.fail_after(30):
+        await engine.run(session)
+    stored = await bench.engine(None).load(session.id, ALICE)
+    done = await bench.engine(None).answer(stored, "this one")
+    assert done.state is SessionState.FAILED  # not rejected: it had started
+    assert done.text is not None
+    assert "no planner is configured" in done.text
+
+
+async def test_an_answer_the_store_cannot_keep_is_invalid_not_a_crash(bench: Bench) -> None:
+    nan = {
+        "kind": "tool",
+        "confidence": float("nan"),
+        "reasoning": "x",
+        "call": {"tool": "t", "arguments": {}},
+    }
+    result = await bench.session(Recording([nan, reply("fine")]))
+    assert (result.state, result.text) == (SessionState.COMPLETED, "fine")
+
+
+async def test_a_failure_inside_the_loop_ends_the_session_as_failed(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = bench.engine(Recording([tool("echo__echo", n=1), reply()]))
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine._actor, "act", broken)
+    session = await engine.start(ALICE, "hi")
+    with anyio.fail_after(30):
+        result = await engine.run(session)
+    assert (result.state, result.text) == (SessionState.FAILED, "an internal error (logged)")
+    snapshot = await bench.store.get_session_state(session.id)
+    assert snapshot is not None
+    assert snapshot["state"] == "failed"
