@@ -36,6 +36,9 @@ async def test_the_demo_serves_each_user_their_tools_and_checks_scopes() -> None
                     done = await client.call_tool(
                         "payments__refund", {"order_id": "ORD-100001", "amount": 20}
                     )
+                    session = await client.call_tool(
+                        "gateway__run_session", {"message": "Who is maya?"}
+                    )
         proc.send_signal(signal.SIGINT)
         with anyio.fail_after(20):
             await anyio.to_thread.run_sync(proc.communicate)
@@ -51,6 +54,15 @@ async def test_the_demo_serves_each_user_their_tools_and_checks_scopes() -> None
         "refunded": 20.0,
         "currency": "USD",
     }
+    # The demo's agent session, by its scripted planner: no API key needed.
+    assert "gateway__run_session" in seen["alice"]
+    assert "gateway__run_session" not in seen["dave"]
+    assert session.structured_content is not None
+    assert session.structured_content["status"] == "completed"
+    assert session.structured_content["text"].startswith("Maya Lopez (C-1001")
+    assert session.structured_content["calls"] == [
+        {"tool": "crm__search_customers", "decision": "allowed", "ok": True}
+    ]
 
 
 DEMO_UPSTREAM = DEMO_CONFIG.parent / "upstreams" / "demo.py"
