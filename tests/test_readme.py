@@ -192,24 +192,34 @@ def demo_orders() -> set[str]:
     return set(demo.ORDERS)
 
 
-def test_the_readme_inspector_line_lists_alices_tools() -> None:
-    """The quick start's Inspector command, run as written (from the repository, the demo
-    on a free port instead of 8080), against `gateway serve` on the demo config."""
+def test_the_readmes_inspector_lines_do_what_they_say() -> None:
+    """The README's Inspector commands, run as written (from the repository, the demo on
+    a free port instead of 8080), against `gateway serve` on the demo config: alice's
+    tools listed, and the demo's agent session run."""
     if not (ROOT / ".cache" / "mcp-clients" / "node_modules" / ".bin" / "mcp-inspector").exists():
         pytest.skip("the Inspector is not installed: run scripts/ensure-mcp-clients")
-    shown = [b for b in blocks("sh") if "mcp-inspector" in b.text]
-    assert len(shown) == 1
-    text = shown[0].text.replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if "mcp-inspector --cli" in line)
+    shown = [b for b in blocks("sh") if "mcp-inspector --cli" in b.text]
+    lines = [
+        next(
+            line
+            for line in b.text.replace("\\\n", " ").splitlines()
+            if "mcp-inspector --cli" in line
+        )
+        for b in shown
+    ]
+    expected = {"tools/list": '"name": "payments__refund"', "run_session": '"status": "completed"'}
+    assert sorted(key for key in expected for line in lines if key in line) == sorted(expected)
     gateway = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(DEMO_CONFIG)]
     with serving(gateway, clean_env()) as (_, port):
-        done = subprocess.run(
-            ["bash", "-c", line.replace("127.0.0.1:8080", f"127.0.0.1:{port}")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr
-    assert '"name": "payments__refund"' in done.stdout
+        for line in lines:
+            done = subprocess.run(
+                ["bash", "-c", line.replace("127.0.0.1:8080", f"127.0.0.1:{port}")],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            (said,) = [text for key, text in expected.items() if key in line]
+            assert said in done.stdout, done.stdout
