@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.engine.loop import SessionResult
 from gateway.engine.planners.anthropic import AnthropicPlanner
 from gateway.engine.settings import AnthropicSettings, Prices
 from gateway.engine.states import SessionState
@@ -26,6 +27,15 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
 
 
+async def session_on(bench: Bench, url: str | None, **fields: Any) -> SessionResult:
+    """A session of the bench's, planned through the Messages API at `url`."""
+    planner = AnthropicPlanner(settings(url, **fields))
+    try:
+        return await bench.session(planner)
+    finally:
+        await planner.aclose()
+
+
 def settings(url: str | None, **fields: Any) -> AnthropicSettings:
     return AnthropicSettings.model_validate(
         {"api_key_env": KEY_ENV, "base_url": url, "max_retries": 2, "timeout": 5, **fields}
@@ -34,11 +44,7 @@ def settings(url: str | None, **fields: Any) -> AnthropicSettings:
 
 async def test_a_session_through_the_messages_api(bench: Bench) -> None:
     async with fake_messages([Reply(tool("echo__echo", n=2)), Reply(reply("two"))]) as fake:
-        planner = AnthropicPlanner(settings(fake.url, prices=Prices(input=3, output=15)))
-        try:
-            result = await bench.session(planner)
-        finally:
-            await planner.aclose()
+        result = await session_on(bench, fake.url, prices=Prices(input=3, output=15))
     assert (result.state, result.text) == (SessionState.COMPLETED, "two")
     first, second = fake.requests
     # One forced tool, strict, with the envelope's schema; no upstream tool is an API tool.
@@ -94,11 +100,7 @@ async def test_a_session_through_the_messages_api(bench: Bench) -> None:
 )
 async def test_every_kind_comes_through(bench: Bench, data: dict[str, Any]) -> None:
     async with fake_messages([Reply(data), Reply(reply())]) as fake:
-        planner = AnthropicPlanner(settings(fake.url))
-        try:
-            result = await bench.session(planner)
-        finally:
-            await planner.aclose()
+        result = await session_on(bench, fake.url)
     expected = {
         "tools": SessionState.COMPLETED,
         "plan": SessionState.COMPLETED,
@@ -111,11 +113,7 @@ async def test_every_kind_comes_through(bench: Bench, data: dict[str, Any]) -> N
 async def test_an_invalid_envelope_and_a_text_answer_get_repair_turns(bench: Bench) -> None:
     replies = [Reply({"kind": "reply"}), Reply(text="I think I will just chat."), Reply(reply())]
     async with fake_messages(replies) as fake:
-        planner = AnthropicPlanner(settings(fake.url))
-        try:
-            result = await bench.session(planner)
-        finally:
-            await planner.aclose()
+        result = await session_on(bench, fake.url)
     assert result.state is SessionState.COMPLETED
     second, third = fake.requests[1], fake.requests[2]
     repair = second["messages"][-1]["content"][-1]
@@ -134,11 +132,7 @@ async def test_an_invalid_envelope_and_a_text_answer_get_repair_turns(bench: Ben
 async def test_the_sdks_own_retries_carry_a_turn_over_a_failure(bench: Bench, status: int) -> None:
     replies = [Reply(status=status, headers={"retry-after": "0"}), Reply(reply("after all"))]
     async with fake_messages(replies) as fake:
-        planner = AnthropicPlanner(settings(fake.url))
-        try:
-            result = await bench.session(planner)
-        finally:
-            await planner.aclose()
+        result = await session_on(bench, fake.url)
     assert (result.state, result.text) == (SessionState.COMPLETED, "after all")
     assert len(fake.requests) == 2
 
@@ -146,11 +140,7 @@ async def test_the_sdks_own_retries_carry_a_turn_over_a_failure(bench: Bench, st
 async def test_failures_past_the_retries_fail_the_session_saying_so(bench: Bench) -> None:
     replies = [Reply(status=529, headers={"retry-after": "0"})] * 3
     async with fake_messages(replies) as fake:
-        planner = AnthropicPlanner(settings(fake.url, max_retries=2))
-        try:
-            result = await bench.session(planner)
-        finally:
-            await planner.aclose()
+        result = await session_on(bench, fake.url, max_retries=2)
     assert result.state is SessionState.FAILED
     assert result.text is not None
     assert result.text.startswith("the planner failed: the Messages API answered 529")
@@ -159,11 +149,7 @@ async def test_failures_past_the_retries_fail_the_session_saying_so(bench: Bench
 
 async def test_an_answer_slower_than_the_timeout_fails_the_turn(bench: Bench) -> None:
     async with fake_messages([Reply(reply(), delay=3)]) as fake:
-        planner = AnthropicPlanner(settings(fake.url, timeout=0.5, max_retries=0))
-        try:
-            result = await bench.session(planner)
-        finally:
-            await planner.aclose()
+        result = await session_on(bench, fake.url, timeout=0.5, max_retries=0)
     assert result.state is SessionState.FAILED
     assert result.text == "the planner failed: the Messages API did not answer within 0.5 s"
 
@@ -173,11 +159,7 @@ async def test_anthropic_base_url_is_honoured(
 ) -> None:
     async with fake_messages([Reply(reply("from the environment"))]) as fake:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
-        planner = AnthropicPlanner(settings(None))
-        try:
-            result = await bench.session(planner)
-        finally:
-            await planner.aclose()
+        result = await session_on(bench, None)
     assert result.text == "from the environment"
     assert len(fake.requests) == 1
 
