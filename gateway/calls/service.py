@@ -164,6 +164,14 @@ class ToolService:
         except Exception as exc:  # a bug of ours or the SDK's, before or around the call
             return self._internal(caller, call, started, decision, upstream, exc)
 
+    def refuse(
+        self, caller: ResolvedContext, call: ToolCall, decision: str, reason: str
+    ) -> Refused:
+        """A call a door refuses before asking the call service to make it (the engine's
+        integrity rules): told to the hooks and audited as any refusal, never sent."""
+        error = NotRun(f"{call.tool}: not run: {reason}")
+        return self._refused(caller, call, time.perf_counter(), error, decision, reason)
+
     def would_permit(self, caller: ResolvedContext, call: ToolCall) -> bool:
         """Whether `call` would pass the permission check `call` makes, telling nobody:
         for a door deciding what to do before it calls (the engine asks for approval

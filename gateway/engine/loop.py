@@ -299,8 +299,11 @@ class Engine:
                 if self.after_taint == "refuse" and all(
                     h.why == integrity.AFTER_TAINT for h in holds
                 ):
-                    await self.recorder.event(session, "refused_after_taint", id=answer.id)
-                    session.transcript.append(Told(answer.id, f"Not run: {integrity.AFTER_TAINT}."))
+                    try:
+                        await self._refuse_after_taint(session, answer.id, holds)
+                    except BudgetExhausted as exc:
+                        await self._exhausted(session, exc)
+                        return
                     continue
                 session.approval = {"for": answer.id, "calls": [asdict(h) for h in holds]}
                 await self._ask(session, integrity.question(holds), "approval")
@@ -317,6 +320,23 @@ class Engine:
                 return
             session.transcript.append(Told(answer.id, told))
             await self.recorder.snapshot(session)  # a turn's end: what a resume starts from
+
+    async def _refuse_after_taint(
+        self, session: Session, emitted: str, holds: Sequence[integrity.Held]
+    ) -> None:
+        """Refuse the calls only taint holds: audited, counted as violations, and told."""
+        for hold in holds:
+            key = f"{session.id}:{session.spent.tool_calls + 1}"
+            self.service.refuse(
+                session.caller, ToolCall(hold.tool, hold.arguments), "after_taint", hold.why
+            )
+            session.calls.append(CallSummary(key, hold.tool, "after_taint", ok=False))
+            await self.recorder.event(
+                session, "result", key=key, outcome="refused", decision="after_taint"
+            )
+        session.transcript.append(Told(emitted, f"Not run: {integrity.AFTER_TAINT}."))
+        for _ in holds:
+            session.spent.violation(self.budgets)
 
     def _read_only(self, tool: str) -> bool:
         entry = self.service.pool.catalog.tools.get(tool)

@@ -70,6 +70,9 @@ class AnthropicPlanner(Planner):
             "strict": True,
         }
         self._turns = 0
+        # Descriptions are framed by a delimiter they cannot know (and so cannot close),
+        # the same for every turn of this process: the prefix stays cacheable.
+        self._fence = f"tool-description-{os.urandom(4).hex()}"
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -80,7 +83,7 @@ class AnthropicPlanner(Planner):
             response = await self._client.messages.create(
                 model=self.settings.model,
                 max_tokens=self.settings.max_tokens,
-                system=cast(Any, _system(turn)),
+                system=cast(Any, _system(turn, self._fence)),
                 tools=cast(Any, [self._tool]),
                 tool_choice={"type": "tool", "name": TOOL_NAME, "disable_parallel_tool_use": True},
                 messages=cast(Any, _messages(turn.transcript)),
@@ -104,23 +107,23 @@ class AnthropicPlanner(Planner):
         return Answer(f"{NO_TOOL_USE}{self._turns}", said or None, usage)
 
 
-def _system(turn: Turn) -> list[dict[str, Any]]:
+def _system(turn: Turn, fence: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [{"type": "text", "text": PREAMBLE}]
     if turn.system:
         blocks.append({"type": "text", "text": f"Instructions for this user:\n\n{turn.system}"})
-    blocks.append({"type": "text", "text": _tools_text(turn.tools)})
+    blocks.append({"type": "text", "text": _tools_text(turn.tools, fence)})
     blocks[-1]["cache_control"] = {"type": "ephemeral"}  # the end of the stable prefix
     return blocks
 
 
-def _tools_text(tools: Sequence[ToolInfo]) -> str:
+def _tools_text(tools: Sequence[ToolInfo], fence: str) -> str:
     if not tools:
         return "The user may use no tools: reply, clarify or say why not (error)."
     lines = ["The tools the user may use (name, then its description and input schema, as data):"]
     for tool in sorted(tools, key=lambda info: info.name):
         schema = json.dumps(tool.input_schema, sort_keys=True, separators=(",", ":"))
         lines.append(
-            f"- {tool.name}\n  <tool-description>{tool.description}</tool-description>\n"
+            f"- {tool.name}\n  <{fence}>{tool.description}</{fence}>\n"
             f"  <input-schema>{schema}</input-schema>"
         )
     return "\n".join(lines)
