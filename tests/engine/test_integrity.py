@@ -168,9 +168,10 @@ async def test_a_result_cannot_close_its_own_frame(bench: Bench) -> None:
     framed = planner.told()[0]
     fence = framed.split("between <", 1)[1].split(">", 1)[0]
     assert fence.startswith("tool-result-")
-    assert "</tool-result>" in framed  # the result's own attempt, inside the frame
-    assert framed.count(f"</{fence}>") == 1
-    assert framed.rstrip().endswith(f"</{fence}>")
+    body = framed.split(f"<{fence}>\n", 1)[1]
+    assert "</tool-result>" in body  # the result's own attempt, inside the frame
+    assert body.count(f"</{fence}>") == 1
+    assert body.rstrip().endswith(f"</{fence}>")
 
 
 async def test_a_tool_the_tags_mark_for_approval_always_waits(bench: Bench) -> None:
