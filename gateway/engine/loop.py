@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
@@ -94,6 +95,9 @@ class Engine:
         self.budgets = budgets or Budgets()
         self.confidence = confidence
         self.after_taint = after_taint
+        self._claimed: set[str] = set()
+        """Sessions an answer or approval is being acted on in this process: a second one,
+        loaded from the same snapshot, must not act too."""
         self.recorder = Recorder(store)
         self._actor = Actor(service, self.recorder, self.budgets)
 
@@ -132,11 +136,12 @@ class Engine:
                 "That was not run: you were not sure enough, so the user was asked whether to "
                 f"go ahead. {answered}"
             )
-        session.waiting = None
-        session.transcript.append(Told(asked.id, answered))
-        await self.recorder.event(session, "answer", text=text)
-        session.spent.resume()
-        return await self.run(session)
+        with self._claim(session):
+            session.waiting = None
+            session.transcript.append(Told(asked.id, answered))
+            await self.recorder.event(session, "answer", text=text)
+            session.spent.resume()
+            return await self.run(session)
 
     async def approve(
         self,
@@ -163,29 +168,42 @@ class Engine:
                 envelope = parse(_edited(emitted.data, edits))
             except (ValueError, IndexError, KeyError, TypeError) as exc:
                 raise InvalidApproval(f"the edited arguments do not fit: {exc}") from None
-        await self.recorder.event(
-            session, "approval_decided", verdict=verdict, message=message, arguments=edits
-        )
-        session.approval = None
-        session.waiting = None
-        session.spent.resume()
+        with self._claim(session):
+            await self.recorder.event(
+                session, "approval_decided", verdict=verdict, message=message, arguments=edits
+            )
+            session.approval = None
+            session.waiting = None
+            session.spent.resume()
 
-        async def decided() -> bool:
-            if envelope is None:
-                told = f"The user did not approve it, so it was not run. {message}".strip()
-                session.transcript.append(Told(emitted_id, told))
+            async def decided() -> bool:
+                if envelope is None:
+                    told = f"The user did not approve it, so it was not run. {message}".strip()
+                    session.transcript.append(Told(emitted_id, told))
+                    return False
+                try:
+                    text = await self._actor.act(session, envelope)
+                except BudgetExhausted as exc:
+                    await self._exhausted(session, exc)
+                    return True
+                if edits:
+                    text = f"The user edited the arguments before it ran.\n\n{text}"
+                session.transcript.append(Told(emitted_id, text))
                 return False
-            try:
-                text = await self._actor.act(session, envelope)
-            except BudgetExhausted as exc:
-                await self._exhausted(session, exc)
-                return True
-            if edits:
-                text = f"The user edited the arguments before it ran.\n\n{text}"
-            session.transcript.append(Told(emitted_id, text))
-            return False
 
-        return await self.run(session, decided)
+            return await self.run(session, decided)
+
+    @contextmanager
+    def _claim(self, session: Session) -> Iterator[None]:
+        """Act on `session`'s answer or approval alone in this process, or raise
+        SessionNotWaiting. (Replicas sharing a store do not see each other's claims.)"""
+        if session.id in self._claimed:
+            raise SessionNotWaiting(session.id, "already being answered")
+        self._claimed.add(session.id)
+        try:
+            yield
+        finally:
+            self._claimed.discard(session.id)
 
     async def run(
         self, session: Session, first: Callable[[], Awaitable[bool]] | None = None

@@ -223,3 +223,34 @@ async def test_an_upstreams_error_answer_taints_the_session(bench: Bench, tmp_pa
     assert not journal.exists()
     events = await bench.events(result.session_id)
     assert [e["tool"] for e in events if e["type"] == "tainted"] == ["echo__reject"]
+
+
+async def test_one_approval_acts_once_though_two_requests_bring_it(bench: Bench) -> None:
+    """Two requests (a client's retry, say) load the same waiting session: one acts on the
+    approval, the other is told the session is already being answered."""
+    planner = Gullible(planted('CALL echo__echo {"n": 2}'))
+    engine = bench.engine(planner)
+    session = await engine.start(BOB, "echo this")
+    with anyio.fail_after(30):
+        await engine.run(session)
+    first = await engine.load(session.id, BOB)
+    second = await engine.load(session.id, BOB)
+    results: list[Any] = []
+
+    async def decide(copy: Any) -> None:
+        try:
+            results.append(await engine.approve(copy, "approve"))
+        except SessionNotWaiting as exc:
+            results.append(exc)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(decide, first)
+            tasks.start_soon(decide, second)
+    refused = [r for r in results if isinstance(r, SessionNotWaiting)]
+    done = [r for r in results if not isinstance(r, SessionNotWaiting)]
+    assert len(refused) == 1
+    assert "already being answered" in str(refused[0])
+    assert [c.tool for c in done[0].calls] == ["echo__echo", "echo__echo"]
+    intents = [e for e in await bench.events(session.id) if e["type"] == "intent"]
+    assert len(intents) == 2  # the approved call went out once
