@@ -15,6 +15,7 @@ import pytest
 
 from gateway.calls import Completed, ToolCall
 from gateway.engine.budgets import Budgets, Spent
+from gateway.engine.planners.base import Answer, Turn, Usage
 from gateway.engine.states import SessionState
 from gateway.errors import SessionNotWaiting, UnknownSession
 from gateway.state.base import Stream, StreamBatch
@@ -379,3 +380,48 @@ async def test_a_failure_inside_the_loop_ends_the_session_as_failed(
     snapshot = await bench.store.get_session_state(session.id)
     assert snapshot is not None
     assert snapshot["state"] == "failed"
+
+
+class Costly(Recording):
+    """A recording planner whose every turn uses 600 tokens and 0.6 USD."""
+
+    async def decide(self, turn: Turn) -> Answer:
+        answer = await super().decide(turn)
+        return Answer(answer.id, answer.data, Usage(500, 100, 0, 0, 0.6))
+
+
+@pytest.mark.parametrize(
+    ("budgets", "said"),
+    [
+        (Budgets(tokens=1000), "budget tokens exhausted: 1,200 tokens of 1,000 tokens"),
+        (Budgets(cost_usd=1.0), "budget cost_usd exhausted: 1.20 USD of 1.00 USD"),
+    ],
+    ids=["tokens", "cost"],
+)
+async def test_token_and_cost_budgets_end_the_session(
+    bench: Bench, budgets: Budgets, said: str
+) -> None:
+    planner = Costly([tool("echo__echo", n=n) for n in range(1, 5)])
+    result = await bench.session(planner, budgets=budgets)
+    assert (result.state, result.text) == (SessionState.FAILED, said)
+    assert result.spent["turns"] == 2
+
+
+async def test_the_wall_clock_budget_ends_the_session(bench: Bench) -> None:
+    engine = bench.engine(Recording([reply()]), budgets=Budgets(wall_seconds=900))
+    session = await engine.start(ALICE, "hi")
+    session.spent.seconds = 901.0  # as a resumed session that had worked that long
+    with anyio.fail_after(30):
+        result = await engine.run(session)
+    assert result.state is SessionState.FAILED
+    assert result.text is not None
+    assert result.text.startswith("budget wall_seconds exhausted: 901.")
+
+
+async def test_a_call_past_the_sessions_call_timeout_is_cancelled_and_told(bench: Bench) -> None:
+    planner = Recording([tool("echo__sleep", seconds=3), reply()])
+    result = await bench.session(planner, budgets=Budgets(call_timeout=0.3))
+    assert result.state is SessionState.COMPLETED
+    assert planner.told()[0] == "echo__sleep: failed: no answer within 0.3 s (cancelled)"
+    events = await bench.events(result.session_id)
+    assert [e["outcome"] for e in events if e["type"] == "result"] == ["timeout"]
