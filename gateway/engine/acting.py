@@ -128,20 +128,30 @@ class Actor:
             break
         return "\n\n".join(lines)
 
+    async def refuse(
+        self, session: Session, tool: str, arguments: dict[str, Any], decision: str, reason: str
+    ) -> None:
+        """A call the engine itself refuses, never sent (a session's own limits, not the
+        tags'): counted among the session's calls, audited through the call service's
+        hooks as every door's refusals are, and on the stream."""
+        session.spent.tool_calls += 1
+        key = f"{session.id}:{session.spent.tool_calls}"
+        self.service.refuse(session.caller, ToolCall(tool, arguments), decision, reason)
+        session.calls.append(CallSummary(key, tool, decision, ok=False))
+        await self.recorder.event(session, "result", key=key, outcome="refused", decision=decision)
+
     async def _call(self, session: Session, call: Call) -> Done:
         """One call through the call service, as an intent then a result on the stream;
         what the model is told of it. BudgetExhausted when none may be made."""
-        key = f"{session.id}:{session.spent.tool_calls + 1}"
         if call.tool == NESTED:
             # Not a tag's refusal (the caller may well use it): a session's own limit.
-            session.calls.append(CallSummary(key, call.tool, "nested_session", ok=False))
-            await self.recorder.event(
-                session, "result", key=key, outcome="refused", decision="nested_session"
-            )
-            return Done(f"{call.tool}: refused: a session may not start another session")
+            why = "a session may not start another session"
+            await self.refuse(session, call.tool, call.arguments, "nested_session", why)
+            return Done(f"{call.tool}: refused: {why}")
         repeat = jsoncodec.dumps([call.tool, call.arguments], sort_keys=True).decode()
         session.spent.before_call(self.budgets, repeat)
         session.spent.call_made(repeat)
+        key = f"{session.id}:{session.spent.tool_calls}"
         await self.recorder.event(
             session, "intent", key=key, tool=call.tool, arguments=call.arguments
         )

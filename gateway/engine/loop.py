@@ -344,14 +344,7 @@ class Engine:
     ) -> None:
         """Refuse the calls only taint holds: audited, counted as violations, and told."""
         for hold in holds:
-            key = f"{session.id}:{session.spent.tool_calls + 1}"
-            self.service.refuse(
-                session.caller, ToolCall(hold.tool, hold.arguments), "after_taint", hold.why
-            )
-            session.calls.append(CallSummary(key, hold.tool, "after_taint", ok=False))
-            await self.recorder.event(
-                session, "result", key=key, outcome="refused", decision="after_taint"
-            )
+            await self._actor.refuse(session, hold.tool, hold.arguments, "after_taint", hold.why)
         session.transcript.append(Told(emitted, f"Not run: {integrity.AFTER_TAINT}."))
         for _ in holds:
             session.spent.violation(self.budgets)

@@ -13,7 +13,7 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from gateway.calls import Completed, ToolCall
+from gateway.calls import CallRecord, Completed, ToolCall
 from gateway.engine.budgets import Budgets, Spent
 from gateway.engine.planners.base import Answer, Turn, Usage
 from gateway.engine.states import SessionState
@@ -317,12 +317,25 @@ async def test_a_session_is_only_its_own_callers(bench: Bench) -> None:
 
 
 async def test_a_session_may_not_start_another_session(bench: Bench) -> None:
-    planner = Recording([tool("gateway__run_session", message="again"), reply()])
-    result = await bench.session(planner)
+    told: list[CallRecord] = []
+    stop = bench.service.on_outcome(told.append)
+    try:
+        planner = Recording(
+            [tool("gateway__run_session", message="again"), tool("echo__echo", n=1), reply()]
+        )
+        result = await bench.session(planner)
+    finally:
+        stop()
     assert [(c.tool, c.decision) for c in result.calls] == [
-        ("gateway__run_session", "nested_session")
+        ("gateway__run_session", "nested_session"),
+        ("echo__echo", "allowed"),
     ]
     assert planner.told()[0].endswith("refused: a session may not start another session")
+    assert len({c.key for c in result.calls}) == 2  # each call its own idempotency key
+    assert [(r.call.tool, r.decision) for r in told] == [  # audited as any refusal
+        ("gateway__run_session", "nested_session"),
+        ("echo__echo", "allowed"),
+    ]
 
 
 def test_waiting_for_the_caller_is_not_the_sessions_time(
