@@ -176,20 +176,15 @@ class Engine:
             session.waiting = None
             session.spent.resume()
 
-            async def decided() -> bool:
+            async def decided() -> None:
                 if envelope is None:
                     told = f"The user did not approve it, so it was not run. {message}".strip()
                     session.transcript.append(Told(emitted_id, told))
-                    return False
-                try:
-                    text = await self._actor.act(session, envelope)
-                except BudgetExhausted as exc:
-                    await self._exhausted(session, exc)
-                    return True
+                    return
+                text = await self._actor.act(session, envelope)
                 if edits:
                     text = f"The user edited the arguments before it ran.\n\n{text}"
                 session.transcript.append(Told(emitted_id, text))
-                return False
 
             return await self.run(session, decided)
 
@@ -206,11 +201,11 @@ class Engine:
             self._claimed.discard(session.id)
 
     async def run(
-        self, session: Session, first: Callable[[], Awaitable[bool]] | None = None
+        self, session: Session, first: Callable[[], Awaitable[None]] | None = None
     ) -> SessionResult:
-        """Drive `session` until it replies, asks, or ends (after `first`, when given,
-        which says whether it ended the session). Cancelling the awaiting task cancels
-        the session (its calls in flight too), recorded as canceled."""
+        """Drive `session` until it replies, asks, or ends (after `first`, when given).
+        The first budget exhausted, wherever, ends it as failed. Cancelling the awaiting
+        task cancels the session (its calls in flight too), recorded as canceled."""
         try:
             if self.planner is None:
                 never_started = session.state is SessionState.SUBMITTED
@@ -222,8 +217,11 @@ class Engine:
                 )
                 return self._result(session)
             await self.recorder.move(session, SessionState.WORKING)
-            if first is None or not await first():
-                await self._loop(session, self.planner)
+            if first is not None:
+                await first()
+            await self._loop(session, self.planner)
+        except BudgetExhausted as exc:
+            await self._exhausted(session, exc)
         except anyio.get_cancelled_exc_class():
             await self._end_anyway(session, SessionState.CANCELED, "cancelled")
             raise
@@ -249,11 +247,7 @@ class Engine:
     async def _loop(self, session: Session, planner: Planner) -> None:
         repairs = 0
         while True:
-            try:
-                session.spent.before_turn(self.budgets)
-            except BudgetExhausted as exc:
-                await self._exhausted(session, exc)
-                return
+            session.spent.before_turn(self.budgets)
             try:
                 answer = await planner.decide(self._turn(session))
             except PlannerError as exc:
@@ -317,11 +311,7 @@ class Engine:
                 if self.after_taint == "refuse" and all(
                     h.why == integrity.AFTER_TAINT for h in holds
                 ):
-                    try:
-                        await self._refuse_after_taint(session, answer.id, holds)
-                    except BudgetExhausted as exc:
-                        await self._exhausted(session, exc)
-                        return
+                    await self._refuse_after_taint(session, answer.id, holds)
                     continue
                 session.approval = {"for": answer.id, "calls": [asdict(h) for h in holds]}
                 await self._ask(session, integrity.question(holds), "approval")
@@ -331,11 +321,7 @@ class Engine:
                     session, SessionState.FAILED, f"the model gave up: {envelope.reason}"
                 )
                 return
-            try:
-                told = await self._actor.act(session, envelope)
-            except BudgetExhausted as exc:
-                await self._exhausted(session, exc)
-                return
+            told = await self._actor.act(session, envelope)
             session.transcript.append(Told(answer.id, told))
             await self.recorder.snapshot(session)  # a turn's end: what a resume starts from
 
