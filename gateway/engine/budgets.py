@@ -7,12 +7,14 @@ Defaults come from gateway.yaml (`engine.budgets`); a tag may only tighten them.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import Field
 
 from ..strict import Strict
+from .planners.base import Usage
 
 Count = Annotated[int, Field(ge=1)]
 Amount = Annotated[float, Field(gt=0, strict=False)]
@@ -88,6 +90,34 @@ class Spent:
             + self.cache_read_tokens
             + self.cache_write_tokens
         )
+
+    def add(self, usage: Usage) -> None:
+        """One model turn, and what it used."""
+        self.turns += 1
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cache_read_tokens += usage.cache_read_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+        self.cost_usd += usage.cost_usd
+
+    def summary(self) -> dict[str, Any]:
+        """What the session used: kept in its snapshot, and told to its caller."""
+        return {
+            "turns": self.turns,
+            "tool_calls": self.tool_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cost_usd": self.cost_usd,
+            "seconds": round(self.wall(), 3),
+            "violations": self.violations,
+        }
+
+    @classmethod
+    def restored(cls, summary: Mapping[str, Any], calls_seen: Mapping[str, int]) -> Spent:
+        """The spending a snapshot's `summary()` (and its calls seen) hold."""
+        return cls(**summary, calls_seen=dict(calls_seen))
 
     def wall(self) -> float:
         if self._paused:

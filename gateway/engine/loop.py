@@ -47,7 +47,6 @@ from .session import (
     Session,
     new_session_id,
     restore,
-    spent_summary,
 )
 from .states import FINAL, SessionState
 
@@ -253,7 +252,7 @@ class Engine:
             except PlannerError as exc:
                 await self._end(session, SessionState.FAILED, f"the planner failed: {exc}")
                 return
-            self._count(session, answer)
+            session.spent.add(answer.usage)
             data = answer.data
             unwritable = jsoncodec.unencodable(data, "the answer")
             if unwritable is not None:  # the store could not keep it: neither can we
@@ -337,8 +336,7 @@ class Engine:
 
     def _read_only(self, tool: str) -> bool:
         entry = self.service.pool.catalog.tools.get(tool)
-        notes = entry.tool.annotations if entry is not None else None
-        return bool(notes is not None and notes.read_only_hint)
+        return entry is not None and entry.read_only
 
     def _turn(self, session: Session) -> Turn:
         tools = tuple(
@@ -347,15 +345,6 @@ class Engine:
             if tool.name != NESTED  # a session may not call it: not shown either
         )
         return Turn(session.caller.prompt, tools, tuple(session.transcript))
-
-    def _count(self, session: Session, answer: Answer) -> None:
-        spent, usage = session.spent, answer.usage
-        spent.turns += 1
-        spent.input_tokens += usage.input_tokens
-        spent.output_tokens += usage.output_tokens
-        spent.cache_read_tokens += usage.cache_read_tokens
-        spent.cache_write_tokens += usage.cache_write_tokens
-        spent.cost_usd += usage.cost_usd
 
     async def _envelope_event(self, session: Session, answer: Answer, envelope: Envelope) -> None:
         usage = answer.usage
@@ -367,12 +356,7 @@ class Engine:
             confidence=envelope.confidence,
             reasoning=envelope.reasoning,
             data=answer.data,
-            usage={
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_tokens": usage.cache_read_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-            },
+            usage={name: value for name, value in asdict(usage).items() if name != "cost_usd"},
         )
 
     async def _ask(self, session: Session, question: str, waiting: str) -> None:
@@ -396,7 +380,7 @@ class Engine:
             session.state,
             session.outcome,
             tuple(session.calls),
-            spent_summary(session.spent),
+            session.spent.summary(),
         )
 
 

@@ -112,27 +112,12 @@ class Recorder:
                 "tainted": session.tainted,
                 "approval": session.approval,
                 "created": session.created,
-                "spent": spent_summary(session.spent),
+                "spent": session.spent.summary(),
                 "calls_seen": dict(session.spent.calls_seen),
                 "calls": [asdict(call) for call in session.calls],
                 "transcript": [_entry(entry) for entry in session.transcript],
             },
         )
-
-
-def spent_summary(spent: Spent) -> dict[str, Any]:
-    """What a session used: kept in its snapshot, and told to its caller."""
-    return {
-        "turns": spent.turns,
-        "tool_calls": spent.tool_calls,
-        "input_tokens": spent.input_tokens,
-        "output_tokens": spent.output_tokens,
-        "cache_read_tokens": spent.cache_read_tokens,
-        "cache_write_tokens": spent.cache_write_tokens,
-        "cost_usd": spent.cost_usd,
-        "seconds": round(spent.wall(), 3),
-        "violations": spent.violations,
-    }
 
 
 def _entry(entry: Entry) -> dict[str, Any]:
@@ -147,19 +132,7 @@ def _entry(entry: Entry) -> dict[str, Any]:
 def restore(snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
     """The session a snapshot holds, run on as `caller` (whose identity the caller of this
     has checked against the snapshot's)."""
-    spent_data = snapshot["spent"]
-    spent = Spent(
-        turns=spent_data["turns"],
-        tool_calls=spent_data["tool_calls"],
-        input_tokens=spent_data["input_tokens"],
-        output_tokens=spent_data["output_tokens"],
-        cache_read_tokens=spent_data["cache_read_tokens"],
-        cache_write_tokens=spent_data["cache_write_tokens"],
-        cost_usd=spent_data["cost_usd"],
-        seconds=spent_data["seconds"],
-        violations=spent_data["violations"],
-        calls_seen=dict(snapshot["calls_seen"]),
-    )
+    spent = Spent.restored(snapshot["spent"], snapshot["calls_seen"])
     return Session(
         id=snapshot["id"],
         caller=caller,

@@ -45,10 +45,16 @@ class CatalogTool:
     """What callers are shown: the upstream's definition under the public name."""
 
     @property
+    def read_only(self) -> bool:
+        """Annotated read-only (the upstream's hint)."""
+        notes = self.tool.annotations
+        return bool(notes and notes.read_only_hint)
+
+    @property
     def repeatable(self) -> bool:
         """Annotated read-only or idempotent: safe to send again after a lost connection."""
         notes = self.tool.annotations
-        return bool(notes and (notes.read_only_hint or notes.idempotent_hint))
+        return self.read_only or bool(notes and notes.idempotent_hint)
 
 
 @dataclass(frozen=True, slots=True)
