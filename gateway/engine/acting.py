@@ -170,7 +170,7 @@ class Actor:
         if isinstance(outcome, Completed):
             result = outcome.result
             dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            text = _result_text(result)
+            text = _result_text(result, dumped)
             ok = not getattr(result, "is_error", False)
             session.calls.append(CallSummary(key, call.tool, "allowed", ok))
             await self._read(session, key, call)
@@ -223,14 +223,14 @@ class Actor:
         return Done(f"{call.tool}: failed: {outcome.error}")
 
 
-def _result_text(result: types.CallToolResult | types.InputRequiredResult) -> str:
-    """A result as the model reads it: its text blocks, else its JSON."""
+def _result_text(
+    result: types.CallToolResult | types.InputRequiredResult, dumped: dict[str, Any]
+) -> str:
+    """A result as the model reads it: its text blocks, else its JSON (`dumped`)."""
     if isinstance(result, types.CallToolResult):
         texts = [block.text for block in result.content if isinstance(block, types.TextContent)]
         if texts:
             return "\n".join(texts)
         if result.structured_content is not None:
             return jsoncodec.dumps(result.structured_content).decode()
-    return jsoncodec.dumps(
-        result.model_dump(by_alias=True, mode="json", exclude_none=True)
-    ).decode()
+    return jsoncodec.dumps(dumped).decode()
