@@ -176,9 +176,8 @@ class ToolService:
         """Whether `call` would pass the permission check `call` makes, telling nobody:
         for a door deciding what to do before it calls (the engine asks for approval
         only of calls the tags permit; `call` checks, and audits, again)."""
-        entry = self.pool.catalog.tools.get(call.tool)
         try:
-            return check(caller, call.tool, call.arguments, _filler(entry)).allowed
+            return self._check(caller, call).allowed
         except Exception:  # a bug: `call` will report it
             logger.exception("permission check of %s failed", call.tool)
             return False
@@ -187,10 +186,9 @@ class ToolService:
         """Whether `call` passes the permission check `call` makes (with the tool's
         declared defaults), for a call going on: a bridged call's retry is checked again,
         so a tag changed meanwhile stops it. A refusal is told to the hooks."""
-        entry = self.pool.catalog.tools.get(call.tool)
         started = time.perf_counter()
         try:
-            decision = check(caller, call.tool, call.arguments, _filler(entry))
+            decision = self._check(caller, call)
         except Exception as exc:  # a bug: the call does not go on
             self._internal(caller, call, started, None, None, exc)
             return False
@@ -205,6 +203,11 @@ class ToolService:
             decision.reason,
         )
         return False
+
+    def _check(self, caller: ResolvedContext, call: ToolCall) -> Decision:
+        """The permission check as `call` makes it, with the tool's declared defaults."""
+        entry = self.pool.catalog.tools.get(call.tool)
+        return check(caller, call.tool, call.arguments, _filler(entry))
 
     async def execute_many(
         self,
