@@ -18,6 +18,7 @@ from .. import jsoncodec
 from ..calls.outcome import Completed, Failed, Outcome, Refused, ToolCall
 from ..calls.service import ToolService
 from ..errors import PermissionDenied, UnknownTool
+from ..upstreams.config import RESERVED_PREFIX
 from .budgets import BudgetExhausted, Budgets
 from .envelopes import (
     Call,
@@ -32,8 +33,10 @@ from .session import RESULT_TEXT, CallSummary, Recorder, Session
 
 logger = logging.getLogger("gateway.engine")
 
-NESTED: Final = "gateway__run_session"
-"""The engine's own tool, which a session may not call: sessions do not start sessions."""
+RUN_SESSION: Final = "run_session"
+"""The engine's own tool (tool.py)."""
+NESTED: Final = f"{RESERVED_PREFIX}{RUN_SESSION}"
+"""Its public name, which a session may not call: sessions do not start sessions."""
 
 
 @dataclass(frozen=True, slots=True)

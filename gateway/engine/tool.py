@@ -20,13 +20,12 @@ from ..errors import SessionError
 from ..own_tools import OwnTool, tool_error
 from ..principal import Principal
 from ..tags.context import ResolvedContext
+from .acting import RUN_SESSION
 from .envelopes import MAX_TEXT
 from .loop import Engine, SessionResult
 
-NAME: Final = "run_session"
-
 DEFINITION: Final = types.Tool(
-    name=NAME,
+    name=RUN_SESSION,
     title="Run an agent session",
     description=(
         "Runs an agent session for you: the gateway's engine plans with a model and calls "
