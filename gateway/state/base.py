@@ -70,6 +70,19 @@ def session_flows_key(session_id: str) -> str:
     return f"SESSION:{{{_part(session_id)}}}:flows"
 
 
+def session_id_of(key: str) -> str | None:
+    """The session whose state `key` is (`session_key`'s inverse); None for other keys."""
+    if not (key.startswith("SESSION:{") and key.endswith("}")) or "}" in key[9:-1]:
+        return None
+    escaped = key[9:-1]
+    return escaped.replace("%7B", "{").replace("%7D", "}").replace("%3A", ":").replace("%25", "%")
+
+
+def session_claim_key(session_id: str) -> str:
+    """Who acts on the session now (`claim_session`): one owner at a time, for a lease."""
+    return f"SESSION:{{{_part(session_id)}}}:claim"
+
+
 def stream_key(session_id: str, stream: Stream) -> str:
     return f"STREAM:{{{_part(session_id)}}}:{stream.value}"
 
@@ -204,6 +217,30 @@ class StateStore(ABC):
         self, session_id: str, state: Mapping[str, Any], ttl: float | None = None
     ) -> None:
         await self._set_value(session_key(session_id), state, ttl or self.ttls.session)
+
+    @abstractmethod
+    async def set_claimed_session_state(
+        self, session_id: str, state: Mapping[str, Any], owner: str, ttl: float | None = None
+    ) -> bool:
+        """`set_session_state`, only while `owner` holds the session's claim: False, and
+        nothing written, when it does not (a lease that lapsed, taken by another)."""
+
+    @abstractmethod
+    async def session_ids(self) -> list[str]:
+        """The ids of every session with state. It scans: for operators and recovery at
+        start-up, not for hot paths."""
+
+    # claims: one replica acts on a session at a time
+
+    @abstractmethod
+    async def claim_session(self, session_id: str, owner: str, seconds: float) -> bool:
+        """Hold the session's claim as `owner` for `seconds` (a lease, renewed by claiming
+        again); False when another owner holds it. Not renewed, it lapses, so a session
+        whose owner died can be taken on by another."""
+
+    @abstractmethod
+    async def release_session(self, session_id: str, owner: str) -> None:
+        """Give the claim up, if `owner` holds it."""
 
     @abstractmethod
     async def touch_session(self, session_id: str) -> bool:

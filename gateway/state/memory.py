@@ -36,7 +36,9 @@ from .base import (
     flow_key,
     format_id,
     parse_id,
+    session_claim_key,
     session_flows_key,
+    session_id_of,
     session_key,
     stream_key,
 )
@@ -155,6 +157,37 @@ class MemoryStore(StateStore):
 
     # --- sessions ----------------------------------------------------------------------
 
+    async def set_claimed_session_state(
+        self, session_id: str, state: Mapping[str, Any], owner: str, ttl: float | None = None
+    ) -> bool:
+        encoded = codec.encode(state)
+        if not self._holds(session_id, owner):
+            return False
+        self._write(session_key(session_id), encoded, ttl or self.ttls.session)
+        return True
+
+    async def session_ids(self) -> list[str]:
+        return [
+            session_id
+            for key in list(self._values)
+            if (session_id := session_id_of(key)) is not None and self._live(key) is not None
+        ]
+
+    def _holds(self, session_id: str, owner: str) -> bool:
+        claim = self._live(session_claim_key(session_id))
+        return claim is not None and claim.data == owner.encode()
+
+    async def claim_session(self, session_id: str, owner: str, seconds: float) -> bool:
+        claim = self._live(session_claim_key(session_id))
+        if claim is not None and claim.data != owner.encode():
+            return False
+        self._write(session_claim_key(session_id), owner.encode(), seconds)
+        return True
+
+    async def release_session(self, session_id: str, owner: str) -> None:
+        if self._holds(session_id, owner):
+            del self._values[session_claim_key(session_id)]
+
     async def touch_session(self, session_id: str) -> bool:
         state = self._live(session_key(session_id))
         if state is None:
@@ -179,6 +212,7 @@ class MemoryStore(StateStore):
             for flow_id in flows.data:
                 self._values.pop(flow_key(session_id, flow_id), None)
         self._values.pop(session_flows_key(session_id), None)
+        self._values.pop(session_claim_key(session_id), None)
         self._values.pop(session_key(session_id), None)
         for stream in Stream:
             self._streams.pop(stream_key(session_id, stream), None)

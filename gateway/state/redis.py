@@ -55,11 +55,14 @@ from .base import (
     channel_name,
     flow_key,
     parse_id,
+    session_claim_key,
     session_flows_key,
+    session_id_of,
     session_key,
     stream_key,
 )
 from .redis_pubsub import Hub, Listener
+from .redis_scripts import APPEND, CLAIM, READ, RELEASE, SET_CLAIMED
 
 logger = logging.getLogger("gateway.state")
 
@@ -76,39 +79,6 @@ LONG_OP_TIMEOUT = 30.0
 """For operations that scan the keyspace (diagnostics)."""
 _DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _FIELD = b"v"
-
-_APPEND = """
-local ids = {}
-for i = 4, #ARGV do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'v', ARGV[i])
-end
-local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
-if excess > tonumber(ARGV[2]) then
-  local removed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[1])
-  redis.call('XSETID', KEYS[1], ids[#ids], 'MAXDELETEDID', removed[#removed][1])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', KEYS[1], '')
-return ids
-"""
-"""Append events, trim, renew, wake: one round trip, atomic. Trimming is done here rather
-than by XADD's MAXLEN because Redis records no trace of what MAXLEN trimmed; XSETID's
-MAXDELETEDID makes XINFO tell readers the newest id they can no longer read. The stream
-is trimmed back to its cap once it is `slack` over, so the cost is paid once per slack."""
-
-_READ = """
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 0 then return {entries, false} end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then return {entries, info[i + 1]} end
-end
-return {entries, '0-0'}
-"""
-"""Events after an id and the newest id trimmed unread, in one round trip (nil when the
-stream does not exist). Cheaper than MULTI/XRANGE/XINFO/EXEC: redis-py spends more time
-parsing XINFO's full reply than Redis takes to answer."""
 
 
 def redact(url: str) -> str:
@@ -160,6 +130,9 @@ class RedisStore(StateStore):
         self._trim_slack = max(1, min(100, stream_max_len // 10))
         self._append_script: Any = None
         self._read_script: Any = None
+        self._claim_script: Any = None
+        self._release_script: Any = None
+        self._set_claimed_script: Any = None
         self._probed_at = -math.inf
         self._probe_failure: str | None = None
         """Why the last readiness probe failed; None when it succeeded (or none ran)."""
@@ -197,8 +170,11 @@ class RedisStore(StateStore):
             lambda operation: self._call(lambda _r: operation()),
             _DOWN,
         )
-        self._append_script = self._redis.register_script(_APPEND)
-        self._read_script = self._redis.register_script(_READ)
+        self._append_script = self._redis.register_script(APPEND)
+        self._read_script = self._redis.register_script(READ)
+        self._claim_script = self._redis.register_script(CLAIM)
+        self._release_script = self._redis.register_script(RELEASE)
+        self._set_claimed_script = self._redis.register_script(SET_CLAIMED)
         self._stack = AsyncExitStack()
         self._tasks = await self._stack.enter_async_context(anyio.create_task_group())
         self._tasks.start_soon(self._hub.run)
@@ -319,6 +295,30 @@ class RedisStore(StateStore):
         encoded = codec.encode(value)
         await self._call(lambda r: r.set(key, encoded, px=_ms(ttl)))
 
+    async def set_claimed_session_state(
+        self, session_id: str, state: Mapping[str, Any], owner: str, ttl: float | None = None
+    ) -> bool:
+        keys = [session_claim_key(session_id), session_key(session_id)]
+        args = [owner, codec.encode(state), _ms(ttl or self.ttls.session)]
+        done = await self._call(lambda r: self._set_claimed_script(keys=keys, args=args, client=r))
+        return bool(done)
+
+    async def session_ids(self) -> list[str]:
+        async def scan(r: Client) -> list[str]:
+            found = [_text(key) async for key in r.scan_iter(match="SESSION:{*}", count=1000)]
+            return [session_id for key in found if (session_id := session_id_of(key)) is not None]
+
+        return await self._call(scan, seconds=LONG_OP_TIMEOUT)
+
+    async def claim_session(self, session_id: str, owner: str, seconds: float) -> bool:
+        keys, args = [session_claim_key(session_id)], [owner, _ms(seconds)]
+        done = await self._call(lambda r: self._claim_script(keys=keys, args=args, client=r))
+        return bool(done)
+
+    async def release_session(self, session_id: str, owner: str) -> None:
+        keys, args = [session_claim_key(session_id)], [owner]
+        await self._call(lambda r: self._release_script(keys=keys, args=args, client=r))
+
     async def touch_session(self, session_id: str) -> bool:
         index = session_flows_key(session_id)
 
@@ -347,7 +347,7 @@ class RedisStore(StateStore):
 
         async def delete(r: Client) -> None:
             flows = await r.smembers(index)
-            keys = [session_key(session_id), index]
+            keys = [session_key(session_id), index, session_claim_key(session_id)]
             keys += [stream_key(session_id, stream) for stream in Stream]
             keys += [flow_key(session_id, _text(flow_id)) for flow_id in flows]
             await r.unlink(*keys)
