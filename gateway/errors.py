@@ -146,6 +146,14 @@ class SessionNotWaiting(SessionError):
         self.state = state
 
 
+class SessionTaken(SessionError):
+    """Another engine (a replica, or this one after a lapsed lease) runs the session now."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} is being run elsewhere")
+        self.session_id = session_id
+
+
 # --- the state store -----------------------------------------------------------------------
 
 

@@ -74,6 +74,7 @@ class Runtime:
             engine.budgets,
             engine.confidence,
             engine.after_taint,
+            engine.lease,
         )
 
     @classmethod

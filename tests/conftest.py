@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from gateway.principal import Principal
 from gateway.tags import TagSet
 from gateway.tags.loader import tagset_from_texts
+from tests.redis_server import RedisServer, running
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "configs" / "gateway.yaml"
@@ -42,3 +44,20 @@ def tags_dir(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server of our own on a free loopback port, never the shared one on 6379:
+    the tests flush it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    with running(server):
+        yield server.port
+
+
+@pytest.fixture
+def redis_url(redis_port: int) -> str:
+    """The private server's URL, its database emptied: each test starts from nothing."""
+    with redis.Redis(host="127.0.0.1", port=redis_port, db=0) as client:
+        client.flushdb()
+    return f"redis://127.0.0.1:{redis_port}/0"

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
@@ -25,12 +24,13 @@ import mcp_types as types
 from .. import jsoncodec
 from ..calls.outcome import ToolCall
 from ..calls.service import ToolService
-from ..errors import InvalidApproval, SessionNotWaiting, UnknownSession
-from ..state.base import StateStore
+from ..errors import InvalidApproval, SessionNotWaiting, SessionTaken, UnknownSession
+from ..state.base import START, StateStore
 from ..tags.context import ResolvedContext
 from . import integrity
 from .acting import NESTED, Actor
 from .budgets import BudgetExhausted, Budgets
+from .claims import Claims
 from .envelopes import (
     ACTING,
     ClarifyEnvelope,
@@ -84,26 +84,30 @@ class Engine:
         budgets: Budgets | None = None,
         confidence: float = 0.5,
         after_taint: AfterTaint = "ask",
+        lease: float = 15.0,
     ) -> None:
         """`confidence`: below it, an envelope that calls tools is not acted on; the
         caller is asked whether to go ahead instead. `after_taint`: what becomes of a call
-        that only taint holds (integrity.py): the user is asked, or it is refused."""
+        that only taint holds (integrity.py): the user is asked, or it is refused.
+        `lease`: seconds this engine's claim on a session it runs lasts unrenewed
+        (claims.py): after a crash, how soon another replica may take the session over."""
         self.service = service
         self.tools_for = tools_for
         self.planner = planner
         self.budgets = budgets or Budgets()
         self.confidence = confidence
         self.after_taint = after_taint
-        self._claimed: set[str] = set()
-        """Sessions an answer or approval is being acted on in this process: a second one,
-        loaded from the same snapshot, must not act too."""
+        self.claims = Claims(store, lease)
         self.recorder = Recorder(store)
         self._actor = Actor(service, self.recorder, self.budgets)
 
     async def start(self, caller: ResolvedContext, message: str) -> Session:
-        """A new session, `accepted` on its stream before anyone learns its id."""
+        """A new session, `accepted` on its stream before anyone learns its id, claimed by
+        this engine for `run`."""
         session = Session(new_session_id(), caller, message)
         session.transcript.append(Said(message))
+        if not await self.claims.take(session):  # a new id: only a bug gets here
+            raise SessionTaken(session.id)
         await self.recorder.accepted(session)
         return session
 
@@ -135,12 +139,16 @@ class Engine:
                 "That was not run: you were not sure enough, so the user was asked whether to "
                 f"go ahead. {answered}"
             )
-        with self._claim(session):
+        await self._take(session)
+        try:
             session.waiting = None
             session.transcript.append(Told(asked.id, answered))
             await self.recorder.event(session, "answer", text=text)
             session.spent.resume()
-            return await self.run(session)
+        except BaseException:
+            await self.claims.let_go(session)
+            raise
+        return await self.run(session)
 
     async def approve(
         self,
@@ -167,44 +175,59 @@ class Engine:
                 envelope = parse(_edited(emitted.data, edits))
             except (ValueError, IndexError, KeyError, TypeError) as exc:
                 raise InvalidApproval(f"the edited arguments do not fit: {exc}") from None
-        with self._claim(session):
+        await self._take(session)
+        try:
             await self.recorder.event(
                 session, "approval_decided", verdict=verdict, message=message, arguments=edits
             )
-            session.approval = None
-            session.waiting = None
-            session.spent.resume()
+        except BaseException:
+            await self.claims.let_go(session)
+            raise
+        session.approval = None
+        session.waiting = None
+        session.spent.resume()
 
-            async def decided() -> None:
-                if envelope is None:
-                    told = f"The user did not approve it, so it was not run. {message}".strip()
-                    session.transcript.append(Told(emitted_id, told))
-                    return
-                text = await self._actor.act(session, envelope)
-                if edits:
-                    text = f"The user edited the arguments before it ran.\n\n{text}"
-                session.transcript.append(Told(emitted_id, text))
+        async def decided() -> None:
+            if envelope is None:
+                told = f"The user did not approve it, so it was not run. {message}".strip()
+                session.transcript.append(Told(emitted_id, told))
+                return
+            text = await self._actor.act(session, envelope)
+            if edits:
+                text = f"The user edited the arguments before it ran.\n\n{text}"
+            session.transcript.append(Told(emitted_id, text))
 
-            return await self.run(session, decided)
+        return await self.run(session, decided)
 
-    @contextmanager
-    def _claim(self, session: Session) -> Iterator[None]:
-        """Act on `session`'s answer or approval alone in this process, or raise
-        SessionNotWaiting. (Replicas sharing a store do not see each other's claims.)"""
-        if session.id in self._claimed:
+    async def _take(self, session: Session) -> None:
+        """Claim a waiting session to act on its answer or approval, in this engine alone
+        among every replica, or raise SessionNotWaiting: another holds it, or acted on one
+        since `session` was loaded (its snapshot moved on)."""
+        if not await self.claims.take(session):
             raise SessionNotWaiting(session.id, "already being answered")
-        self._claimed.add(session.id)
         try:
-            yield
-        finally:
-            self._claimed.discard(session.id)
+            stored = await self.recorder.store.get_session_state(session.id)
+            if stored is None or stored.get("last_event", START) != session.last_event:
+                raise SessionNotWaiting(session.id, "already answered")
+        except BaseException:
+            await self.claims.let_go(session)
+            raise
 
     async def run(
         self, session: Session, first: Callable[[], Awaitable[None]] | None = None
     ) -> SessionResult:
-        """Drive `session` until it replies, asks, or ends (after `first`, when given).
-        The first budget exhausted, wherever, ends it as failed. Cancelling the awaiting
-        task cancels the session (its calls in flight too), recorded as canceled."""
+        """Drive `session`, which this engine has claimed, until it replies, asks, or ends
+        (after `first`, when given), and let go of it. The first budget exhausted,
+        wherever, ends it as failed. Cancelling the awaiting task cancels the session (its
+        calls in flight too), recorded as canceled. SessionTaken when another engine took
+        it over meanwhile (this one's claim lapsed): it then writes nothing more."""
+        async with self.claims.held(session):
+            return await self._run(session, first)
+        raise AssertionError("unreachable: held() raises when it ends the body")  # for mypy
+
+    async def _run(
+        self, session: Session, first: Callable[[], Awaitable[None]] | None
+    ) -> SessionResult:
         try:
             if self.planner is None:
                 never_started = session.state is SessionState.SUBMITTED
@@ -221,6 +244,8 @@ class Engine:
             await self._loop(session, self.planner)
         except BudgetExhausted as exc:
             await self._exhausted(session, exc)
+        except SessionTaken:
+            raise
         except anyio.get_cancelled_exc_class():
             await self._end_anyway(session, SessionState.CANCELED, "cancelled")
             raise
@@ -231,8 +256,9 @@ class Engine:
 
     async def _end_anyway(self, session: Session, state: SessionState, why: str) -> None:
         """End a session that is not final, shielded from cancellation and bounded (the
-        store may be what failed); a failure to write it down is logged, not raised."""
-        if session.state in FINAL:
+        store may be what failed); a failure to write it down is logged, not raised. Not
+        one this engine lost its claim on: its new holder goes on with it."""
+        if session.state in FINAL or session.claim is None:
             return
         with anyio.move_on_after(END_SECONDS, shield=True) as scope:
             try:

@@ -20,7 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from ..state.base import StateStore, Stream
+from ..errors import SessionTaken
+from ..state.base import START, StateStore, Stream, parse_id
 from ..tags.context import ResolvedContext
 from .budgets import Spent
 from .planners.base import Emitted, Entry, Said, Told
@@ -62,6 +63,11 @@ class Session:
     approval: dict[str, Any] | None = None
     """While waiting for an approval: `for`, the envelope's id, and the `calls` held."""
     created: float = field(default_factory=time.time)
+    last_event: str = START
+    """The id of the last event written: the snapshot holds everything up to it."""
+    claim: str | None = None
+    """This engine's hold on the session in the store while it acts on it (claims.py);
+    None when it holds none. Never written down."""
 
 
 class Recorder:
@@ -71,7 +77,11 @@ class Recorder:
         self.store = store
 
     async def event(self, session: Session, type_: str, **fields: Any) -> str:
-        return await self.store.append(session.id, Stream.EVENTS, {"type": type_, **fields})
+        event_id = await self.store.append(session.id, Stream.EVENTS, {"type": type_, **fields})
+        # Parallel calls' events may come back out of order: the latest is the greatest.
+        if parse_id(event_id) > parse_id(session.last_event):
+            session.last_event = event_id
+        return event_id
 
     async def accepted(self, session: Session) -> None:
         principal = session.caller.principal
@@ -97,8 +107,12 @@ class Recorder:
         await self.store.append(session.id, Stream.TOOL_RESULTS, {"key": key, **full})
 
     async def snapshot(self, session: Session) -> None:
+        """Write the snapshot, if this engine still holds the session's claim; else
+        SessionTaken (and nothing is written)."""
         principal = session.caller.principal
-        await self.store.set_session_state(
+        if session.claim is None:
+            raise SessionTaken(session.id)
+        written = await self.store.set_claimed_session_state(
             session.id,
             {
                 "id": session.id,
@@ -116,8 +130,12 @@ class Recorder:
                 "calls_seen": dict(session.spent.calls_seen),
                 "calls": [asdict(call) for call in session.calls],
                 "transcript": [_entry(entry) for entry in session.transcript],
+                "last_event": session.last_event,
             },
+            session.claim,
         )
+        if not written:
+            raise SessionTaken(session.id)
 
 
 def _entry(entry: Entry) -> dict[str, Any]:
@@ -146,6 +164,7 @@ def restore(snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
         tainted=snapshot["tainted"],
         approval=snapshot["approval"],
         created=snapshot["created"],
+        last_event=snapshot.get("last_event", START),
     )
 
 

@@ -46,3 +46,6 @@ class EngineSettings(Strict):
     """Below this, an envelope that calls tools is not acted on: the caller is asked."""
     after_taint: Literal["ask", "refuse"] = "ask"
     """A call only taint holds (see engine/integrity.py): ask the user, or refuse it."""
+    lease: Annotated[float, Field(ge=1, le=600, strict=False)] = 15.0
+    """Seconds a replica's claim on a session it runs lasts unrenewed (renewed every third
+    of it): after a crash, how soon another replica may take the session over."""

@@ -18,7 +18,7 @@ from gateway.engine.planners.base import Answer, Planner, Told, Turn
 from gateway.engine.planners.scripted import ScriptedPlanner
 from gateway.front.views import build_view
 from gateway.principal import Principal
-from gateway.state.base import DEFAULT_STREAM_MAX_LEN, Stream, TTLs
+from gateway.state.base import DEFAULT_STREAM_MAX_LEN, StateStore, Stream, TTLs
 from gateway.state.memory import MemoryStore
 from gateway.tags.context import ResolvedContext
 from gateway.tags.loader import tagset_from_texts
@@ -89,13 +89,15 @@ class Recording(ScriptedPlanner):
 class Bench:
     service: ToolService
     pool: Pool
-    store: MemoryStore
+    store: StateStore
 
     def engine(self, planner: Planner | None, **options: Any) -> Engine:
+        """An engine on the bench's store, or on `store` (another replica's, say)."""
         budgets = options.pop("budgets", None)
+        store = options.pop("store", self.store)
         return Engine(
             self.service,
-            self.store,
+            store,
             lambda context: build_view(context, self.pool.catalog).tools,
             planner,
             budgets,

@@ -250,7 +250,7 @@ async def test_one_approval_acts_once_though_two_requests_bring_it(bench: Bench)
     refused = [r for r in results if isinstance(r, SessionNotWaiting)]
     done = [r for r in results if not isinstance(r, SessionNotWaiting)]
     assert len(refused) == 1
-    assert "already being answered" in str(refused[0])
+    assert "already" in str(refused[0])  # being answered, or answered, by the time it asks
     assert [c.tool for c in done[0].calls] == ["echo__echo", "echo__echo"]
     intents = [e for e in await bench.events(session.id) if e["type"] == "intent"]
     assert len(intents) == 2  # the approved call went out once

@@ -49,23 +49,6 @@ async def started(store: StateStore) -> AsyncIterator[StateStore]:
         yield store
 
 
-@pytest.fixture(scope="session")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A redis-server of our own on a free loopback port, never the shared one on 6379:
-    the tests flush it."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    with running(server):
-        yield server.port
-
-
-@pytest.fixture
-def redis_url(redis_port: int) -> str:
-    """The private server's URL, its database emptied: each test starts from nothing."""
-    with redis.Redis(host="127.0.0.1", port=redis_port, db=0) as client:
-        client.flushdb()
-    return f"redis://127.0.0.1:{redis_port}/0"
-
-
 CLUSTER_NODES = 3
 
 

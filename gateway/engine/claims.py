@@ -1,0 +1,103 @@
+"""Who runs a session: one engine at a time, among every replica sharing the state store.
+
+An engine acts on a session only while it holds the session's claim in the store (a lease,
+`StateStore.claim_session`): it takes it to start a session or to act on an answer, renews
+it while it runs, and lets go when the session waits or ends. A replica that crashes stops
+renewing, so after one lease another may take the session over and resume it. One whose
+lease lapsed while it ran (a long pause, a partition) finds its next snapshot refused
+(`set_claimed_session_state`) or its renewal failing, and stops without writing an end:
+the session is someone else's now.
+
+The events a stale holder appends before it notices are not fenced; the snapshot is, and
+the renewal stops it within a third of a lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import anyio
+
+from ..errors import SessionTaken
+from ..state.base import StateStore
+from .session import Session
+
+logger = logging.getLogger("gateway.engine")
+
+RELEASE_SECONDS: Final = 5.0
+"""How long letting go of a claim may take (the store may be what failed)."""
+
+
+class Claims:
+    def __init__(self, store: StateStore, lease: float) -> None:
+        """`lease`: seconds a claim lasts unrenewed."""
+        self.store = store
+        self.lease = lease
+        self._me = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def take(self, session: Session) -> bool:
+        """Claim `session` for this engine (`session.claim`); False when another holds it."""
+        owner = f"{self._me}:{secrets.token_hex(6)}"
+        if not await self.store.claim_session(session.id, owner, self.lease):
+            return False
+        session.claim = owner
+        return True
+
+    async def let_go(self, session: Session) -> None:
+        """Release the claim, if this engine still holds it; a store failure is logged
+        (the claim then lapses on its own)."""
+        owner, session.claim = session.claim, None
+        if owner is None:
+            return
+        with anyio.move_on_after(RELEASE_SECONDS, shield=True):
+            try:
+                await self.store.release_session(session.id, owner)
+            except Exception:
+                logger.warning("session %s: could not release its claim", session.id)
+
+    @asynccontextmanager
+    async def held(self, session: Session) -> AsyncIterator[None]:
+        """Run the body while renewing `session`'s claim, and let go after. When the claim
+        is lost, the body is cancelled (with `session.claim` None, so it records no end)
+        and SessionTaken is raised."""
+        owner = session.claim
+        assert owner is not None, "a session is run only by the engine that claimed it"
+        lost = False
+
+        async def renew(scope: anyio.CancelScope) -> None:
+            nonlocal lost
+            renewed = anyio.current_time()
+            while True:
+                await anyio.sleep(self.lease / 3)
+                held: bool | None = None  # None: the store did not say
+                with anyio.move_on_after(self.lease / 3):
+                    try:
+                        held = await self.store.claim_session(session.id, owner, self.lease)
+                    except Exception as exc:
+                        logger.warning("session %s: renewing its claim: %s", session.id, exc)
+                if held:
+                    renewed = anyio.current_time()
+                elif held is False or anyio.current_time() - renewed >= self.lease:
+                    logger.warning("session %s: its claim was lost; stopping", session.id)
+                    lost = True
+                    session.claim = None
+                    scope.cancel()
+                    return
+
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(renew, tasks.cancel_scope)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            await self.let_go(session)
+        if lost:
+            raise SessionTaken(session.id)

@@ -1,0 +1,128 @@
+"""One engine at a time runs a session, among replicas sharing a Redis store: two answering
+one question act once, an answer loaded before another acted is refused, and an engine
+whose claim was taken over stops at once, cancelling its call and writing nothing more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from gateway.calls import Completed, ToolCall
+from gateway.engine.states import SessionState
+from gateway.errors import SessionNotWaiting, SessionTaken
+from gateway.state import open_store
+from gateway.state.base import Stream
+from tests.engine.helpers import ALICE, Bench, Recording, envelope, reply, tool
+from tests.state.conftest import DEFAULT_TTLS, started
+from tests.upstreams.helpers import text
+
+pytestmark = pytest.mark.anyio
+
+CLARIFY = envelope("clarify", question="Which one?")
+
+
+async def test_two_replicas_answering_one_question_act_once(bench: Bench, redis_url: str) -> None:
+    async with (
+        started(open_store(redis_url, ttls=DEFAULT_TTLS)) as one,
+        started(open_store(redis_url, ttls=DEFAULT_TTLS)) as two,
+    ):
+        script = [CLARIFY, tool("echo__echo", n=1), reply()]
+        first = bench.engine(Recording(script), store=one)
+        second = bench.engine(Recording(script), store=two)
+        session = await first.start(ALICE, "echo something")
+        with anyio.fail_after(30):
+            asked = await first.run(session)
+        assert asked.state is SessionState.INPUT_REQUIRED
+        copies = [await first.load(session.id, ALICE), await second.load(session.id, ALICE)]
+        results: list[Any] = []
+
+        async def answer(engine: Any, copy: Any) -> None:
+            try:
+                results.append(await engine.answer(copy, "the first"))
+            except SessionNotWaiting as exc:
+                results.append(exc)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(answer, first, copies[0])
+                tasks.start_soon(answer, second, copies[1])
+        refused = [r for r in results if isinstance(r, SessionNotWaiting)]
+        assert len(refused) == 1, results
+        assert "already" in str(refused[0])
+        done = next(r for r in results if not isinstance(r, SessionNotWaiting))
+        assert done.state is SessionState.COMPLETED
+        batch = await one.read(session.id, Stream.EVENTS, limit=1000)
+        types_ = [event.data["type"] for event in batch.events]
+        assert types_.count("answer") == 1
+        assert types_.count("intent") == 1
+
+
+async def test_an_answer_loaded_before_another_acted_is_refused(bench: Bench) -> None:
+    engine = bench.engine(Recording([CLARIFY, reply("ok")]))
+    session = await engine.start(ALICE, "help")
+    with anyio.fail_after(30):
+        await engine.run(session)
+    stale = await engine.load(session.id, ALICE)
+    fresh = await engine.load(session.id, ALICE)
+    with anyio.fail_after(30):
+        assert (await engine.answer(fresh, "this")).state is SessionState.COMPLETED
+    with pytest.raises(SessionNotWaiting, match="already answered"):
+        await engine.answer(stale, "that")
+    stored = await bench.store.get_session_state(session.id)
+    assert stored is not None
+    assert stored["state"] == "completed"
+    # The refused answer let go of its claim: the session's claim is free again.
+    assert await bench.store.claim_session(session.id, "someone", 5)
+
+
+async def test_an_engine_whose_claim_was_taken_stops_at_once(bench: Bench) -> None:
+    """Its lease lapsed (a pause, a partition) and another replica took the session: the
+    engine notices at its next renewal, cancels the call it had under way, raises
+    SessionTaken, and writes neither an end nor a snapshot."""
+    engine = bench.engine(Recording([tool("echo__sleep", seconds=20), reply()]), lease=1.0)
+    session = await engine.start(ALICE, "wait")
+    raised: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await engine.run(session)
+        except SessionTaken as exc:
+            raised.append(exc)
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            for _ in range(200):  # until the call is under way
+                if "intent" in [e["type"] for e in await bench.events(session.id)]:
+                    break
+                await anyio.sleep(0.02)
+            else:
+                pytest.fail("the call never started")
+            owner = session.claim
+            assert owner is not None
+            await bench.store.release_session(session.id, owner)
+            assert await bench.store.claim_session(session.id, "another-replica", 30)
+    assert len(raised) == 1
+    assert "elsewhere" in str(raised[0])
+    events = await bench.events(session.id)
+    assert [e["type"] for e in events][-1] == "intent", "nothing written after the theft"
+    stored = await bench.store.get_session_state(session.id)
+    assert stored is not None
+    assert stored["state"] == "working"
+    counted = await bench.service.call(ALICE, ToolCall("echo__cancelled", {}))
+    assert isinstance(counted, Completed)
+    assert text(counted.result) == "1"  # the upstream saw the call cancelled
+
+
+async def test_a_session_ended_or_waiting_holds_no_claim(bench: Bench) -> None:
+    engine = bench.engine(Recording([CLARIFY, reply()]))
+    session = await engine.start(ALICE, "help")
+    with anyio.fail_after(30):
+        await engine.run(session)
+    assert session.claim is None
+    assert await bench.store.claim_session(session.id, "another-replica", 5)
+    other = await engine.load(session.id, ALICE)
+    with pytest.raises(SessionNotWaiting, match="already being answered"):
+        await engine.answer(other, "this")
