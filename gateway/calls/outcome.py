@@ -18,6 +18,9 @@ class ToolCall:
     tool: str
     """The public (namespaced) name."""
     arguments: Mapping[str, Any]
+    idempotency_key: str | None = None
+    """Sent upstream with the call (IDEMPOTENCY_META): the engine's key for it, the same
+    when a resumed session sends the call again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,7 @@ class ToolService:
                     caller, call, started, error, checked.outcome.value, checked.reason
                 )
             if checked.arguments is not None and checked.arguments is not call.arguments:
-                call = ToolCall(call.tool, checked.arguments)  # sent as checked
+                call = ToolCall(call.tool, checked.arguments, call.idempotency_key)  # as checked
             if entry is None:
                 reason = "no upstream offers this tool"
                 error = UnknownTool(f"{call.tool}: {reason}")
@@ -136,6 +136,7 @@ class ToolService:
                     owner=channel.owner if channel.owner is not None else object(),
                     user=(principal.org_id, principal.user_id),
                     caller=principal,
+                    idempotency_key=call.idempotency_key,
                 )
             except UpstreamError as exc:
                 failure = exc

@@ -22,6 +22,7 @@ call service anyway. In-process planners (scripted, tests) may give the object i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, Self
 
@@ -285,3 +286,19 @@ def substitute(arguments: dict[str, JsonValue], outputs: Mapping[str, Any]) -> d
         return {key: walk(value) for key, value in arguments.items()}
     except RecursionError:
         raise StepReferenceError("the arguments are nested too deep") from None
+
+
+def edited(data: Any, edits: Mapping[int, dict[str, Any]]) -> Any:
+    """The envelope `data` with the arguments of the calls in `edits` (by index) replaced."""
+    if not edits:
+        return data
+    data = copy.deepcopy(data)
+    kind = data["kind"]
+    calls = (
+        [data["call"]] if kind == "tool" else data["calls"] if kind == "tools" else data["steps"]
+    )
+    for index, arguments in edits.items():
+        if index < 0:
+            raise IndexError(f"no call {index}")
+        calls[index]["arguments"] = dict(arguments)
+    return data

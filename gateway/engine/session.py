@@ -7,8 +7,11 @@ Events, each a JSON object with a `type`:
 - `state`: a move between states (`from`, `to`, and why);
 - `envelope`: what the model answered (`kind`, `confidence`, `reasoning`, the turn's
   `usage`), or `invalid_envelope` with the `problem` told back to it;
-- `intent`: a call about to be sent, with its idempotency `key`; `result`: how it ended
-  (`outcome` completed / refused / failed, the result's text cut to RESULT_TEXT);
+- `intent`: a call about to be sent, with its idempotency `key` (call_key: the same when a
+  resumed session acts on the turn again); `result`: how it ended (`outcome` completed /
+  refused / failed / timeout / not_resent, the result's text cut to RESULT_TEXT);
+- `tainted`: the first untrusted result read; `plan`: a plan's steps, before they run;
+- `approval_decided`, `answer`: the caller's word; `resumed`: another run took over;
 - `budget`: the limit that ended the session, with its figures;
 - `reply`, `question`: what the caller is told.
 """
@@ -24,6 +27,7 @@ from ..errors import SessionTaken
 from ..state.base import START, StateStore, Stream, parse_id
 from ..tags.context import ResolvedContext
 from .budgets import Spent
+from .journal import Journal
 from .planners.base import Emitted, Entry, Said, Told
 from .states import SessionState, transition
 
@@ -33,6 +37,13 @@ RESULT_TEXT: Final = 2_000
 
 def new_session_id() -> str:
     return f"s_{secrets.token_urlsafe(12)}"
+
+
+def call_key(session_id: str, turn: int, index: int | str) -> str:
+    """A call's idempotency key: the session, the turn (the envelope's ordinal in the
+    transcript) and the call's place in its envelope; the same every time the turn is
+    acted on. `index` "" gives the turn's prefix."""
+    return f"{session_id}:{turn}.{index}"
 
 
 @dataclass(slots=True)
@@ -65,9 +76,14 @@ class Session:
     created: float = field(default_factory=time.time)
     last_event: str = START
     """The id of the last event written: the snapshot holds everything up to it."""
+    deciding: dict[str, Any] | None = None
+    """While the caller's approval is acted on: `for`, the envelope's id, the `verdict`,
+    the `arguments` edited, and `replay`, where the journal of a resumed turn starts."""
     claim: str | None = None
     """This engine's hold on the session in the store while it acts on it (claims.py);
     None when it holds none. Never written down."""
+    journal: Journal | None = None
+    """While a resumed turn is acted on again: what its first run recorded."""
 
 
 class Recorder:
@@ -119,12 +135,14 @@ class Recorder:
                 "state": session.state.value,
                 "user": principal.user_id,
                 "org": principal.org_id,
+                "roles": list(principal.roles),
                 "intent": session.caller.intent,
                 "message": session.message,
                 "outcome": session.outcome,
                 "waiting": session.waiting,
                 "tainted": session.tainted,
                 "approval": session.approval,
+                "deciding": session.deciding,
                 "created": session.created,
                 "spent": session.spent.summary(),
                 "calls_seen": dict(session.spent.calls_seen),
@@ -163,6 +181,7 @@ def restore(snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
         waiting=snapshot["waiting"],
         tainted=snapshot["tainted"],
         approval=snapshot["approval"],
+        deciding=snapshot.get("deciding"),
         created=snapshot["created"],
         last_event=snapshot.get("last_event", START),
     )

@@ -39,6 +39,10 @@ OWN_UPSTREAM = "gateway"
 CALLER_META = "io.mcp-gateway/caller"
 """The `_meta` key of a request to the gateway's own tools that says who calls: set by the
 gateway alone, on requests to its in-process upstream alone."""
+IDEMPOTENCY_META = "io.mcp-gateway/idempotency-key"
+"""The `_meta` key of a call's idempotency key (an engine session's calls carry one): the
+same key on a call sent again after a restart, so an upstream that keeps keys can tell a
+repeat from a new call."""
 RESERVED_PREFIX = f"{OWN_UPSTREAM}__"
 """The public prefix of the gateway's own tools: no configured upstream may take it, and
 no other upstream's tool is listed under a name that starts with it."""

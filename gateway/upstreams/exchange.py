@@ -50,6 +50,7 @@ from yarl import URL
 
 from .. import jsoncodec
 from ..identitycache import IdentityCache
+from .config import IDEMPOTENCY_META
 from .guard import top_level_id
 from .relay import LogCallback, ProgressCallback
 from .status import describe
@@ -157,6 +158,7 @@ class Exchange:
         log_level: types.LoggingLevel = "info",
         input_round: tuple[types.InputResponses | None, str | None] | None = None,
         asks: types.ClientCapabilities | None = None,
+        idempotency_key: str | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool` (the upstream's own definition) once. Raises MCPError for an error
         answer (or an answer that is not one), ExchangeLost when the exchange broke off,
@@ -172,6 +174,8 @@ class Exchange:
             meta["progressToken"] = request_id
         if on_log is not None:
             meta[LOG_LEVEL_META_KEY] = log_level
+        if idempotency_key is not None:
+            meta[IDEMPOTENCY_META] = idempotency_key
         params: dict[str, Any] = {"name": tool.name, "arguments": arguments, "_meta": meta}
         if input_round is not None:
             responses, state = input_round

@@ -28,7 +28,7 @@ from pydantic import TypeAdapter
 from ..breaker import Breaker
 from ..errors import CallTimeout, ConnectionLost, UpstreamUnavailable
 from ..principal import Principal
-from .config import CALLER_META, UpstreamConfig
+from .config import CALLER_META, IDEMPOTENCY_META, UpstreamConfig
 from .exchange import Exchange, ExchangeLost, ExchangeUnsent, NeedsClient
 from .listing import Offer
 from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
@@ -99,6 +99,7 @@ class UpstreamRequests:
         owner: Hashable | None = ...,
         user: Hashable | None = ...,
         caller: Principal | None = ...,
+        idempotency_key: str | None = ...,
     ) -> types.CallToolResult: ...
 
     @overload
@@ -116,6 +117,7 @@ class UpstreamRequests:
         owner: Hashable | None = ...,
         user: Hashable | None = ...,
         caller: Principal | None = ...,
+        idempotency_key: str | None = ...,
     ) -> types.CallToolResult | types.InputRequiredResult: ...
 
     async def call_tool(
@@ -132,6 +134,7 @@ class UpstreamRequests:
         owner: Hashable | None = None,
         user: Hashable | None = None,
         caller: Principal | None = None,
+        idempotency_key: str | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Call `tool`, capped by call_timeout (one cap over every attempt). `retry`: the
         caller knows the tool is safe to repeat (read-only or idempotent), so a call whose
@@ -144,7 +147,8 @@ class UpstreamRequests:
         `owner`: the caller, whose calls never share a session with another caller's where
         the upstream cannot tell them apart (sessions.py); `user`: whose calls `owner`
         makes, which hold at most the upstream's `caller_sessions_per_user` sessions;
-        `caller`: who calls, told to the gateway's own (in-process) tools alone."""
+        `caller`: who calls, told to the gateway's own (in-process) tools alone;
+        `idempotency_key`: sent in the request's `_meta` (IDEMPOTENCY_META)."""
         what = f"{tool} on upstream {self.name}"
         sendable(what, arguments=arguments)
         if input_round is not None:
@@ -160,6 +164,10 @@ class UpstreamRequests:
         meta = (
             cast(types.RequestParamsMeta, {types.LOG_LEVEL_META_KEY: log_level}) if on_log else None
         )
+        if idempotency_key is not None:
+            meta = cast(
+                types.RequestParamsMeta, {**(meta or {}), IDEMPOTENCY_META: idempotency_key}
+            )
         if caller is not None and self.config.transport == "inprocess":
             # The gateway's own tools act as the caller (run_session): who it is travels
             # with the request, to this upstream only, and only as the gateway sets it
@@ -181,6 +189,7 @@ class UpstreamRequests:
                         log_level=log_level,
                         input_round=(responses, state) if input_round is not None else None,
                         asks=input_round.capabilities if input_round is not None else None,
+                        idempotency_key=idempotency_key,
                     )
                 except NeedsClient:
                     pass  # the SDK client asks the caller through `asker`, and calls again

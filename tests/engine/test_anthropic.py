@@ -80,6 +80,7 @@ async def test_a_session_through_the_messages_api(bench: Bench) -> None:
         "output_tokens": 80,
         "cache_read_tokens": 1000,
         "cache_write_tokens": 0,
+        "cost_usd": pytest.approx((1200 * 3 + 80 * 15) / 1e6),
     }
     assert result.spent["cost_usd"] == pytest.approx(2 * (1200 * 3 + 80 * 15) / 1e6)
 

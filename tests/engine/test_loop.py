@@ -385,7 +385,7 @@ async def test_a_failure_inside_the_loop_ends_the_session_as_failed(
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(engine._actor, "act", broken)
+    monkeypatch.setattr(engine.turns.actor, "act", broken)
     session = await engine.start(ALICE, "hi")
     with anyio.fail_after(30):
         result = await engine.run(session)

@@ -1,0 +1,389 @@
+"""The engine's loop, turn by turn: ask the planner, validate its envelope, check it, act
+through the call service, tell the model what happened, until there is a reply, a question
+or an end; and where a session the engine stopped in mid-turn is picked up (journal.py).
+
+The model never acts. Every call it asks for goes through `ToolService.call` as the
+session's caller, with that caller's ResolvedContext: the same permission and scope check
+as every door, no second one. A refused call is not run: the model is told it was refused
+(in words that give nothing away), the refusal is audited by the call service, and it
+counts against the session's violation budget. Budgets are checked before every model
+turn and every call (budgets.py); the first one reached ends the session as failed,
+naming it. An answer that is no envelope gets at most MAX_REPAIRS turns to be put right.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal
+
+import anyio
+import mcp_types as types
+
+from .. import jsoncodec
+from ..calls.outcome import ToolCall
+from ..calls.service import ToolService
+from ..errors import SessionTaken
+from ..tags.context import ResolvedContext
+from . import integrity
+from .acting import NESTED, Actor
+from .budgets import BudgetExhausted, Budgets
+from .envelopes import (
+    ACTING,
+    ClarifyEnvelope,
+    Envelope,
+    ErrorEnvelope,
+    InvalidEnvelope,
+    ReplyEnvelope,
+    edited,
+    parse,
+)
+from .journal import Journal
+from .planners.base import (
+    Answer,
+    Emitted,
+    Planner,
+    PlannerError,
+    Told,
+    ToolInfo,
+    Turn,
+    Usage,
+)
+from .session import CallSummary, Recorder, Session, call_key
+from .states import FINAL, SessionState
+
+logger = logging.getLogger("gateway.engine")
+
+END_SECONDS: Final = 5.0
+"""How long recording a session's end may take when it ends by cancellation or a failure."""
+OUTCOME_UNKNOWN: Final = "its outcome is unknown: the gateway stopped while it ran"
+MAX_REPAIRS: Final = 2
+"""Turns in a row that may put an invalid answer right, before the session fails."""
+
+AfterTaint = Literal["ask", "refuse"]
+
+ToolsFor = Callable[[ResolvedContext], Sequence[types.Tool]]
+"""The tools a caller may use (its view of the catalog), in a stable order."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    session_id: str
+    state: SessionState
+    text: str | None
+    """The reply, the question (input_required), or why the session ended otherwise."""
+    calls: tuple[CallSummary, ...]
+    spent: dict[str, Any]
+
+
+class Turns:
+    def __init__(
+        self,
+        service: ToolService,
+        recorder: Recorder,
+        tools_for: ToolsFor,
+        planner: Planner | None,
+        budgets: Budgets,
+        confidence: float,
+        after_taint: AfterTaint,
+    ) -> None:
+        self.service = service
+        self.recorder = recorder
+        self.tools_for = tools_for
+        self.planner = planner
+        self.budgets = budgets
+        self.confidence = confidence
+        self.after_taint = after_taint
+        self.actor = Actor(service, recorder, budgets)
+
+    async def run(
+        self, session: Session, first: Callable[[], Awaitable[bool]] | None
+    ) -> SessionResult:
+        try:
+            if self.planner is None:
+                never_started = session.state is SessionState.SUBMITTED
+                await self._end(
+                    session,
+                    SessionState.REJECTED if never_started else SessionState.FAILED,
+                    "no planner is configured: set engine.planner in gateway.yaml "
+                    "(anthropic, with an API key, or scripted)",
+                )
+                return self.result(session)
+            if session.state is not SessionState.WORKING:  # a resumed session already is
+                await self.recorder.move(session, SessionState.WORKING)
+            if first is None or await first():
+                await self._loop(session, self.planner)
+        except BudgetExhausted as exc:
+            await self._exhausted(session, exc)
+        except SessionTaken:
+            raise
+        except anyio.get_cancelled_exc_class():
+            await self._end_anyway(session, SessionState.CANCELED, "cancelled")
+            raise
+        except Exception:  # a bug, or the state store failing: the session ends, said so
+            logger.exception("session %s failed", session.id)
+            await self._end_anyway(session, SessionState.FAILED, "an internal error (logged)")
+        return self.result(session)
+
+    async def _end_anyway(self, session: Session, state: SessionState, why: str) -> None:
+        """End a session that is not final, shielded from cancellation and bounded (the
+        store may be what failed); a failure to write it down is logged, not raised. Not
+        one this engine lost its claim on: its new holder goes on with it."""
+        if session.state in FINAL or session.claim is None:
+            return
+        with anyio.move_on_after(END_SECONDS, shield=True) as scope:
+            try:
+                await self._end(session, state, why)
+            except Exception:
+                logger.exception("session %s: could not record it as %s", session.id, state)
+        if scope.cancelled_caught:
+            logger.warning("session %s: recording it as %s timed out", session.id, state)
+        session.state, session.outcome = state, why
+
+    async def _loop(self, session: Session, planner: Planner) -> None:
+        repairs = 0
+        while True:
+            session.spent.before_turn(self.budgets)
+            try:
+                answer = await planner.decide(self._turn(session))
+            except PlannerError as exc:
+                await self._end(session, SessionState.FAILED, f"the planner failed: {exc}")
+                return
+            session.spent.add(answer.usage)
+            data = answer.data
+            unwritable = jsoncodec.unencodable(data, "the answer")
+            if unwritable is not None:  # the store could not keep it: neither can we
+                data = None
+            session.transcript.append(Emitted(answer.id, data))
+            try:
+                if unwritable is not None:
+                    raise InvalidEnvelope(unwritable)
+                envelope = parse(data)
+            except InvalidEnvelope as exc:
+                repairs += 1
+                await self.recorder.event(
+                    session,
+                    "invalid_envelope",
+                    id=answer.id,
+                    problem=str(exc),
+                    repair=repairs,
+                    data=data,
+                )
+                if repairs > MAX_REPAIRS:
+                    why = f"the model gave no valid envelope in {repairs} turns: {exc}"
+                    await self._end(session, SessionState.FAILED, why)
+                    return
+                told = f"That is not a valid envelope: {exc}. Answer with one valid envelope."
+                session.transcript.append(Told(answer.id, told, is_error=True))
+                await self.recorder.snapshot(session)
+                continue
+            repairs = 0
+            await self._envelope_event(session, answer, envelope)
+            if not await self._handle(session, answer.id, envelope, _turns(session)):
+                return
+
+    async def _handle(self, session: Session, emitted: str, envelope: Envelope, turn: int) -> bool:
+        """Act on a valid envelope, the session's `turn`th; whether the loop goes on."""
+        if isinstance(envelope, ACTING) and envelope.confidence < self.confidence:
+            question = (
+                f"I am not sure enough to go on (confidence {envelope.confidence:.2f}): "
+                f"{envelope.reasoning or 'no reason given'}. Shall I go ahead?"
+            )
+            await self._ask(session, question, "confidence")
+            return False
+        if isinstance(envelope, ReplyEnvelope):
+            session.outcome = envelope.text
+            await self.recorder.event(session, "reply", text=envelope.text)
+            await self.recorder.move(session, SessionState.COMPLETED, "replied")
+            return False
+        if isinstance(envelope, ClarifyEnvelope):
+            await self._ask(session, envelope.question, "question")
+            return False
+        holds = integrity.held(
+            session.caller,
+            envelope,
+            session.tainted,
+            self._read_only,
+            lambda tool, arguments: self.service.would_permit(
+                session.caller, ToolCall(tool, arguments)
+            ),
+        )
+        if holds:
+            if self.after_taint == "refuse" and all(h.why == integrity.AFTER_TAINT for h in holds):
+                await self._refuse_after_taint(session, emitted, turn, holds)
+                return True
+            calls = [asdict(h) for h in holds]
+            session.approval = {"for": emitted, "calls": calls, "keys": []}
+            await self._ask(session, integrity.question(holds), "approval")
+            return False
+        if isinstance(envelope, ErrorEnvelope):
+            await self._end(session, SessionState.FAILED, f"the model gave up: {envelope.reason}")
+            return False
+        await self._act_and_tell(session, emitted, envelope, turn)
+        return True
+
+    async def _act_and_tell(
+        self, session: Session, emitted: str, envelope: Envelope, turn: int, note: str = ""
+    ) -> None:
+        """Act on `envelope`, tell the model what came of it, and end the turn."""
+        text = await self.actor.act(session, envelope, turn)
+        session.transcript.append(Told(emitted, f"{note}\n\n{text}" if note else text))
+        session.deciding = None
+        session.journal = None
+        await self.recorder.snapshot(session)  # a turn's end: what a resume starts from
+
+    async def _refuse_after_taint(
+        self, session: Session, emitted: str, turn: int, holds: Sequence[integrity.Held]
+    ) -> None:
+        """Refuse the calls only taint holds: audited, counted as violations, and told."""
+        for hold in holds:
+            key = call_key(session.id, turn, hold.index)
+            await self.actor.refuse(
+                session, key, hold.tool, hold.arguments, "after_taint", hold.why
+            )
+        session.transcript.append(Told(emitted, f"Not run: {integrity.AFTER_TAINT}."))
+        for _ in holds:
+            session.spent.violation(self.budgets)
+
+    async def decided(self, session: Session, emitted: Emitted) -> bool:
+        """Act on the caller's decision (`session.deciding`) on what `emitted` asked for."""
+        deciding = session.deciding
+        assert deciding is not None
+        turn = _turns(session)
+        replay = deciding.get("replay")
+        if replay is not None:  # a resumed turn, whose calls of unknown outcome were held
+            if session.journal is None:
+                session.journal = await Journal.read(self.recorder.store, session.id, replay)
+            envelope = parse(emitted.data)
+            await self._act_and_tell(session, emitted.id, envelope, turn)
+            return True
+        if deciding["verdict"] == "reject":
+            told = f"The user did not approve it, so it was not run. {deciding['message']}"
+            session.transcript.append(Told(emitted.id, told.strip()))
+            session.deciding = None
+            return True
+        envelope = parse(edited(emitted.data, deciding["arguments"]))
+        note = "The user edited the arguments before it ran." if deciding["arguments"] else ""
+        await self._act_and_tell(session, emitted.id, envelope, turn, note)
+        return True
+
+    async def resumed(self, session: Session, journal: Journal) -> bool:
+        """Pick a resumed session up where its engine stopped; whether the loop goes on."""
+        decided = journal.last("envelope")
+        if decided is not None and not any(
+            isinstance(entry, Emitted) and entry.id == decided["id"] for entry in session.transcript
+        ):  # the model's answer reached the stream, not the snapshot: it counts, once
+            session.transcript.append(Emitted(decided["id"], decided["data"]))
+            session.spent.add(Usage(**decided["usage"]))
+        if any(event.get("type") == "tainted" for event in journal.events):
+            session.tainted = True
+        last = session.transcript[-1]
+        if not isinstance(last, Emitted):
+            return True  # the turn had ended: the model decides next
+        turn = _turns(session)
+        prefix = call_key(session.id, turn, "")
+        session.journal = journal
+        if journal.acted(prefix):
+            unknown = [i for i in journal.unknown(prefix) if not self._repeatable(i["tool"])]
+            if unknown:
+                await self._hold_unknown(session, last.id, unknown, journal.after)
+                return False
+        if session.deciding is not None and session.deciding["for"] == last.id:
+            return await self.decided(session, last)
+        try:
+            envelope = parse(last.data)
+        except InvalidEnvelope:  # not kept unanswered; should it be, the model decides again
+            session.journal = None
+            return True
+        if journal.acted(prefix):  # it passed every check before: acted on as it was
+            await self._act_and_tell(session, last.id, envelope, turn)
+            return True
+        return await self._handle(session, last.id, envelope, turn)
+
+    async def _hold_unknown(
+        self, session: Session, emitted: str, unknown: Sequence[dict[str, Any]], after: str
+    ) -> None:
+        """Ask the user about calls that may or may not have reached their upstream (the
+        engine stopped while they ran) and are not safe to repeat: approve sends them again
+        (with the same idempotency keys), reject goes on without them."""
+        calls = [
+            {
+                "index": int(intent["key"].rsplit(".", 1)[1]),
+                "tool": intent["tool"],
+                "arguments": intent["arguments"],
+                "why": OUTCOME_UNKNOWN,
+            }
+            for intent in unknown
+        ]
+        keys = [intent["key"] for intent in unknown]
+        session.approval = {"for": emitted, "calls": calls, "keys": keys, "replay": after}
+        session.deciding = None
+        session.journal = None
+        await self.recorder.event(session, "outcome_unknown", keys=keys)
+        names = ", ".join(sorted({call["tool"] for call in calls}))
+        question = (
+            f"The gateway stopped while {names} ran, so whether it took effect is unknown, "
+            "and it is not safe to repeat. Send it again (approve), or go on without it "
+            "(reject)?"
+        )
+        await self._ask(session, question, "approval")
+
+    def _read_only(self, tool: str) -> bool:
+        entry = self.service.pool.catalog.tools.get(tool)
+        return entry is not None and entry.read_only
+
+    def _repeatable(self, tool: str) -> bool:
+        entry = self.service.pool.catalog.tools.get(tool)
+        return entry is not None and entry.repeatable
+
+    def _turn(self, session: Session) -> Turn:
+        tools = tuple(
+            ToolInfo(tool.name, tool.description or "", dict(tool.input_schema))
+            for tool in self.tools_for(session.caller)
+            if tool.name != NESTED  # a session may not call it: not shown either
+        )
+        return Turn(session.caller.prompt, tools, tuple(session.transcript))
+
+    async def _envelope_event(self, session: Session, answer: Answer, envelope: Envelope) -> None:
+        usage = answer.usage
+        await self.recorder.event(
+            session,
+            "envelope",
+            id=answer.id,
+            kind=envelope.kind,
+            confidence=envelope.confidence,
+            reasoning=envelope.reasoning,
+            data=answer.data,
+            usage=asdict(usage),
+        )
+
+    async def _ask(self, session: Session, question: str, waiting: str) -> None:
+        session.outcome = question
+        session.waiting = waiting
+        session.spent.pause()
+        await self.recorder.event(session, "question", text=question)
+        await self.recorder.move(session, SessionState.INPUT_REQUIRED, "asked the caller")
+
+    async def _exhausted(self, session: Session, exc: BudgetExhausted) -> None:
+        await self.recorder.event(session, "budget", name=exc.name, used=exc.used, limit=exc.limit)
+        await self._end(session, SessionState.FAILED, str(exc))
+
+    async def _end(self, session: Session, state: SessionState, why: str) -> None:
+        session.outcome = why
+        await self.recorder.move(session, state, why)
+
+    def result(self, session: Session) -> SessionResult:
+        return SessionResult(
+            session.id,
+            session.state,
+            session.outcome,
+            tuple(session.calls),
+            session.spent.summary(),
+        )
+
+
+def _turns(session: Session) -> int:
+    """How many envelopes the session has had: the latest's ordinal, the turn that an
+    answer, an approval or a resume acts on (a session stops right after one)."""
+    return sum(isinstance(entry, Emitted) for entry in session.transcript)
