@@ -14,9 +14,10 @@ run_session, and the session API to come). Nothing here knows a door; the doors 
     └── engine    agent sessions (gateway/engine), served as the own tool run_session
 
 `running()` starts what must run for any door to serve: the state store, the tag watcher,
-the pool. It enters once every upstream has made its first attempt, and refuses to start
-(CannotStart) when two upstreams offer the same name or URI: an upstream that is down
-does not stop the gateway.
+the pool, and (once the pool has settled) the engine's sweep for sessions to resume. It
+enters once every upstream has made its first attempt, and refuses to start (CannotStart)
+when two upstreams offer the same name or URI: an upstream that is down does not stop the
+gateway.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .audit import AuditLog
 from .calls import ToolService
 from .engine.loop import Engine
 from .engine.planners.configured import configured_planner
+from .engine.recovery import Recovery
 from .engine.tool import run_session_tool
 from .errors import CannotStart, ConfigError, ConfigIssue
 from .front.views import Views, build_view
@@ -134,6 +136,9 @@ class Runtime:
                             logger.warning(
                                 "upstream %s is %s: %s", name, status.reported, status.error
                             )
+                    if self.config.settings.engine.recover:
+                        # After the pool settled: a resumed session's calls need its tools.
+                        tasks.start_soon(Recovery(self.engine, self.tags.resolve).run)
                     yield tasks
             finally:
                 tasks.cancel_scope.cancel()

@@ -40,6 +40,8 @@ class Claims:
         self.store = store
         self.lease = lease
         self._me = f"{socket.gethostname()}:{os.getpid()}"
+        self.holding: set[str] = set()
+        """The sessions this engine holds a claim on."""
 
     async def take(self, session: Session) -> bool:
         """Claim `session` for this engine (`session.claim`); False when another holds it."""
@@ -47,6 +49,7 @@ class Claims:
         if not await self.store.claim_session(session.id, owner, self.lease):
             return False
         session.claim = owner
+        self.holding.add(session.id)
         return True
 
     async def let_go(self, session: Session) -> None:
@@ -55,6 +58,7 @@ class Claims:
         owner, session.claim = session.claim, None
         if owner is None:
             return
+        self.holding.discard(session.id)
         with anyio.move_on_after(RELEASE_SECONDS, shield=True):
             try:
                 await self.store.release_session(session.id, owner)
@@ -87,6 +91,7 @@ class Claims:
                     logger.warning("session %s: its claim was lost; stopping", session.id)
                     lost = True
                     session.claim = None
+                    self.holding.discard(session.id)
                     scope.cancel()
                     return
 

@@ -49,3 +49,6 @@ class EngineSettings(Strict):
     lease: Annotated[float, Field(ge=1, le=600, strict=False)] = 15.0
     """Seconds a replica's claim on a session it runs lasts unrenewed (renewed every third
     of it): after a crash, how soon another replica may take the session over."""
+    recover: bool = True
+    """Resume, on this replica, sessions whose engine stopped while they ran (recovery.py),
+    sweeping the state store once a lease."""
