@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -24,9 +25,13 @@ from tests.redis_server import free_port
 
 
 @contextlib.contextmanager
-def serving(command: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def serving(
+    command: list[str], env: dict[str, str], *, group: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """Start `command` with `--port N` added, wait (bounded) until /health answers, yield
-    the process and port; the process is always reaped."""
+    the process and port; the process is always reaped. With `group`, it leads a process
+    group of its own, killed whole at the end (what it started too: a test may kill the
+    process itself as a crash would, leaving its children to go)."""
     port = free_port()
     proc = subprocess.Popen(
         [*command, "--port", str(port)],
@@ -35,6 +40,7 @@ def serving(command: list[str], env: dict[str, str]) -> Iterator[tuple[subproces
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=group,
     )
     try:
         deadline = time.monotonic() + 30
@@ -46,6 +52,9 @@ def serving(command: list[str], env: dict[str, str]) -> Iterator[tuple[subproces
                 time.sleep(0.1)
         yield proc, port
     finally:
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=10)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from contextlib import aclosing
+from typing import Any, Final, Literal
+
+import anyio
 
 from ..calls.service import ToolService
 from ..errors import InvalidApproval, SessionNotWaiting, SessionTaken, UnknownSession
-from ..state.base import START, StateStore
+from ..state.base import START, StateStore, Stream
 from ..tags.context import ResolvedContext
 from .budgets import Budgets
 from .claims import Claims
@@ -21,7 +24,7 @@ from .envelopes import edited, parse
 from .journal import Journal
 from .planners.base import Emitted, Planner, Said, Told
 from .session import Recorder, Session, new_session_id, restore
-from .states import SessionState
+from .states import RUNNING, SessionState
 from .turns import AfterTaint, SessionResult, ToolsFor, Turns
 
 __all__ = ["AfterTaint", "Engine", "SessionResult", "ToolsFor", "Verdict"]
@@ -29,6 +32,8 @@ __all__ = ["AfterTaint", "Engine", "SessionResult", "ToolsFor", "Verdict"]
 logger = logging.getLogger("gateway.engine")
 
 Verdict = Literal["approve", "reject", "edit"]
+SNAPSHOT_POLLS: Final = 250
+"""Reads of a snapshot, 20 ms apart, for it to catch up with its stream's state event."""
 
 
 class Engine:
@@ -179,6 +184,32 @@ class Engine:
             raise
         logger.info("session %s: resumed after event %s", session.id, after)
         return await self.run(session, lambda: self.turns.resumed(session, journal))
+
+    async def wait(self, session: Session) -> SessionResult:
+        """`session`'s result once it is not running: at once when it waits for its caller
+        or has ended, else when the engine running it (this one, another replica's, or the
+        one that resumes it after a crash) stops. Cancelling the waiting task stops only
+        the waiting."""
+        store = self.recorder.store
+        while session.state in RUNNING:
+            async with aclosing(store.follow(session.id, Stream.EVENTS, session.last_event)) as new:
+                async for batch in new:
+                    if batch.gap is not None or any(
+                        event.data.get("type") == "state" and event.data.get("to") not in RUNNING
+                        for event in batch.events
+                    ):
+                        break
+                else:  # the store closed: say what it last held
+                    return self.turns.result(session)
+            for _ in range(SNAPSHOT_POLLS):  # the snapshot is written after its event
+                snapshot = await store.get_session_state(session.id)
+                if snapshot is None:
+                    raise UnknownSession(session.id)
+                session = restore(snapshot, session.caller)
+                if session.state not in RUNNING:
+                    break
+                await anyio.sleep(0.02)
+        return self.turns.result(session)
 
     async def _take(self, session: Session) -> None:
         """Claim a waiting session to act on its answer or approval, in this engine alone

@@ -20,11 +20,9 @@ from ..principal import Principal
 from ..tags.context import ResolvedContext
 from .loop import Engine
 from .session import Session, restore
-from .states import SessionState
+from .states import RUNNING
 
 logger = logging.getLogger("gateway.engine")
-
-RUNNING = frozenset({SessionState.SUBMITTED.value, SessionState.WORKING.value})
 
 Resolve = Callable[[Principal, str | None], ResolvedContext]
 """A caller's context from who they are and their intent (the tags')."""

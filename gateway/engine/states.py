@@ -39,6 +39,8 @@ TRANSITIONS: Final[Mapping[SessionState, frozenset[SessionState]]] = {
     S.REJECTED: frozenset(),
 }
 FINAL: Final = frozenset(state for state, after in TRANSITIONS.items() if not after)
+RUNNING: Final = frozenset({S.SUBMITTED, S.WORKING})
+"""An engine is on it (or was, until it stopped: then another resumes it)."""
 
 
 class IllegalTransition(RuntimeError):

@@ -4,7 +4,9 @@ the caller the gateway vouches for.
 
 A call starts a session with `message` (and `intent`), or goes on with one by its
 `session_id`: an answer to its question (`message`), or a decision on the calls it holds
-for approval (`approval`: approve, reject with `message`, edit with `arguments`). It
+for approval (`approval`: approve, reject with `message`, edit with `arguments`); the
+`session_id` alone asks how the session stands, waiting while it runs (a caller whose call
+was cut off by a gateway restart learns the outcome of the resumed session so). It
 returns when the session replies, asks, or ends: the reply or the question, the session's
 id and status, its calls (tool, decision, ok or not) and what it used.
 """
@@ -31,7 +33,8 @@ DEFINITION: Final = types.Tool(
         "Runs an agent session for you: the gateway's engine plans with a model and calls "
         "the tools you may use, as you, until it can reply. Start one with `message`; "
         "when it asks a question or for approval, call again with its `session_id` and "
-        "your answer (`message`) or decision (`approval`)."
+        "your answer (`message`) or decision (`approval`); with its `session_id` alone, "
+        "to learn how it stands (once it stops running, if it is)."
     ),
     input_schema={
         "type": "object",
@@ -93,8 +96,8 @@ def run_session_tool(engine: Callable[[], Engine], resolve: Resolver) -> OwnTool
                     result = await running.approve(session, approval, message or "", edits)
                 elif message:
                     result = await running.answer(session, message)
-                else:
-                    return tool_error("run_session: say your answer (message) or approval")
+                else:  # how it stands, once it stops running (resumed after a restart, say)
+                    result = await running.wait(session)
         except SessionError as exc:
             return tool_error(f"run_session: {exc}")
         except ValueError as exc:

@@ -13,7 +13,7 @@ one slot. Values inside braces are escaped (`{`, `}`, `:` and `%` as `%7B`, `%7D
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -283,7 +283,7 @@ class StateStore(ABC):
     @abstractmethod
     def follow(
         self, session_id: str, stream: Stream, after_id: str = START
-    ) -> AsyncIterator[StreamBatch]:
+    ) -> AsyncGenerator[StreamBatch, None]:
         """Batches of new events as they are appended, waiting (without polling) between
         them; a batch may carry only a gap. While the backend is unavailable it waits and
         then reads on from where it was. Ends when the store closes."""

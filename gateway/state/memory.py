@@ -13,7 +13,7 @@ import fnmatch
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,7 +293,7 @@ class MemoryStore(StateStore):
 
     async def follow(
         self, session_id: str, stream: Stream, after_id: str = START
-    ) -> AsyncIterator[StreamBatch]:
+    ) -> AsyncGenerator[StreamBatch, None]:
         key = stream_key(session_id, stream)
         after = parse_id(after_id)
         self._followers[key] = self._followers.get(key, 0) + 1

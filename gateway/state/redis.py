@@ -22,7 +22,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -417,7 +417,7 @@ class RedisStore(StateStore):
 
     async def follow(
         self, session_id: str, stream: Stream, after_id: str = START
-    ) -> AsyncIterator[StreamBatch]:
+    ) -> AsyncGenerator[StreamBatch, None]:
         key = stream_key(session_id, stream)
         parse_id(after_id)
         waiter = _Waiter()

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import pytest
@@ -18,7 +17,7 @@ from gateway.engine.budgets import Budgets, Spent
 from gateway.engine.planners.base import Answer, Turn, Usage
 from gateway.engine.states import SessionState
 from gateway.errors import SessionNotWaiting, UnknownSession
-from gateway.state.base import Stream, StreamBatch
+from gateway.state.base import Stream
 from tests.engine.helpers import ALICE, BOB, Bench, Recording, envelope, reply, tool
 from tests.upstreams.helpers import text
 
@@ -181,10 +180,7 @@ async def test_cancelling_a_session_cancels_its_call_upstream(bench: Bench) -> N
 
         tasks.start_soon(run)
         with anyio.fail_after(10):
-            follow = cast(
-                AsyncGenerator[StreamBatch, None], bench.store.follow(session.id, Stream.EVENTS)
-            )
-            async with aclosing(follow) as batches:
+            async with aclosing(bench.store.follow(session.id, Stream.EVENTS)) as batches:
                 async for batch in batches:
                     if any(event.data["type"] == "intent" for event in batch.events):
                         break
