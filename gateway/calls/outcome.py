@@ -74,8 +74,10 @@ class CallRecord:
     call: ToolCall
     decision: str
     """`allowed`, a refusal of the tags (`not_granted`, `denied`, `out_of_scope`),
-    `unknown_tool`, `invalid_arguments`, `not_run` (a batch stopped before it), or
-    `internal_error` (the gateway failed before the check decided)."""
+    `unknown_tool`, `invalid_arguments`, `not_run` (a batch stopped before it),
+    `internal_error` (the gateway failed before the check decided), or a door's own:
+    `held` for the user's approval, or refused by the engine (`after_taint`,
+    `nested_session`)."""
     reason: str
     seconds: float
     ended: str | None = None

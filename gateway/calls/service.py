@@ -173,6 +173,12 @@ class ToolService:
         error = NotRun(f"{call.tool}: not run: {reason}")
         return self._refused(caller, call, time.perf_counter(), error, decision, reason)
 
+    def held(self, caller: ResolvedContext, call: ToolCall, reason: str) -> None:
+        """A call a door holds for its user's approval before asking the call service to
+        make it (the engine's integrity rules): told to the hooks and audited as `held`,
+        not sent. Approved, it is made as any call, and audited again."""
+        self._tell(CallRecord(caller, call, "held", reason, 0.0))
+
     def would_permit(self, caller: ResolvedContext, call: ToolCall) -> bool:
         """Whether `call` would pass the permission check `call` makes, telling nobody:
         for a door deciding what to do before it calls (the engine asks for approval

@@ -213,6 +213,8 @@ class Turns:
             if self.after_taint == "refuse" and all(h.why == integrity.AFTER_TAINT for h in holds):
                 await self._refuse_after_taint(session, emitted, turn, holds)
                 return True
+            for hold in holds:
+                self.service.held(session.caller, ToolCall(hold.tool, hold.arguments), hold.why)
             calls = [asdict(h) for h in holds]
             session.approval = {"for": emitted, "calls": calls, "keys": []}
             await self._ask(session, integrity.question(holds), "approval")
@@ -316,6 +318,10 @@ class Turns:
             }
             for intent in unknown
         ]
+        for held in calls:
+            self.service.held(
+                session.caller, ToolCall(held["tool"], held["arguments"]), OUTCOME_UNKNOWN
+            )
         keys = [intent["key"] for intent in unknown]
         session.approval = {"for": emitted, "calls": calls, "keys": keys, "replay": after}
         session.deciding = None

@@ -56,6 +56,17 @@ BOB = resolve(TAGS, Principal("bob", "acme"))
 """The same tools, none of whose results is trusted."""
 
 
+def strings(value: Any) -> list[str]:
+    """Every string in a JSON value, keys included, depth first."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in (key, *strings(item))]
+    if isinstance(value, list):
+        return [text for item in value for text in strings(item)]
+    return []
+
+
 def envelope(kind: str, confidence: float = 0.9, **fields: Any) -> dict[str, Any]:
     return {"kind": kind, "confidence": confidence, "reasoning": "test", **fields}
 
@@ -155,7 +166,8 @@ class Gullible(Planner):
         if self.first:
             return Answer(f"gullible-{number}", self.first.pop(0))
         read = [entry.text for entry in turn.transcript if isinstance(entry, Told)]
-        read += [f"{t.description} {json.dumps(t.input_schema)}" for t in turn.tools]
+        for shown in turn.tools:  # a description, and every name and value of its schema
+            read += [shown.description, *strings(shown.input_schema)]
         for seen in read:
             for match in self.PATTERN.finditer(seen):
                 found = (match.group(1), match.group(2))
