@@ -19,12 +19,29 @@ from mcp.server import Server, ServerRequestContext
 
 from . import __version__
 from .principal import Principal
-from .upstreams.config import CALLER_META, OWN_UPSTREAM, InProcessUpstream
+from .upstreams.config import CALLER_META, LINK_META, OWN_UPSTREAM, InProcessUpstream
+from .upstreams.relay import Asker, own_links
 
-Handler = Callable[[Mapping[str, Any], Principal | None], Awaitable[types.CallToolResult]]
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+"""Reports progress (done, total, message) to the caller, when it asked for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a handler has of its call besides the arguments."""
+
+    caller: Principal | None
+    """Who calls, as the gateway vouches (None: the request said nobody, which the call
+    service never sends)."""
+    asker: Asker | None = None
+    """The caller's asker, to put questions to it during the call (sampling, elicitation;
+    it answers with an error where the caller cannot be asked). None: nobody to ask."""
+    progress: Progress | None = None
+
+
+Handler = Callable[[Mapping[str, Any], Request], Awaitable[types.CallToolResult]]
 """Called with the arguments, which passed the tool's inputSchema (the call service
-checks), and the caller (None: the request said nobody, which the call service never
-sends)."""
+checks), and the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +50,7 @@ class OwnTool:
     handler: Handler
 
 
-async def _ping(arguments: Mapping[str, Any], _caller: Principal | None) -> types.CallToolResult:
+async def _ping(arguments: Mapping[str, Any], _request: Request) -> types.CallToolResult:
     message = arguments.get("message", "")
     if not isinstance(message, str):  # the call service checked the schema; a direct client not
         return tool_error("ping: message must be a string")
@@ -81,12 +98,28 @@ def own_server(tools: Mapping[str, OwnTool] = TOOLS) -> Server[Any]:
         return listing
 
     async def call_tool(
-        _ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         tool = tools.get(params.name)
         if tool is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
-        return await tool.handler(params.arguments or {}, _caller(params.meta))
+        meta = params.meta
+        link_id = meta.get(LINK_META) if isinstance(meta, Mapping) else None
+        link = own_links.get(link_id) if isinstance(link_id, str) else None
+        # Validated, the key has its Python name; a raw mapping keeps the wire name.
+        wants_progress = isinstance(meta, Mapping) and (
+            meta.get("progress_token", meta.get("progressToken")) is not None
+        )
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            await ctx.session.report_progress(done, total, message)
+
+        request = Request(
+            _caller(meta),
+            link.asker if link is not None else None,
+            progress if wants_progress else None,
+        )
+        return await tool.handler(params.arguments or {}, request)
 
     return Server(
         OWN_UPSTREAM,

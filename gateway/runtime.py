@@ -34,6 +34,7 @@ from .calls import ToolService
 from .engine.loop import Engine
 from .engine.planners.configured import configured_planner
 from .engine.recovery import Recovery
+from .engine.settings import EngineSettings
 from .engine.tool import run_session_tool
 from .errors import CannotStart, ConfigError, ConfigIssue
 from .front.views import Views, build_view
@@ -95,7 +96,7 @@ class Runtime:
             settings.upstreams,
             ledger,
             direct_calls=settings.server.direct_calls,
-            own=own_tools(tags, lambda: built[0]),
+            own=own_tools(tags, lambda: built[0], settings.engine),
         )
         built.append(cls(config, tags, state, pool, audit))
         return built[0]
@@ -147,8 +148,11 @@ class Runtime:
             raise refused  # out here, not wrapped in the task group's ExceptionGroup
 
 
-def own_tools(tags: TagManager, runtime: Callable[[], Runtime]) -> InProcessUpstream:
+def own_tools(
+    tags: TagManager, runtime: Callable[[], Runtime], engine: EngineSettings | None = None
+) -> InProcessUpstream:
     """The gateway's own tools for the pool: ping, and the engine's run_session on
-    `runtime()`'s engine (the runtime is built after its pool, so it is found late)."""
-    sessions = run_session_tool(lambda: runtime().engine, tags.resolve)
+    `runtime()`'s engine (the runtime is built after its pool, so it is found late), as
+    gateway.yaml's `engine` section has it."""
+    sessions = run_session_tool(lambda: runtime().engine, tags.resolve, engine)
     return own_upstream({**OWN_TOOLS, sessions.definition.name: sessions})

@@ -84,7 +84,9 @@ class Engine:
             raise UnknownSession(session_id)
         return restore(snapshot, caller)
 
-    async def answer(self, session: Session, text: str) -> SessionResult:
+    async def answer(
+        self, session: Session, text: str, planner: Planner | None = None
+    ) -> SessionResult:
         """Go on with a session waiting for its caller (a question, a confidence check),
         with the caller's answer; SessionNotWaiting when it is not waiting."""
         if session.state is not SessionState.INPUT_REQUIRED or session.waiting == "approval":
@@ -108,7 +110,7 @@ class Engine:
         except BaseException:
             await self.claims.let_go(session)
             raise
-        return await self.run(session)
+        return await self.run(session, planner=planner)
 
     async def approve(
         self,
@@ -116,6 +118,7 @@ class Engine:
         verdict: Verdict,
         message: str = "",
         arguments: Mapping[int, dict[str, Any]] | None = None,
+        planner: Planner | None = None,
     ) -> SessionResult:
         """The user's decision on the calls a session holds for approval: `approve` runs
         them, `edit` runs them with `arguments` (by their index in the envelope) in
@@ -161,7 +164,7 @@ class Engine:
         session.deciding = {"for": emitted_id, "verdict": verdict, "arguments": edits}
         session.deciding.update(message=message, replay=replay)
         session.spent.resume()
-        return await self.run(session, lambda: self.turns.decided(session, emitted))
+        return await self.run(session, lambda: self.turns.decided(session, emitted), planner)
 
     async def resume(self, session: Session) -> SessionResult:
         """Go on with a session whose engine stopped while it ran (it is submitted or
@@ -226,16 +229,20 @@ class Engine:
             raise
 
     async def run(
-        self, session: Session, first: Callable[[], Awaitable[bool]] | None = None
+        self,
+        session: Session,
+        first: Callable[[], Awaitable[bool]] | None = None,
+        planner: Planner | None = None,
     ) -> SessionResult:
         """Drive `session`, which this engine has claimed, until it replies, asks, or ends
         (after `first`, when given and it says to go on), and let go of it. The first
         budget exhausted, wherever, ends it as failed. Cancelling the awaiting task cancels
         the session (its calls in flight too), recorded as canceled. SessionTaken when
         another engine took it over meanwhile (this one's claim lapsed): it then writes
-        nothing more."""
+        nothing more. `planner`: this run's, in place of the engine's (the caller's own
+        model, by sampling)."""
         async with self.claims.held(session):
-            return await self.turns.run(session, first)
+            return await self.turns.run(session, first, planner)
         raise AssertionError("unreachable: held() raises when it ends the body")  # for mypy
 
 

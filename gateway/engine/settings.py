@@ -35,9 +35,11 @@ class AnthropicSettings(Strict):
 
 
 class EngineSettings(Strict):
-    planner: Literal["auto", "anthropic", "scripted", "none"] = "auto"
+    planner: Literal["auto", "anthropic", "scripted", "sampling", "none"] = "auto"
     """auto: anthropic when its API key is in the environment, else none (a session then
-    fails at once, saying how to configure one)."""
+    fails at once, saying how to configure one). sampling: the caller's own model, asked
+    by `sampling/createMessage` (handshake-era callers that declared sampling only; MCP
+    2026-07-28 deprecates it), at most `anthropic.max_tokens` per turn."""
     script: str | None = None
     """The scripted planner's YAML list of envelopes, relative to gateway.yaml."""
     anthropic: AnthropicSettings = AnthropicSettings()

@@ -16,15 +16,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+import anyio
 import mcp_types as types
+from anyio.abc import TaskGroup
 
 from ..errors import SessionError
-from ..own_tools import OwnTool, tool_error
+from ..own_tools import OwnTool, Request, tool_error
 from ..principal import Principal
+from ..state.base import START
 from ..tags.context import ResolvedContext
+from ..upstreams.relay import Asker, Declaring
 from .acting import RUN_SESSION
+from .caller import Reporter, ask
 from .envelopes import MAX_TEXT
 from .loop import Engine, SessionResult
+from .planners.base import Planner
+from .session import Session
+from .settings import EngineSettings
+from .states import SessionState
+
+MAX_ASKS: Final = 10
+"""Questions and approvals put to the caller by elicitation in one call, at most."""
 
 DEFINITION: Final = types.Tool(
     name=RUN_SESSION,
@@ -69,42 +81,104 @@ DEFINITION: Final = types.Tool(
 )
 
 
-def run_session_tool(engine: Callable[[], Engine], resolve: Resolver) -> OwnTool:
-    """The tool, on the runtime's engine (`engine()`, bound once the runtime is built) and
-    its tags (`resolve`)."""
+def run_session_tool(
+    engine: Callable[[], Engine], resolve: Resolver, settings: EngineSettings | None = None
+) -> OwnTool:
+    """The tool, on the runtime's engine (`engine()`, bound once the runtime is built), its
+    tags (`resolve`) and gateway.yaml's engine `settings` (a sampling planner is built per
+    call, on the caller's asker)."""
+    sampling = settings is not None and settings.planner == "sampling"
+    max_tokens = settings.anthropic.max_tokens if settings is not None else 4_096
 
-    async def handler(
-        arguments: Mapping[str, Any], caller: Principal | None
-    ) -> types.CallToolResult:
+    async def handler(arguments: Mapping[str, Any], request: Request) -> types.CallToolResult:
+        caller = request.caller
         if caller is None:
             return tool_error("run_session: no caller: it runs only through the gateway")
-        message = arguments.get("message")
-        session_id = arguments.get("session_id")
-        approval = arguments.get("approval")
+        planner = None
+        if sampling:
+            planner = _sampling_planner(request.asker, max_tokens)
+            if planner is None:
+                return tool_error(
+                    "run_session: this gateway's sessions are planned by the caller's own "
+                    "model (sampling), and this caller did not declare sampling"
+                )
         context = resolve(caller, arguments.get("intent"))
         running = engine()
+        reporting: list[Reporter] = []
         try:
-            if session_id is None:
-                if not message:
-                    return tool_error("run_session: a new session needs a message")
-                session = await running.start(context, message)
-                result = await running.run(session)
-            else:
-                session = await running.load(session_id, context)
-                if approval is not None:
-                    edits = _edits(arguments.get("arguments"))
-                    result = await running.approve(session, approval, message or "", edits)
-                elif message:
-                    result = await running.answer(session, message)
-                else:  # how it stands, once it stops running (resumed after a restart, say)
-                    result = await running.wait(session)
+            async with anyio.create_task_group() as tasks:
+                result = await _step(
+                    running, context, arguments, planner, request, tasks, reporting
+                )
+                for _ in range(MAX_ASKS):  # questions put to the caller in this call
+                    if result.state is not SessionState.INPUT_REQUIRED or request.asker is None:
+                        break
+                    answered = await ask(request.asker, result)
+                    if answered is None:
+                        break
+                    session = await running.load(result.session_id, context)
+                    verdict, text = answered
+                    if verdict == "answer":
+                        result = await running.answer(session, text, planner)
+                    else:
+                        result = await running.approve(session, verdict, text, planner=planner)
+                tasks.cancel_scope.cancel()
         except SessionError as exc:
             return tool_error(f"run_session: {exc}")
         except ValueError as exc:
             return tool_error(f"run_session: {exc}")
+        for reporter in reporting:  # its last events, before the result
+            await reporter.catch_up()
         return _answer(result)
 
     return OwnTool(DEFINITION, handler)
+
+
+async def _step(
+    running: Engine,
+    context: ResolvedContext,
+    arguments: Mapping[str, Any],
+    planner: Planner | None,
+    request: Request,
+    tasks: TaskGroup,
+    reporting: list[Reporter],
+) -> SessionResult:
+    """What the call's arguments ask of the engine: start a session, answer it, decide on
+    its approval, or wait for it; its progress reported from its stream meanwhile."""
+    message = arguments.get("message")
+    session_id = arguments.get("session_id")
+    approval = arguments.get("approval")
+
+    def reported(session: Session, after: str) -> None:
+        if request.progress is not None:
+            reporter = Reporter(request.progress, running.recorder.store, session.id, after)
+            reporting.append(reporter)
+            tasks.start_soon(reporter.follow)
+
+    if session_id is None:
+        if not message:
+            raise ValueError("a new session needs a message")
+        session = await running.start(context, message)
+        reported(session, START)
+        return await running.run(session, planner=planner)
+    session = await running.load(session_id, context)
+    reported(session, session.last_event)
+    if approval is not None:
+        edits = _edits(arguments.get("arguments"))
+        return await running.approve(session, approval, message or "", edits, planner)
+    if message:
+        return await running.answer(session, message, planner)
+    return await running.wait(session)  # how it stands (resumed after a restart, say)
+
+
+def _sampling_planner(asker: Asker | None, max_tokens: int) -> Planner | None:
+    """A planner on the caller's own model, if it declared sampling."""
+    declared = asker.capabilities() if isinstance(asker, Declaring) else None
+    if asker is None or declared is None or declared.sampling is None:
+        return None
+    from .planners.sampling import SamplingPlanner
+
+    return SamplingPlanner(asker, declared.sampling.tools is not None, max_tokens)
 
 
 Resolver = Callable[[Principal, str | None], ResolvedContext]
@@ -127,6 +201,7 @@ def _answer(result: SessionResult) -> types.CallToolResult:
     summary = {
         "session_id": result.session_id,
         "status": result.state.value,
+        "waiting": result.waiting,
         "text": result.text,
         "calls": [{"tool": c.tool, "decision": c.decision, "ok": c.ok} for c in result.calls],
         "spent": result.spent,

@@ -75,6 +75,8 @@ class SessionResult:
     """The reply, the question (input_required), or why the session ended otherwise."""
     calls: tuple[CallSummary, ...]
     spent: dict[str, Any]
+    waiting: str | None = None
+    """What an input_required session waits for: `question`, `confidence` or `approval`."""
 
 
 class Turns:
@@ -98,10 +100,14 @@ class Turns:
         self.actor = Actor(service, recorder, budgets)
 
     async def run(
-        self, session: Session, first: Callable[[], Awaitable[bool]] | None
+        self,
+        session: Session,
+        first: Callable[[], Awaitable[bool]] | None,
+        planner: Planner | None = None,
     ) -> SessionResult:
+        planner = planner or self.planner
         try:
-            if self.planner is None:
+            if planner is None:
                 never_started = session.state is SessionState.SUBMITTED
                 await self._end(
                     session,
@@ -113,7 +119,7 @@ class Turns:
             if session.state is not SessionState.WORKING:  # a resumed session already is
                 await self.recorder.move(session, SessionState.WORKING)
             if first is None or await first():
-                await self._loop(session, self.planner)
+                await self._loop(session, planner)
         except BudgetExhausted as exc:
             await self._exhausted(session, exc)
         except SessionTaken:
@@ -386,6 +392,7 @@ class Turns:
             session.outcome,
             tuple(session.calls),
             session.spent.summary(),
+            session.waiting if session.state is SessionState.INPUT_REQUIRED else None,
         )
 
 

@@ -39,11 +39,12 @@ class SessionAsker:
     def __init__(self, ctx: ServerRequestContext[Any]) -> None:
         self._ctx = ctx
 
-    def _capabilities(self) -> types.ClientCapabilities | None:
+    def capabilities(self) -> types.ClientCapabilities | None:
+        """What the caller declared it can be asked."""
         return self._ctx.session.client_capabilities
 
     async def create_message(self, params: types.CreateMessageRequestParams) -> SamplingAnswer:
-        capabilities = self._capabilities()
+        capabilities = self.capabilities()
         if capabilities is None or capabilities.sampling is None:
             return _NO_SAMPLING
         request = types.CreateMessageRequest(params=params)
@@ -52,7 +53,7 @@ class SessionAsker:
         return await self._ask(request, types.CreateMessageResult)
 
     async def elicit(self, params: types.ElicitRequestParams) -> ElicitationAnswer:
-        capabilities = self._capabilities()
+        capabilities = self.capabilities()
         if capabilities is None or capabilities.elicitation is None:
             return _NO_ELICITATION
         return await self._ask(types.ElicitRequest(params=params), types.ElicitResult)
@@ -82,7 +83,7 @@ class DispatcherAsker(SessionAsker):
         self._connection = connection
         self._request_id = request_id
 
-    def _capabilities(self) -> types.ClientCapabilities | None:
+    def capabilities(self) -> types.ClientCapabilities | None:
         return self._connection.client_capabilities
 
     async def _send(self, request: Any, result_type: type[A]) -> A:

@@ -306,10 +306,13 @@ class _BridgeAsker:
     ) -> None:
         self._bridge = bridge
         self._parked = parked
-        self._capabilities = capabilities
+        self._declared = capabilities
+
+    def capabilities(self) -> types.ClientCapabilities | None:
+        return self._declared
 
     async def create_message(self, params: types.CreateMessageRequestParams) -> SamplingAnswer:
-        if self._capabilities is None or self._capabilities.sampling is None:
+        if self._declared is None or self._declared.sampling is None:
             return _NO_SAMPLING
         request = types.CreateMessageRequest(params=params)
         expected = (types.CreateMessageResult, types.CreateMessageResultWithTools)
@@ -317,7 +320,7 @@ class _BridgeAsker:
         return answer
 
     async def elicit(self, params: types.ElicitRequestParams) -> ElicitationAnswer:
-        if self._capabilities is None or self._capabilities.elicitation is None:
+        if self._declared is None or self._declared.elicitation is None:
             return _NO_ELICITATION
         request = types.ElicitRequest(params=params)
         answer: ElicitationAnswer = await self._bridge.ask(

@@ -39,6 +39,10 @@ OWN_UPSTREAM = "gateway"
 CALLER_META = "io.mcp-gateway/caller"
 """The `_meta` key of a request to the gateway's own tools that says who calls: set by the
 gateway alone, on requests to its in-process upstream alone."""
+LINK_META = "io.mcp-gateway/link"
+"""The `_meta` key of a request to the gateway's own tools that names the call's link to
+its caller (relay.own_links): set by the gateway alone, on requests to its in-process
+upstream alone, as CALLER_META is."""
 IDEMPOTENCY_META = "io.mcp-gateway/idempotency-key"
 """The `_meta` key of a call's idempotency key (an engine session's calls carry one): the
 same key on a call sent again after a restart, so an upstream that keeps keys can tell a

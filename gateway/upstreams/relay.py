@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import mcp_types as types
 from mcp.client.session import ClientRequestContext
@@ -45,6 +45,14 @@ class Asker(Protocol):
     async def elicit(self, params: types.ElicitRequestParams) -> ElicitationAnswer: ...
 
 
+@runtime_checkable
+class Declaring(Protocol):
+    """An asker that can say what its caller declared it may be asked (sampling, with
+    tools or not; elicitation)."""
+
+    def capabilities(self) -> types.ClientCapabilities | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallerLink:
     on_log: LogCallback | None = None
@@ -55,6 +63,12 @@ class CallerLink:
 
 
 current_link: ContextVar[CallerLink | None] = ContextVar("gateway_caller_link", default=None)
+
+own_links: dict[str, CallerLink] = {}
+"""Calls under way to the gateway's own (in-process) tools, by the id their request carries
+(LINK_META): how such a tool, which acts as its caller, reaches that caller during the call
+(run_session's questions go to the caller's asker, as an upstream's would). Process-local,
+as the in-process upstream is."""
 
 
 def link_for(

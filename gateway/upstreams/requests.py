@@ -14,6 +14,7 @@ an answer and the caller says the tool is safe to repeat: a payment is attempted
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -28,10 +29,10 @@ from pydantic import TypeAdapter
 from ..breaker import Breaker
 from ..errors import CallTimeout, ConnectionLost, UpstreamUnavailable
 from ..principal import Principal
-from .config import CALLER_META, IDEMPOTENCY_META, UpstreamConfig
+from .config import CALLER_META, IDEMPOTENCY_META, LINK_META, UpstreamConfig
 from .exchange import Exchange, ExchangeLost, ExchangeUnsent, NeedsClient
 from .listing import Offer
-from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link
+from .relay import Asker, CallerLink, LogCallback, ProgressCallback, current_link, own_links
 from .roots import answer_roots, callers_responses, without_roots
 from .sendable import sendable
 from .sessions import CallerSessions, SessionFailed
@@ -229,29 +230,39 @@ class UpstreamRequests:
             return result
 
         link = CallerLink(on_log, asker, owner)
-        deadline = anyio.current_time() + self.config.call_timeout
-        next_session = self._new_session
-        session = self._client
+        link_id: str | None = None
+        if caller is not None and self.config.transport == "inprocess":
+            # And the way to reach the caller during the call (its asker), by an id.
+            link_id = secrets.token_urlsafe(12)
+            own_links[link_id] = link
+            meta = cast(types.RequestParamsMeta, {**(meta or {}), LINK_META: link_id})
         try:
-            return await self._request(what, send, deadline, link, owner, user)
-        except ConnectionLost:
-            if not retry:
-                raise
-        if session is not None and self._client is session:
-            # Only the call's own exchange broke off (a connection reset, a stale
-            # keep-alive): the session goes on, so no next one will come to wait for.
-            logger.info(
-                "upstream %s: retrying %s at once, which is safe to repeat", self.name, tool
-            )
+            deadline = anyio.current_time() + self.config.call_timeout
+            next_session = self._new_session
+            session = self._client
             try:
                 return await self._request(what, send, deadline, link, owner, user)
-            except UpstreamUnavailable:
-                if self._client is session:
-                    raise  # not sent, and the session is still up: nothing to wait for
-        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
-            await next_session.wait()
-        logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
-        return await self._request(what, send, deadline, link, owner, user)
+            except ConnectionLost:
+                if not retry:
+                    raise
+            if session is not None and self._client is session:
+                # Only the call's own exchange broke off (a connection reset, a stale
+                # keep-alive): the session goes on, so no next one will come to wait for.
+                logger.info(
+                    "upstream %s: retrying %s at once, which is safe to repeat", self.name, tool
+                )
+                try:
+                    return await self._request(what, send, deadline, link, owner, user)
+                except UpstreamUnavailable:
+                    if self._client is session:
+                        raise  # not sent, and the session is still up: nothing to wait for
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                await next_session.wait()
+            logger.info("upstream %s: retrying %s, which is safe to repeat", self.name, tool)
+            return await self._request(what, send, deadline, link, owner, user)
+        finally:
+            if link_id is not None:
+                del own_links[link_id]
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         sendable(f"resource on upstream {self.name}", uri=uri)

@@ -34,7 +34,7 @@ from gateway.auth import Credential
 from gateway.calls import ToolService
 from gateway.front.caller import current_credential
 from gateway.front.server import Front
-from gateway.own_tools import OwnTool, own_upstream
+from gateway.own_tools import OwnTool, Request, own_upstream
 from gateway.principal import Principal
 from gateway.settings import load_config
 from gateway.upstreams.config import CALLER_META
@@ -83,11 +83,9 @@ class Recorder:
         self.callers: list[Principal | None] = []
 
     def tool(self) -> OwnTool:
-        async def record(
-            arguments: Mapping[str, Any], caller: Principal | None
-        ) -> types.CallToolResult:
+        async def record(arguments: Mapping[str, Any], request: Request) -> types.CallToolResult:
             self.received.append(dict(arguments))
-            self.callers.append(caller)
+            self.callers.append(request.caller)
             return types.CallToolResult(
                 content=[types.TextContent(type="text", text=f"recorded {arguments}")]
             )

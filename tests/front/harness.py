@@ -158,7 +158,7 @@ async def running_gateway(
         direct_calls=config.settings.server.direct_calls
         if upstream_direct_calls is None
         else upstream_direct_calls,
-        own=own_tools(tags, lambda: built[0]) if own == "gateway" else own,
+        own=own_tools(tags, lambda: built[0], config.settings.engine) if own == "gateway" else own,
     )
     built.append(Runtime(config, tags, state, pool))
     app = build_app(built[0])

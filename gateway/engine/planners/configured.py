@@ -14,11 +14,12 @@ from .scripted import ScriptedPlanner
 
 def configured_planner(settings: EngineSettings, config_path: Path) -> Planner | None:
     """The planner, or None when there is none to use (`none`, or `auto` without an
-    Anthropic key). ConfigError naming gateway.yaml's field when it cannot be built."""
+    Anthropic key) or it is each caller's own (`sampling`: run_session builds it per call).
+    ConfigError naming gateway.yaml's field when it cannot be built."""
     choice = settings.planner
     if choice == "auto":
         choice = "anthropic" if os.environ.get(settings.anthropic.api_key_env) else "none"
-    if choice == "none":
+    if choice in ("none", "sampling"):  # sampling: built per call, on the caller's asker
         return None
     if choice == "scripted":
         if settings.script is None:
