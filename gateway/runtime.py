@@ -113,9 +113,11 @@ class Runtime:
         return stop
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[TaskGroup]:
+    async def running(self, recover: bool = True) -> AsyncIterator[TaskGroup]:
         """Everything the doors need, running (see the module docstring); yields a task
-        group for the doors' own tasks, cancelled on the way out."""
+        group for the doors' own tasks, cancelled on the way out. `recover`: also resume
+        sessions whose engine stopped (as gateway.yaml says; `gateway run`, one session in
+        a short-lived process, never does)."""
         refused: CannotStart | None = None
         # The store never fails to start: without its server it reports not ready and
         # keeps connecting, while tag listing and checks go on from the config files.
@@ -137,7 +139,7 @@ class Runtime:
                             logger.warning(
                                 "upstream %s is %s: %s", name, status.reported, status.error
                             )
-                    if self.config.settings.engine.recover:
+                    if recover and self.config.settings.engine.recover:
                         # After the pool settled: a resumed session's calls need its tools.
                         tasks.start_soon(Recovery(self.engine, self.tags.resolve).run)
                     yield tasks

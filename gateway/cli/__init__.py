@@ -1,14 +1,16 @@
-"""The `gateway` command: serve, check, and explain tag resolution.
+"""The `gateway` command: serve, check, explain tag resolution, and run agent sessions.
 
 Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
-`upstreams status`: an upstream is not well, `tools approve`: nothing to approve;
+`upstreams status`: an upstream is not well, `tools approve`: nothing to approve,
+`sessions show`: no such session, `run`: the session did not complete;
 2 invalid configuration or usage; 3 `serve`, `stdio`: the gateway could not start (it says
-why in one message, e.g. two upstreams offering the same tool name).
+why in one message, e.g. two upstreams offering the same tool name), `sessions`: the state
+store cannot be reached.
 
 Here: the argument parser and the dispatch. Each command is a function in the module of
 its group (`serve.py`: serve and stdio; `keys.py`, `check.py`, `tags.py`, `upstreams.py`,
-`tools.py`); `common.py` holds what they share. `main` is the package's one public name
-(the console script and `python -m gateway.cli`).
+`tools.py`, `sessions.py`: sessions and run); `common.py` holds what they share. `main`
+is the package's one public name (the console script and `python -m gateway.cli`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError
 from ..settings import CONFIG_ENV, DEFAULT_CONFIG
-from . import check, keys, serve, tags, tools, upstreams
+from . import check, keys, serve, sessions, tags, tools, upstreams
 from .common import EXIT_CONFIG, UsageError
 from .serve import API_KEY_ENV
 
@@ -148,6 +150,31 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("tool", help="the tool's public name, e.g. payments__refund")
     approve.add_argument("--upstream", help="the upstream, when the public name alone is ambiguous")
     approve.set_defaults(handler=tools.approve)
+
+    sessions_cmd = commands.add_parser("sessions", help="agent sessions in the state store")
+    session_commands = sessions_cmd.add_subparsers(
+        dest="sessions_command", required=True, metavar="COMMAND"
+    )
+    listed = with_config(session_commands.add_parser("list", help="the sessions, newest first"))
+    listed.add_argument("--state", help="only sessions in this state, e.g. input_required")
+    listed.add_argument("--user", help="only this user's")
+    listed.add_argument("--org", help="only this org's")
+    listed.add_argument("--json", action="store_true", help="print JSON")
+    listed.set_defaults(handler=sessions.list_)
+    shown = with_config(session_commands.add_parser("show", help="one session and its events"))
+    shown.add_argument("session_id", help="the session's id, e.g. s_AbC...")
+    shown.add_argument("--events", type=int, default=1000, help="events to show at most")
+    shown.add_argument("--json", action="store_true", help="print JSON")
+    shown.set_defaults(handler=sessions.show)
+
+    run_cmd = with_config(
+        commands.add_parser(
+            "run", help="run one agent session here, as a user (questions asked on the terminal)"
+        )
+    )
+    run_cmd.add_argument("message", help="what the session is to do")
+    _principal_args(run_cmd)
+    run_cmd.set_defaults(handler=sessions.run)
     return parser
 
 
