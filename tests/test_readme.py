@@ -223,3 +223,23 @@ def test_the_readmes_inspector_lines_do_what_they_say() -> None:
             assert done.returncode == 0, done.stderr
             (said,) = [text for key, text in expected.items() if key in line]
             assert said in done.stdout, done.stdout
+
+
+def test_the_readmes_gateway_run_line_does_what_it_says() -> None:
+    (block,) = [b for b in blocks("sh") if "gateway run " in b.text]
+    command, *said = block.text.strip().splitlines()
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=clean_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    shown = done.stderr.splitlines() + done.stdout.splitlines()
+    for line in said:
+        expected = line.removeprefix("# ")
+        prefix = expected.removesuffix("...")
+        assert any(got == expected or got.startswith(prefix) for got in shown), (expected, shown)
