@@ -19,7 +19,7 @@ from ..calls.outcome import Completed, Failed, Outcome, Refused, ToolCall
 from ..calls.service import ToolService
 from ..errors import PermissionDenied, UnknownTool
 from ..upstreams.config import RESERVED_PREFIX
-from .budgets import BudgetExhausted, Budgets
+from .budgets import BudgetExhausted
 from .envelopes import (
     Call,
     Envelope,
@@ -53,10 +53,9 @@ class Done:
 
 
 class Actor:
-    def __init__(self, service: ToolService, recorder: Recorder, budgets: Budgets) -> None:
+    def __init__(self, service: ToolService, recorder: Recorder) -> None:
         self.service = service
         self.recorder = recorder
-        self.budgets = budgets
 
     async def _read(self, session: Session, key: str, call: Call) -> None:
         """The model is about to read what `call`'s upstream said: taint, unless trusted."""
@@ -79,7 +78,7 @@ class Actor:
                 ]
             else:
                 texts = [""] * len(calls)
-                limiter = anyio.CapacityLimiter(self.budgets.parallel)
+                limiter = anyio.CapacityLimiter(session.budgets.parallel)
                 exhausted: list[BudgetExhausted] = []
 
                 async def one(index: int, call: Call) -> None:
@@ -171,7 +170,7 @@ class Actor:
             await self.refuse(session, key, call.tool, call.arguments, "nested_session", why)
             return Done(f"{call.tool}: refused: {why}")
         repeat = jsoncodec.dumps([call.tool, call.arguments], sort_keys=True).decode()
-        session.spent.before_call(self.budgets, repeat)
+        session.spent.before_call(session.budgets, repeat)
         session.spent.call_made(repeat)
         if session.journal is not None:
             replayed = await self._replayed(session, session.journal, key, call)
@@ -182,12 +181,12 @@ class Actor:
         )
         outcome: Outcome | None = None
         sent = ToolCall(call.tool, call.arguments, key)
-        with anyio.move_on_after(self.budgets.call_timeout):
+        with anyio.move_on_after(session.budgets.call_timeout):
             outcome = await self.service.call(session.caller, sent)
         if outcome is None:
             summary = CallSummary(key, call.tool, "allowed", ok=False)
             session.calls.append(summary)
-            said = f"failed: no answer within {self.budgets.call_timeout:g} s (cancelled)"
+            said = f"failed: no answer within {session.budgets.call_timeout:g} s (cancelled)"
             await self.recorder.event(session, "result", key=key, outcome="timeout", text=said)
             return Done(f"{call.tool}: {said}")
         return await self._told(session, key, call, outcome)
@@ -226,7 +225,7 @@ class Actor:
             if isinstance(error, PermissionDenied | UnknownTool):
                 # The tags' refusal says no more than "unknown" would: which tools exist
                 # and why one is refused is not the model's to learn from this answer.
-                session.spent.violation(self.budgets)
+                session.spent.violation(session.budgets)
                 if isinstance(error, PermissionDenied) and decision == "out_of_scope":
                     return Done(f"{call.tool}: refused: the arguments are outside what you may use")
                 return Done(f"{call.tool}: refused: no such tool is available to you")

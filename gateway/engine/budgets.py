@@ -42,13 +42,16 @@ class Budgets(Strict):
     """Refused calls (by the tags, or an approval refused) beyond this many end the
     session."""
 
-    def tightened(self, other: Budgets) -> Budgets:
-        """The smaller of each limit (a tag's budgets over gateway.yaml's)."""
-        values = {}
-        for name in type(self).model_fields:
-            mine, theirs = getattr(self, name), getattr(other, name)
-            values[name] = theirs if mine is None else mine if theirs is None else min(mine, theirs)
-        return Budgets.model_validate(values)
+    def tightened(self, limits: Mapping[str, float]) -> Budgets:
+        """These budgets with each of `limits` (the caller's tags' session_budgets) in
+        place of a looser one: a tag only tightens."""
+        if not limits:
+            return self
+        values = self.model_dump()
+        for name, limit in limits.items():
+            mine = values[name]
+            values[name] = limit if mine is None else min(mine, limit)
+        return Budgets.model_validate(values, strict=False)
 
 
 class BudgetExhausted(Exception):

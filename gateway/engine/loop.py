@@ -57,14 +57,13 @@ class Engine:
         self.budgets = budgets or Budgets()
         self.claims = Claims(store, lease)
         self.recorder = Recorder(store)
-        self.turns = Turns(
-            service, self.recorder, tools_for, planner, self.budgets, confidence, after_taint
-        )
+        self.turns = Turns(service, self.recorder, tools_for, planner, confidence, after_taint)
 
     async def start(self, caller: ResolvedContext, message: str) -> Session:
         """A new session, `accepted` on its stream before anyone learns its id, claimed by
         this engine for `run`."""
         session = Session(new_session_id(), caller, message)
+        session.budgets = self.budgets.tightened(caller.session_limits())
         session.transcript.append(Said(message))
         if not await self.claims.take(session):  # a new id: only a bug gets here
             raise SessionTaken(session.id)
@@ -82,7 +81,9 @@ class Engine:
             or snapshot.get("org") != principal.org_id
         ):
             raise UnknownSession(session_id)
-        return restore(snapshot, caller)
+        session = restore(snapshot, caller)
+        session.budgets = self.budgets.tightened(caller.session_limits())
+        return session
 
     async def answer(
         self, session: Session, text: str, planner: Planner | None = None
@@ -175,6 +176,7 @@ class Engine:
             raise SessionNotWaiting(session.id, _waiting(session))
         if not await self.claims.take(session):
             raise SessionTaken(session.id)
+        session.budgets = self.budgets.tightened(session.caller.session_limits())
         try:
             stored = await self.recorder.store.get_session_state(session.id)
             if stored is None or stored.get("last_event", START) != session.last_event:

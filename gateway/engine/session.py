@@ -26,7 +26,7 @@ from typing import Any, Final
 from ..errors import SessionTaken
 from ..state.base import START, StateStore, Stream, parse_id
 from ..tags.context import ResolvedContext
-from .budgets import Spent
+from .budgets import DEFAULT, Budgets, Spent
 from .journal import Journal
 from .planners.base import Emitted, Entry, Said, Told
 from .states import SessionState, transition
@@ -62,6 +62,9 @@ class Session:
     message: str
     state: SessionState = SessionState.SUBMITTED
     spent: Spent = field(default_factory=Spent)
+    budgets: Budgets = DEFAULT
+    """gateway.yaml's, tightened by the caller's tags (set by the engine, from today's tags
+    when a stored session goes on)."""
     transcript: list[Entry] = field(default_factory=list)
     calls: list[CallSummary] = field(default_factory=list)
     outcome: str | None = None

@@ -28,7 +28,7 @@ from ..errors import SessionTaken
 from ..tags.context import ResolvedContext
 from . import integrity
 from .acting import NESTED, Actor
-from .budgets import BudgetExhausted, Budgets
+from .budgets import BudgetExhausted
 from .envelopes import (
     ACTING,
     ClarifyEnvelope,
@@ -86,7 +86,6 @@ class Turns:
         recorder: Recorder,
         tools_for: ToolsFor,
         planner: Planner | None,
-        budgets: Budgets,
         confidence: float,
         after_taint: AfterTaint,
     ) -> None:
@@ -94,10 +93,9 @@ class Turns:
         self.recorder = recorder
         self.tools_for = tools_for
         self.planner = planner
-        self.budgets = budgets
         self.confidence = confidence
         self.after_taint = after_taint
-        self.actor = Actor(service, recorder, budgets)
+        self.actor = Actor(service, recorder)
 
     async def run(
         self,
@@ -150,7 +148,7 @@ class Turns:
     async def _loop(self, session: Session, planner: Planner) -> None:
         repairs = 0
         while True:
-            session.spent.before_turn(self.budgets)
+            session.spent.before_turn(session.budgets)
             try:
                 answer = await planner.decide(self._turn(session))
             except PlannerError as exc:
@@ -252,7 +250,7 @@ class Turns:
             )
         session.transcript.append(Told(emitted, f"Not run: {integrity.AFTER_TAINT}."))
         for _ in holds:
-            session.spent.violation(self.budgets)
+            session.spent.violation(session.budgets)
 
     async def decided(self, session: Session, emitted: Emitted) -> bool:
         """Act on the caller's decision (`session.deciding`) on what `emitted` asked for."""

@@ -35,6 +35,15 @@ class SkippedTag:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    """One limit of one applied tag's session_budgets."""
+
+    tag: str
+    name: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
 class ToolRule:
     """One allowed_tools or denied_tools entry of one applied tag."""
 
@@ -109,6 +118,8 @@ class ResolvedContext:
     """trusted_output entries: tools whose results do not taint an agent session."""
     approvals: tuple[ToolRule, ...] = ()
     """needs_approval entries: tools whose calls in an agent session wait for the user."""
+    budgets: tuple[BudgetLimit, ...] = ()
+    """session_budgets entries, one per limit a tag sets."""
     _matches: dict[str, ToolMatch] = field(default_factory=dict, compare=False, repr=False)
 
     def match(self, tool: str) -> ToolMatch:
@@ -128,6 +139,15 @@ class ResolvedContext:
 
     def needs_approval(self, tool: str) -> bool:
         return any(rule.glob.matches(tool) for rule in self.approvals)
+
+    def session_limits(self) -> dict[str, float]:
+        """The tightest of each session limit the caller's tags set (engine/budgets.py
+        applies them over gateway.yaml's)."""
+        limits: dict[str, float] = {}
+        for limit in self.budgets:
+            known = limits.get(limit.name)
+            limits[limit.name] = limit.value if known is None else min(known, limit.value)
+        return limits
 
     def grants_resource(self, uri: str) -> bool:
         return any(rule.glob.matches(uri) for rule in self.resource_grants)

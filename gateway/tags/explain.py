@@ -54,6 +54,10 @@ def context_json(context: ResolvedContext) -> dict[str, Any]:
         "needs_approval": [
             {"tool": pattern, "asked_by": tags} for pattern, tags in _by_pattern(context.approvals)
         ],
+        "session_budgets": [
+            {"limit": limit.name, "value": limit.value, "tag": limit.tag}
+            for limit in context.budgets
+        ],
         "scopes": [
             {
                 "tool": rule.glob.pattern,

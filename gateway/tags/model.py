@@ -137,6 +137,21 @@ class TagMeta(Strict):
     version: str | int | None = None
 
 
+class SessionBudgets(Strict):
+    """Limits on the agent sessions of the users a tag applies to: each one given only
+    tightens gateway.yaml's `engine.budgets` (the smallest of every applied tag's wins)."""
+
+    turns: Annotated[int, Field(ge=1)] | None = None
+    tool_calls: Annotated[int, Field(ge=1)] | None = None
+    tokens: Annotated[int, Field(ge=1)] | None = None
+    cost_usd: Annotated[float, Field(gt=0, strict=False)] | None = None
+    wall_seconds: Annotated[float, Field(gt=0, strict=False)] | None = None
+    call_timeout: Annotated[float, Field(gt=0, strict=False)] | None = None
+    parallel: Annotated[int, Field(ge=1)] | None = None
+    repeats: Annotated[int, Field(ge=1)] | None = None
+    violations: Annotated[int, Field(ge=0)] | None = None
+
+
 class TagConfig(Strict):
     """The RBAC part of a tag."""
 
@@ -160,6 +175,8 @@ class TagConfig(Strict):
     does not taint it. Every other tool's result is untrusted."""
     needs_approval: ToolPatterns = ()
     """Tools whose calls in an agent session wait for the user's approval first."""
+    session_budgets: SessionBudgets | None = None
+    """Tighter limits for these users' agent sessions than gateway.yaml's."""
 
     @model_validator(mode="after")
     def _names(self) -> Self:

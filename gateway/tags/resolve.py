@@ -21,6 +21,7 @@ from collections.abc import Callable
 from ..principal import Principal
 from .context import (
     AppliedTag,
+    BudgetLimit,
     FlowInfo,
     PromptSection,
     ResolvedContext,
@@ -115,6 +116,7 @@ def _assemble(
     audited: list[ToolRule] = []
     trusted: list[ToolRule] = []
     approvals: list[ToolRule] = []
+    budgets: list[BudgetLimit] = []
     scopes: list[ScopeRule] = []
     flows: list[FlowInfo] = []
     sections: list[PromptSection] = []
@@ -126,6 +128,12 @@ def _assemble(
         prompt_grants.extend(ToolRule(loaded.name, glob) for glob in loaded.prompts)
         trusted.extend(ToolRule(loaded.name, glob) for glob in loaded.trusted)
         approvals.extend(ToolRule(loaded.name, glob) for glob in loaded.approvals)
+        limits = tag.payload.config.session_budgets
+        if limits is not None:
+            budgets.extend(
+                BudgetLimit(loaded.name, name, value)
+                for name, value in limits.model_dump(exclude_none=True).items()
+            )
         if tag.payload.config.audit_arguments:
             audited.extend(ToolRule(loaded.name, glob) for glob in loaded.allowed)
         scopes.extend(ScopeRule(loaded.name, glob, scope) for glob, scope in loaded.scopes)
@@ -175,6 +183,7 @@ def _assemble(
         audited=tuple(audited),
         trusted=tuple(trusted),
         approvals=tuple(approvals),
+        budgets=tuple(budgets),
     )
 
 

@@ -17,8 +17,11 @@ from gateway.engine.budgets import Budgets, Spent
 from gateway.engine.planners.base import Answer, Turn, Usage
 from gateway.engine.states import SessionState
 from gateway.errors import SessionNotWaiting, UnknownSession
+from gateway.principal import Principal
 from gateway.state.base import Stream
-from tests.engine.helpers import ALICE, BOB, Bench, Recording, envelope, reply, tool
+from gateway.tags.loader import tagset_from_texts
+from gateway.tags.resolve import resolve
+from tests.engine.helpers import ACME, ALICE, BOB, Bench, Recording, envelope, reply, tool
 from tests.upstreams.helpers import text
 
 pytestmark = pytest.mark.anyio
@@ -114,6 +117,24 @@ async def test_the_turn_budget_ends_the_session(bench: Bench) -> None:
     assert result.text == "budget turns exhausted: 2 turns of 2 turns"
     events = await bench.events(result.session_id)
     assert {"type": "budget", "name": "turns", "used": 2, "limit": 2} in events
+
+
+async def test_a_tag_tightens_the_budgets_and_never_loosens_them(bench: Bench) -> None:
+    tight = ACME.replace(
+        '        trusted_output: ["echo__*"]',
+        '        trusted_output: ["echo__*"]\n        session_budgets: {turns: 2, tool_calls: 500}',
+    )
+    alice = resolve(tagset_from_texts({"acme.yaml": tight}), Principal("alice", "acme"))
+    assert alice.session_limits() == {"turns": 2, "tool_calls": 500}
+    planner = Recording([tool("echo__echo", n=n) for n in range(5)])
+    result = await bench.session(planner, caller=alice, budgets=Budgets(turns=9, tool_calls=1))
+    assert result.state is SessionState.FAILED
+    # turns: the tag's 2 under gateway.yaml's 9; tool_calls: gateway.yaml's 1 stays.
+    assert result.text == "budget tool_calls exhausted: 1 calls of 1 calls"
+    result = await bench.session(
+        Recording([tool("echo__echo", n=n) for n in range(5)]), caller=alice
+    )
+    assert result.text == "budget turns exhausted: 2 turns of 2 turns"
 
 
 async def test_the_same_call_asked_again_and_again_ends_the_session(bench: Bench) -> None:
