@@ -181,12 +181,15 @@ class Actor:
         )
         outcome: Outcome | None = None
         sent = ToolCall(call.tool, call.arguments, key)
-        with anyio.move_on_after(session.budgets.call_timeout):
+        # The session's wall clock bounds a call too: none outlasts the session's budget.
+        budgets = session.budgets
+        seconds = min(budgets.call_timeout, max(0.0, budgets.wall_seconds - session.spent.wall()))
+        with anyio.move_on_after(seconds):
             outcome = await self.service.call(session.caller, sent)
         if outcome is None:
             summary = CallSummary(key, call.tool, "allowed", ok=False)
             session.calls.append(summary)
-            said = f"failed: no answer within {session.budgets.call_timeout:g} s (cancelled)"
+            said = f"failed: no answer within {seconds:g} s (cancelled)"
             await self.recorder.event(session, "result", key=key, outcome="timeout", text=said)
             return Done(f"{call.tool}: {said}")
         return await self._told(session, key, call, outcome)

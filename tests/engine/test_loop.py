@@ -455,3 +455,16 @@ async def test_a_call_past_the_sessions_call_timeout_is_cancelled_and_told(bench
     assert planner.told()[0] == "echo__sleep: failed: no answer within 0.3 s (cancelled)"
     events = await bench.events(result.session_id)
     assert [e["outcome"] for e in events if e["type"] == "result"] == ["timeout"]
+
+
+async def test_the_wall_clock_budget_bounds_a_call_under_way(bench: Bench) -> None:
+    planner = Recording([tool("echo__sleep", seconds=20), reply()])
+    result = await bench.session(planner, budgets=Budgets(wall_seconds=1, call_timeout=120))
+    assert result.state is SessionState.FAILED
+    assert result.text is not None
+    assert result.text.startswith("budget wall_seconds exhausted: 1.")
+    events = await bench.events(result.session_id)
+    assert [e["outcome"] for e in events if e["type"] == "result"] == ["timeout"]
+    counted = await bench.service.call(ALICE, ToolCall("echo__cancelled", {}))
+    assert isinstance(counted, Completed)
+    assert text(counted.result) == "1", "the upstream saw its call cancelled"
