@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from gateway.cli import main
 from gateway.principal import Principal
 from gateway.tags import TagSet
 from gateway.tags.loader import tagset_from_texts
@@ -61,3 +63,24 @@ def redis_url(redis_port: int) -> str:
     with redis.Redis(host="127.0.0.1", port=redis_port, db=0) as client:
         client.flushdb()
     return f"redis://127.0.0.1:{redis_port}/0"
+
+
+Run = Callable[..., tuple[int, str, str]]
+"""The `run` fixture: `gateway ARGV...` in this process."""
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    """`gateway ARGV...` in this process: its exit code, stdout and stderr; `stdin` is
+    what it reads."""
+
+    def invoke(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse errors
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

@@ -3,18 +3,11 @@
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from gateway.cli import main
-from tests.conftest import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG, Run
 from tests.engine.helpers import envelope, reply
-
-Run = Callable[..., tuple[int, str, str]]
 
 ACME = """
 users:
@@ -26,20 +19,6 @@ tags:
       content: You help.
       config: {assigned_roles: [agent]}
 """
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
-    def invoke(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:  # argparse errors
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def config(tmp_path: Path, state_url: str = "memory://") -> str:

@@ -26,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from gateway.state import open_store
 from tests.conftest import ROOT
 from tests.engine.helpers import envelope, reply
+from tests.engine.test_resume import CLERK
 from tests.helpers import clean_env, serving, until
 from tests.state.conftest import DEFAULT_TTLS, started
 
@@ -43,19 +44,7 @@ SCRIPT = [
     ),
     reply("booked"),
 ]
-ACME = """
-users:
-  carol: {roles: [clerk]}
-tags:
-  - tag: clerk
-    kind: role
-    payload:
-      config:
-        assigned_roles: [clerk]
-        allowed_tools: ["ledger__*", "gateway__run_session"]
-        trusted_output: ["ledger__*"]
-      content: You keep the books.
-"""
+ACME = CLERK.replace('["ledger__*"]', '["ledger__*", "gateway__run_session"]', 1)
 
 
 def config(tmp_path: Path, redis_url: str) -> Path:

@@ -39,9 +39,7 @@ from tests.engine.helpers import Recording, envelope, reply
 pytestmark = pytest.mark.anyio
 
 LEASE = 1.0
-TAGS = tagset_from_texts(
-    {
-        "acme.yaml": """
+CLERK = """
 users:
   carol: {roles: [clerk]}
 tags:
@@ -54,8 +52,8 @@ tags:
         trusted_output: ["ledger__*"]
       content: You keep the books.
 """
-    }
-)
+"""Carol keeps the ledger upstream's books, its results trusted (no taint holds a call)."""
+TAGS = tagset_from_texts({"acme.yaml": CLERK})
 CAROL = Principal("carol", "acme")
 
 

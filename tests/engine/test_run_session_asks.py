@@ -17,17 +17,14 @@ import yaml
 from mcp.client.session import ClientRequestContext
 
 from tests.engine.helpers import envelope, reply, tool
-from tests.front.harness import ACME, GLOBEX, Gateway, gateway_yaml, running_gateway
+from tests.engine.test_run_session import ACME_SESSIONS
+from tests.front.harness import GLOBEX, Gateway, gateway_yaml, running_gateway
 
 pytestmark = pytest.mark.anyio
 
-CAREFUL = ACME.replace(
-    'allowed_tools: ["echo__*"]', 'allowed_tools: ["echo__*", "gateway__run_session"]'
-).replace(
-    '        denied_tools: ["echo__crash"]',
-    '        denied_tools: ["echo__crash"]\n'
-    '        trusted_output: ["echo__*"]\n'
-    '        needs_approval: ["echo__echo"]',
+CAREFUL = ACME_SESSIONS.replace(
+    '        trusted_output: ["echo__*"]',
+    '        trusted_output: ["echo__*"]\n        needs_approval: ["echo__echo"]',
 )
 SCRIPT = [
     envelope("clarify", question="Which number?"),
