@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.cli import main
 from gateway.errors import ConfigError
 from gateway.settings import load_config
 from gateway.upstreams.config import HttpUpstream, StdioUpstream
 from gateway.upstreams.importer import read_client_config
-
-Run = Callable[..., tuple[int, str, str]]
+from tests.conftest import Run
 
 CLAUDE = {
     "mcpServers": {
@@ -47,19 +44,6 @@ upstreams:
 tags:
   dir: orgs
 """
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def client_file(tmp_path: Path, data: Any, name: str = "claude.json") -> Path:
