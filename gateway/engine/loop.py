@@ -193,27 +193,31 @@ class Engine:
     async def wait(self, session: Session) -> SessionResult:
         """`session`'s result once it is not running: at once when it waits for its caller
         or has ended, else when the engine running it (this one, another replica's, or the
-        one that resumes it after a crash) stops. Cancelling the waiting task stops only
-        the waiting."""
+        one that resumes it after a crash) stops; as it stands, still running, after as
+        long as a session may run (its wall clock budget, and a lease for a resume).
+        Cancelling the waiting task stops only the waiting."""
         store = self.recorder.store
-        while session.state in RUNNING:
-            async with aclosing(store.follow(session.id, Stream.EVENTS, session.last_event)) as new:
-                async for batch in new:
-                    if batch.gap is not None or any(
-                        event.data.get("type") == "state" and event.data.get("to") not in RUNNING
-                        for event in batch.events
-                    ):
+        with anyio.move_on_after(session.budgets.wall_seconds + 2 * self.claims.lease):
+            while session.state in RUNNING:
+                after = session.last_event
+                async with aclosing(store.follow(session.id, Stream.EVENTS, after)) as new:
+                    async for batch in new:
+                        if batch.gap is not None or any(
+                            event.data.get("type") == "state"
+                            and event.data.get("to") not in RUNNING
+                            for event in batch.events
+                        ):
+                            break
+                    else:  # the store closed: say what it last held
                         break
-                else:  # the store closed: say what it last held
-                    return self.turns.result(session)
-            for _ in range(SNAPSHOT_POLLS):  # the snapshot is written after its event
-                snapshot = await store.get_session_state(session.id)
-                if snapshot is None:
-                    raise UnknownSession(session.id)
-                session = restore(snapshot, session.caller)
-                if session.state not in RUNNING:
-                    break
-                await anyio.sleep(0.02)
+                for _ in range(SNAPSHOT_POLLS):  # the snapshot is written after its event
+                    snapshot = await store.get_session_state(session.id)
+                    if snapshot is None:
+                        raise UnknownSession(session.id)
+                    session = restore(snapshot, session.caller)
+                    if session.state not in RUNNING:
+                        break
+                    await anyio.sleep(0.02)
         return self.turns.result(session)
 
     async def _take(self, session: Session) -> None:

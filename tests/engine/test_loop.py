@@ -468,3 +468,23 @@ async def test_the_wall_clock_budget_bounds_a_call_under_way(bench: Bench) -> No
     counted = await bench.service.call(ALICE, ToolCall("echo__cancelled", {}))
     assert isinstance(counted, Completed)
     assert text(counted.result) == "1", "the upstream saw its call cancelled"
+
+
+async def test_waiting_on_a_running_session_returns_once_it_stops(bench: Bench) -> None:
+    engine = bench.engine(Recording([tool("echo__sleep", seconds=0.5), reply("slept")]))
+    session = await engine.start(ALICE, "sleep")
+    waited: list[Any] = []
+
+    async def wait() -> None:
+        copy = await engine.load(session.id, ALICE)
+        assert copy.state in (SessionState.SUBMITTED, SessionState.WORKING)
+        waited.append(await engine.wait(copy))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait)
+            ran = await engine.run(session)
+    assert (ran.state, ran.text) == (SessionState.COMPLETED, "slept")
+    assert (waited[0].state, waited[0].text) == (SessionState.COMPLETED, "slept")
+    again = await engine.wait(await engine.load(session.id, ALICE))
+    assert again.state is SessionState.COMPLETED, "an ended session's result, at once"
