@@ -14,7 +14,7 @@ import anyio
 from ..engine.caller import Reporter
 from ..engine.loop import SessionResult
 from ..engine.states import SessionState
-from ..errors import ConfigError, ConfigIssue
+from ..errors import ConfigError, ConfigIssue, SessionError
 from ..settings import GatewayConfig
 from ..state import StateStore, open_store
 from ..state.base import START, Stream
@@ -180,13 +180,20 @@ async def _run(runtime: Any, args: argparse.Namespace) -> int:
         session = await engine.start(context, args.message)
         display.line(f"session {session.id}")
         reporter = Reporter(display.progress, runtime.state, session.id, START)
+        failure: SessionError | None = None
         with display:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(reporter.follow)
-                result = await engine.run(session)
-                result = await _answered(engine, context, result, display)
+                try:  # in the group: its errors would come out of it as an ExceptionGroup
+                    result = await engine.run(session)
+                    result = await _answered(engine, context, result, display)
+                except SessionError as exc:
+                    failure = exc
                 tasks.cancel_scope.cancel()
             await reporter.catch_up()
+    if failure is not None:
+        print(f"gateway run: {failure}", file=sys.stderr)
+        return EXIT_NOT_DONE
     print(result.text or "")
     if result.state is SessionState.INPUT_REQUIRED:
         display.line(
@@ -209,17 +216,16 @@ async def _answered(
         said = await display.ask(f"{result.text}{hint}")
         if said is None:
             break
-        session = await engine.load(result.session_id, context)
         if approval:
             verdict, _, why = said.strip().partition(" ")
             if verdict.lower() in ("approve", "yes", "y"):
-                result = await engine.approve(session, "approve", why)
+                result = await engine.respond(result, context, "approve", why)
             elif verdict.lower() in ("reject", "no", "n"):
-                result = await engine.approve(session, "reject", why)
+                result = await engine.respond(result, context, "reject", why)
             else:
                 display.line("say approve or reject")
         else:
-            result = await engine.answer(session, said)
+            result = await engine.respond(result, context, "answer", said)
     return result
 
 

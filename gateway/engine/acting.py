@@ -17,7 +17,7 @@ import mcp_types as types
 from .. import jsoncodec
 from ..calls.outcome import Completed, Failed, Outcome, Refused, ToolCall
 from ..calls.service import ToolService
-from ..errors import PermissionDenied, UnknownTool
+from ..errors import PermissionDenied, SessionTaken, UnknownTool
 from ..upstreams.config import RESERVED_PREFIX
 from .budgets import BudgetExhausted
 from .envelopes import (
@@ -80,10 +80,11 @@ class Actor:
                 texts = [""] * len(calls)
                 limiter = anyio.CapacityLimiter(session.budgets.parallel)
                 exhausted: list[BudgetExhausted] = []
+                taken: list[SessionTaken] = []
 
                 async def one(index: int, call: Call) -> None:
                     async with limiter:
-                        if exhausted:  # no call starts once a budget ran out
+                        if exhausted or taken:  # no call starts once a budget ran out
                             texts[index] = f"{call.tool}: not run: a budget is exhausted"
                             return
                         try:
@@ -92,6 +93,8 @@ class Actor:
                         except BudgetExhausted as exc:  # the calls under way run to their end
                             exhausted.append(exc)
                             texts[index] = texts[index] or f"{call.tool}: not run: {exc}"
+                        except SessionTaken as exc:  # another engine has the session now
+                            taken.append(exc)
                         except Exception:  # a bug: this call's, not its siblings'
                             logger.exception(
                                 "session %s: a call of %s failed", session.id, call.tool
@@ -101,6 +104,8 @@ class Actor:
                 async with anyio.create_task_group() as tasks:
                     for index, call in enumerate(calls):
                         tasks.start_soon(one, index, call)
+                if taken:
+                    raise taken[0]
                 if exhausted:
                     raise exhausted[0]
             return "\n\n".join(f"[{n}] {text}" for n, text in enumerate(texts, 1))

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import aclosing
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import mcp_types as types
 
 from ..own_tools import Progress
 from ..state.base import StateStore, Stream
 from ..upstreams.relay import Asker
-from .turns import SessionResult
+from .loop import Reply, SessionResult
 
-Reply = Literal["answer", "approve", "reject"]
 CATCH_UP_BATCHES: Final = 100
 
 DECISION: Final = {

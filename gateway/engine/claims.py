@@ -8,8 +8,9 @@ lease lapsed while it ran (a long pause, a partition) finds its next snapshot re
 (`set_claimed_session_state`) or its renewal failing, and stops without writing an end:
 the session is someone else's now.
 
-The events a stale holder appends before it notices are not fenced; the snapshot is, and
-the renewal stops it within a third of a lease.
+A holder stops when a renewal fails, or when it has gone two thirds of a lease without
+one; its appends are fenced too (`append_claimed`): a stale holder writes no intent, so it
+sends no call, once another holds the claim.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class Claims:
     async def held(self, session: Session) -> AsyncIterator[None]:
         """Run the body while renewing `session`'s claim, and let go after. When the claim
         is lost, the body is cancelled (with `session.claim` None, so it records no end)
-        and SessionTaken is raised."""
+        and SessionTaken is raised. The body's own exception comes out as it is, not in
+        the renewal's task group's ExceptionGroup."""
         owner = session.claim
         assert owner is not None, "a session is run only by the engine that claimed it"
         lost = False
@@ -79,6 +81,7 @@ class Claims:
             renewed = anyio.current_time()
             while True:
                 await anyio.sleep(self.lease / 3)
+                asked = anyio.current_time()  # the store's lease runs from its answer, at most
                 held: bool | None = None  # None: the store did not say
                 with anyio.move_on_after(self.lease / 3):
                     try:
@@ -86,8 +89,10 @@ class Claims:
                     except Exception as exc:
                         logger.warning("session %s: renewing its claim: %s", session.id, exc)
                 if held:
-                    renewed = anyio.current_time()
-                elif held is False or anyio.current_time() - renewed >= self.lease:
+                    renewed = asked
+                # Unrenewed for two thirds of a lease, it stops with a third to spare before
+                # the store lets another replica take the session.
+                elif held is False or anyio.current_time() - renewed >= self.lease * 2 / 3:
                     logger.warning("session %s: its claim was lost; stopping", session.id)
                     lost = True
                     session.claim = None
@@ -95,14 +100,19 @@ class Claims:
                     scope.cancel()
                     return
 
+        failure: Exception | None = None
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(renew, tasks.cancel_scope)
                 try:
                     yield
+                except Exception as exc:
+                    failure = exc
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
             await self.let_go(session)
+        if failure is not None:
+            raise failure
         if lost:
             raise SessionTaken(session.id)

@@ -27,11 +27,13 @@ from .session import Recorder, Session, new_session_id, restore
 from .states import RUNNING, SessionState
 from .turns import AfterTaint, SessionResult, ToolsFor, Turns
 
-__all__ = ["AfterTaint", "Engine", "SessionResult", "ToolsFor", "Verdict"]
+__all__ = ["AfterTaint", "Engine", "Reply", "SessionResult", "ToolsFor", "Verdict"]
 
 logger = logging.getLogger("gateway.engine")
 
 Verdict = Literal["approve", "reject", "edit"]
+Reply = Literal["answer", "approve", "reject"]
+"""A caller's word on what a waiting session showed it."""
 SNAPSHOT_POLLS: Final = 250
 """Reads of a snapshot, 20 ms apart, for it to catch up with its stream's state event."""
 
@@ -112,6 +114,24 @@ class Engine:
             await self.claims.let_go(session)
             raise
         return await self.run(session, planner=planner)
+
+    async def respond(
+        self,
+        result: SessionResult,
+        caller: ResolvedContext,
+        reply: Reply,
+        text: str,
+        planner: Planner | None = None,
+    ) -> SessionResult:
+        """Go on with the session that `result` left waiting, with the caller's reply to
+        what `result` showed it (an answer, or approve / reject and why). SessionNotWaiting
+        when the session has moved on since (another of the caller's clients answered)."""
+        session = await self.load(result.session_id, caller)
+        if session.last_event != result.last_event:
+            raise SessionNotWaiting(session.id, "already answered")
+        if reply == "answer":
+            return await self.answer(session, text, planner)
+        return await self.approve(session, reply, text, planner=planner)
 
     async def approve(
         self,

@@ -96,7 +96,16 @@ class Recorder:
         self.store = store
 
     async def event(self, session: Session, type_: str, **fields: Any) -> str:
-        event_id = await self.store.append(session.id, Stream.EVENTS, {"type": type_, **fields})
+        """Append the event, if this engine still holds the session's claim; else
+        SessionTaken (and nothing is written: a stale holder sends no call after it)."""
+        if session.claim is None:
+            raise SessionTaken(session.id)
+        written = await self.store.append_claimed(
+            session.id, Stream.EVENTS, {"type": type_, **fields}, session.claim
+        )
+        if written is None:
+            raise SessionTaken(session.id)
+        event_id = written
         # Parallel calls' events may come back out of order: the latest is the greatest.
         if parse_id(event_id) > parse_id(session.last_event):
             session.last_event = event_id

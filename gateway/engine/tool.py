@@ -105,8 +105,9 @@ def run_session_tool(
         context = resolve(caller, arguments.get("intent"))
         running = engine()
         reporting: list[Reporter] = []
-        try:
-            async with anyio.create_task_group() as tasks:
+        failure: str | None = None
+        async with anyio.create_task_group() as tasks:
+            try:  # in the group: its errors would come out of it as an ExceptionGroup
                 result = await _step(
                     running, context, arguments, planner, request, tasks, reporting
                 )
@@ -116,17 +117,12 @@ def run_session_tool(
                     answered = await ask(request.asker, result)
                     if answered is None:
                         break
-                    session = await running.load(result.session_id, context)
-                    verdict, text = answered
-                    if verdict == "answer":
-                        result = await running.answer(session, text, planner)
-                    else:
-                        result = await running.approve(session, verdict, text, planner=planner)
-                tasks.cancel_scope.cancel()
-        except SessionError as exc:
-            return tool_error(f"run_session: {exc}")
-        except ValueError as exc:
-            return tool_error(f"run_session: {exc}")
+                    result = await running.respond(result, context, *answered, planner)
+            except (SessionError, ValueError) as exc:
+                failure = f"run_session: {exc}"
+            tasks.cancel_scope.cancel()
+        if failure is not None:
+            return tool_error(failure)
         for reporter in reporting:  # its last events, before the result
             await reporter.catch_up()
         return _answer(result)

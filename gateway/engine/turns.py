@@ -25,6 +25,7 @@ from .. import jsoncodec
 from ..calls.outcome import ToolCall
 from ..calls.service import ToolService
 from ..errors import SessionTaken
+from ..state.base import START
 from ..tags.context import ResolvedContext
 from . import integrity
 from .acting import NESTED, Actor
@@ -77,6 +78,9 @@ class SessionResult:
     spent: dict[str, Any]
     waiting: str | None = None
     """What an input_required session waits for: `question`, `confidence` or `approval`."""
+    last_event: str = START
+    """The session's last event when this was its result: an answer to what it showed
+    is for the session as it stood then (Engine.respond)."""
 
 
 class Turns:
@@ -391,6 +395,7 @@ class Turns:
             tuple(session.calls),
             session.spent.summary(),
             session.waiting if session.state is SessionState.INPUT_REQUIRED else None,
+            session.last_event,
         )
 
 

@@ -268,6 +268,13 @@ class StateStore(ABC):
         """Add `event`; returns its id. Ids of one stream increase with every append."""
 
     @abstractmethod
+    async def append_claimed(
+        self, session_id: str, stream: Stream, event: Mapping[str, Any], owner: str
+    ) -> str | None:
+        """`append`, only while `owner` holds the session's claim: None, and nothing
+        written, when it does not (a lease that lapsed, taken by another)."""
+
+    @abstractmethod
     async def append_many(
         self, session_id: str, stream: Stream, events: Sequence[Mapping[str, Any]]
     ) -> list[str]:

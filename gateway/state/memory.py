@@ -242,6 +242,14 @@ class MemoryStore(StateStore):
     ) -> list[str]:
         return self._append(session_id, stream, [codec.encode(event) for event in events])
 
+    async def append_claimed(
+        self, session_id: str, stream: Stream, event: Mapping[str, Any], owner: str
+    ) -> str | None:
+        encoded = codec.encode(event)
+        if not self._holds(session_id, owner):
+            return None
+        return self._append(session_id, stream, [encoded])[0]
+
     def _append(self, session_id: str, stream: Stream, encoded: list[bytes]) -> list[str]:
         if not encoded:
             return []

@@ -62,7 +62,7 @@ from .base import (
     stream_key,
 )
 from .redis_pubsub import Hub, Listener
-from .redis_scripts import APPEND, CLAIM, READ, RELEASE, SET_CLAIMED
+from .redis_scripts import APPEND, APPEND_CLAIMED, CLAIM, READ, RELEASE, SET_CLAIMED
 
 logger = logging.getLogger("gateway.state")
 
@@ -129,6 +129,7 @@ class RedisStore(StateStore):
         self._tasks: TaskGroup | None = None
         self._trim_slack = max(1, min(100, stream_max_len // 10))
         self._append_script: Any = None
+        self._append_claimed_script: Any = None
         self._read_script: Any = None
         self._claim_script: Any = None
         self._release_script: Any = None
@@ -171,6 +172,7 @@ class RedisStore(StateStore):
             _DOWN,
         )
         self._append_script = self._redis.register_script(APPEND)
+        self._append_claimed_script = self._redis.register_script(APPEND_CLAIMED)
         self._read_script = self._redis.register_script(READ)
         self._claim_script = self._redis.register_script(CLAIM)
         self._release_script = self._redis.register_script(RELEASE)
@@ -389,6 +391,17 @@ class RedisStore(StateStore):
         args = [self.stream_max_len, self._trim_slack, ttl_ms, *encoded]
         added = await self._call(lambda r: self._append_script(keys=[key], args=args, client=r))
         return [_text(event_id) for event_id in added]
+
+    async def append_claimed(
+        self, session_id: str, stream: Stream, event: Mapping[str, Any], owner: str
+    ) -> str | None:
+        encoded = codec.encode(event)
+        keys = [stream_key(session_id, stream), session_claim_key(session_id)]
+        args = [self.stream_max_len, self._trim_slack, _ms(self.ttls.stream(stream)), owner]
+        added = await self._call(
+            lambda r: self._append_claimed_script(keys=keys, args=[*args, encoded], client=r)
+        )
+        return _text(added[0]) if added else None
 
     async def read(
         self, session_id: str, stream: Stream, after_id: str = START, limit: int = 100

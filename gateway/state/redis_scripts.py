@@ -22,6 +22,12 @@ than by XADD's MAXLEN because Redis records no trace of what MAXLEN trimmed; XSE
 MAXDELETEDID makes XINFO tell readers the newest id they can no longer read. The stream
 is trimmed back to its cap once it is `slack` over, so the cost is paid once per slack."""
 
+APPEND_CLAIMED = """
+if redis.call('GET', KEYS[2]) ~= ARGV[4] then return false end
+""" + APPEND.replace("for i = 4, #ARGV do", "for i = 5, #ARGV do")
+"""APPEND, only while the writer (ARGV[4]) holds the session's claim (KEYS[2], which shares
+the stream's hash tag): nothing written, and nil, when it does not."""
+
 READ = """
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {entries, false} end

@@ -126,3 +126,35 @@ async def test_a_session_ended_or_waiting_holds_no_claim(bench: Bench) -> None:
     other = await engine.load(session.id, ALICE)
     with pytest.raises(SessionNotWaiting, match="already being answered"):
         await engine.answer(other, "this")
+
+
+async def test_a_stale_holder_writes_nothing_once_another_holds_the_claim(bench: Bench) -> None:
+    """Its renewal far off (a long lease), the engine learns of the takeover from the
+    store itself: the result of its call is not written, and SessionTaken comes out as
+    it is (not in an ExceptionGroup)."""
+    script = [tool("echo__sleep", seconds=0.5), tool("echo__echo", n=1), reply()]
+    engine = bench.engine(Recording(script), lease=30.0)
+    session = await engine.start(ALICE, "wait")
+    raised: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await engine.run(session)
+        except SessionTaken as exc:
+            raised.append(exc)
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            for _ in range(200):
+                if "intent" in [e["type"] for e in await bench.events(session.id)]:
+                    break
+                await anyio.sleep(0.02)
+            owner = session.claim
+            assert owner is not None
+            await bench.store.release_session(session.id, owner)
+            assert await bench.store.claim_session(session.id, "another-replica", 30)
+    assert len(raised) == 1
+    types_ = [e["type"] for e in await bench.events(session.id)]
+    assert types_[-1] == "intent", "neither the result nor a next call was written"
+    assert types_.count("intent") == 1

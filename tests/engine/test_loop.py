@@ -488,3 +488,20 @@ async def test_waiting_on_a_running_session_returns_once_it_stops(bench: Bench) 
     assert (waited[0].state, waited[0].text) == (SessionState.COMPLETED, "slept")
     again = await engine.wait(await engine.load(session.id, ALICE))
     assert again.state is SessionState.COMPLETED, "an ended session's result, at once"
+
+
+async def test_a_reply_to_what_a_session_showed_is_refused_once_it_moved_on(
+    bench: Bench,
+) -> None:
+    script = [envelope("clarify", question="Q1?"), envelope("clarify", question="Q2?"), reply()]
+    engine = bench.engine(Recording(script))
+    session = await engine.start(ALICE, "ask twice")
+    with anyio.fail_after(30):
+        first = await engine.run(session)
+        second = await engine.respond(first, ALICE, "answer", "one")  # another client's
+    assert second.text == "Q2?"
+    with pytest.raises(SessionNotWaiting, match="already answered"):
+        await engine.respond(first, ALICE, "answer", "meant for Q1")
+    with anyio.fail_after(30):
+        done = await engine.respond(second, ALICE, "answer", "two")
+    assert done.state is SessionState.COMPLETED

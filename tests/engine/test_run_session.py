@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import mcp_types as types
 import pytest
 import yaml
 
@@ -95,3 +96,35 @@ async def test_another_caller_cannot_go_on_with_a_session(gateway: Gateway) -> N
             await carol.call_tool(
                 "gateway__run_session", {"session_id": asked["session_id"], "message": "x"}
             )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"session_id": "s_nope", "message": "x"}, "run_session: no session 's_nope'"),
+        ({}, "run_session: a new session needs a message"),
+        ({"session_id": "s_nope"}, "run_session: no session 's_nope'"),
+    ],
+)
+async def test_a_call_run_session_cannot_act_on_is_a_tool_error(
+    gateway: Gateway, arguments: dict[str, Any], said: str
+) -> None:
+    async with gateway.client("alice") as alice:
+        result = await alice.call_tool("gateway__run_session", arguments)
+    assert result.is_error
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    assert block.text.startswith(said), block.text
+
+
+async def test_an_answer_to_a_question_already_answered_is_refused(gateway: Gateway) -> None:
+    async with gateway.client("alice") as alice:
+        asked = structured(await alice.call_tool("gateway__run_session", {"message": "echo"}))
+        again = {"session_id": asked["session_id"], "message": "four"}
+        done = structured(await alice.call_tool("gateway__run_session", again))
+        late = await alice.call_tool("gateway__run_session", again)
+    assert done["status"] == "completed"
+    assert late.is_error
+    block = late.content[0]
+    assert isinstance(block, types.TextContent)
+    assert "is completed: it is not waiting for this" in block.text

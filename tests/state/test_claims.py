@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 from gateway.state import StateStore, open_store
-from gateway.state.base import session_claim_key, session_id_of, session_key
+from gateway.state.base import Stream, session_claim_key, session_id_of, session_key
 from tests.state.conftest import DEFAULT_TTLS, started
 
 
@@ -92,3 +92,14 @@ async def test_two_replicas_contending_for_one_claim_let_one_win(redis_url: str)
                     tasks.start_soon(claim, one, f"one-{n}", f"r{round_}", won)
                     tasks.start_soon(claim, two, f"two-{n}", f"r{round_}", won)
             assert len(won) == 1, won
+
+
+@pytest.mark.anyio
+async def test_only_the_owner_appends_claimed_events(store: StateStore) -> None:
+    assert await store.append_claimed("s1", Stream.EVENTS, {"n": 1}, "a") is None
+    assert await store.claim_session("s1", "a", 30)
+    written = await store.append_claimed("s1", Stream.EVENTS, {"n": 2}, "a")
+    assert written is not None
+    assert await store.append_claimed("s1", Stream.EVENTS, {"n": 3}, "b") is None
+    batch = await store.read("s1", Stream.EVENTS)
+    assert [(event.id, event.data) for event in batch.events] == [(written, {"n": 2})]
