@@ -38,6 +38,10 @@ RUN_SESSION: Final = "run_session"
 """The engine's own tool (tool.py)."""
 NESTED: Final = f"{RESERVED_PREFIX}{RUN_SESSION}"
 """Its public name, which a session may not call: sessions do not start sessions."""
+NOT_RESENT_CHANGED: Final = (
+    "its outcome is unknown (the gateway stopped while it ran), and it was not sent again: "
+    "its arguments now differ from the attempt's"
+)
 NOT_RESENT: Final = (
     "its outcome is unknown (the gateway stopped while it ran), and the user chose not "
     "to send it again"
@@ -255,6 +259,13 @@ class Actor:
         again), or its outcome is unknown and it may be sent again."""
         result = journal.results.get(key)
         if result is None:
+            intent = journal.intents.get(key)
+            if intent is not None and intent.get("arguments") != call.arguments:
+                # Not the call whose outcome is unknown: sending it under that call's key
+                # would be a different call passed off as a repeat.
+                session.calls.append(CallSummary(key, call.tool, "outcome_unknown", ok=False))
+                await self.recorder.event(session, "result", key=key, outcome="not_resent")
+                return Done(f"{call.tool}: {NOT_RESENT_CHANGED}")
             if journal.settled.get(key) != "skip":
                 return None
             session.calls.append(CallSummary(key, call.tool, "outcome_unknown", ok=False))

@@ -288,8 +288,9 @@ def substitute(arguments: dict[str, JsonValue], outputs: Mapping[str, Any]) -> d
         raise StepReferenceError("the arguments are nested too deep") from None
 
 
-def edited(data: Any, edits: Mapping[int, dict[str, Any]]) -> Any:
-    """The envelope `data` with the arguments of the calls in `edits` (by index) replaced."""
+def edited(data: Any, edits: Mapping[int, dict[str, Any]] | Mapping[str, Any]) -> Any:
+    """The envelope `data` with the arguments of the calls in `edits` (by index, or its
+    text as a snapshot keeps it) replaced."""
     if not edits:
         return data
     data = copy.deepcopy(data)
@@ -297,7 +298,8 @@ def edited(data: Any, edits: Mapping[int, dict[str, Any]]) -> Any:
     calls = (
         [data["call"]] if kind == "tool" else data["calls"] if kind == "tools" else data["steps"]
     )
-    for index, arguments in edits.items():
+    for key, arguments in edits.items():
+        index = int(key)
         if index < 0:
             raise IndexError(f"no call {index}")
         calls[index]["arguments"] = dict(arguments)

@@ -159,7 +159,8 @@ class Engine:
                 "a call whose outcome is unknown is sent again as it was, or not at all: "
                 "approve or reject it"
             )
-        edits = dict(arguments or {}) if verdict == "edit" else {}
+        # A held replay goes on with the edits its first run was approved with.
+        edits = dict(arguments or {}) if verdict == "edit" else dict(approval.get("arguments", {}))
         try:
             parse(edited(emitted.data, edits))
         except (ValueError, IndexError, KeyError, TypeError) as exc:

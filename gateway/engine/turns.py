@@ -265,8 +265,12 @@ class Turns:
         if replay is not None:  # a resumed turn, whose calls of unknown outcome were held
             if session.journal is None:
                 session.journal = await Journal.read(self.recorder.store, session.id, replay)
-            envelope = parse(emitted.data)
-            await self._act_and_tell(session, emitted.id, envelope, turn)
+            # As the first run acted on it: with the edits the user had made, if any.
+            envelope = parse(edited(emitted.data, deciding["arguments"]))
+            said = deciding["message"]
+            await self._act_and_tell(
+                session, emitted.id, envelope, turn, f"The user said: {said}" if said else ""
+            )
             return True
         if deciding["verdict"] == "reject":
             told = f"The user did not approve it, so it was not run. {deciding['message']}"
@@ -331,7 +335,15 @@ class Turns:
                 session.caller, ToolCall(held["tool"], held["arguments"]), OUTCOME_UNKNOWN
             )
         keys = [intent["key"] for intent in unknown]
-        session.approval = {"for": emitted, "calls": calls, "keys": keys, "replay": after}
+        deciding = session.deciding
+        edits = deciding["arguments"] if deciding and deciding["for"] == emitted else {}
+        session.approval = {
+            "for": emitted,
+            "calls": calls,
+            "keys": keys,
+            "replay": after,
+            "arguments": edits,
+        }
         session.deciding = None
         session.journal = None
         await self.recorder.event(session, "outcome_unknown", keys=keys)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ LEASE = 1.0
 CLERK = """
 users:
   carol: {roles: [clerk]}
+  dan: {roles: [clerk, careful]}
 tags:
   - tag: clerk
     kind: role
@@ -51,10 +52,18 @@ tags:
         allowed_tools: ["ledger__*"]
         trusted_output: ["ledger__*"]
       content: You keep the books.
+  - tag: careful
+    kind: role
+    payload:
+      config:
+        assigned_roles: [careful]
+        needs_approval: ["ledger__write"]
 """
-"""Carol keeps the ledger upstream's books, its results trusted (no taint holds a call)."""
+"""Carol keeps the ledger upstream's books, its results trusted (no taint holds a call);
+Dan too, but his writes wait for his approval."""
 TAGS = tagset_from_texts({"acme.yaml": CLERK})
 CAROL = Principal("carol", "acme")
+DAN = Principal("dan", "acme")
 
 
 def call(tool: str, what: str) -> dict[str, Any]:
@@ -125,12 +134,21 @@ class Books:
     def open(self, tool: str) -> None:
         (self.gates / tool).unlink()
 
-    async def crash(self, engine: Engine, script: list[dict[str, Any]], until: str) -> str:
-        """Run a session on `engine` until the ledger shows a `until` call, then stop the
-        engine as a crash would; the session's id."""
+    async def crash(
+        self,
+        engine: Engine,
+        script: list[dict[str, Any]],
+        until: str,
+        act: Callable[[], Awaitable[Any]] | None = None,
+    ) -> str:
+        """Run a session on `engine` (or `act`, going on with one) until the ledger shows
+        a `until` call, then stop the engine as a crash would; the session's id."""
         ids: list[str] = []
 
         async def run() -> None:
+            if act is not None:
+                ids.append((await act()).session_id)
+                return
             session = await engine.start(resolve(TAGS, CAROL), "keep the books")
             ids.append(session.id)
             await engine.run(session)
@@ -147,7 +165,7 @@ class Books:
                 self.store.frozen = True
                 tasks.cancel_scope.cancel()
         self.store.frozen = False
-        return ids[0]
+        return ids[0] if ids else ""
 
     async def resumed(self, engine: Engine, session_id: str) -> dict[str, Any]:
         """Sweep for sessions to resume with `engine` until it takes `session_id` up (once
@@ -280,3 +298,33 @@ async def test_a_read_only_call_of_unknown_outcome_is_sent_again(tmp_path: Path)
         assert len(planner.turns) == 1, "asked for the reply only"
         events = await bench.events(session_id)
         assert "resumed" in [e["type"] for e in events]
+
+
+async def test_an_edited_call_of_unknown_outcome_is_sent_again_as_edited(tmp_path: Path) -> None:
+    """The user edited the held write before it ran; the gateway stopped while it ran;
+    approved again after the resume, it goes out as the user edited it, never as the
+    model wrote it."""
+    script = [envelope("tool", call=call("write", "evil")), reply("written")]
+    async with books(tmp_path) as bench:
+        first, _ = bench.engine(script)
+        dan = resolve(TAGS, DAN)
+        session = await first.start(dan, "write it")
+        with anyio.fail_after(30):
+            held = await first.run(session)
+        assert held.waiting == "approval"
+        bench.shut("write")
+
+        async def approve_edited() -> Any:
+            waiting = await first.load(session.id, dan)
+            return await first.approve(waiting, "edit", arguments={0: {"what": "good"}})
+
+        await bench.crash(first, script, until="write", act=approve_edited)
+        bench.open("write")
+        second, _ = bench.engine(script)
+        snapshot = await bench.resumed(second, session.id)
+        assert snapshot["approval"]["calls"][0]["arguments"] == {"what": "good"}
+        with anyio.fail_after(30):
+            result = await second.approve(await second.load(session.id, dan), "approve")
+        assert result.state is SessionState.COMPLETED
+        assert [line[:2] for line in bench.lines()] == [["write", "good"], ["write", "good"]]
+        assert bench.lines()[0][2] == bench.lines()[1][2] == f"{session.id}:1.0"
