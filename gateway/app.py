@@ -150,7 +150,12 @@ def build_app(runtime: Runtime) -> Starlette:
             if not authenticator.enabled:
                 logger.warning("no API keys or JWT configured: every /mcp request gets 401")
             async with manager.run():
-                yield
+                try:
+                    yield
+                finally:
+                    # What the shutdown cancels now is not the callers' doing: sessions
+                    # under way are left to resume (here after a restart, or elsewhere).
+                    runtime.engine.stop()
 
     async def health(_request: Request) -> JSONResponse:
         # No tag names or counts here: /health is unauthenticated.

@@ -49,6 +49,9 @@ from .upstreams.pool import Pool
 
 logger = logging.getLogger("gateway")
 
+ANSWERING_SECONDS = 3600.0
+"""How long a run_session call may wait, in all, for its caller to answer elicitations."""
+
 
 class Runtime:
     def __init__(
@@ -157,4 +160,9 @@ def own_tools(
     `runtime()`'s engine (the runtime is built after its pool, so it is found late), as
     gateway.yaml's `engine` section has it."""
     sessions = run_session_tool(lambda: runtime().engine, tags.resolve, engine)
-    return own_upstream({**OWN_TOOLS, sessions.definition.name: sessions})
+    # A run_session call lasts as long as its session may (its wall clock, a resume's
+    # lease), and the time its caller takes to answer elicited questions: the in-process
+    # upstream's cap must not cut it short, which would cancel the session.
+    budgets = (engine or EngineSettings()).budgets
+    longest = budgets.wall_seconds + 2 * (engine or EngineSettings()).lease + ANSWERING_SECONDS
+    return own_upstream({**OWN_TOOLS, sessions.definition.name: sessions}, call_timeout=longest)

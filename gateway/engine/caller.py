@@ -64,10 +64,10 @@ class Reporter:
 
     async def _tell(self, event_id: str, event: Mapping[str, Any]) -> None:
         said = _said(self.session_id, event, self._tools)
-        self.cursor = event_id
         if said is not None:
             self.sent += 1
             await self.progress(self.sent, None, said)
+        self.cursor = event_id  # once told: cut off in the middle, catch_up tells it again
 
 
 def _said(session_id: str, event: Mapping[str, Any], tools: dict[str, str]) -> str | None:

@@ -12,11 +12,14 @@ idempotent) or the user says so, and the key it is sent with is the same.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ..state.base import START, StateStore, Stream
+
+logger = logging.getLogger("gateway.engine")
 
 READ_BATCH: Final = 500
 READ_MAX: Final = 20_000
@@ -92,3 +95,10 @@ async def _events(
         if len(batch.events) < READ_BATCH:
             return
         cursor = batch.events[-1].id
+    logger.warning(
+        "session %s: read the first %d events of its %s stream after %s, no more",
+        session_id,
+        READ_MAX,
+        stream.value,
+        after,
+    )

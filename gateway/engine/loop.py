@@ -61,6 +61,11 @@ class Engine:
         self.recorder = Recorder(store)
         self.turns = Turns(service, self.recorder, tools_for, planner, confidence, after_taint)
 
+    def stop(self) -> None:
+        """The gateway is shutting down: a session cancelled from now on is not recorded
+        as canceled but let go, working, for a sweep to resume (recovery.py)."""
+        self.turns.stopping = True
+
     async def start(self, caller: ResolvedContext, message: str) -> Session:
         """A new session, `accepted` on its stream before anyone learns its id, claimed by
         this engine for `run`."""
@@ -188,20 +193,27 @@ class Engine:
         session.spent.resume()
         return await self.run(session, lambda: self.turns.decided(session, emitted), planner)
 
-    async def resume(self, session: Session) -> SessionResult:
+    async def pick_up(self, session: Session, planner: Planner | None = None) -> SessionResult:
+        """How `session` stands, as `wait` says; but one whose engine stopped (it runs, and
+        nobody holds its claim) is resumed here first, with `planner` (the caller's own
+        model, say, which no sweep has)."""
+        if session.state in RUNNING:
+            try:
+                return await self.resume(session, planner)
+            except SessionTaken:
+                pass  # run by another engine: wait for it
+        return await self.wait(session)
+
+    async def resume(self, session: Session, planner: Planner | None = None) -> SessionResult:
         """Go on with a session whose engine stopped while it ran (it is submitted or
         working, and no engine holds its claim), from its snapshot and the events after
         it (journal.py), as `run` does. SessionTaken when an engine holds it or ran it
         since it was loaded; SessionNotWaiting when it is not running."""
         if session.state not in (SessionState.SUBMITTED, SessionState.WORKING):
             raise SessionNotWaiting(session.id, _waiting(session))
-        if not await self.claims.take(session):
-            raise SessionTaken(session.id)
+        await self._take(session, SessionTaken(session.id), SessionTaken(session.id))
         session.budgets = self.budgets.tightened(session.caller.session_limits())
         try:
-            stored = await self.recorder.store.get_session_state(session.id)
-            if stored is None or stored.get("last_event", START) != session.last_event:
-                raise SessionTaken(session.id)
             after = (session.deciding or {}).get("replay") or session.last_event
             journal = await Journal.read(self.recorder.store, session.id, after)
             await self.recorder.event(session, "resumed", after=session.last_event)
@@ -209,7 +221,7 @@ class Engine:
             await self.claims.let_go(session)
             raise
         logger.info("session %s: resumed after event %s", session.id, after)
-        return await self.run(session, lambda: self.turns.resumed(session, journal))
+        return await self.run(session, lambda: self.turns.resumed(session, journal), planner)
 
     async def wait(self, session: Session) -> SessionResult:
         """`session`'s result once it is not running: at once when it waits for its caller
@@ -241,16 +253,22 @@ class Engine:
                     await anyio.sleep(0.02)
         return self.turns.result(session)
 
-    async def _take(self, session: Session) -> None:
-        """Claim a waiting session to act on its answer or approval, in this engine alone
-        among every replica, or raise SessionNotWaiting: another holds it, or acted on one
-        since `session` was loaded (its snapshot moved on)."""
+    async def _take(
+        self,
+        session: Session,
+        held: Exception | None = None,
+        moved_on: Exception | None = None,
+    ) -> None:
+        """Claim `session`, as it was loaded, for this engine alone among every replica,
+        or raise: `held` when another holds it, `moved_on` when another acted on it since
+        it was loaded (its snapshot moved on); SessionNotWaiting by default (an answer or
+        approval that came too late)."""
         if not await self.claims.take(session):
-            raise SessionNotWaiting(session.id, "already being answered")
+            raise held or SessionNotWaiting(session.id, "already being answered")
         try:
             stored = await self.recorder.store.get_session_state(session.id)
             if stored is None or stored.get("last_event", START) != session.last_event:
-                raise SessionNotWaiting(session.id, "already answered")
+                raise moved_on or SessionNotWaiting(session.id, "already answered")
         except BaseException:
             await self.claims.let_go(session)
             raise

@@ -45,26 +45,35 @@ class Recovery:
 
     async def sweep(self, tasks: TaskGroup) -> int:
         """Start resuming every session that lost its engine; how many were started (some
-        may turn out held by another replica: they are left to it)."""
+        may turn out held by another replica: they are left to it). None when the engine
+        has no planner of its own (each caller's, by sampling): such a session goes on
+        when its caller calls run_session with its id (Engine.pick_up)."""
+        if self.engine.turns.planner is None:
+            return 0
         store = self.engine.recorder.store
         started = 0
         for session_id in await store.session_ids():
             if session_id in self.engine.claims.holding:
                 continue
-            snapshot = await store.get_session_state(session_id)
-            if snapshot is None or snapshot.get("state") not in RUNNING:
-                continue
-            principal = Principal(
-                str(snapshot["user"]), str(snapshot["org"]), tuple(snapshot.get("roles", ()))
-            )
-            try:
-                caller = self.resolve(principal, snapshot.get("intent"))
-            except Exception as exc:  # the user or org is gone from the tags, say
+            try:  # one session's damage is its own: the sweep goes on to the next
+                session = await self._orphan(session_id)
+            except Exception as exc:
                 logger.warning("session %s cannot be resumed: %s", session_id, exc)
                 continue
-            tasks.start_soon(self._resume, restore(snapshot, caller))
-            started += 1
+            if session is not None:
+                tasks.start_soon(self._resume, session)
+                started += 1
         return started
+
+    async def _orphan(self, session_id: str) -> Session | None:
+        """The stored session, as its user, if it is running (nobody may be running it)."""
+        snapshot = await self.engine.recorder.store.get_session_state(session_id)
+        if snapshot is None or snapshot.get("state") not in RUNNING:
+            return None
+        principal = Principal(
+            str(snapshot["user"]), str(snapshot["org"]), tuple(snapshot.get("roles", ()))
+        )
+        return restore(snapshot, self.resolve(principal, snapshot.get("intent")))
 
     async def _resume(self, session: Session) -> None:
         try:

@@ -12,6 +12,7 @@ Events, each a JSON object with a `type`:
   refused / failed / timeout / not_resent, the result's text cut to RESULT_TEXT);
 - `tainted`: the first untrusted result read; `plan`: a plan's steps, before they run;
 - `approval_decided`, `answer`: the caller's word; `resumed`: another run took over;
+  `outcome_unknown`: the calls of a resumed turn held for the user (no result came);
 - `budget`: the limit that ended the session, with its figures;
 - `reply`, `question`: what the caller is told.
 """
@@ -75,7 +76,9 @@ class Session:
     tainted: bool = False
     """The session has read a result its caller's tags do not trust (integrity.py)."""
     approval: dict[str, Any] | None = None
-    """While waiting for an approval: `for`, the envelope's id, and the `calls` held."""
+    """While waiting for an approval: `for`, the envelope's id, the `calls` held; for a
+    resumed turn's calls of unknown outcome also their `keys`, where its journal starts
+    (`replay`) and the `arguments` the user had edited (by call index)."""
     created: float = field(default_factory=time.time)
     last_event: str = START
     """The id of the last event written: the snapshot holds everything up to it."""

@@ -22,7 +22,6 @@ from anyio.abc import TaskGroup
 
 from ..errors import SessionError
 from ..own_tools import OwnTool, Request, tool_error
-from ..principal import Principal
 from ..state.base import START
 from ..tags.context import ResolvedContext
 from ..upstreams.relay import Asker, Declaring
@@ -31,6 +30,7 @@ from .caller import Reporter, ask
 from .envelopes import MAX_TEXT
 from .loop import Engine, SessionResult
 from .planners.base import Planner
+from .recovery import Resolve
 from .session import Session
 from .settings import EngineSettings
 from .states import SessionState
@@ -82,7 +82,7 @@ DEFINITION: Final = types.Tool(
 
 
 def run_session_tool(
-    engine: Callable[[], Engine], resolve: Resolver, settings: EngineSettings | None = None
+    engine: Callable[[], Engine], resolve: Resolve, settings: EngineSettings | None = None
 ) -> OwnTool:
     """The tool, on the runtime's engine (`engine()`, bound once the runtime is built), its
     tags (`resolve`) and gateway.yaml's engine `settings` (a sampling planner is built per
@@ -164,7 +164,7 @@ async def _step(
         return await running.approve(session, approval, message or "", edits, planner)
     if message:
         return await running.answer(session, message, planner)
-    return await running.wait(session)  # how it stands (resumed after a restart, say)
+    return await running.pick_up(session, planner)  # how it stands (after a restart, say)
 
 
 def _sampling_planner(asker: Asker | None, max_tokens: int) -> Planner | None:
@@ -175,9 +175,6 @@ def _sampling_planner(asker: Asker | None, max_tokens: int) -> Planner | None:
     from .planners.sampling import SamplingPlanner
 
     return SamplingPlanner(asker, declared.sampling.tools is not None, max_tokens)
-
-
-Resolver = Callable[[Principal, str | None], ResolvedContext]
 
 
 def _edits(value: Any) -> dict[int, dict[str, Any]]:

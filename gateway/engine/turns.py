@@ -100,6 +100,8 @@ class Turns:
         self.confidence = confidence
         self.after_taint = after_taint
         self.actor = Actor(service, recorder)
+        self.stopping = False
+        """The gateway shuts down (Engine.stop): a cancelled session is left to resume."""
 
     async def run(
         self,
@@ -137,8 +139,12 @@ class Turns:
     async def _end_anyway(self, session: Session, state: SessionState, why: str) -> None:
         """End a session that is not final, shielded from cancellation and bounded (the
         store may be what failed); a failure to write it down is logged, not raised. Not
-        one this engine lost its claim on: its new holder goes on with it."""
+        one this engine lost its claim on (its new holder goes on with it), nor one that
+        the gateway's shutdown cancelled (Engine.stop: it is left to resume)."""
         if session.state in FINAL or session.claim is None:
+            return
+        if self.stopping and state is SessionState.CANCELED:
+            logger.info("session %s: left to resume, the gateway is stopping", session.id)
             return
         with anyio.move_on_after(END_SECONDS, shield=True) as scope:
             try:

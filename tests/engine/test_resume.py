@@ -328,3 +328,40 @@ async def test_an_edited_call_of_unknown_outcome_is_sent_again_as_edited(tmp_pat
         assert result.state is SessionState.COMPLETED
         assert [line[:2] for line in bench.lines()] == [["write", "good"], ["write", "good"]]
         assert bench.lines()[0][2] == bench.lines()[1][2] == f"{session.id}:1.0"
+
+
+async def test_a_caller_asking_after_a_stopped_session_picks_it_up(tmp_path: Path) -> None:
+    """No sweep needed: run_session with only the session's id resumes a session that no
+    engine holds, in that very call (with the caller's own planner, say)."""
+    script = [envelope("tool", call=call("read", "a")), reply("read")]
+    async with books(tmp_path) as bench:
+        bench.shut("read")
+        first, _ = bench.engine(script)
+        session_id = await bench.crash(first, script, until="read")
+        bench.open("read")
+        await anyio.sleep(LEASE + 0.2)  # the stopped engine's claim lapses
+        second, _ = bench.engine(script)
+        with anyio.fail_after(30):
+            result = await second.pick_up(await second.load(session_id, resolve(TAGS, CAROL)))
+        assert (result.state, result.text) == (SessionState.COMPLETED, "read")
+
+
+async def test_a_session_cancelled_by_the_shutdown_is_left_to_resume(tmp_path: Path) -> None:
+    script = [envelope("tool", call=call("read", "a")), reply("read")]
+    async with books(tmp_path) as bench:
+        bench.shut("read")
+        first, _ = bench.engine(script)
+        session = await first.start(resolve(TAGS, CAROL), "read it")
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(first.run, session)
+                for _ in range(1500):
+                    if bench.lines():
+                        break
+                    await anyio.sleep(0.02)
+                first.stop()
+                tasks.cancel_scope.cancel()
+        snapshot = await bench.store.get_session_state(session.id)
+        assert snapshot is not None
+        assert snapshot["state"] == "working", "not recorded as canceled"
+        assert await bench.store.claim_session(session.id, "next-replica", 1), "let go"
