@@ -9,7 +9,7 @@ passes the principal along (`CALLER_META`, set on requests to this upstream alon
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,8 @@ class Request:
     """The caller's asker, to put questions to it during the call (sampling, elicitation;
     it answers with an error where the caller cannot be asked). None: nobody to ask."""
     progress: Progress | None = None
+    owner: Hashable | None = None
+    """Whose call it is, as the door said (an engine session's, for one it makes)."""
 
 
 Handler = Callable[[Mapping[str, Any], Request], Awaitable[types.CallToolResult]]
@@ -118,6 +120,7 @@ def own_server(tools: Mapping[str, OwnTool] = TOOLS) -> Server[Any]:
             _caller(meta),
             link.asker if link is not None else None,
             progress if wants_progress else None,
+            link.owner if link is not None else None,
         )
         return await tool.handler(params.arguments or {}, request)
 

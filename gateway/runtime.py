@@ -81,6 +81,7 @@ class Runtime:
             engine.confidence,
             engine.after_taint,
             engine.lease,
+            engine.nested_depth,
         )
 
     @classmethod

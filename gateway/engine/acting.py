@@ -15,6 +15,7 @@ import anyio
 import mcp_types as types
 
 from .. import jsoncodec
+from ..calls.channel import NO_CHANNEL, CallChannel
 from ..calls.outcome import Completed, Failed, Outcome, Refused, ToolCall
 from ..calls.service import ToolService
 from ..errors import PermissionDenied, SessionTaken, UnknownTool
@@ -30,14 +31,14 @@ from .envelopes import (
     substitute,
 )
 from .journal import Journal
-from .session import RESULT_TEXT, CallSummary, Recorder, Session, call_key
+from .session import RESULT_TEXT, CallSummary, Recorder, Session, SessionOwner, call_key
 
 logger = logging.getLogger("gateway.engine")
 
 RUN_SESSION: Final = "run_session"
 """The engine's own tool (tool.py)."""
 NESTED: Final = f"{RESERVED_PREFIX}{RUN_SESSION}"
-"""Its public name, which a session may not call: sessions do not start sessions."""
+"""Its public name, which a session may call only as deep as engine.nested_depth allows."""
 NOT_RESENT_CHANGED: Final = (
     "its outcome is unknown (the gateway stopped while it ran), and it was not sent again: "
     "its arguments now differ from the attempt's"
@@ -57,9 +58,11 @@ class Done:
 
 
 class Actor:
-    def __init__(self, service: ToolService, recorder: Recorder) -> None:
+    def __init__(self, service: ToolService, recorder: Recorder, nested_depth: int = 0) -> None:
+        """`nested_depth`: how deep sessions may start sessions (0: not at all)."""
         self.service = service
         self.recorder = recorder
+        self.nested_depth = nested_depth
 
     async def _read(self, session: Session, key: str, call: Call) -> None:
         """The model is about to read what `call`'s upstream said: taint, unless trusted."""
@@ -173,11 +176,15 @@ class Actor:
         """One call through the call service, as an intent then a result on the stream,
         under `key` (its idempotency key); what the model is told of it. BudgetExhausted
         when none may be made."""
+        channel = NO_CHANNEL
         if call.tool == NESTED:
-            # Not a tag's refusal (the caller may well use it): a session's own limit.
-            why = "a session may not start another session"
-            await self.refuse(session, key, call.tool, call.arguments, "nested_session", why)
-            return Done(f"{call.tool}: refused: {why}")
+            if session.depth >= self.nested_depth:
+                # Not a tag's refusal (the caller may well use it): a session's own limit.
+                why = "a session may not start another session here"
+                await self.refuse(session, key, call.tool, call.arguments, "nested_session", why)
+                return Done(f"{call.tool}: refused: {why}")
+            # run_session learns whose call this is, and so how deep its session would be.
+            channel = CallChannel(owner=SessionOwner(session.id, session.depth))
         repeat = jsoncodec.dumps([call.tool, call.arguments], sort_keys=True).decode()
         session.spent.before_call(session.budgets, repeat)
         session.spent.call_made(repeat)
@@ -194,7 +201,7 @@ class Actor:
         budgets = session.budgets
         seconds = min(budgets.call_timeout, max(0.0, budgets.wall_seconds - session.spent.wall()))
         with anyio.move_on_after(seconds):
-            outcome = await self.service.call(session.caller, sent)
+            outcome = await self.service.call(session.caller, sent, channel)
         if outcome is None:
             summary = CallSummary(key, call.tool, "allowed", ok=False)
             session.calls.append(summary)

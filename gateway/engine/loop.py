@@ -49,27 +49,32 @@ class Engine:
         confidence: float = 0.5,
         after_taint: AfterTaint = "ask",
         lease: float = 15.0,
+        nested_depth: int = 0,
     ) -> None:
         """`confidence`: below it, an envelope that calls tools is not acted on; the
         caller is asked whether to go ahead instead. `after_taint`: what becomes of a call
         that only taint holds (integrity.py): the user is asked, or it is refused.
         `lease`: seconds this engine's claim on a session it runs lasts unrenewed
-        (claims.py): after a crash, how soon another replica may take the session over."""
+        (claims.py): after a crash, how soon another replica may take the session over.
+        `nested_depth`: how deep sessions may start sessions through run_session."""
         self.service = service
         self.budgets = budgets or Budgets()
         self.claims = Claims(store, lease)
         self.recorder = Recorder(store)
-        self.turns = Turns(service, self.recorder, tools_for, planner, confidence, after_taint)
+        self.nested_depth = nested_depth
+        self.turns = Turns(
+            service, self.recorder, tools_for, planner, confidence, after_taint, nested_depth
+        )
 
     def stop(self) -> None:
         """The gateway is shutting down: a session cancelled from now on is not recorded
         as canceled but let go, working, for a sweep to resume (recovery.py)."""
         self.turns.stopping = True
 
-    async def start(self, caller: ResolvedContext, message: str) -> Session:
+    async def start(self, caller: ResolvedContext, message: str, depth: int = 0) -> Session:
         """A new session, `accepted` on its stream before anyone learns its id, claimed by
-        this engine for `run`."""
-        session = Session(new_session_id(), caller, message)
+        this engine for `run`; `depth`: how many sessions deep it is started."""
+        session = Session(new_session_id(), caller, message, depth=depth)
         session.budgets = self.budgets.tightened(caller.session_limits())
         session.transcript.append(Said(message))
         if not await self.claims.take(session):  # a new id: only a bug gets here

@@ -47,6 +47,15 @@ def call_key(session_id: str, turn: int, index: int | str) -> str:
     return f"{session_id}:{turn}.{index}"
 
 
+@dataclass(frozen=True, slots=True)
+class SessionOwner:
+    """Whose call a session's call is (CallChannel.owner): the session's, at its depth
+    of nesting, which run_session reads to refuse sessions started too deep."""
+
+    session_id: str
+    depth: int
+
+
 @dataclass(slots=True)
 class CallSummary:
     key: str
@@ -63,6 +72,8 @@ class Session:
     message: str
     state: SessionState = SessionState.SUBMITTED
     spent: Spent = field(default_factory=Spent)
+    depth: int = 0
+    """How many sessions deep this one was started (0: by a caller, not a session)."""
     budgets: Budgets = DEFAULT
     """gateway.yaml's, tightened by the caller's tags (set by the engine, from today's tags
     when a stored session goes on)."""
@@ -156,6 +167,7 @@ class Recorder:
                 "outcome": session.outcome,
                 "waiting": session.waiting,
                 "tainted": session.tainted,
+                "depth": session.depth,
                 "approval": session.approval,
                 "deciding": session.deciding,
                 "created": session.created,
@@ -195,6 +207,7 @@ def restore(snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
         outcome=snapshot["outcome"],
         waiting=snapshot["waiting"],
         tainted=snapshot["tainted"],
+        depth=snapshot.get("depth", 0),
         approval=snapshot["approval"],
         deciding=snapshot.get("deciding"),
         created=snapshot["created"],

@@ -54,3 +54,5 @@ class EngineSettings(Strict):
     recover: bool = True
     """Resume, on this replica, sessions whose engine stopped while they ran (recovery.py),
     sweeping the state store once a lease."""
+    nested_depth: Annotated[int, Field(ge=0, le=5)] = 0
+    """How deep sessions may start sessions (a session calling run_session): 0, not at all."""

@@ -31,7 +31,7 @@ from .envelopes import MAX_TEXT
 from .loop import Engine, SessionResult
 from .planners.base import Planner
 from .recovery import Resolve
-from .session import Session
+from .session import Session, SessionOwner
 from .settings import EngineSettings
 from .states import SessionState
 
@@ -104,12 +104,16 @@ def run_session_tool(
                 )
         context = resolve(caller, arguments.get("intent"))
         running = engine()
+        parent = request.owner
+        depth = parent.depth + 1 if isinstance(parent, SessionOwner) else 0
+        if depth > running.nested_depth:  # the engine refuses it first; a door never asks
+            return tool_error("run_session: a session may not start another session here")
         reporting: list[Reporter] = []
         failure: str | None = None
         async with anyio.create_task_group() as tasks:
             try:  # in the group: its errors would come out of it as an ExceptionGroup
                 result = await _step(
-                    running, context, arguments, planner, request, tasks, reporting
+                    running, context, arguments, planner, request, tasks, reporting, depth
                 )
                 for _ in range(MAX_ASKS):  # questions put to the caller in this call
                     if result.state is not SessionState.INPUT_REQUIRED or request.asker is None:
@@ -138,6 +142,7 @@ async def _step(
     request: Request,
     tasks: TaskGroup,
     reporting: list[Reporter],
+    depth: int,
 ) -> SessionResult:
     """What the call's arguments ask of the engine: start a session, answer it, decide on
     its approval, or wait for it; its progress reported from its stream meanwhile."""
@@ -154,7 +159,7 @@ async def _step(
     if session_id is None:
         if not message:
             raise ValueError("a new session needs a message")
-        session = await running.start(context, message)
+        session = await running.start(context, message, depth)
         reported(session, START)
         return await running.run(session, planner=planner)
     session = await running.load(session_id, context)

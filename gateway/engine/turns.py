@@ -92,6 +92,7 @@ class Turns:
         planner: Planner | None,
         confidence: float,
         after_taint: AfterTaint,
+        nested_depth: int = 0,
     ) -> None:
         self.service = service
         self.recorder = recorder
@@ -99,7 +100,7 @@ class Turns:
         self.planner = planner
         self.confidence = confidence
         self.after_taint = after_taint
-        self.actor = Actor(service, recorder)
+        self.actor = Actor(service, recorder, nested_depth)
         self.stopping = False
         """The gateway shuts down (Engine.stop): a cancelled session is left to resume."""
 
@@ -373,7 +374,8 @@ class Turns:
         tools = tuple(
             ToolInfo(tool.name, tool.description or "", dict(tool.input_schema))
             for tool in self.tools_for(session.caller)
-            if tool.name != NESTED  # a session may not call it: not shown either
+            # What a session may not call, it is not shown either.
+            if tool.name != NESTED or session.depth < self.actor.nested_depth
         )
         return Turn(session.caller.prompt, tools, tuple(session.transcript))
 

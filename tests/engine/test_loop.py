@@ -347,7 +347,7 @@ async def test_a_session_may_not_start_another_session(bench: Bench) -> None:
         ("gateway__run_session", "nested_session"),
         ("echo__echo", "allowed"),
     ]
-    assert planner.told()[0].endswith("refused: a session may not start another session")
+    assert planner.told()[0].endswith("refused: a session may not start another session here")
     assert len({c.key for c in result.calls}) == 2  # each call its own idempotency key
     assert [(r.call.tool, r.decision) for r in told] == [  # audited as any refusal
         ("gateway__run_session", "nested_session"),

@@ -19,6 +19,7 @@ from mcp.client.session import ClientRequestContext
 from tests.engine.helpers import envelope, reply, tool
 from tests.engine.test_run_session import ACME_SESSIONS
 from tests.front.harness import GLOBEX, Gateway, gateway_yaml, running_gateway
+from tests.front.helpers import audit_events
 
 pytestmark = pytest.mark.anyio
 
@@ -194,3 +195,37 @@ async def test_a_caller_without_sampling_is_told_how_sessions_are_planned(sample
     block = result.content[0]
     assert isinstance(block, types.TextContent)
     assert "did not declare sampling" in block.text
+
+
+NESTING = [
+    envelope("tool", call={"tool": "gateway__run_session", "arguments": '{"message": "go on"}'}),
+    reply("done"),
+]
+
+
+@pytest.fixture(scope="module")
+async def nesting(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    directory = tmp_path_factory.mktemp("nesting")
+    (directory / "nest.yaml").write_text(yaml.safe_dump(NESTING), encoding="utf-8")
+    engine = "engine: {planner: scripted, script: nest.yaml, nested_depth: 1}\n"
+    async with serving(directory, engine) as running:
+        yield running
+
+
+async def test_a_session_starts_sessions_only_as_deep_as_configured(nesting: Gateway) -> None:
+    """Depth 1: the session a caller starts may start one; that one may not."""
+    async with nesting.client("alice") as alice:
+        result = await alice.call_tool("gateway__run_session", {"message": "start"})
+    done = result.structured_content
+    assert done is not None
+    assert (done["status"], done["text"]) == ("completed", "done"), done
+    assert done["calls"] == [{"tool": "gateway__run_session", "decision": "allowed", "ok": True}]
+    events = audit_events(nesting)
+    sessions = [
+        (e["tool"], e["decision"]) for e in events if e.get("tool") == "gateway__run_session"
+    ]
+    assert sessions[-3:] == [
+        ("gateway__run_session", "nested_session"),  # the child's own try: refused
+        ("gateway__run_session", "allowed"),  # the parent's call of it
+        ("gateway__run_session", "allowed"),  # the caller's call
+    ]
