@@ -154,8 +154,9 @@ def build_app(runtime: Runtime) -> Starlette:
                     yield
                 finally:
                     # What the shutdown cancels now is not the callers' doing: sessions
-                    # under way are left to resume (here after a restart, or elsewhere).
-                    runtime.engine.stop()
+                    # under way are left to resume (after a restart, or elsewhere), and this
+                    # process takes none up again on its way out.
+                    runtime.stop_sessions()
 
     async def health(_request: Request) -> JSONResponse:
         # No tag names or counts here: /health is unauthenticated.

@@ -71,6 +71,8 @@ class Runtime:
         self.audit = audit if audit is not None else AuditLog(config.audit_path)
         self.service = ToolService(pool, [self.audit.record_call])
         self.views = Views(tags.resolve, lambda: pool.catalog)
+        self._recovery: anyio.CancelScope | None = None
+        self._stopping = False
         engine = config.settings.engine
         self.engine = Engine(
             self.service,
@@ -104,6 +106,19 @@ class Runtime:
         )
         built.append(cls(config, tags, state, pool, audit))
         return built[0]
+
+    async def _recover(self) -> None:
+        with anyio.CancelScope() as self._recovery:
+            if not self._stopping:
+                await Recovery(self.engine, self.tags.resolve).run()
+
+    def stop_sessions(self) -> None:
+        """The gateway is shutting down: no more sessions are resumed here, and those its
+        shutdown cancels are left to resume elsewhere or after a restart (Engine.stop)."""
+        self._stopping = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+        self.engine.stop(self.config.settings.engine.recover)
 
     def on_change(self, listener: Callable[..., None]) -> Callable[[], None]:
         """Call `listener` whenever what a caller may see can have changed: a tag reload
@@ -145,7 +160,7 @@ class Runtime:
                             )
                     if recover and self.config.settings.engine.recover:
                         # After the pool settled: a resumed session's calls need its tools.
-                        tasks.start_soon(Recovery(self.engine, self.tags.resolve).run)
+                        tasks.start_soon(self._recover)
                     yield tasks
             finally:
                 tasks.cancel_scope.cancel()

@@ -199,7 +199,9 @@ class Actor:
         sent = ToolCall(call.tool, call.arguments, key)
         # The session's wall clock bounds a call too: none outlasts the session's budget.
         budgets = session.budgets
-        seconds = min(budgets.call_timeout, max(0.0, budgets.wall_seconds - session.spent.wall()))
+        seconds = max(0.0, budgets.wall_seconds - session.spent.wall())
+        if call.tool != NESTED:  # a nested session has budgets of its own, not a call's
+            seconds = min(budgets.call_timeout, seconds)
         with anyio.move_on_after(seconds):
             outcome = await self.service.call(session.caller, sent, channel)
         if outcome is None:

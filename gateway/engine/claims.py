@@ -47,8 +47,10 @@ class Claims:
     async def take(self, session: Session) -> bool:
         """Claim `session` for this engine (`session.claim`); False when another holds it."""
         owner = f"{self._me}:{secrets.token_hex(6)}"
+        asked = anyio.current_time()
         if not await self.store.claim_session(session.id, owner, self.lease):
             return False
+        session.claimed_at = asked
         session.claim = owner
         self.holding.add(session.id)
         return True
@@ -78,27 +80,31 @@ class Claims:
 
         async def renew(scope: anyio.CancelScope) -> None:
             nonlocal lost
-            renewed = anyio.current_time()
+            renewed = session.claimed_at
+            pause = self.lease / 4
             while True:
-                await anyio.sleep(self.lease / 3)
+                await anyio.sleep(pause)
                 asked = anyio.current_time()  # the store's lease runs from its answer, at most
                 held: bool | None = None  # None: the store did not say
-                with anyio.move_on_after(self.lease / 3):
+                with anyio.move_on_after(self.lease / 6):
                     try:
                         held = await self.store.claim_session(session.id, owner, self.lease)
                     except Exception as exc:
                         logger.warning("session %s: renewing its claim: %s", session.id, exc)
                 if held:
-                    renewed = asked
+                    renewed, pause = asked, self.lease / 4
+                    continue
                 # Unrenewed for two thirds of a lease, it stops with a third to spare before
-                # the store lets another replica take the session.
-                elif held is False or anyio.current_time() - renewed >= self.lease * 2 / 3:
+                # the store lets another replica take the session; till then it tries again
+                # soon (a slow answer of the store is not a lost claim).
+                if held is False or anyio.current_time() - renewed >= self.lease * 2 / 3:
                     logger.warning("session %s: its claim was lost; stopping", session.id)
                     lost = True
                     session.claim = None
                     self.holding.discard(session.id)
                     scope.cancel()
                     return
+                pause = self.lease / 12
 
         failure: Exception | None = None
         try:

@@ -66,10 +66,12 @@ class Engine:
             service, self.recorder, tools_for, planner, confidence, after_taint, nested_depth
         )
 
-    def stop(self) -> None:
+    def stop(self, resumable: bool = True) -> None:
         """The gateway is shutting down: a session cancelled from now on is not recorded
-        as canceled but let go, working, for a sweep to resume (recovery.py)."""
-        self.turns.stopping = True
+        as canceled but let go, working, for a sweep to resume (recovery.py), when one can
+        (`resumable`: sweeps run, and the engine has a planner of its own to resume with;
+        a caller's own model, by sampling, is gone with the caller)."""
+        self.turns.stopping = resumable and self.turns.planner is not None
 
     async def start(self, caller: ResolvedContext, message: str, depth: int = 0) -> Session:
         """A new session, `accepted` on its stream before anyone learns its id, claimed by

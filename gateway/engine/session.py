@@ -99,6 +99,9 @@ class Session:
     claim: str | None = None
     """This engine's hold on the session in the store while it acts on it (claims.py);
     None when it holds none. Never written down."""
+    claimed_at: float = 0.0
+    """When (anyio's clock) this engine asked for its claim: the store's lease runs from
+    then at the latest."""
     journal: Journal | None = None
     """While a resumed turn is acted on again: what its first run recorded."""
 
@@ -146,7 +149,14 @@ class Recorder:
         await self.snapshot(session)
 
     async def result(self, session: Session, key: str, full: dict[str, Any]) -> None:
-        await self.store.append(session.id, Stream.TOOL_RESULTS, {"key": key, **full})
+        """A call's full result, under the claim as every event (SessionTaken without)."""
+        if session.claim is None or (
+            await self.store.append_claimed(
+                session.id, Stream.TOOL_RESULTS, {"key": key, **full}, session.claim
+            )
+            is None
+        ):
+            raise SessionTaken(session.id)
 
     async def snapshot(self, session: Session) -> None:
         """Write the snapshot, if this engine still holds the session's claim; else

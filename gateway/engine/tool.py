@@ -20,7 +20,7 @@ import anyio
 import mcp_types as types
 from anyio.abc import TaskGroup
 
-from ..errors import SessionError
+from ..errors import SessionError, SessionNotWaiting
 from ..own_tools import OwnTool, Request, tool_error
 from ..state.base import START
 from ..tags.context import ResolvedContext
@@ -57,6 +57,12 @@ DEFINITION: Final = types.Tool(
                 "type": "string",
                 "maxLength": 100,
                 "description": "A session to go on with (one that asked you something).",
+            },
+            "step": {
+                "type": "string",
+                "maxLength": 100,
+                "description": "With an answer or approval: the `step` of the result you "
+                "answer; refused if the session has moved on since (another answered).",
             },
             "approval": {
                 "type": "string",
@@ -164,12 +170,17 @@ async def _step(
         return await running.run(session, planner=planner)
     session = await running.load(session_id, context)
     reported(session, session.last_event)
+    step = arguments.get("step")
+    if (approval is not None or message) and step is not None and step != session.last_event:
+        raise SessionNotWaiting(session.id, "already answered")
     if approval is not None:
         edits = _edits(arguments.get("arguments"))
         return await running.approve(session, approval, message or "", edits, planner)
     if message:
         return await running.answer(session, message, planner)
-    return await running.pick_up(session, planner)  # how it stands (after a restart, say)
+    if planner is not None:  # the caller's own model: no sweep can go on without it
+        return await running.pick_up(session, planner)
+    return await running.wait(session)  # how it stands (resumed after a restart, say)
 
 
 def _sampling_planner(asker: Asker | None, max_tokens: int) -> Planner | None:
@@ -200,6 +211,7 @@ def _answer(result: SessionResult) -> types.CallToolResult:
         "session_id": result.session_id,
         "status": result.state.value,
         "waiting": result.waiting,
+        "step": result.last_event,
         "text": result.text,
         "calls": [{"tool": c.tool, "decision": c.decision, "ok": c.ok} for c in result.calls],
         "spent": result.spent,

@@ -135,6 +135,8 @@ class Turns:
         except Exception:  # a bug, or the state store failing: the session ends, said so
             logger.exception("session %s failed", session.id)
             await self._end_anyway(session, SessionState.FAILED, "an internal error (logged)")
+            if session.claim is None:  # writing the end found the session another's
+                raise SessionTaken(session.id) from None
         return self.result(session)
 
     async def _end_anyway(self, session: Session, state: SessionState, why: str) -> None:
@@ -150,6 +152,9 @@ class Turns:
         with anyio.move_on_after(END_SECONDS, shield=True) as scope:
             try:
                 await self._end(session, state, why)
+            except SessionTaken:  # another engine holds it now: its end is not ours to write
+                session.claim = None
+                return
             except Exception:
                 logger.exception("session %s: could not record it as %s", session.id, state)
         if scope.cancelled_caught:

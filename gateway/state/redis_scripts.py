@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-APPEND = """
+_APPEND = """
 local ids = {}
-for i = 4, #ARGV do
+for i = FIRST_EVENT, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'v', ARGV[i])
 end
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
@@ -17,6 +17,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', KEYS[1], '')
 return ids
 """
+APPEND = _APPEND.replace("FIRST_EVENT", "4")
 """Append events, trim, renew, wake: one round trip, atomic. Trimming is done here rather
 than by XADD's MAXLEN because Redis records no trace of what MAXLEN trimmed; XSETID's
 MAXDELETEDID makes XINFO tell readers the newest id they can no longer read. The stream
@@ -24,7 +25,7 @@ is trimmed back to its cap once it is `slack` over, so the cost is paid once per
 
 APPEND_CLAIMED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[4] then return false end
-""" + APPEND.replace("for i = 4, #ARGV do", "for i = 5, #ARGV do")
+""" + _APPEND.replace("FIRST_EVENT", "5")
 """APPEND, only while the writer (ARGV[4]) holds the session's claim (KEYS[2], which shares
 the stream's hash tag): nothing written, and nil, when it does not."""
 

@@ -90,6 +90,12 @@ class Freezable(MemoryStore):
         self._check()
         return await super().append_many(session_id, stream, events)
 
+    async def append_claimed(
+        self, session_id: str, stream: Stream, event: Mapping[str, Any], owner: str
+    ) -> str | None:
+        self._check()
+        return await super().append_claimed(session_id, stream, event, owner)
+
     async def set_claimed_session_state(
         self, session_id: str, state: Mapping[str, Any], owner: str, ttl: float | None = None
     ) -> bool:
@@ -331,8 +337,8 @@ async def test_an_edited_call_of_unknown_outcome_is_sent_again_as_edited(tmp_pat
 
 
 async def test_a_caller_asking_after_a_stopped_session_picks_it_up(tmp_path: Path) -> None:
-    """No sweep needed: run_session with only the session's id resumes a session that no
-    engine holds, in that very call (with the caller's own planner, say)."""
+    """No sweep needed: Engine.pick_up (run_session with only the session's id, for a
+    caller whose own model plans) resumes a session that no engine holds, in that call."""
     script = [envelope("tool", call=call("read", "a")), reply("read")]
     async with books(tmp_path) as bench:
         bench.shut("read")
@@ -365,3 +371,28 @@ async def test_a_session_cancelled_by_the_shutdown_is_left_to_resume(tmp_path: P
         assert snapshot is not None
         assert snapshot["state"] == "working", "not recorded as canceled"
         assert await bench.store.claim_session(session.id, "next-replica", 1), "let go"
+
+
+async def test_the_sweep_passes_over_what_it_cannot_resume(tmp_path: Path) -> None:
+    """A damaged snapshot is that session's problem alone; and an engine without a planner
+    of its own (each caller's, by sampling) resumes nothing."""
+    script = [envelope("tool", call=call("read", "a")), reply("read")]
+    async with books(tmp_path) as bench:
+        bench.shut("read")
+        first, _ = bench.engine(script)
+        session_id = await bench.crash(first, script, until="read")
+        bench.open("read")
+        await bench.store.set_session_state("s_damaged", {"state": "working"})  # no user
+        await anyio.sleep(LEASE + 0.2)
+        planless = Engine(bench.service, bench.store, lambda context: [], None, lease=LEASE)
+        resolving = Recovery(planless, lambda principal, intent: resolve(TAGS, principal, intent))
+        async with anyio.create_task_group() as tasks:
+            assert await resolving.sweep(tasks) == 0
+        second, _ = bench.engine(script)
+        recovery = Recovery(second, lambda principal, intent: resolve(TAGS, principal, intent))
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tasks:
+                assert await recovery.sweep(tasks) == 1  # the damaged one passed over
+        snapshot = await bench.store.get_session_state(session_id)
+        assert snapshot is not None
+        assert snapshot["state"] == "completed"

@@ -128,3 +128,20 @@ async def test_an_answer_to_a_question_already_answered_is_refused(gateway: Gate
     block = late.content[0]
     assert isinstance(block, types.TextContent)
     assert "is completed: it is not waiting for this" in block.text
+
+
+async def test_an_answer_for_an_earlier_step_is_refused(gateway: Gateway) -> None:
+    """The step the result gave goes back with the answer: a client that answers what it
+    was shown is refused once another client has answered it."""
+    async with gateway.client("alice") as alice:
+        asked = structured(await alice.call_tool("gateway__run_session", {"message": "echo"}))
+        assert asked["step"]
+        stale = {"session_id": asked["session_id"], "message": "four", "step": "0-1"}
+        refused = await alice.call_tool("gateway__run_session", stale)
+        fresh = {**stale, "step": asked["step"]}
+        done = structured(await alice.call_tool("gateway__run_session", fresh))
+    assert refused.is_error
+    block = refused.content[0]
+    assert isinstance(block, types.TextContent)
+    assert "already answered" in block.text
+    assert done["status"] == "completed"
