@@ -10,6 +10,8 @@ import anyio
 import pytest
 
 from gateway.calls import Completed, ToolCall
+from gateway.engine.loop import Engine
+from gateway.engine.session import Session
 from gateway.engine.states import SessionState
 from gateway.errors import SessionNotWaiting, SessionTaken
 from gateway.state import open_store
@@ -83,27 +85,7 @@ async def test_an_engine_whose_claim_was_taken_stops_at_once(bench: Bench) -> No
     SessionTaken, and writes neither an end nor a snapshot."""
     engine = bench.engine(Recording([tool("echo__sleep", seconds=20), reply()]), lease=1.0)
     session = await engine.start(ALICE, "wait")
-    raised: list[BaseException] = []
-
-    async def run() -> None:
-        try:
-            await engine.run(session)
-        except SessionTaken as exc:
-            raised.append(exc)
-
-    with anyio.fail_after(15):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(run)
-            for _ in range(200):  # until the call is under way
-                if "intent" in [e["type"] for e in await bench.events(session.id)]:
-                    break
-                await anyio.sleep(0.02)
-            else:
-                pytest.fail("the call never started")
-            owner = session.claim
-            assert owner is not None
-            await bench.store.release_session(session.id, owner)
-            assert await bench.store.claim_session(session.id, "another-replica", 30)
+    raised = await taken_mid_call(bench, engine, session)
     assert len(raised) == 1
     assert "elsewhere" in str(raised[0])
     events = await bench.events(session.id)
@@ -135,7 +117,17 @@ async def test_a_stale_holder_writes_nothing_once_another_holds_the_claim(bench:
     script = [tool("echo__sleep", seconds=0.5), tool("echo__echo", n=1), reply()]
     engine = bench.engine(Recording(script), lease=30.0)
     session = await engine.start(ALICE, "wait")
-    raised: list[BaseException] = []
+    raised = await taken_mid_call(bench, engine, session)
+    assert len(raised) == 1
+    types_ = [e["type"] for e in await bench.events(session.id)]
+    assert types_[-1] == "intent", "neither the result nor a next call was written"
+    assert types_.count("intent") == 1
+
+
+async def taken_mid_call(bench: Bench, engine: Engine, session: Session) -> list[SessionTaken]:
+    """Run `session` and, once its call is under way, take its claim as another replica
+    would after its lease lapsed; what the run raised."""
+    raised: list[SessionTaken] = []
 
     async def run() -> None:
         try:
@@ -146,15 +138,14 @@ async def test_a_stale_holder_writes_nothing_once_another_holds_the_claim(bench:
     with anyio.fail_after(15):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(run)
-            for _ in range(200):
+            for _ in range(200):  # until the call is under way
                 if "intent" in [e["type"] for e in await bench.events(session.id)]:
                     break
                 await anyio.sleep(0.02)
+            else:
+                pytest.fail("the call never started")
             owner = session.claim
             assert owner is not None
             await bench.store.release_session(session.id, owner)
             assert await bench.store.claim_session(session.id, "another-replica", 30)
-    assert len(raised) == 1
-    types_ = [e["type"] for e in await bench.events(session.id)]
-    assert types_[-1] == "intent", "neither the result nor a next call was written"
-    assert types_.count("intent") == 1
+    return raised
