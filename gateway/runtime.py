@@ -110,7 +110,11 @@ class Runtime:
     async def _recover(self) -> None:
         with anyio.CancelScope() as self._recovery:
             if not self._stopping:
-                await Recovery(self.engine, self.tags.resolve).run()
+                self.engine.sweeping = True
+                try:
+                    await Recovery(self.engine, self.tags.resolve).run()
+                finally:
+                    self.engine.sweeping = False
 
     def stop_sessions(self) -> None:
         """The gateway is shutting down: no more sessions are resumed here, and those its
@@ -118,7 +122,7 @@ class Runtime:
         self._stopping = True
         if self._recovery is not None:
             self._recovery.cancel()
-        self.engine.stop(self.config.settings.engine.recover)
+        self.engine.stop()
 
     def on_change(self, listener: Callable[..., None]) -> Callable[[], None]:
         """Call `listener` whenever what a caller may see can have changed: a tag reload

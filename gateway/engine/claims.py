@@ -59,9 +59,9 @@ class Claims:
         """Release the claim, if this engine still holds it; a store failure is logged
         (the claim then lapses on its own)."""
         owner, session.claim = session.claim, None
+        self.holding.discard(session.id)  # also when the claim was found another's
         if owner is None:
             return
-        self.holding.discard(session.id)
         with anyio.move_on_after(RELEASE_SECONDS, shield=True):
             try:
                 await self.store.release_session(session.id, owner)
@@ -81,7 +81,9 @@ class Claims:
         async def renew(scope: anyio.CancelScope) -> None:
             nonlocal lost
             renewed = session.claimed_at
-            pause = self.lease / 4
+            # The first renewal a quarter lease after the claim, however long what came
+            # between took (a resume reads its journal).
+            pause = max(0.0, renewed + self.lease / 4 - anyio.current_time())
             while True:
                 await anyio.sleep(pause)
                 asked = anyio.current_time()  # the store's lease runs from its answer, at most

@@ -62,16 +62,18 @@ class Engine:
         self.claims = Claims(store, lease)
         self.recorder = Recorder(store)
         self.nested_depth = nested_depth
+        self.sweeping = False
+        """A sweep for sessions to resume runs in this process (the runtime's, recovery.py);
+        without one, a caller asking after a session nobody runs resumes it (pick_up)."""
         self.turns = Turns(
             service, self.recorder, tools_for, planner, confidence, after_taint, nested_depth
         )
 
-    def stop(self, resumable: bool = True) -> None:
+    def stop(self) -> None:
         """The gateway is shutting down: a session cancelled from now on is not recorded
-        as canceled but let go, working, for a sweep to resume (recovery.py), when one can
-        (`resumable`: sweeps run, and the engine has a planner of its own to resume with;
-        a caller's own model, by sampling, is gone with the caller)."""
-        self.turns.stopping = resumable and self.turns.planner is not None
+        as canceled but let go, working, to be resumed: by a replica's sweep
+        (recovery.py), or by its caller asking after it (`pick_up`)."""
+        self.turns.stopping = True
 
     async def start(self, caller: ResolvedContext, message: str, depth: int = 0) -> Session:
         """A new session, `accepted` on its stream before anyone learns its id, claimed by

@@ -49,7 +49,7 @@ class EngineSettings(Strict):
     after_taint: Literal["ask", "refuse"] = "ask"
     """A call only taint holds (see engine/integrity.py): ask the user, or refuse it."""
     lease: Annotated[float, Field(ge=1, le=600, strict=False)] = 15.0
-    """Seconds a replica's claim on a session it runs lasts unrenewed (renewed every third
+    """Seconds a replica's claim on a session it runs lasts unrenewed (renewed every quarter
     of it): after a crash, how soon another replica may take the session over."""
     recover: bool = True
     """Resume, on this replica, sessions whose engine stopped while they ran (recovery.py),

@@ -178,7 +178,7 @@ async def _step(
         return await running.approve(session, approval, message or "", edits, planner)
     if message:
         return await running.answer(session, message, planner)
-    if planner is not None:  # the caller's own model: no sweep can go on without it
+    if planner is not None or not running.sweeping:  # else a sweep resumes it, if need be
         return await running.pick_up(session, planner)
     return await running.wait(session)  # how it stands (resumed after a restart, say)
 

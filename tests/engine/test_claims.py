@@ -11,6 +11,7 @@ import pytest
 
 from gateway.calls import Completed, ToolCall
 from gateway.engine.loop import Engine
+from gateway.engine.planners.base import Answer, Planner, Turn
 from gateway.engine.session import Session
 from gateway.engine.states import SessionState
 from gateway.errors import SessionNotWaiting, SessionTaken
@@ -149,3 +150,28 @@ async def taken_mid_call(bench: Bench, engine: Engine, session: Session) -> list
             await bench.store.release_session(session.id, owner)
             assert await bench.store.claim_session(session.id, "another-replica", 30)
     return raised
+
+
+async def test_an_end_that_finds_the_session_anothers_leaves_it_to_them(bench: Bench) -> None:
+    """The planner fails after another replica took the session: the engine writes no
+    failure (its end is the new holder's to write), raises SessionTaken, and holds
+    nothing for it any more, so a sweep here may take the session up later."""
+    sessions: list[Session] = []
+
+    class Failing(Planner):
+        async def decide(self, turn: Turn) -> Answer:
+            session = sessions[0]
+            owner = session.claim
+            assert owner is not None
+            await bench.store.release_session(session.id, owner)
+            assert await bench.store.claim_session(session.id, "another-replica", 30)
+            raise RuntimeError("a bug, after the takeover")
+
+    engine = bench.engine(Failing())
+    sessions.append(await engine.start(ALICE, "fail"))
+    with anyio.fail_after(15), pytest.raises(SessionTaken):
+        await engine.run(sessions[0])
+    assert sessions[0].id not in engine.claims.holding
+    stored = await bench.store.get_session_state(sessions[0].id)
+    assert stored is not None
+    assert stored["state"] == "working"
