@@ -183,6 +183,11 @@ async def test_a_session_that_ends_takes_its_events_with_it(tmp_path: Path) -> N
             async with httpx2.AsyncClient(timeout=10) as http:
                 ended = await http.delete(gateway.url, headers=headers)
             assert ended.status_code == 200
+            # The SDK discards the session once its task ends, after the DELETE's answer.
+            for _ in range(POLLS):
+                if not await store.debug_keys(f"*{session}*"):
+                    break
+                await anyio.sleep(POLL)
             assert await store.debug_keys(f"*{session}*") == {}
 
             _, idle = await session_with_events()
