@@ -84,6 +84,7 @@ class Runtime:
             engine.after_taint,
             engine.lease,
             engine.nested_depth,
+            engine.taint_definitions,
         )
 
     @classmethod

@@ -12,8 +12,12 @@ without asking:
   but never choose another tool);
 - calls of tools annotated read-only (the upstream's hint, `readOnlyHint`).
 
-Every other call waits for the user's approval (or, configured so, is refused). Besides
-taint, a tag may mark tools `needs_approval`: their calls always wait. The prompt also
+Every other call waits for the user's approval (or, configured so, is refused). Tool
+definitions are the upstreams' text too: with `engine.taint_definitions` they taint a
+session before its first decision (unless every shown tool is trusted); by default only
+results do, and a call planted in a description is stopped only by the permission and
+scope checks until a result taints the session. Besides taint, a tag may mark tools
+`needs_approval`: their calls always wait. The prompt also
 frames results as data, but that is a heuristic; this is the check.
 """
 

@@ -50,13 +50,16 @@ class Engine:
         after_taint: AfterTaint = "ask",
         lease: float = 15.0,
         nested_depth: int = 0,
+        taint_definitions: bool = False,
     ) -> None:
         """`confidence`: below it, an envelope that calls tools is not acted on; the
         caller is asked whether to go ahead instead. `after_taint`: what becomes of a call
         that only taint holds (integrity.py): the user is asked, or it is refused.
         `lease`: seconds this engine's claim on a session it runs lasts unrenewed
         (claims.py): after a crash, how soon another replica may take the session over.
-        `nested_depth`: how deep sessions may start sessions through run_session."""
+        `nested_depth`: how deep sessions may start sessions through run_session.
+        `taint_definitions`: the tool definitions a session is shown taint it, unless
+        every tool's output is trusted (integrity.py)."""
         self.service = service
         self.budgets = budgets or Budgets()
         self.claims = Claims(store, lease)
@@ -66,7 +69,14 @@ class Engine:
         """A sweep for sessions to resume runs in this process (the runtime's, recovery.py);
         without one, a caller asking after a session nobody runs resumes it (pick_up)."""
         self.turns = Turns(
-            service, self.recorder, tools_for, planner, confidence, after_taint, nested_depth
+            service,
+            self.recorder,
+            tools_for,
+            planner,
+            confidence,
+            after_taint,
+            nested_depth,
+            taint_definitions,
         )
 
     def stop(self) -> None:

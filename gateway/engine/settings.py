@@ -56,3 +56,8 @@ class EngineSettings(Strict):
     sweeping the state store once a lease."""
     nested_depth: Annotated[int, Field(ge=0, le=5)] = 0
     """How deep sessions may start sessions (a session calling run_session): 0, not at all."""
+    taint_definitions: bool = False
+    """Treat the tool definitions a session is shown (descriptions, schemas: the upstreams'
+    text) as untrusted data that taints it from the start, unless the caller's tags trust
+    every shown tool's output: then no call runs without a plan committed before, a
+    read-only tool or the user's approval. Off: only results taint."""

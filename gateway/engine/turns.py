@@ -93,6 +93,7 @@ class Turns:
         confidence: float,
         after_taint: AfterTaint,
         nested_depth: int = 0,
+        taint_definitions: bool = False,
     ) -> None:
         self.service = service
         self.recorder = recorder
@@ -101,6 +102,7 @@ class Turns:
         self.confidence = confidence
         self.after_taint = after_taint
         self.actor = Actor(service, recorder, nested_depth)
+        self.taint_definitions = taint_definitions
         self.stopping = False
         """The gateway shuts down (Engine.stop): a cancelled session is left to resume."""
 
@@ -165,8 +167,11 @@ class Turns:
         repairs = 0
         while True:
             session.spent.before_turn(session.budgets)
+            turn = self._turn(session)
+            if self.taint_definitions and not session.tainted:
+                await self._read_definitions(session, turn.tools)
             try:
-                answer = await planner.decide(self._turn(session))
+                answer = await planner.decide(turn)
             except PlannerError as exc:
                 await self._end(session, SessionState.FAILED, f"the planner failed: {exc}")
                 return
@@ -374,6 +379,16 @@ class Turns:
     def _repeatable(self, tool: str) -> bool:
         entry = self.service.pool.catalog.tools.get(tool)
         return entry is not None and entry.repeatable
+
+    async def _read_definitions(self, session: Session, tools: Sequence[ToolInfo]) -> None:
+        """The model is about to read tool definitions, the upstreams' text: with
+        `taint_definitions`, any of a tool whose output the caller's tags do not trust
+        taints the session before its first decision, so that no call it plans after
+        reading them runs without the checks of integrity.py."""
+        untrusted = [t.name for t in tools if not session.caller.trusts_output(t.name)]
+        if untrusted:
+            session.tainted = True
+            await self.recorder.event(session, "tainted", definitions=untrusted[:20])
 
     def _turn(self, session: Session) -> Turn:
         tools = tuple(
