@@ -173,6 +173,15 @@ class Books:
         self.store.frozen = False
         return ids[0] if ids else ""
 
+    async def crashed_mid_read(self) -> str:
+        """A session of READ whose engine stopped while its read was under way (the read
+        may go on once the gateway is back); its id."""
+        self.shut("read")
+        first, _ = self.engine(READ)
+        session_id = await self.crash(first, READ, until="read")
+        self.open("read")
+        return session_id
+
     async def resumed(self, engine: Engine, session_id: str) -> dict[str, Any]:
         """Sweep for sessions to resume with `engine` until it takes `session_id` up (once
         the dead engine's claim lapsed), and wait for the session to stop running."""
@@ -221,6 +230,7 @@ async def books(tmp_path: Path) -> AsyncIterator[Books]:
         tasks.cancel_scope.cancel()
 
 
+READ = [envelope("tool", call=call("read", "a")), reply("read")]
 BOTH = [
     envelope("tools", mode="sequential", calls=[call("read", "a"), call("write", "b")]),
     reply("booked"),
@@ -289,13 +299,9 @@ async def test_rejected_the_call_of_unknown_outcome_is_not_sent_again(tmp_path: 
 
 
 async def test_a_read_only_call_of_unknown_outcome_is_sent_again(tmp_path: Path) -> None:
-    script = [envelope("tool", call=call("read", "a")), reply("read")]
     async with books(tmp_path) as bench:
-        bench.shut("read")
-        first, _ = bench.engine(script)
-        session_id = await bench.crash(first, script, until="read")
-        bench.open("read")
-        second, planner = bench.engine(script)
+        session_id = await bench.crashed_mid_read()
+        second, planner = bench.engine(READ)
         snapshot = await bench.resumed(second, session_id)
         assert (snapshot["state"], snapshot["outcome"]) == ("completed", "read")
         lines = bench.lines()
@@ -339,24 +345,19 @@ async def test_an_edited_call_of_unknown_outcome_is_sent_again_as_edited(tmp_pat
 async def test_a_caller_asking_after_a_stopped_session_picks_it_up(tmp_path: Path) -> None:
     """No sweep needed: Engine.pick_up (run_session with only the session's id, for a
     caller whose own model plans) resumes a session that no engine holds, in that call."""
-    script = [envelope("tool", call=call("read", "a")), reply("read")]
     async with books(tmp_path) as bench:
-        bench.shut("read")
-        first, _ = bench.engine(script)
-        session_id = await bench.crash(first, script, until="read")
-        bench.open("read")
+        session_id = await bench.crashed_mid_read()
         await anyio.sleep(LEASE + 0.2)  # the stopped engine's claim lapses
-        second, _ = bench.engine(script)
+        second, _ = bench.engine(READ)
         with anyio.fail_after(30):
             result = await second.pick_up(await second.load(session_id, resolve(TAGS, CAROL)))
         assert (result.state, result.text) == (SessionState.COMPLETED, "read")
 
 
 async def test_a_session_cancelled_by_the_shutdown_is_left_to_resume(tmp_path: Path) -> None:
-    script = [envelope("tool", call=call("read", "a")), reply("read")]
     async with books(tmp_path) as bench:
         bench.shut("read")
-        first, _ = bench.engine(script)
+        first, _ = bench.engine(READ)
         session = await first.start(resolve(TAGS, CAROL), "read it")
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tasks:
@@ -376,19 +377,15 @@ async def test_a_session_cancelled_by_the_shutdown_is_left_to_resume(tmp_path: P
 async def test_the_sweep_passes_over_what_it_cannot_resume(tmp_path: Path) -> None:
     """A damaged snapshot is that session's problem alone; and an engine without a planner
     of its own (each caller's, by sampling) resumes nothing."""
-    script = [envelope("tool", call=call("read", "a")), reply("read")]
     async with books(tmp_path) as bench:
-        bench.shut("read")
-        first, _ = bench.engine(script)
-        session_id = await bench.crash(first, script, until="read")
-        bench.open("read")
+        session_id = await bench.crashed_mid_read()
         await bench.store.set_session_state("s_damaged", {"state": "working"})  # no user
         await anyio.sleep(LEASE + 0.2)
         planless = Engine(bench.service, bench.store, lambda context: [], None, lease=LEASE)
         resolving = Recovery(planless, lambda principal, intent: resolve(TAGS, principal, intent))
         async with anyio.create_task_group() as tasks:
             assert await resolving.sweep(tasks) == 0
-        second, _ = bench.engine(script)
+        second, _ = bench.engine(READ)
         recovery = Recovery(second, lambda principal, intent: resolve(TAGS, principal, intent))
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tasks:

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from mcp.client.session import ClientRequestContext
 
-from tests.engine.helpers import envelope, reply, tool
-from tests.engine.test_run_session import ACME_SESSIONS
+from tests.engine.helpers import envelope, reply
+from tests.engine.test_run_session import ACME_SESSIONS, SCRIPT
 from tests.front.harness import GLOBEX, Gateway, gateway_yaml, running_gateway
 from tests.front.helpers import audit_events
 
@@ -27,11 +27,6 @@ CAREFUL = ACME_SESSIONS.replace(
     '        trusted_output: ["echo__*"]',
     '        trusted_output: ["echo__*"]\n        needs_approval: ["echo__echo"]',
 )
-SCRIPT = [
-    envelope("clarify", question="Which number?"),
-    tool("echo__echo", n=4),
-    reply("Echoed 4."),
-]
 
 
 @pytest.fixture(scope="module")
