@@ -184,6 +184,6 @@ def own_tools(
     # A run_session call lasts as long as its session may (its wall clock, a resume's
     # lease), and the time its caller takes to answer elicited questions: the in-process
     # upstream's cap must not cut it short, which would cancel the session.
-    budgets = (engine or EngineSettings()).budgets
-    longest = budgets.wall_seconds + 2 * (engine or EngineSettings()).lease + ANSWERING_SECONDS
+    settings = engine or EngineSettings()
+    longest = settings.budgets.wall_seconds + 2 * settings.lease + ANSWERING_SECONDS
     return own_upstream({**OWN_TOOLS, sessions.definition.name: sessions}, call_timeout=longest)

@@ -16,9 +16,11 @@ import mcp_types as types
 from ..own_tools import Progress
 from ..state.base import StateStore, Stream
 from ..upstreams.relay import Asker
+from .journal import stream_events
 from .loop import Reply, SessionResult
 
-CATCH_UP_BATCHES: Final = 100
+CAUGHT_UP: Final = 10_000
+"""Events reported at most once the session stopped (the rest were reported live)."""
 
 DECISION: Final = {
     "type": "object",
@@ -55,12 +57,9 @@ class Reporter:
                     await self._tell(event.id, event.data)
 
     async def catch_up(self) -> None:
-        for _ in range(CATCH_UP_BATCHES):
-            batch = await self.store.read(self.session_id, Stream.EVENTS, self.cursor, 100)
-            for event in batch.events:
-                await self._tell(event.id, event.data)
-            if len(batch.events) < 100:
-                return
+        events = stream_events(self.store, self.session_id, Stream.EVENTS, self.cursor, CAUGHT_UP)
+        async for event in events:
+            await self._tell(event.id, event.data)
 
     async def _tell(self, event_id: str, event: Mapping[str, Any]) -> None:
         said = _said(self.session_id, event, self._tools)

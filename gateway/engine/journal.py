@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from ..state.base import START, StateStore, Stream
+from ..state.base import START, StateStore, Stream, StreamEvent
 
 logger = logging.getLogger("gateway.engine")
 
@@ -48,7 +48,8 @@ class Journal:
     @classmethod
     async def read(cls, store: StateStore, session_id: str, after: str) -> Journal:
         journal = cls(after)
-        async for data in _events(store, session_id, Stream.EVENTS, after):
+        async for event in stream_events(store, session_id, Stream.EVENTS, after):
+            data = dict(event.data)
             journal.events.append(data)
             key = data.get("key")
             type_ = data.get("type")
@@ -61,7 +62,8 @@ class Journal:
                 journal.settled.update(data["settled"])
         if journal.results:
             # From the stream's start: what trimming left of it is what there is.
-            async for data in _events(store, session_id, Stream.TOOL_RESULTS, START):
+            async for event in stream_events(store, session_id, Stream.TOOL_RESULTS, START):
+                data = dict(event.data)
                 key = data.get("key")
                 if isinstance(key, str) and key in journal.results:
                     journal.full[key] = data
@@ -84,21 +86,23 @@ class Journal:
         ]
 
 
-async def _events(
-    store: StateStore, session_id: str, stream: Stream, after: str
-) -> AsyncIterator[dict[str, Any]]:
+async def stream_events(
+    store: StateStore, session_id: str, stream: Stream, after: str, most: int = READ_MAX
+) -> AsyncIterator[StreamEvent]:
+    """The events of a session's stream after `after`, in batches, `most` of them at most
+    (a truncated read is logged)."""
     cursor = after
-    for _ in range(READ_MAX // READ_BATCH):
-        batch = await store.read(session_id, stream, cursor, READ_BATCH)
+    for _ in range(max(1, most // READ_BATCH)):
+        batch = await store.read(session_id, stream, cursor, min(READ_BATCH, most))
         for event in batch.events:
-            yield dict(event.data)
-        if len(batch.events) < READ_BATCH:
+            yield event
+        if len(batch.events) < min(READ_BATCH, most):
             return
         cursor = batch.events[-1].id
     logger.warning(
         "session %s: read the first %d events of its %s stream after %s, no more",
         session_id,
-        READ_MAX,
+        most,
         stream.value,
         after,
     )

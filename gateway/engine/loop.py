@@ -8,8 +8,8 @@ finds it first (claims.py, recovery.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final, Literal
 
 import anyio
@@ -107,6 +107,10 @@ class Engine:
             or snapshot.get("org") != principal.org_id
         ):
             raise UnknownSession(session_id)
+        return self.restored(snapshot, caller)
+
+    def restored(self, snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
+        """The session a snapshot holds, as `caller`, with budgets from today's tags."""
         session = restore(snapshot, caller)
         session.budgets = self.budgets.tightened(caller.session_limits())
         return session
@@ -128,15 +132,11 @@ class Engine:
                 "That was not run: you were not sure enough, so the user was asked whether to "
                 f"go ahead. {answered}"
             )
-        await self._take(session)
-        try:
+        async with self._taken(session):
             session.waiting = None
             session.transcript.append(Told(asked.id, answered))
             await self.recorder.event(session, "answer", text=text)
             session.spent.resume()
-        except BaseException:
-            await self.claims.let_go(session)
-            raise
         return await self.run(session, planner=planner)
 
     async def respond(
@@ -192,8 +192,7 @@ class Engine:
         # The word on calls of unknown outcome, by key: the journal reads it back.
         keys = approval.get("keys", [])
         settled = dict.fromkeys(keys, "resend" if verdict == "approve" else "skip")
-        await self._take(session)
-        try:
+        async with self._taken(session):
             await self.recorder.event(
                 session,
                 "approval_decided",
@@ -202,9 +201,6 @@ class Engine:
                 arguments=edits,
                 **({"settled": settled} if replay is not None else {}),
             )
-        except BaseException:
-            await self.claims.let_go(session)
-            raise
         session.approval = None
         session.waiting = None
         session.deciding = {"for": emitted_id, "verdict": verdict, "arguments": edits}
@@ -228,17 +224,12 @@ class Engine:
         working, and no engine holds its claim), from its snapshot and the events after
         it (journal.py), as `run` does. SessionTaken when an engine holds it or ran it
         since it was loaded; SessionNotWaiting when it is not running."""
-        if session.state not in (SessionState.SUBMITTED, SessionState.WORKING):
+        if session.state not in RUNNING:
             raise SessionNotWaiting(session.id, _waiting(session))
-        await self._take(session, SessionTaken(session.id), SessionTaken(session.id))
-        session.budgets = self.budgets.tightened(session.caller.session_limits())
-        try:
+        async with self._taken(session, SessionTaken(session.id), SessionTaken(session.id)):
             after = (session.deciding or {}).get("replay") or session.last_event
             journal = await Journal.read(self.recorder.store, session.id, after)
             await self.recorder.event(session, "resumed", after=session.last_event)
-        except BaseException:
-            await self.claims.let_go(session)
-            raise
         logger.info("session %s: resumed after event %s", session.id, after)
         return await self.run(session, lambda: self.turns.resumed(session, journal), planner)
 
@@ -272,22 +263,25 @@ class Engine:
                     await anyio.sleep(0.02)
         return self.turns.result(session)
 
-    async def _take(
+    @asynccontextmanager
+    async def _taken(
         self,
         session: Session,
         held: Exception | None = None,
         moved_on: Exception | None = None,
-    ) -> None:
+    ) -> AsyncIterator[None]:
         """Claim `session`, as it was loaded, for this engine alone among every replica,
-        or raise: `held` when another holds it, `moved_on` when another acted on it since
-        it was loaded (its snapshot moved on); SessionNotWaiting by default (an answer or
-        approval that came too late)."""
+        for the body to prepare its run (which lets go in the end); let go at once if the
+        body fails. Raises `held` when another holds it, `moved_on` when another acted on
+        it since it was loaded (its snapshot moved on); SessionNotWaiting by default (an
+        answer or approval that came too late)."""
         if not await self.claims.take(session):
             raise held or SessionNotWaiting(session.id, "already being answered")
         try:
             stored = await self.recorder.store.get_session_state(session.id)
             if stored is None or stored.get("last_event", START) != session.last_event:
                 raise moved_on or SessionNotWaiting(session.id, "already answered")
+            yield
         except BaseException:
             await self.claims.let_go(session)
             raise

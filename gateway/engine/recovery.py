@@ -19,7 +19,7 @@ from ..errors import SessionError
 from ..principal import Principal
 from ..tags.context import ResolvedContext
 from .loop import Engine
-from .session import Session, restore
+from .session import Session
 from .states import RUNNING
 
 logger = logging.getLogger("gateway.engine")
@@ -73,7 +73,7 @@ class Recovery:
         principal = Principal(
             str(snapshot["user"]), str(snapshot["org"]), tuple(snapshot.get("roles", ()))
         )
-        return restore(snapshot, self.resolve(principal, snapshot.get("intent")))
+        return self.engine.restored(snapshot, self.resolve(principal, snapshot.get("intent")))
 
     async def _resume(self, session: Session) -> None:
         try:

@@ -115,10 +115,8 @@ class Recorder:
     async def event(self, session: Session, type_: str, **fields: Any) -> str:
         """Append the event, if this engine still holds the session's claim; else
         SessionTaken (and nothing is written: a stale holder sends no call after it)."""
-        if session.claim is None:
-            raise SessionTaken(session.id)
         written = await self.store.append_claimed(
-            session.id, Stream.EVENTS, {"type": type_, **fields}, session.claim
+            session.id, Stream.EVENTS, {"type": type_, **fields}, _owner(session)
         )
         if written is None:
             raise SessionTaken(session.id)
@@ -150,20 +148,15 @@ class Recorder:
 
     async def result(self, session: Session, key: str, full: dict[str, Any]) -> None:
         """A call's full result, under the claim as every event (SessionTaken without)."""
-        if session.claim is None or (
-            await self.store.append_claimed(
-                session.id, Stream.TOOL_RESULTS, {"key": key, **full}, session.claim
-            )
-            is None
-        ):
+        stream, event = Stream.TOOL_RESULTS, {"key": key, **full}
+        if await self.store.append_claimed(session.id, stream, event, _owner(session)) is None:
             raise SessionTaken(session.id)
 
     async def snapshot(self, session: Session) -> None:
         """Write the snapshot, if this engine still holds the session's claim; else
         SessionTaken (and nothing is written)."""
         principal = session.caller.principal
-        if session.claim is None:
-            raise SessionTaken(session.id)
+        owner = _owner(session)
         written = await self.store.set_claimed_session_state(
             session.id,
             {
@@ -187,10 +180,17 @@ class Recorder:
                 "transcript": [_entry(entry) for entry in session.transcript],
                 "last_event": session.last_event,
             },
-            session.claim,
+            owner,
         )
         if not written:
             raise SessionTaken(session.id)
+
+
+def _owner(session: Session) -> str:
+    """The claim this engine writes the session under; SessionTaken when it holds none."""
+    if session.claim is None:
+        raise SessionTaken(session.id)
+    return session.claim
 
 
 def _entry(entry: Entry) -> dict[str, Any]:

@@ -274,29 +274,26 @@ class Turns:
             session.spent.violation(session.budgets)
 
     async def decided(self, session: Session, emitted: Emitted) -> bool:
-        """Act on the caller's decision (`session.deciding`) on what `emitted` asked for."""
+        """Act on the caller's decision (`session.deciding`) on what `emitted` asked for:
+        a held call, or a resumed turn's calls of unknown outcome (`replay`: its journal
+        says which were made and what the user said of the others)."""
         deciding = session.deciding
         assert deciding is not None
-        turn = _turns(session)
-        replay = deciding.get("replay")
-        if replay is not None:  # a resumed turn, whose calls of unknown outcome were held
-            if session.journal is None:
-                session.journal = await Journal.read(self.recorder.store, session.id, replay)
-            # As the first run acted on it: with the edits the user had made, if any.
-            envelope = parse(edited(emitted.data, deciding["arguments"]))
-            said = deciding["message"]
-            await self._act_and_tell(
-                session, emitted.id, envelope, turn, f"The user said: {said}" if said else ""
-            )
-            return True
-        if deciding["verdict"] == "reject":
-            told = f"The user did not approve it, so it was not run. {deciding['message']}"
+        replay, edits, said = deciding.get("replay"), deciding["arguments"], deciding["message"]
+        if replay is None and deciding["verdict"] == "reject":
+            told = f"The user did not approve it, so it was not run. {said}"
             session.transcript.append(Told(emitted.id, told.strip()))
             session.deciding = None
             return True
-        envelope = parse(edited(emitted.data, deciding["arguments"]))
-        note = "The user edited the arguments before it ran." if deciding["arguments"] else ""
-        await self._act_and_tell(session, emitted.id, envelope, turn, note)
+        if replay is None:
+            note = "The user edited the arguments before it ran." if edits else ""
+        else:
+            note = f"The user said: {said}" if said else ""
+            if session.journal is None:
+                session.journal = await Journal.read(self.recorder.store, session.id, replay)
+        # As the user decided: with the edits made, if any (on a replay, when first approved).
+        envelope = parse(edited(emitted.data, edits))
+        await self._act_and_tell(session, emitted.id, envelope, _turns(session), note)
         return True
 
     async def resumed(self, session: Session, journal: Journal) -> bool:
