@@ -103,3 +103,21 @@ def test_sessions_of_a_memory_store_cannot_be_read_from_outside(run: Run, tmp_pa
     assert code == 2
     assert "only a shared store (redis://) can be read from here" in err
     assert "state.url" in err
+
+
+def test_sessions_show_escapes_what_callers_wrote(run: Run, tmp_path: Path, redis_url: str) -> None:
+    """A message may carry terminal escape sequences (a clipboard write, a cleared
+    screen): shown escaped, never sent to the admin's terminal as they are."""
+    path = config(tmp_path, redis_url)
+    hostile = "pick \x1b]52;c;ZXZpbA==\x07 one \x1b[2J"
+    code, _, err = run(
+        "run", hostile, "--user", "alice", "--org", "acme", "--config", path, stdin="blue\n"
+    )
+    assert code == 0, err
+    code, out, _ = run("sessions", "list", "--json", "--config", path)
+    (listed,) = json.loads(out)
+    code, shown, _ = run("sessions", "show", listed["id"], "--config", path)
+    assert code == 0
+    assert "\x1b" not in shown
+    assert "\x07" not in shown
+    assert "message  pick \\x1b]52;c;ZXZpbA==\\x07 one \\x1b[2J" in shown

@@ -93,7 +93,7 @@ async def _list(config: GatewayConfig, args: argparse.Namespace) -> int:
     print(f"{'SESSION':<20} {'STATE':<15} {'USER':<24} {'CREATED':<20} TURNS CALLS  OUTCOME")
     for row in rows:
         who = f"{row['user']}@{row['org']}"
-        outcome = (row["outcome"] or "").replace("\n", " ")
+        outcome = _shown((row["outcome"] or "").replace("\n", " "))
         print(
             f"{row['id']:<20} {row['state']:<15} {who:<24} {_when(row['created']):<20} "
             f"{row['spent'].get('turns', 0):>5} {row['spent'].get('tool_calls', 0):>5}  "
@@ -122,12 +122,12 @@ async def _show(config: GatewayConfig, args: argparse.Namespace) -> int:
     )
     print(
         f"user     {row['user']}@{row['org']}"
-        + (f", intent {row['intent']}" if row["intent"] else "")
+        + (f", intent {_shown(row['intent'])}" if row["intent"] else "")
     )
     print(f"created  {_when(row['created'])}")
-    print(f"message  {row['message']}")
+    print(f"message  {_shown(row['message'])}")
     if row["outcome"]:
-        print(f"outcome  {row['outcome']}")
+        print(f"outcome  {_shown(row['outcome'])}")
     spent = ", ".join(f"{name} {value}" for name, value in row["spent"].items() if value)
     print(f"spent    {spent or 'nothing'}")
     for call in row["calls"]:
@@ -154,6 +154,14 @@ def _when(created: Any) -> str:
         return "?"
     moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _shown(text: Any) -> str:
+    """Caller's or model's text, safe on the admin's terminal: control characters (escape
+    sequences that could retitle, clear or write the clipboard) shown escaped."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
+    )
 
 
 def _compact(details: dict[str, Any]) -> str:

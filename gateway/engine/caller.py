@@ -13,9 +13,11 @@ from typing import Any, Final
 
 import mcp_types as types
 
+from ..jsoncodec import unencodable
 from ..own_tools import Progress
 from ..state.base import StateStore, Stream
 from ..upstreams.relay import Asker
+from .envelopes import MAX_TEXT
 from .journal import stream_events
 from .loop import Reply, SessionResult
 
@@ -91,7 +93,8 @@ def _said(session_id: str, event: Mapping[str, Any], tools: dict[str, str]) -> s
 async def ask(asker: Asker, result: SessionResult) -> tuple[Reply, str] | None:
     """Put what `result` waits for to the caller by elicitation: ("approve" or "reject",
     why) for an approval, ("answer", text) for a question; None when the caller cannot be
-    asked (it did not declare elicitation) or would not answer now."""
+    asked (it did not declare elicitation), would not answer now, or answered what a
+    `message` could not carry (too long, not valid Unicode)."""
     approval = result.waiting == "approval"
     params = types.ElicitRequestFormParams(
         message=result.text or "",
@@ -101,6 +104,13 @@ async def ask(asker: Asker, result: SessionResult) -> tuple[Reply, str] | None:
     if isinstance(answered, types.ErrorData) or answered.action != "accept":
         return None
     content = answered.content or {}
+    # What a caller may say in a `message` argument, and no more: text run_session's schema
+    # would take (its length) and the store can keep (valid Unicode).
+    if any(
+        isinstance(value, str) and (len(value) > MAX_TEXT or unencodable(value) is not None)
+        for value in content.values()
+    ):
+        return None
     if approval:
         decision = content.get("decision")
         why = str(content.get("message", ""))

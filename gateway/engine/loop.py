@@ -96,9 +96,13 @@ class Engine:
         await self.recorder.accepted(session)
         return session
 
-    async def load(self, session_id: str, caller: ResolvedContext) -> Session:
+    async def load(
+        self, session_id: str, caller: ResolvedContext, step: str | None = None
+    ) -> Session:
         """The stored session `session_id`, to go on with as `caller`; UnknownSession when
-        there is none, or it is another caller's."""
+        there is none, or it is another caller's. `step`: the last event of the result
+        the caller is answering; SessionNotWaiting when the session has moved on since
+        (another of the caller's clients answered)."""
         snapshot = await self.recorder.store.get_session_state(session_id)
         principal = caller.principal
         if (
@@ -107,7 +111,10 @@ class Engine:
             or snapshot.get("org") != principal.org_id
         ):
             raise UnknownSession(session_id)
-        return self.restored(snapshot, caller)
+        session = self.restored(snapshot, caller)
+        if step is not None and step != session.last_event:
+            raise SessionNotWaiting(session_id, "already answered")
+        return session
 
     def restored(self, snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
         """The session a snapshot holds, as `caller`, with budgets from today's tags."""
@@ -150,9 +157,7 @@ class Engine:
         """Go on with the session that `result` left waiting, with the caller's reply to
         what `result` showed it (an answer, or approve / reject and why). SessionNotWaiting
         when the session has moved on since (another of the caller's clients answered)."""
-        session = await self.load(result.session_id, caller)
-        if session.last_event != result.last_event:
-            raise SessionNotWaiting(session.id, "already answered")
+        session = await self.load(result.session_id, caller, result.last_event)
         if reply == "answer":
             return await self.answer(session, text, planner)
         return await self.approve(session, reply, text, planner=planner)

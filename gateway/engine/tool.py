@@ -20,7 +20,7 @@ import anyio
 import mcp_types as types
 from anyio.abc import TaskGroup
 
-from ..errors import SessionError, SessionNotWaiting
+from ..errors import SessionError
 from ..own_tools import OwnTool, Request, tool_error
 from ..state.base import START
 from ..tags.context import ResolvedContext
@@ -168,11 +168,10 @@ async def _step(
         session = await running.start(context, message, depth)
         reported(session, START)
         return await running.run(session, planner=planner)
-    session = await running.load(session_id, context)
+    answering = approval is not None or bool(message)
+    step = arguments.get("step") if answering else None  # only an answer is for a step
+    session = await running.load(session_id, context, step)
     reported(session, session.last_event)
-    step = arguments.get("step")
-    if (approval is not None or message) and step is not None and step != session.last_event:
-        raise SessionNotWaiting(session.id, "already answered")
     if approval is not None:
         edits = _edits(arguments.get("arguments"))
         return await running.approve(session, approval, message or "", edits, planner)

@@ -149,7 +149,8 @@ class SessionBudgets(Strict):
     call_timeout: Annotated[float, Field(gt=0, strict=False)] | None = None
     parallel: Annotated[int, Field(ge=1)] | None = None
     repeats: Annotated[int, Field(ge=1)] | None = None
-    violations: Annotated[int, Field(ge=0)] | None = None
+    violations: Annotated[int, Field(ge=1)] | None = None
+    """As gateway.yaml's: at least 1 (a budget the engine can hold)."""
 
 
 class TagConfig(Strict):

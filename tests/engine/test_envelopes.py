@@ -186,3 +186,10 @@ def test_the_engine_does_not_import_the_anthropic_sdk_unless_asked_to() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_a_sampled_answer_nested_past_the_parser_is_text_for_a_repair() -> None:
+    from gateway.engine.planners.sampling import _parsed
+
+    deep = "[" * 100_000
+    assert _parsed(deep) == deep, "shown back to the model, not an internal error"

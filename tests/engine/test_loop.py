@@ -16,7 +16,7 @@ from gateway.calls import CallRecord, Completed, ToolCall
 from gateway.engine.budgets import Budgets, Spent
 from gateway.engine.planners.base import Answer, Turn, Usage
 from gateway.engine.states import SessionState
-from gateway.errors import SessionNotWaiting, UnknownSession
+from gateway.errors import ConfigError, SessionNotWaiting, UnknownSession
 from gateway.principal import Principal
 from gateway.state.base import Stream
 from gateway.tags.loader import tagset_from_texts
@@ -505,3 +505,12 @@ async def test_a_reply_to_what_a_session_showed_is_refused_once_it_moved_on(
     with anyio.fail_after(30):
         done = await engine.respond(second, ALICE, "answer", "two")
     assert done.state is SessionState.COMPLETED
+
+
+def test_a_tag_budget_the_engine_cannot_hold_is_a_load_error() -> None:
+    nothing = ACME.replace(
+        '        trusted_output: ["echo__*"]',
+        '        trusted_output: ["echo__*"]\n        session_budgets: {violations: 0}',
+    )
+    with pytest.raises(ConfigError, match="violations"):
+        tagset_from_texts({"acme.yaml": nothing})

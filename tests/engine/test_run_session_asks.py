@@ -224,3 +224,24 @@ async def test_a_session_starts_sessions_only_as_deep_as_configured(nesting: Gat
         ("gateway__run_session", "allowed"),  # the parent's call of it
         ("gateway__run_session", "allowed"),  # the caller's call
     ]
+
+
+@pytest.mark.parametrize(
+    "answer", ["z" * 20_001, "\ud800"], ids=["longer-than-a-message", "lone-surrogate"]
+)
+async def test_an_elicited_answer_no_message_could_carry_is_not_taken(answer: str) -> None:
+    """What the caller answers by elicitation is held to what a `message` may be: the
+    session goes on waiting, with the question as the result."""
+    from gateway.engine.caller import ask
+    from gateway.engine.loop import SessionResult
+    from gateway.engine.states import SessionState
+
+    class Answering:
+        async def create_message(self, _params: Any) -> Any:
+            raise AssertionError("not asked")
+
+        async def elicit(self, _params: types.ElicitRequestParams) -> types.ElicitResult:
+            return types.ElicitResult(action="accept", content={"answer": answer})
+
+    waiting = SessionResult("s_x", SessionState.INPUT_REQUIRED, "Which?", (), {}, "question")
+    assert await ask(Answering(), waiting) is None

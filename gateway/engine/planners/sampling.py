@@ -88,7 +88,7 @@ def _parsed(text: str) -> Any:
         stripped = stripped.strip("`").removeprefix("json").strip()
     try:
         return json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return text or None
 
 
