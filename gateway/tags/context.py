@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..principal import Principal
+from .flows import CompiledFlow
 from .model import FlowStep, TagKind, ToolScope
 from .patterns import ToolGlob
 
@@ -70,7 +71,11 @@ class FlowInfo:
     title: str
     description: str
     intents: tuple[str, ...]
-    steps: tuple[FlowStep, ...]
+    flow: CompiledFlow
+
+    @property
+    def steps(self) -> tuple[FlowStep, ...]:
+        return self.flow.definition.steps
 
 
 @dataclass(frozen=True, slots=True)

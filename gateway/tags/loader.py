@@ -17,8 +17,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ..errors import ConfigError, ConfigIssue
-from ..yamlfile import YamlDocument, decode, parse_yaml, read_bytes, validate
-from .model import NAME_PATTERN, ORG_WIDE, OrgFile, OrgUser, Tag, ToolScope
+from ..yamlfile import YamlDocument, decode, dotted, parse_yaml, read_bytes, validate
+from .flows import CompiledFlow, FlowFormatError, compile_flow
+from .model import NAME_PATTERN, ORG_WIDE, FlowDefinition, OrgFile, OrgUser, Tag, ToolScope
 from .patterns import ToolGlob
 
 SUFFIXES = (".yaml", ".yml")
@@ -40,6 +41,8 @@ class LoadedTag:
     prompts: tuple[ToolGlob, ...] = ()
     trusted: tuple[ToolGlob, ...] = ()
     approvals: tuple[ToolGlob, ...] = ()
+    flow: CompiledFlow | None = None
+    """A flow tag's content, compiled (flows.py)."""
 
     @property
     def name(self) -> str:
@@ -50,7 +53,14 @@ class LoadedTag:
         return self.source if self.line is None else f"{self.source}:{self.line}"
 
     @classmethod
-    def build(cls, tag: Tag, source: str, line: int | None, shared: bool) -> LoadedTag:
+    def build(
+        cls,
+        tag: Tag,
+        source: str,
+        line: int | None,
+        shared: bool,
+        flow: CompiledFlow | None = None,
+    ) -> LoadedTag:
         config = tag.payload.config
         return cls(
             tag=tag,
@@ -64,6 +74,7 @@ class LoadedTag:
             prompts=tuple(ToolGlob.compile(p) for p in config.allowed_prompts),
             trusted=tuple(ToolGlob.compile(p) for p in config.trusted_output),
             approvals=tuple(ToolGlob.compile(p) for p in config.needs_approval),
+            flow=flow,
         )
 
 
@@ -218,11 +229,12 @@ def _parse_file(
     org = _file_org(path, doc, content, shared, display, issues)
     lines = doc.item_lines(("tags",))
     _check_tags(doc, content, lines, org, shared, display, issues)
+    flows = _compile_flows(doc, content, display, issues)
     if len(issues) > before:
         return None
     tags = tuple(
-        LoadedTag.build(tag, display, line, shared)
-        for tag, line in zip(content.tags, lines, strict=True)
+        LoadedTag.build(tag, display, line, shared, flows.get(index))
+        for index, (tag, line) in enumerate(zip(content.tags, lines, strict=True))
     )
     return _ParsedFile(display, digest, shared, org, content, tags)
 
@@ -312,6 +324,34 @@ def _check_tags(
                     "scopes",
                     key,
                 )
+
+
+def _compile_flows(
+    doc: YamlDocument, content: OrgFile, display: str, issues: list[ConfigIssue]
+) -> dict[int, CompiledFlow]:
+    """Every flow tag of the file compiled, by its index; what does not compile is an
+    issue naming the tag, the step and the line."""
+    compiled: dict[int, CompiledFlow] = {}
+    for index, tag in enumerate(content.tags):
+        definition = tag.payload.content
+        if not isinstance(definition, FlowDefinition):
+            continue
+        try:
+            compiled[index] = compile_flow(tag.tag, definition)
+        except FlowFormatError as exc:
+            for problem in exc.problems:
+                loc = ("tags", index, "payload", "content", *problem.loc)
+                where = f"step {problem.step!r}: " if problem.step is not None else ""
+                issues.append(
+                    ConfigIssue(
+                        display,
+                        f"{where}{problem.message}",
+                        doc.line_of(loc),
+                        tag=tag.tag,
+                        field=dotted(loc[2:6]),
+                    )
+                )
+    return compiled
 
 
 def _assemble(files: list[_ParsedFile], digest: str, issues: list[ConfigIssue]) -> TagSet | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -192,18 +192,65 @@ class TagConfig(Strict):
         return self
 
 
+MAX_FLOW_STEPS = 1_000
+"""Steps in one flow: a workflow of more is a program, not a flow."""
+
+OnError = Literal["abort", "skip", "retry", "replan"]
+
+
+class RetryPolicy(Strict):
+    """How a step with `on_error: retry` is tried again: `attempts` in all (the first
+    included), waiting `backoff` seconds before the second, twice that before the third,
+    and so on, up to `max_backoff`."""
+
+    attempts: Annotated[int, Field(ge=2, le=10)] = 3
+    backoff: Annotated[float, Field(ge=0, le=60, strict=False)] = 0.5
+    max_backoff: Annotated[float, Field(ge=0, le=300, strict=False)] = 30.0
+
+
 class FlowStep(Strict):
+    """One step of a flow (flows.py compiles and checks it)."""
+
     id: Name
-    tool: Annotated[str, StringConstraints(min_length=1)]
+    tool: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     description: str = ""
     args: dict[str, JsonValue] = Field(default_factory=dict)
-    when: str | None = None
-    """A condition on earlier results; evaluated by the flow engine, stored verbatim here."""
+    """The tool's arguments; a string may be a template over `input` and `steps`."""
+    when: Annotated[str, StringConstraints(min_length=1)] | None = None
+    """A condition: the step runs only when it is true, else it is skipped."""
+    expect: Annotated[str, StringConstraints(min_length=1)] | None = None
+    """A condition on the step's `result`: false counts as the step's failure."""
+    after: Names = ()
+    """Steps this one waits for, besides those its templates read."""
+    on_error: OnError = "abort"
+    retry: RetryPolicy | None = None
+    """With `on_error: retry`: how (RetryPolicy's defaults when left out)."""
+    retry_unsafe: bool = False
+    """Retry a tool that is neither read-only nor idempotent (it may act twice)."""
+    timeout: Annotated[float, Field(gt=0, le=3600, strict=False)] | None = None
+    """Seconds the step's call may take (at most the session's call_timeout)."""
+
+    @model_validator(mode="after")
+    def _retry_fits(self) -> Self:
+        if self.on_error != "retry" and self.retry is not None:
+            raise ValueError(f"retry is set, but on_error is {self.on_error!r}, not 'retry'")
+        if self.on_error != "retry" and self.retry_unsafe:
+            raise ValueError("retry_unsafe applies only to a step with on_error: retry")
+        return self
 
 
 class FlowDefinition(Strict):
+    """A flow tag's content: a workflow the gateway runs step by step, no model between."""
+
     description: str = ""
-    steps: Annotated[tuple[FlowStep, ...], Field(min_length=1, strict=False)]
+    inputs: dict[str, JsonValue] | None = None
+    """A JSON Schema of the flow's input (an object), checked before step one."""
+    steps: Annotated[
+        tuple[FlowStep, ...], Field(min_length=1, max_length=MAX_FLOW_STEPS, strict=False)
+    ]
+    output: JsonValue = None
+    """What the flow answers: a template (or a mapping or list of them) over `input` and
+    `steps`; left out, the last step's result text."""
 
     @model_validator(mode="after")
     def _unique_steps(self) -> Self:

@@ -139,13 +139,14 @@ def _assemble(
         scopes.extend(ScopeRule(loaded.name, glob, scope) for glob, scope in loaded.scopes)
         content = tag.payload.content
         if isinstance(content, FlowDefinition):
+            assert loaded.flow is not None, "a flow tag loads compiled"
             flows.append(
                 FlowInfo(
                     loaded.name,
                     tag.title,
                     content.description or tag.payload.meta.description,
                     tag.payload.meta.intents,
-                    content.steps,
+                    loaded.flow,
                 )
             )
             text = _flow_text(content)
