@@ -154,6 +154,18 @@ class SessionTaken(SessionError):
         self.session_id = session_id
 
 
+class UnknownFlow(SessionError):
+    """No flow of that name is the caller's (whether another's exists is not its to learn)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no flow {name!r} is available to you")
+        self.name = name
+
+
+class InvalidFlowInput(SessionError):
+    """A flow's input that does not fit the flow's `inputs` schema."""
+
+
 # --- the state store -----------------------------------------------------------------------
 
 

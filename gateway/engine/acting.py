@@ -1,13 +1,14 @@
 """How the engine acts on an envelope: each call through the call service as the
 session's caller, logged as an intent before it is sent and as a result after, and told
 back to the model as data (a result framed as untrusted, a refusal that gives nothing
-away, a failure); a `tools` envelope's calls in order or at once, a plan's steps in order,
-each taking earlier steps' outputs."""
+away, a failure); a `tools` envelope's calls in order or at once. A plan's steps run as a
+flow does (flows/planning.py), each call made here."""
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,10 +26,8 @@ from .envelopes import (
     Call,
     Envelope,
     PlanEnvelope,
-    StepReferenceError,
     ToolEnvelope,
     ToolsEnvelope,
-    substitute,
 )
 from .journal import Journal
 from .session import RESULT_TEXT, CallSummary, Recorder, Session, SessionOwner, call_key
@@ -55,6 +54,13 @@ class Done:
 
     text: str
     output: dict[str, Any] | None = None
+    outcome: str = "completed"
+    """completed, error (a result marked isError), refused, failed, timeout or
+    not_resent: what a flow's step decides its retry by."""
+    result: dict[str, Any] | None = None
+    """The result as JSON, also one marked isError."""
+    error: str = ""
+    """Why it did not complete: the refusal or failure, in words."""
 
 
 class Actor:
@@ -63,6 +69,8 @@ class Actor:
         self.service = service
         self.recorder = recorder
         self.nested_depth = nested_depth
+        self.plans: Callable[[Session, PlanEnvelope, int], Awaitable[str]] | None = None
+        """Runs a plan envelope (flows/planning.py: as a flow, through this actor)."""
 
     async def _read(self, session: Session, key: str, call: Call) -> None:
         """The model is about to read what `call`'s upstream said: taint, unless trusted."""
@@ -117,43 +125,8 @@ class Actor:
                     raise exhausted[0]
             return "\n\n".join(f"[{n}] {text}" for n, text in enumerate(texts, 1))
         assert isinstance(envelope, PlanEnvelope)
-        return await self._plan(session, envelope, turn)
-
-    async def _plan(self, session: Session, plan: PlanEnvelope, turn: int) -> str:
-        """Run a plan's steps in order, each taking earlier steps' outputs as it says;
-        the first that does not complete stops the rest (they depend on it)."""
-        if plan.flow is not None:
-            return (
-                f"Following a flow ({plan.flow}) is not available in this gateway yet: "
-                "list the plan's steps instead."
-            )
-        if session.journal is None or not session.journal.acted(call_key(session.id, turn, "")):
-            await self.recorder.event(
-                session,
-                "plan",
-                goal=plan.goal,
-                steps=[{"id": s.id, "tool": s.tool, "arguments": s.arguments} for s in plan.steps],
-            )
-        outputs: dict[str, Any] = {}
-        lines = []
-        for index, step in enumerate(plan.steps):
-            try:
-                arguments = substitute(step.arguments, outputs)
-            except StepReferenceError as exc:
-                lines.append(f"[{step.id}] not run: {exc}")
-            else:
-                key = call_key(session.id, turn, index)
-                done = await self._call(session, Call(tool=step.tool, arguments=arguments), key)
-                lines.append(f"[{step.id}] {done.text}")
-                if done.output is not None:
-                    outputs[step.id] = done.output
-                    continue
-            lines += [
-                f"[{later.id}] not run: an earlier step did not complete"
-                for later in plan.steps[index + 1 :]
-            ]
-            break
-        return "\n\n".join(lines)
+        assert self.plans is not None, "set by Turns"
+        return await self.plans(session, envelope, turn)
 
     async def refuse(
         self,
@@ -172,20 +145,31 @@ class Actor:
         session.calls.append(CallSummary(key, tool, decision, ok=False))
         await self.recorder.event(session, "result", key=key, outcome="refused", decision=decision)
 
-    async def _call(self, session: Session, call: Call, key: str) -> Done:
+    async def _call(
+        self,
+        session: Session,
+        call: Call,
+        key: str,
+        limit: float | None = None,
+        loop_check: bool = True,
+    ) -> Done:
         """One call through the call service, as an intent then a result on the stream,
         under `key` (its idempotency key); what the model is told of it. BudgetExhausted
-        when none may be made."""
+        when none may be made. `limit`: seconds of the call's own, within the session's budget;
+        `loop_check`: whether the call counts against the repeats budget (a flow's steps
+        do not: their author bounded them)."""
         channel = NO_CHANNEL
         if call.tool == NESTED:
             if session.depth >= self.nested_depth:
                 # Not a tag's refusal (the caller may well use it): a session's own limit.
                 why = "a session may not start another session here"
                 await self.refuse(session, key, call.tool, call.arguments, "nested_session", why)
-                return Done(f"{call.tool}: refused: {why}")
+                return Done(f"{call.tool}: refused: {why}", outcome="refused", error=why)
             # run_session learns whose call this is, and so how deep its session would be.
             channel = CallChannel(owner=SessionOwner(session.id, session.depth))
         repeat = jsoncodec.dumps([call.tool, call.arguments], sort_keys=True).decode()
+        if not loop_check:
+            repeat = key
         session.spent.before_call(session.budgets, repeat)
         session.spent.call_made(repeat)
         if session.journal is not None:
@@ -202,6 +186,8 @@ class Actor:
         seconds = max(0.0, budgets.wall_seconds - session.spent.wall())
         if call.tool != NESTED:  # a nested session has budgets of its own, not a call's
             seconds = min(budgets.call_timeout, seconds)
+        if limit is not None:
+            seconds = min(limit, seconds)
         with anyio.move_on_after(seconds):
             outcome = await self.service.call(session.caller, sent, channel)
         if outcome is None:
@@ -209,7 +195,7 @@ class Actor:
             session.calls.append(summary)
             said = f"failed: no answer within {seconds:g} s (cancelled)"
             await self.recorder.event(session, "result", key=key, outcome="timeout", text=said)
-            return Done(f"{call.tool}: {said}")
+            return Done(f"{call.tool}: {said}", outcome="timeout", error=said)
         return await self._told(session, key, call, outcome)
 
     async def _told(self, session: Session, key: str, call: Call, outcome: Outcome) -> Done:
@@ -229,7 +215,13 @@ class Actor:
                 is_error=not ok,
                 text=text[:RESULT_TEXT],
             )
-            return Done(_framed(call.tool, text, ok), dumped if ok else None)
+            return Done(
+                framed(call.tool, text, ok),
+                dumped if ok else None,
+                "completed" if ok else "error",
+                dumped,
+                "" if ok else text[:RESULT_TEXT],
+            )
         if isinstance(outcome, Refused):
             error = outcome.error
             decision = (
@@ -248,17 +240,20 @@ class Actor:
                 # and why one is refused is not the model's to learn from this answer.
                 session.spent.violation(session.budgets)
                 if isinstance(error, PermissionDenied) and decision == "out_of_scope":
-                    return Done(f"{call.tool}: refused: the arguments are outside what you may use")
-                return Done(f"{call.tool}: refused: no such tool is available to you")
+                    why = "the arguments are outside what you may use"
+                else:
+                    why = "no such tool is available to you"
+                return Done(f"{call.tool}: refused: {why}", outcome="refused", error=why)
             await self._read(session, key, call)  # the schema's words are the upstream's
-            return Done(f"{call.tool}: refused: {error}")
+            return Done(f"{call.tool}: refused: {error}", outcome="refused", error=str(error))
         assert isinstance(outcome, Failed)
         session.calls.append(CallSummary(key, call.tool, "allowed", ok=False))
         await self._read(session, key, call)  # an error answer is the upstream's text too
         await self.recorder.event(
             session, "result", key=key, outcome="failed", error=str(outcome.error)
         )
-        return Done(f"{call.tool}: failed: {outcome.error}")
+        error_text = str(outcome.error)
+        return Done(f"{call.tool}: failed: {error_text}", outcome="failed", error=error_text)
 
     async def _replayed(
         self, session: Session, journal: Journal, key: str, call: Call
@@ -274,12 +269,16 @@ class Actor:
                 # would be a different call passed off as a repeat.
                 session.calls.append(CallSummary(key, call.tool, "outcome_unknown", ok=False))
                 await self.recorder.event(session, "result", key=key, outcome="not_resent")
-                return Done(f"{call.tool}: {NOT_RESENT_CHANGED}")
+                return Done(
+                    f"{call.tool}: {NOT_RESENT_CHANGED}",
+                    outcome="not_resent",
+                    error=NOT_RESENT_CHANGED,
+                )
             if journal.settled.get(key) != "skip":
                 return None
             session.calls.append(CallSummary(key, call.tool, "outcome_unknown", ok=False))
             await self.recorder.event(session, "result", key=key, outcome="not_resent")
-            return Done(f"{call.tool}: {NOT_RESENT}")
+            return Done(f"{call.tool}: {NOT_RESENT}", outcome="not_resent", error=NOT_RESENT)
         outcome = result.get("outcome")
         if outcome == "completed":
             ok = not result.get("is_error", False)
@@ -287,25 +286,35 @@ class Actor:
             await self._read(session, key, call)
             full = journal.full.get(key)
             if full is None:  # trimmed from tool_results: its text, as the event kept it
-                return Done(_framed(call.tool, str(result.get("text", "")), ok))
-            dumped: dict[str, Any] = full["result"]
+                kept = str(result.get("text", ""))
+                dumped = {"content": [{"type": "text", "text": kept}], "isError": not ok}
+                return Done(
+                    framed(call.tool, kept, ok), None, "completed" if ok else "error", dumped
+                )
+            dumped = full["result"]
             try:
                 text = _result_text(types.CallToolResult.model_validate(dumped), dumped)
             except ValueError:
                 text = jsoncodec.dumps(dumped).decode()
-            return Done(_framed(call.tool, text, ok), dumped if ok else None)
+            return Done(
+                framed(call.tool, text, ok),
+                dumped if ok else None,
+                "completed" if ok else "error",
+                dumped,
+                "" if ok else text[:RESULT_TEXT],
+            )
         if outcome in ("failed", "timeout", "not_resent"):
             decision = "outcome_unknown" if outcome == "not_resent" else "allowed"
             session.calls.append(CallSummary(key, call.tool, decision, ok=False))
             if outcome == "not_resent":
-                return Done(f"{call.tool}: {NOT_RESENT}")
+                return Done(f"{call.tool}: {NOT_RESENT}", outcome="not_resent", error=NOT_RESENT)
             await self._read(session, key, call)
             said = result.get("text") or f"failed: {result.get('error', '')}"
-            return Done(f"{call.tool}: {said}")
+            return Done(f"{call.tool}: {said}", outcome=str(outcome), error=str(said))
         return None  # refused: never sent; checked again
 
 
-def _framed(tool: str, text: str, ok: bool) -> str:
+def framed(tool: str, text: str, ok: bool) -> str:
     """A result as the model is told it: data, never instructions, framed as such, in a
     delimiter the result cannot know (so it cannot close it early)."""
     kind = "an error" if not ok else "a result"

@@ -132,6 +132,14 @@ class ToolsEnvelope(_Envelope):
 class Step(Strict):
     id: StepId
     tool: ToolName
+    after: Annotated[tuple[StepId, ...], Field(strict=False, max_length=MAX_CALLS)] | None = Field(
+        default=None,
+        description=(
+            "The earlier steps this one waits for (besides those whose output it takes); "
+            "[] for none, so that it may run at once with others. Left out: the step "
+            "before it"
+        ),
+    )
     arguments: Annotated[
         Arguments,
         Field(
@@ -152,6 +160,9 @@ class PlanEnvelope(_Envelope):
     flow: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
         default=None, description="The name of a flow to follow; then no steps"
     )
+    inputs: Arguments | None = Field(
+        default=None, description="The flow's input, when it names a flow; else leave out"
+    )
     steps: Annotated[tuple[Step, ...], Field(max_length=MAX_CALLS, strict=False)] = ()
 
     @model_validator(mode="after")
@@ -162,7 +173,7 @@ class PlanEnvelope(_Envelope):
             raise ValueError("a plan names a flow to follow or lists at least one step")
         seen: set[str] = set()
         for step in self.steps:
-            for reference in _references(step.arguments):
+            for reference in (*_references(step.arguments), *(step.after or ())):
                 if reference not in seen:
                     raise ValueError(
                         f"step {step.id!r} takes the output of {reference!r}, which is not an "

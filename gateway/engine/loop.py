@@ -15,7 +15,14 @@ from typing import Any, Final, Literal
 import anyio
 
 from ..calls.service import ToolService
-from ..errors import InvalidApproval, SessionNotWaiting, SessionTaken, UnknownSession
+from ..errors import (
+    InvalidApproval,
+    InvalidFlowInput,
+    SessionNotWaiting,
+    SessionTaken,
+    UnknownSession,
+)
+from ..flows.runner import flow_budgets, flow_of
 from ..state.base import START, StateStore, Stream
 from ..tags.context import ResolvedContext
 from .budgets import Budgets
@@ -85,11 +92,35 @@ class Engine:
         (recovery.py), or by its caller asking after it (`pick_up`)."""
         self.turns.stopping = True
 
-    async def start(self, caller: ResolvedContext, message: str, depth: int = 0) -> Session:
+    async def start(
+        self,
+        caller: ResolvedContext,
+        message: str,
+        depth: int = 0,
+        flow: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> Session:
         """A new session, `accepted` on its stream before anyone learns its id, claimed by
-        this engine for `run`; `depth`: how many sessions deep it is started."""
+        this engine for `run`; `depth`: how many sessions deep it is started. With `flow`,
+        it runs that flow tag of the caller's on `inputs` (UnknownFlow, InvalidFlowInput
+        before anything is written)."""
         session = Session(new_session_id(), caller, message, depth=depth)
         session.budgets = self.budgets.tightened(caller.session_limits())
+        if flow is not None:
+            compiled = flow_of(caller, flow)
+            given = dict(inputs or {})
+            problem = compiled.input_problem(given)
+            if problem is not None:
+                raise InvalidFlowInput(f"the input of flow {flow!r} does not fit: {problem}")
+            session.flow = {
+                "name": flow,
+                "digest": compiled.digest,
+                "inputs": compiled.with_defaults(given),
+                "phase": "running",
+            }
+            session.budgets = flow_budgets(session.budgets, compiled)
+            message = message or f"Run the flow {flow}."
+            session.message = message
         session.transcript.append(Said(message))
         if not await self.claims.take(session):  # a new id: only a bug gets here
             raise SessionTaken(session.id)
@@ -120,6 +151,10 @@ class Engine:
         """The session a snapshot holds, as `caller`, with budgets from today's tags."""
         session = restore(snapshot, caller)
         session.budgets = self.budgets.tightened(caller.session_limits())
+        if session.flow is not None:
+            flow = next((f.flow for f in caller.flows if f.tag == session.flow["name"]), None)
+            if flow is not None:
+                session.budgets = flow_budgets(session.budgets, flow)
         return session
 
     async def answer(

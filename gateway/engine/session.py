@@ -14,6 +14,9 @@ Events, each a JSON object with a `type`:
 - `approval_decided`, `answer`: the caller's word; `resumed`: another run took over;
   `outcome_unknown`: the calls of a resumed turn held for the user (no result came);
 - `budget`: the limit that ended the session, with its figures;
+- `flow`: a flow's steps, before they run (gateway/flows/runner.py); `step`: a step
+  `running` (each attempt), then `completed`, `skipped` or `failed` (with the `error`);
+  `replan`: a failed step handed to the planner;
 - `reply`, `question`: what the caller is told.
 """
 
@@ -104,6 +107,9 @@ class Session:
     then at the latest."""
     journal: Journal | None = None
     """While a resumed turn is acted on again: what its first run recorded."""
+    flow: dict[str, Any] | None = None
+    """For a session that runs a flow tag: its `name`, `digest` and `inputs`, and `phase`:
+    `running`, or `replanned` once the planner took over from a step that failed."""
 
 
 class Recorder:
@@ -179,6 +185,7 @@ class Recorder:
                 "calls": [asdict(call) for call in session.calls],
                 "transcript": [_entry(entry) for entry in session.transcript],
                 "last_event": session.last_event,
+                "flow": session.flow,
             },
             owner,
         )
@@ -222,6 +229,7 @@ def restore(snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
         deciding=snapshot.get("deciding"),
         created=snapshot["created"],
         last_event=snapshot.get("last_event", START),
+        flow=snapshot.get("flow"),
     )
 
 

@@ -24,7 +24,9 @@ import mcp_types as types
 from .. import jsoncodec
 from ..calls.outcome import ToolCall
 from ..calls.service import ToolService
-from ..errors import SessionTaken
+from ..errors import SessionTaken, UnknownFlow
+from ..flows.planning import replan_request, run_plan
+from ..flows.runner import FLOW_HELD, FlowEnd, FlowRunner, flow_of
 from ..state.base import START
 from ..tags.context import ResolvedContext
 from . import integrity
@@ -46,12 +48,13 @@ from .planners.base import (
     Emitted,
     Planner,
     PlannerError,
+    Said,
     Told,
     ToolInfo,
     Turn,
     Usage,
 )
-from .session import CallSummary, Recorder, Session, call_key
+from .session import RESULT_TEXT, CallSummary, Recorder, Session, call_key
 from .states import FINAL, SessionState
 
 logger = logging.getLogger("gateway.engine")
@@ -103,6 +106,8 @@ class Turns:
         self.after_taint = after_taint
         self.actor = Actor(service, recorder, nested_depth)
         self.taint_definitions = taint_definitions
+        self.flows = FlowRunner(self.actor, recorder, self._repeatable)
+        self.actor.plans = lambda session, plan, turn: run_plan(self.flows, session, plan, turn)
         self.stopping = False
         """The gateway shuts down (Engine.stop): a cancelled session is left to resume."""
 
@@ -114,6 +119,11 @@ class Turns:
     ) -> SessionResult:
         planner = planner or self.planner
         try:
+            if session.flow is not None and session.flow["phase"] == "running":
+                if session.state is not SessionState.WORKING:
+                    await self.recorder.move(session, SessionState.WORKING)
+                await self._flow(session, planner)
+                return self.result(session)
             if planner is None:
                 never_started = session.state is SessionState.SUBMITTED
                 await self._end(
@@ -140,6 +150,68 @@ class Turns:
             if session.claim is None:  # writing the end found the session another's
                 raise SessionTaken(session.id) from None
         return self.result(session)
+
+    async def _flow(self, session: Session, planner: Planner | None) -> None:
+        """Run the flow the session names, with no model in between; on a failed step
+        that says `replan`, hand the session to the planner."""
+        assert session.flow is not None
+        name = session.flow["name"]
+        try:
+            flow = flow_of(session.caller, name)
+        except UnknownFlow as exc:
+            await self._end(session, SessionState.FAILED, str(exc))
+            return
+        if flow.digest != session.flow["digest"]:
+            why = f"the flow {name!r} changed since this session began it: start it again"
+            await self._end(session, SessionState.FAILED, why)
+            return
+        unsafe = flow.unsafe_retries(self._repeatable)
+        if unsafe:
+            await self._end(session, SessionState.FAILED, "; ".join(unsafe))
+            return
+        settled = None
+        deciding = session.deciding
+        if deciding is not None and deciding.get("for") == FLOW_HELD:
+            settled = await Journal.read(self.recorder.store, session.id, deciding["replay"])
+            session.deciding = None
+        end = await self.flows.run(session, flow, name, session.flow["inputs"], settled)
+        session.journal = None
+        if end.status == "completed":
+            session.outcome = end.text
+            await self.recorder.event(session, "reply", text=end.text[:RESULT_TEXT], flow=name)
+            await self.recorder.move(session, SessionState.COMPLETED, "the flow completed")
+        elif end.status == "failed":
+            await self._end(session, SessionState.FAILED, end.text)
+        elif end.status == "held":
+            await self._hold_flow(session, end)
+        elif planner is None:
+            why = f"{end.text}; its on_error is replan, but no planner is configured"
+            await self._end(session, SessionState.FAILED, why)
+        else:
+            session.flow["phase"] = "replanned"
+            await self.recorder.event(session, "replan", flow=name, step=end.step, why=end.text)
+            session.transcript.append(Said(replan_request(flow, end)))
+            await self.recorder.snapshot(session)
+            await self._loop(session, planner)
+
+    async def _hold_flow(self, session: Session, end: FlowEnd) -> None:
+        """Ask the user about a flow's steps whose outcome is unknown (the gateway stopped
+        while they ran) and that are not safe to send again."""
+        for held in end.held:
+            self.service.held(
+                session.caller, ToolCall(held["tool"], held["arguments"]), OUTCOME_UNKNOWN
+            )
+        keys = [held["key"] for held in end.held]
+        calls = [{**held, "why": OUTCOME_UNKNOWN} for held in end.held]
+        session.approval = {"for": FLOW_HELD, "calls": calls, "keys": keys, "replay": end.after}
+        await self.recorder.event(session, "outcome_unknown", keys=keys)
+        names = ", ".join(sorted({held["tool"] for held in end.held}))
+        question = (
+            f"The gateway stopped while the flow's step {end.step!r} ({names}) ran, so whether "
+            "it took effect is unknown, and it is not safe to repeat. Send it again "
+            "(approve), or go on without it (reject)?"
+        )
+        await self._ask(session, question, "approval")
 
     async def _end_anyway(self, session: Session, state: SessionState, why: str) -> None:
         """End a session that is not final, shielded from cancellation and bounded (the

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import graphlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -100,6 +100,28 @@ class CompiledFlow:
         """The input's JSON Schema (an object with no properties when none is declared)."""
         declared = self.definition.inputs
         return dict(declared) if declared is not None else {"type": "object", "properties": {}}
+
+    def with_defaults(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """`arguments` with the defaults the input schema declares for fields left out."""
+        properties = self.inputs.get("properties") or {}
+        filled = dict(arguments)
+        for name, schema in properties.items():
+            if name not in filled and isinstance(schema, dict) and "default" in schema:
+                filled[name] = schema["default"]
+        return filled
+
+    def unsafe_retries(self, repeatable: Callable[[str], bool]) -> list[str]:
+        """Why each step with `on_error: retry` may not be retried: its tool is neither
+        read-only nor idempotent (`repeatable` says, from the catalog) and the author did
+        not write `retry_unsafe: true`."""
+        return [
+            f"step {step.id!r}: on_error is retry, but {step.tool} is neither read-only nor "
+            "idempotent, so a retry may act twice; write retry_unsafe: true to retry it anyway"
+            for step in self.steps
+            if step.spec.on_error == "retry"
+            and not step.spec.retry_unsafe
+            and not repeatable(step.tool)
+        ]
 
     def input_problem(self, arguments: Mapping[str, Any]) -> str | None:
         """What is wrong with `arguments` as this flow's input, or None when they fit."""

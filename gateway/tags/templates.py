@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import jsonpointer
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -139,7 +140,31 @@ class Text:
         return text
 
 
-Piece = Expression | Text
+@dataclass(frozen=True, slots=True)
+class Pointer:
+    """A generated plan's `{"$step": id, "path": pointer}`: the value at a JSON pointer in
+    an earlier step's result (`/structuredContent/id`). Never a template: what a model
+    writes is data, not code."""
+
+    step: str
+    path: str
+
+    def evaluate(self, names: Mapping[str, Any]) -> Any:
+        view = names["steps"].get(self.step)
+        if view is None:
+            raise Unrenderable(f"step {self.step!r} has no result to take")
+        result = {"content": view["content"], "isError": view["is_error"]}
+        if view["structured"] is not None:
+            result["structuredContent"] = view["structured"]
+        try:
+            return jsonpointer.resolve_pointer(result, self.path)
+        except jsonpointer.JsonPointerException as exc:
+            raise Unrenderable(
+                f"nothing at {self.path!r} in the output of step {self.step!r}: {exc}"
+            ) from None
+
+
+Piece = Expression | Text | Pointer
 
 
 def expression(source: str, names: Iterable[str]) -> Expression:
@@ -154,7 +179,7 @@ def expression(source: str, names: Iterable[str]) -> Expression:
     return Expression(source, _references(tree, set(names)), compiled)
 
 
-def template(source: str, names: Iterable[str]) -> Piece | None:
+def template(source: str, names: Iterable[str]) -> Expression | Text | None:
     """A string value of arguments or output: an Expression when it is one `{{ ... }}` and
     nothing else, a Text when it holds some among text, None when it holds none (then it is
     a plain string). TemplateProblem when it is not a template that can be used."""

@@ -279,11 +279,11 @@ async def test_a_reference_to_nothing_in_an_output_stops_the_plan(bench: Bench) 
     assert len(result.calls) == 1
 
 
-async def test_a_plan_to_follow_a_flow_is_told_it_cannot_yet(bench: Bench) -> None:
+async def test_a_plan_to_follow_a_flow_the_caller_has_not_is_not_run(bench: Bench) -> None:
     planner = Recording([envelope("plan", goal="refund", flow="refund"), reply()])
     result = await bench.session(planner)
     assert result.state is SessionState.COMPLETED
-    assert "Following a flow (refund) is not available" in planner.told()[0]
+    assert "Not run: no flow 'refund' is available to you" in planner.told()[0]
     assert result.calls == ()
 
 

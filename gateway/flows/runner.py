@@ -1,0 +1,439 @@
+"""Running a flow: its steps in the order their needs allow (independent ones at once),
+each a call through the call service as the session's caller (Actor._call: the same check,
+intent and result on the stream as any call of a session), with no model in between.
+
+After every change of a step (started, completed, skipped, failed) the flow's progress is
+written to `FLOW:{session}:{flow}`, so a gateway that stops mid-flow resumes it from there:
+a step that completed is not run again; one that was under way is looked up in the
+session's stream (journal.py): its result, if it came, is taken; if none came it is sent
+again, under the same idempotency key, only when the rule of `on_error: retry` allows (its
+tool is read-only or idempotent, or the author wrote `retry_unsafe`), else the user is
+asked (`Held`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+from tenacity.wait import wait_exponential
+
+from .. import jsoncodec
+from ..engine.acting import Actor, Done
+from ..engine.budgets import Budgets
+from ..engine.envelopes import Call
+from ..engine.journal import Journal
+from ..engine.session import Recorder, Session
+from ..errors import UnknownFlow
+from ..state.base import START, StateStore, parse_id
+from ..tags.context import ResolvedContext
+from ..tags.flows import CompiledFlow, CompiledStep, render
+from ..tags.templates import Unrenderable
+
+NOT_RETRIED: Final = frozenset({"refused", "not_resent", "template"})
+"""How a step ends that trying again cannot change: the tags refused it, the user said not
+to send it again, or its own template failed."""
+
+FLOW_HELD: Final = "flow"
+"""What a session's approval is `for` when it holds a flow's steps (not an envelope)."""
+
+StepStatus = Literal["running", "completed", "skipped", "failed"]
+FINISHED: Final = frozenset({"completed", "skipped", "failed"})
+
+
+def flow_of(caller: ResolvedContext, name: str) -> CompiledFlow:
+    """The caller's flow tag `name`, compiled; UnknownFlow when the caller has none."""
+    for info in caller.flows:
+        if info.tag == name:
+            return info.flow
+    raise UnknownFlow(name)
+
+
+def flow_budgets(budgets: Budgets, flow: CompiledFlow) -> Budgets:
+    """A flow session's budgets: its calls are the steps its author wrote (each as often
+    as its retries allow), not a model's, so the tool call budget is at least that."""
+    calls = sum(
+        (s.spec.retry.attempts if s.spec.retry else 3) if s.spec.on_error == "retry" else 1
+        for s in flow.steps
+    )
+    if calls <= budgets.tool_calls:
+        return budgets
+    return budgets.model_copy(update={"tool_calls": calls + budgets.tool_calls})
+
+
+def step_view(
+    status: str, result: Mapping[str, Any] | None = None, error: str = ""
+) -> dict[str, Any]:
+    """What `steps.<id>` reads: the step's `status`, its result's `structured` content,
+    `text` (its text blocks joined), `content` (the blocks), `is_error`, and `error` (why it
+    did not complete, in words)."""
+    result = result or {}
+    content = result.get("content") or []
+    texts = [
+        block.get("text", "")
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+    ]
+    return {
+        "status": status,
+        "structured": result.get("structuredContent"),
+        "text": "\n".join(texts),
+        "content": content,
+        "is_error": bool(result.get("isError", False)),
+        "error": error,
+    }
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """A step's progress, as FLOW:{session}:{flow} keeps it."""
+
+    status: StepStatus
+    attempt: int = 1
+    key: str = ""
+    since: str = START
+    """The session's last event before the attempt's intent: where its journal starts."""
+    view: dict[str, Any] | None = None
+    error: str = ""
+    error_class: str = ""
+    ms: float = 0.0
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "attempt": self.attempt,
+            "key": self.key,
+            "since": self.since,
+            "view": self.view,
+            "error": self.error,
+            "error_class": self.error_class,
+            "ms": round(self.ms, 3),
+        }
+
+    @classmethod
+    def load(cls, data: Mapping[str, Any]) -> StepRecord:
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class FlowEnd:
+    """How a run of a flow stopped."""
+
+    status: Literal["completed", "failed", "replan", "held"]
+    output: Any = None
+    text: str = ""
+    """The output as text (completed), or why it stopped (failed, replan)."""
+    step: str | None = None
+    """The step that failed, for replan and failed; for held, the first step held."""
+    held: list[dict[str, Any]] = field(default_factory=list)
+    """The calls of unknown outcome that wait for the user (held)."""
+    after: str = START
+    """Where the journal of a held run starts."""
+    records: dict[str, StepRecord] = field(default_factory=dict)
+    """Every step's progress, as the run left it."""
+
+
+@dataclass(slots=True)
+class _Run:
+    session: Session
+    flow: CompiledFlow
+    flow_id: str
+    inputs: dict[str, Any]
+    records: dict[str, StepRecord]
+    state: dict[str, Any]
+    stopping: list[FlowEnd] = field(default_factory=list)
+
+    def views(self) -> dict[str, Any]:
+        return {sid: r.view for sid, r in self.records.items() if r.view is not None}
+
+
+class FlowRunner:
+    def __init__(
+        self,
+        actor: Actor,
+        recorder: Recorder,
+        repeatable: Callable[[str], bool],
+    ) -> None:
+        """`repeatable`: whether a tool is annotated read-only or idempotent (the catalog's
+        word)."""
+        self.actor = actor
+        self.recorder = recorder
+        self.repeatable = repeatable
+
+    @property
+    def store(self) -> StateStore:
+        return self.recorder.store
+
+    def retry_allowed(self, step: CompiledStep) -> bool:
+        return step.spec.retry_unsafe or self.repeatable(step.tool)
+
+    async def run(
+        self,
+        session: Session,
+        flow: CompiledFlow,
+        flow_id: str,
+        inputs: dict[str, Any],
+        settled: Journal | None = None,
+    ) -> FlowEnd:
+        """Run (or go on with) `flow` for `session` as `flow_id`, on `inputs` (checked
+        against its schema already), until it completes, fails, needs a new plan, or holds
+        a call of unknown outcome for the user. `settled`: the journal of the user's word
+        on calls held before."""
+        stored = await self.store.get_flow_state(session.id, flow_id)
+        if stored is not None and stored.get("digest") == flow.digest:
+            records = {sid: StepRecord.load(r) for sid, r in stored["steps"].items()}
+            state = dict(stored)
+        else:
+            records, state = {}, {"flow": flow.name, "digest": flow.digest, "status": "running"}
+            await self.recorder.event(
+                session,
+                "flow",
+                flow=flow.name,
+                id=flow_id,
+                steps=[{"id": s.id, "tool": s.tool, "needs": list(s.needs)} for s in flow.steps],
+            )
+        run = _Run(session, flow, flow_id, inputs, records, state)
+        held = await self._replay(run, settled)
+        if held is not None:
+            held.records = records
+            return held
+        await self._steps(run)
+        if run.stopping:
+            end = run.stopping[0]
+            end.records = records
+            await self._save(run, "failed" if end.status == "failed" else "running")
+            return end
+        names = {"input": inputs, "steps": run.views()}
+        try:
+            output = self._output(flow, names, run)
+        except Unrenderable as exc:
+            await self._save(run, "failed")
+            why = f"the flow's output could not be made: {exc}"
+            return FlowEnd("failed", text=why, records=records)
+        text = output if isinstance(output, str) else jsoncodec.dumps(output).decode()
+        run.state["output"] = output
+        await self._save(run, "completed")
+        return FlowEnd("completed", output, text, records=records)
+
+    def _output(self, flow: CompiledFlow, names: Mapping[str, Any], run: _Run) -> Any:
+        if flow.definition.output is not None:
+            return render(flow.output, names)
+        for step in reversed(flow.steps):  # the last step in the flow that completed
+            record = run.records.get(step.id)
+            if record is not None and record.status == "completed" and record.view is not None:
+                return record.view["text"]
+        return ""
+
+    async def _replay(self, run: _Run, settled: Journal | None) -> FlowEnd | None:
+        """Steps that were under way when the run stopped: their results taken from the
+        session's stream; one without a result that is not safe to send again is held."""
+        running = {sid: r for sid, r in run.records.items() if r.status == "running"}
+        if not running:
+            return None
+        after = min((r.since for r in running.values()), key=parse_id)
+        journal = settled or await Journal.read(self.store, run.session.id, after)
+        run.session.journal = journal
+        held = []
+        for sid, record in running.items():
+            step = run.flow.by_id[sid]
+            if record.key in journal.results or record.key in journal.settled:
+                continue
+            if record.key in journal.intents and not self.retry_allowed(step):
+                intent = journal.intents[record.key]
+                held.append(
+                    {
+                        "step": sid,
+                        "key": record.key,
+                        "tool": step.tool,
+                        "arguments": intent.get("arguments", {}),
+                    }
+                )
+        if held:
+            run.session.journal = None
+            return FlowEnd("held", step=held[0]["step"], held=held, after=journal.after)
+        return None
+
+    async def _steps(self, run: _Run) -> None:
+        """Every step whose needs are met, as soon as they are, `parallel` at once; none
+        started once a step stopped the flow (the ones under way run to their end)."""
+        flow = run.flow
+        pending = [
+            s
+            for s in flow.steps
+            if s.id not in run.records or run.records[s.id].status == "running"
+        ]
+        if not pending:
+            return
+        limiter = anyio.CapacityLimiter(run.session.budgets.parallel)
+        send, receive = anyio.create_memory_object_stream[str](len(flow.steps))
+        started: set[str] = set()
+
+        def ready(step: CompiledStep) -> bool:
+            return all(
+                (record := run.records.get(need)) is not None and record.status in FINISHED
+                for need in step.needs
+            )
+
+        async def one(step: CompiledStep) -> None:
+            try:  # a budget, a lost claim, a bug: raised, it ends the run (and its siblings)
+                async with limiter:
+                    if not run.stopping:
+                        await self._step(run, step)
+            finally:
+                send.send_nowait(step.id)
+
+        async with anyio.create_task_group() as tasks:
+            running = 0
+            while True:
+                if not run.stopping:
+                    for step in pending:
+                        if step.id not in started and ready(step):
+                            started.add(step.id)
+                            running += 1
+                            tasks.start_soon(one, step)
+                if running == 0:
+                    break
+                await receive.receive()
+                running -= 1
+        send.close()
+        receive.close()
+
+    async def _step(self, run: _Run, step: CompiledStep) -> None:
+        record = run.records.get(step.id)
+        names = {"input": run.inputs, "steps": run.views()}
+        if record is None and step.when is not None:  # not begun yet: is it to run?
+            try:
+                go = step.when.truth(names)
+            except Unrenderable as exc:
+                await self._finish(run, step, StepRecord("failed"), f"when: {exc}", "template")
+                return
+            if not go:
+                record = StepRecord("skipped", attempt=0, view=step_view("skipped"))
+                await self._finish(run, step, record)
+                return
+        try:
+            arguments = render(step.args, names)
+        except Unrenderable as exc:
+            await self._finish(run, step, StepRecord("failed"), str(exc), "template")
+            return
+        first = record.attempt if record is not None else 1
+        attempts = 1
+        if step.spec.on_error == "retry" and self.retry_allowed(step):
+            policy = step.spec.retry
+            attempts = policy.attempts if policy is not None else 3
+        tried: list[int] = []
+
+        async def attempt() -> tuple[StepRecord, str, str]:
+            number = first + len(tried)
+            tried.append(number)
+            return await self._attempt(run, step, arguments, number)
+
+        def again(outcome: tuple[StepRecord, str, str]) -> bool:
+            record, _, error_class = outcome
+            return record.status != "completed" and error_class not in NOT_RETRIED
+
+        policy = step.spec.retry
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(1, attempts - first + 1)),
+            wait=wait_exponential(
+                multiplier=policy.backoff if policy else 0.5,
+                max=policy.max_backoff if policy else 30.0,
+            ),
+            retry=retry_if_result(again),
+            retry_error_callback=_last_result,
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        outcome: tuple[StepRecord, str, str] = await retrying(attempt)
+        record, error, error_class = outcome
+        await self._finish(run, step, record, error, error_class)
+
+    async def _attempt(
+        self, run: _Run, step: CompiledStep, arguments: dict[str, Any], number: int
+    ) -> tuple[StepRecord, str, str]:
+        """One attempt of `step`: (its record, why it failed, the failure's class)."""
+        session = run.session
+        key = f"{session.id}:{run.flow_id}.{step.id}.{number}"
+        record = StepRecord("running", number, key, session.last_event)
+        run.records[step.id] = record
+        await self._save(run, "running")
+        await self.recorder.event(
+            session, "step", flow=run.flow.name, step=step.id, status="running", attempt=number
+        )
+        began = time.perf_counter()
+        done = await self.actor._call(
+            session, Call(tool=step.tool, arguments=arguments), key, step.spec.timeout, False
+        )
+        record.ms = (time.perf_counter() - began) * 1000
+        return self._judged(run, step, record, done)
+
+    def _judged(
+        self, run: _Run, step: CompiledStep, record: StepRecord, done: Done
+    ) -> tuple[StepRecord, str, str]:
+        if done.outcome != "completed":
+            record.status = "failed"
+            record.view = step_view("failed", done.result, done.error)
+            return record, done.error, done.outcome
+        view = step_view("completed", done.result)
+        if step.expect is not None:
+            names = {"input": run.inputs, "steps": run.views(), "result": view}
+            try:
+                met = step.expect.truth(names)
+            except Unrenderable as exc:
+                record.status, record.view = "failed", step_view("failed", done.result, str(exc))
+                return record, f"expect: {exc}", "template"
+            if not met:
+                why = f"expect {step.expect.source!r} was false for its result"
+                record.status, record.view = "failed", step_view("failed", done.result, why)
+                return record, why, "expect"
+        record.status, record.view = "completed", view
+        return record, "", ""
+
+    async def _finish(
+        self,
+        run: _Run,
+        step: CompiledStep,
+        record: StepRecord,
+        error: str = "",
+        error_class: str = "",
+    ) -> None:
+        """A step's end, written down; a failure stops the flow unless on_error skips it."""
+        if record.status == "failed":
+            record.error, record.error_class = error, error_class
+            if record.view is None:
+                record.view = step_view("failed", None, error)
+        run.records[step.id] = record
+        await self.recorder.event(
+            run.session,
+            "step",
+            flow=run.flow.name,
+            step=step.id,
+            status=record.status,
+            attempt=record.attempt,
+            **({"error": error[:500], "class": error_class} if record.status == "failed" else {}),
+        )
+        await self._save(run, "running")
+        if record.status != "failed":
+            return
+        on_error = step.spec.on_error
+        if on_error == "skip":
+            return
+        why = f"step {step.id!r} ({step.tool}) failed: {error}"
+        run.stopping.append(
+            FlowEnd("replan" if on_error == "replan" else "failed", text=why, step=step.id)
+        )
+
+    async def _save(self, run: _Run, status: str) -> None:
+        run.state["status"] = status
+        run.state["steps"] = {sid: r.dump() for sid, r in run.records.items()}
+        await self.store.set_flow_state(run.session.id, run.flow_id, run.state)
+
+
+def _last_result(state: RetryCallState) -> Any:
+    """Once the attempts are spent, the last attempt's outcome is the step's."""
+    assert state.outcome is not None
+    return state.outcome.result()
