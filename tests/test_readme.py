@@ -225,9 +225,13 @@ def test_the_readmes_inspector_lines_do_what_they_say() -> None:
             assert said in done.stdout, done.stdout
 
 
-def test_the_readmes_gateway_run_line_does_what_it_says() -> None:
-    (block,) = [b for b in blocks("sh") if "gateway run " in b.text]
-    command, *said = block.text.strip().splitlines()
+@pytest.mark.parametrize("block", [b for b in blocks("sh") if "gateway run " in b.text], ids=str)
+def test_the_readmes_gateway_run_lines_do_what_they_say(block: Block) -> None:
+    lines = block.text.strip().splitlines()
+    command = ""
+    while lines and (not command or command.endswith("\\")):  # a command goes on past a \
+        command = command.removesuffix("\\") + lines.pop(0)
+    said = lines
     done = subprocess.run(
         ["bash", "-c", command],
         cwd=ROOT,

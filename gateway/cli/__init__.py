@@ -172,7 +172,13 @@ def _parser() -> argparse.ArgumentParser:
             "run", help="run one agent session here, as a user (questions asked on the terminal)"
         )
     )
-    run_cmd.add_argument("message", help="what the session is to do")
+    run_cmd.add_argument(
+        "message", nargs="?", default="", help="what the session is to do (optional with --flow)"
+    )
+    run_cmd.add_argument("--flow", help="run this flow tag of the user's, step by step")
+    run_cmd.add_argument(
+        "--inputs", default="{}", help="with --flow: the flow's input, as a JSON object"
+    )
     _principal_args(run_cmd)
     run_cmd.set_defaults(handler=sessions.run)
     return parser

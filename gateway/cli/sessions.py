@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -185,7 +186,12 @@ async def _run(runtime: Any, args: argparse.Namespace) -> int:
     async with runtime.running(recover=False):
         context = runtime.tags.resolve(principal(args), args.intent)
         engine: Engine = runtime.engine
-        session = await engine.start(context, args.message)
+        try:
+            inputs = _inputs(args)
+            session = await engine.start(context, args.message, flow=args.flow, inputs=inputs)
+        except (SessionError, ValueError) as exc:
+            print(f"gateway run: {exc}", file=sys.stderr)
+            return EXIT_NOT_DONE
         display.line(f"session {session.id}")
         reporter = Reporter(display.progress, runtime.state, session.id, START)
         failure: SessionError | None = None
@@ -209,6 +215,21 @@ async def _run(runtime: Any, args: argparse.Namespace) -> int:
             "run_session with its session_id"
         )
     return EXIT_OK if result.state is SessionState.COMPLETED else EXIT_NOT_DONE
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--inputs as a JSON object; ValueError naming what is wrong."""
+    if args.flow is None:
+        if not args.message:
+            raise ValueError("say what the session is to do (a message), or name a --flow")
+        return None
+    try:
+        value = json.loads(args.inputs)
+    except ValueError as exc:
+        raise ValueError(f"--inputs is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("--inputs must be a JSON object ({...})")
+    return value
 
 
 async def _answered(

@@ -87,6 +87,16 @@ def _said(session_id: str, event: Mapping[str, Any], tools: dict[str, str]) -> s
         return f"{tools.get(key, 'a call')}: {event.get('outcome')}"
     if kind == "state":
         return f"session {event.get('to')}"
+    if kind == "flow":
+        return f"flow {event.get('flow')}: {len(event.get('steps') or [])} steps"
+    if kind == "step":
+        status = event.get("status")
+        attempt = event.get("attempt", 1)
+        again = f" (attempt {attempt})" if status == "running" and attempt != 1 else ""
+        why = f": {event.get('error')}" if status == "failed" else ""
+        return f"step {event.get('step')}: {status}{again}{why}"
+    if kind == "replan":
+        return f"step {event.get('step')} failed: the planner is asked for new steps"
     return None
 
 

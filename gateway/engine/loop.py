@@ -22,7 +22,7 @@ from ..errors import (
     SessionTaken,
     UnknownSession,
 )
-from ..flows.runner import flow_budgets, flow_of
+from ..flows.runner import FLOW_HELD, flow_budgets, flow_of
 from ..state.base import START, StateStore, Stream
 from ..tags.context import ResolvedContext
 from .budgets import Budgets
@@ -213,6 +213,8 @@ class Engine:
             raise SessionNotWaiting(session.id, _waiting(session))
         approval = session.approval
         assert approval is not None
+        if approval["for"] == FLOW_HELD:
+            return await self._decide_flow(session, approval, verdict, message, planner)
         emitted_id = approval["for"]
         emitted = next(
             e for e in session.transcript if isinstance(e, Emitted) and e.id == emitted_id
@@ -247,6 +249,32 @@ class Engine:
         session.deciding.update(message=message, replay=replay)
         session.spent.resume()
         return await self.run(session, lambda: self.turns.decided(session, emitted), planner)
+
+    async def _decide_flow(
+        self,
+        session: Session,
+        approval: dict[str, Any],
+        verdict: Verdict,
+        message: str,
+        planner: Planner | None,
+    ) -> SessionResult:
+        """The user's word on a flow's steps of unknown outcome: sent again, or not (then
+        each fails as its on_error says)."""
+        if verdict == "edit":
+            raise InvalidApproval(
+                "a call whose outcome is unknown is sent again as it was, or not at all: "
+                "approve or reject it"
+            )
+        settled = dict.fromkeys(approval["keys"], "resend" if verdict == "approve" else "skip")
+        async with self._taken(session):
+            await self.recorder.event(
+                session, "approval_decided", verdict=verdict, message=message, settled=settled
+            )
+        session.approval = None
+        session.waiting = None
+        session.deciding = {"for": FLOW_HELD, "verdict": verdict, "replay": approval["replay"]}
+        session.spent.resume()
+        return await self.run(session, planner=planner)
 
     async def pick_up(self, session: Session, planner: Planner | None = None) -> SessionResult:
         """How `session` stands, as `wait` says; but one whose engine stopped (it runs, and

@@ -2,7 +2,8 @@
 listed only to callers whose tags grant it, checked and audited like any tool, and run as
 the caller the gateway vouches for.
 
-A call starts a session with `message` (and `intent`), or goes on with one by its
+A call starts a session with `message` (and `intent`), or one that runs a flow of the
+caller's (`flow`, with its `inputs`), or goes on with one by its
 `session_id`: an answer to its question (`message`), or a decision on the calls it holds
 for approval (`approval`: approve, reject with `message`, edit with `arguments`); the
 `session_id` alone asks how the session stands, waiting while it runs (a caller whose call
@@ -53,6 +54,16 @@ DEFINITION: Final = types.Tool(
         "properties": {
             "message": {"type": "string", "maxLength": MAX_TEXT, "description": "What to do."},
             "intent": {"type": "string", "maxLength": 200, "description": "The task's intent."},
+            "flow": {
+                "type": "string",
+                "maxLength": 128,
+                "description": "Run this flow of yours (a workflow your organisation wrote) "
+                "step by step instead of planning with a model; `message` is then optional.",
+            },
+            "inputs": {
+                "type": "object",
+                "description": "With flow: the flow's input, as its inputs schema says.",
+            },
             "session_id": {
                 "type": "string",
                 "maxLength": 100,
@@ -103,7 +114,7 @@ def run_session_tool(
         planner = None
         if sampling:
             planner = _sampling_planner(request.asker, max_tokens)
-            if planner is None:
+            if planner is None and arguments.get("flow") is None:  # a flow needs none
                 return tool_error(
                     "run_session: this gateway's sessions are planned by the caller's own "
                     "model (sampling), and this caller did not declare sampling"
@@ -163,9 +174,11 @@ async def _step(
             tasks.start_soon(reporter.follow)
 
     if session_id is None:
-        if not message:
-            raise ValueError("a new session needs a message")
-        session = await running.start(context, message, depth)
+        flow = arguments.get("flow")
+        if not message and flow is None:
+            raise ValueError("a new session needs a message (or a flow to run)")
+        inputs = arguments.get("inputs")
+        session = await running.start(context, message or "", depth, flow, inputs)
         reported(session, START)
         return await running.run(session, planner=planner)
     answering = approval is not None or bool(message)
