@@ -69,11 +69,18 @@ def held(
     `tainted` (or not) when the model emitted it. A call the tags do not permit is never
     put to the user: it is refused (and audited) as it is."""
     found = []
-    for index, (tool, arguments) in enumerate(calls_of(envelope)):
+    calls: list[tuple[str, dict[str, Any] | None]] = list(calls_of(envelope))
+    if isinstance(envelope, PlanEnvelope) and envelope.flow is not None:
+        # A flow to follow: its steps, whose arguments are known only as they run.
+        flow = next((f.flow for f in caller.flows if f.tag == envelope.flow), None)
+        calls = [(step.tool, None) for step in flow.steps] if flow is not None else []
+    for index, (tool, arguments) in enumerate(calls):
         # A step's argument that takes an earlier output is known only when it runs: the
         # check cannot judge it now, so it does not spare the step from being held.
-        if not has_references(arguments) and not permitted(tool, arguments):
+        known = arguments is not None and not has_references(arguments)
+        if known and not permitted(tool, arguments or {}):
             continue
+        arguments = arguments or {}
         if caller.needs_approval(tool):
             found.append(Held(index, tool, arguments, ASKED_BY_TAGS))
         elif tainted and not read_only(tool):

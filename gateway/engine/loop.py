@@ -108,14 +108,14 @@ class Engine:
         session.budgets = self.budgets.tightened(caller.session_limits())
         if flow is not None:
             compiled = flow_of(caller, flow)
-            given = dict(inputs or {})
+            given = compiled.with_defaults(inputs or {})
             problem = compiled.input_problem(given)
             if problem is not None:
                 raise InvalidFlowInput(f"the input of flow {flow!r} does not fit: {problem}")
             session.flow = {
                 "name": flow,
                 "digest": compiled.digest,
-                "inputs": compiled.with_defaults(given),
+                "inputs": given,
                 "phase": "running",
             }
             session.budgets = flow_budgets(session.budgets, compiled)

@@ -174,7 +174,8 @@ class Turns:
         if deciding is not None and deciding.get("for") == FLOW_HELD:
             settled = await Journal.read(self.recorder.store, session.id, deciding["replay"])
             session.deciding = None
-        end = await self.flows.run(session, flow, name, session.flow["inputs"], settled)
+        inputs = session.flow["inputs"]
+        end = await self.flows.run(session, flow, name, inputs, settled, keys=f"flow:{name}")
         session.journal = None
         if end.status == "completed":
             session.outcome = end.text

@@ -86,7 +86,9 @@ async def run_plan(runner: FlowRunner, session: Session, plan: PlanEnvelope, tur
             goal=plan.goal,
             steps=[{"id": s.id, "tool": s.tool, "arguments": s.arguments} for s in plan.steps],
         )
-    end = await runner.run(session, flow, str(turn), {}, session.journal)
+    # A model's steps count against the repeats budget as its calls do: a loop of plans
+    # is still a loop.
+    end = await runner.run(session, flow, str(turn), {}, session.journal, loop_check=True)
     return _told(flow, end)
 
 
@@ -114,7 +116,7 @@ def _told(flow: CompiledFlow, end: FlowEnd) -> str:
         elif record.status == "skipped":
             lines.append(f"[{step.id}] {step.tool}: skipped")
     if end.status == "completed" and flow.definition.output is not None:
-        lines.append(f"The flow's output: {end.text[: SHOWN_RESULT * 4]}")
+        lines.append(f"The flow's output: {framed(flow.name, end.text[: SHOWN_RESULT * 4], True)}")
     elif end.status in ("failed", "replan"):
         lines.append(f"Stopped: {end.text}")
     return "\n\n".join(lines)
@@ -127,7 +129,7 @@ def replan_request(flow: CompiledFlow, end: FlowEnd) -> str:
         record = end.records.get(step.id)
         if record is not None and record.status in ("completed", "skipped"):
             text = (record.view or {}).get("text", "")[:SHOWN_RESULT]
-            done.append(f"- {step.id} ({step.tool}): {record.status}: {text}")
+            done.append(f"- {step.id}: {record.status}: {framed(step.tool, text, True)}")
         elif step.id != end.step:
             remaining.append(
                 f"- {step.id} ({step.tool}): {step.spec.description or 'no description'}"

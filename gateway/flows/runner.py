@@ -144,8 +144,15 @@ class _Run:
     flow_id: str
     inputs: dict[str, Any]
     records: dict[str, StepRecord]
+    """Steps finished (and, resumed, the one under way when the run stopped)."""
     state: dict[str, Any]
+    keys: str
+    """What the idempotency keys of its calls start with, after the session's id."""
+    loop_check: bool
     stopping: list[FlowEnd] = field(default_factory=list)
+    attempts: dict[str, StepRecord] = field(default_factory=dict)
+    """Attempts under way, not yet judged: written down, never read by the next steps."""
+    saving: anyio.Lock = field(default_factory=anyio.Lock)
 
     def views(self) -> dict[str, Any]:
         return {sid: r.view for sid, r in self.records.items() if r.view is not None}
@@ -178,6 +185,8 @@ class FlowRunner:
         flow_id: str,
         inputs: dict[str, Any],
         settled: Journal | None = None,
+        keys: str | None = None,
+        loop_check: bool = False,
     ) -> FlowEnd:
         """Run (or go on with) `flow` for `session` as `flow_id`, on `inputs` (checked
         against its schema already), until it completes, fails, needs a new plan, or holds
@@ -187,6 +196,9 @@ class FlowRunner:
         if stored is not None and stored.get("digest") == flow.digest:
             records = {sid: StepRecord.load(r) for sid, r in stored["steps"].items()}
             state = dict(stored)
+            ended = stored.get("end")
+            if ended is not None:  # it ended before the session's end was written: as it was
+                return FlowEnd(**ended, records=records)
         else:
             records, state = {}, {"flow": flow.name, "digest": flow.digest, "status": "running"}
             await self.recorder.event(
@@ -196,7 +208,7 @@ class FlowRunner:
                 id=flow_id,
                 steps=[{"id": s.id, "tool": s.tool, "needs": list(s.needs)} for s in flow.steps],
             )
-        run = _Run(session, flow, flow_id, inputs, records, state)
+        run = _Run(session, flow, flow_id, inputs, records, state, keys or flow_id, loop_check)
         held = await self._replay(run, settled)
         if held is not None:
             held.records = records
@@ -205,19 +217,27 @@ class FlowRunner:
         if run.stopping:
             end = run.stopping[0]
             end.records = records
-            await self._save(run, "failed" if end.status == "failed" else "running")
-            return end
+            return await self._ended(run, end)
         names = {"input": inputs, "steps": run.views()}
         try:
             output = self._output(flow, names, run)
         except Unrenderable as exc:
-            await self._save(run, "failed")
             why = f"the flow's output could not be made: {exc}"
-            return FlowEnd("failed", text=why, records=records)
+            return await self._ended(run, FlowEnd("failed", text=why, records=records))
         text = output if isinstance(output, str) else jsoncodec.dumps(output).decode()
-        run.state["output"] = output
-        await self._save(run, "completed")
-        return FlowEnd("completed", output, text, records=records)
+        return await self._ended(run, FlowEnd("completed", output, text, records=records))
+
+    async def _ended(self, run: _Run, end: FlowEnd) -> FlowEnd:
+        """Write down how the run ended, so that a resume before the session's own end is
+        written tells the same, running nothing."""
+        run.state["end"] = {
+            "status": end.status,
+            "output": end.output,
+            "text": end.text,
+            "step": end.step,
+        }
+        await self._save(run, end.status)
+        return end
 
     def _output(self, flow: CompiledFlow, names: Mapping[str, Any], run: _Run) -> Any:
         if flow.definition.output is not None:
@@ -274,22 +294,28 @@ class FlowRunner:
 
         def ready(step: CompiledStep) -> bool:
             return all(
-                (record := run.records.get(need)) is not None and record.status in FINISHED
+                (record := run.records.get(need)) is not None
+                and record.status in FINISHED
+                and (record.status != "failed" or flow.by_id[need].spec.on_error == "skip")
                 for need in step.needs
             )
 
+        raised: list[Exception] = []
+
         async def one(step: CompiledStep) -> None:
-            try:  # a budget, a lost claim, a bug: raised, it ends the run (and its siblings)
+            try:
                 async with limiter:
-                    if not run.stopping:
+                    if not run.stopping and not raised:
                         await self._step(run, step)
+            except Exception as exc:  # a budget, a lost claim, a bug: it ends the run
+                raised.append(exc)  # raised below as it is, not in the group's ExceptionGroup
             finally:
                 send.send_nowait(step.id)
 
         async with anyio.create_task_group() as tasks:
             running = 0
             while True:
-                if not run.stopping:
+                if not run.stopping and not raised:
                     for step in pending:
                         if step.id not in started and ready(step):
                             started.add(step.id)
@@ -301,6 +327,8 @@ class FlowRunner:
                 running -= 1
         send.close()
         receive.close()
+        if raised:  # the steps under way ran to their end; none started after
+            raise raised[0]
 
     async def _step(self, run: _Run, step: CompiledStep) -> None:
         record = run.records.get(step.id)
@@ -357,16 +385,20 @@ class FlowRunner:
     ) -> tuple[StepRecord, str, str]:
         """One attempt of `step`: (its record, why it failed, the failure's class)."""
         session = run.session
-        key = f"{session.id}:{run.flow_id}.{step.id}.{number}"
+        key = f"{session.id}:{run.keys}.{step.id}.{number}"
         record = StepRecord("running", number, key, session.last_event)
-        run.records[step.id] = record
+        run.attempts[step.id] = record
         await self._save(run, "running")
         await self.recorder.event(
             session, "step", flow=run.flow.name, step=step.id, status="running", attempt=number
         )
         began = time.perf_counter()
         done = await self.actor._call(
-            session, Call(tool=step.tool, arguments=arguments), key, step.spec.timeout, False
+            session,
+            Call(tool=step.tool, arguments=arguments),
+            key,
+            step.spec.timeout,
+            run.loop_check,
         )
         record.ms = (time.perf_counter() - began) * 1000
         return self._judged(run, step, record, done)
@@ -406,6 +438,16 @@ class FlowRunner:
             record.error, record.error_class = error, error_class
             if record.view is None:
                 record.view = step_view("failed", None, error)
+            if step.spec.on_error != "skip":  # before any await: no step starts after it
+                why = f"step {step.id!r} ({step.tool}) failed: {error}"
+                run.stopping.append(
+                    FlowEnd(
+                        "replan" if step.spec.on_error == "replan" else "failed",
+                        text=why,
+                        step=step.id,
+                    )
+                )
+        run.attempts.pop(step.id, None)
         run.records[step.id] = record
         await self.recorder.event(
             run.session,
@@ -417,20 +459,16 @@ class FlowRunner:
             **({"error": error[:500], "class": error_class} if record.status == "failed" else {}),
         )
         await self._save(run, "running")
-        if record.status != "failed":
-            return
-        on_error = step.spec.on_error
-        if on_error == "skip":
-            return
-        why = f"step {step.id!r} ({step.tool}) failed: {error}"
-        run.stopping.append(
-            FlowEnd("replan" if on_error == "replan" else "failed", text=why, step=step.id)
-        )
 
     async def _save(self, run: _Run, status: str) -> None:
-        run.state["status"] = status
-        run.state["steps"] = {sid: r.dump() for sid, r in run.records.items()}
-        await self.store.set_flow_state(run.session.id, run.flow_id, run.state)
+        # One write at a time, each of the state as it is then: parallel steps' writes
+        # must not land out of order (an older one last would lose a step).
+        async with run.saving:
+            run.state["status"] = status
+            steps = {sid: r.dump() for sid, r in run.records.items()}
+            steps.update((sid, r.dump()) for sid, r in run.attempts.items())
+            run.state["steps"] = steps
+            await self.store.set_flow_state(run.session.id, run.flow_id, run.state)
 
 
 def _last_result(state: RetryCallState) -> Any:

@@ -245,12 +245,19 @@ class FlowDefinition(Strict):
     description: str = ""
     inputs: dict[str, JsonValue] | None = None
     """A JSON Schema of the flow's input (an object), checked before step one."""
-    steps: Annotated[
-        tuple[FlowStep, ...], Field(min_length=1, max_length=MAX_FLOW_STEPS, strict=False)
-    ]
+    steps: Annotated[tuple[FlowStep, ...], Field(max_length=MAX_FLOW_STEPS, strict=False)]
     output: JsonValue = None
     """What the flow answers: a template (or a mapping or list of them) over `input` and
     `steps`; left out, the last step's result text."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _some_steps(cls, data: Any) -> Any:
+        # Here, not as the field's min_length, which counts the steps that validated: a
+        # flow whose one step has a mistake would be told it has none besides.
+        if isinstance(data, dict) and data.get("steps") in ([], ()):
+            raise ValueError("a flow needs at least one step")
+        return data
 
     @model_validator(mode="after")
     def _unique_steps(self) -> Self:

@@ -12,9 +12,12 @@ They read `input` (the flow's input), `steps.<id>` (an earlier step's result, se
 tags load: the syntax, the filters named, and every reference (an unknown step or input
 field is an error there, not at run time). `{% statements %}` are not allowed: a template
 computes a value, it does not loop. The sandbox keeps templates from Python's internals
-(no attributes starting `_`, no methods that change data), and a few operators are held
-to sizes a workflow needs, since a template of a mistaken flow must not take the gateway's
-memory: `*` builds at most MAX_BUILT items or characters, `**` takes exponents up to 64.
+(no attributes starting `_`, no methods that change data), and what it builds is held to
+sizes a workflow needs, since a template of a mistaken flow must not take the gateway's
+memory: `*` builds at most MAX_BUILT items or characters, `**` takes exponents up to 64
+and results up to 4,096 bits, `'%'` formatting and the methods and filters that pad or
+format to a width (UNBOUNDED, `center`, `format`, `replace`, ...) are not there, and a
+value or text past MAX_BUILT is refused.
 Values from callers and upstreams are data to templates, never template text: nothing a
 caller sends is ever evaluated.
 """
@@ -52,8 +55,20 @@ class Unrenderable(ValueError):
     """A template that failed on the data of a run: what went wrong, in words."""
 
 
+UNBOUNDED: Final = frozenset(
+    {"center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map", "indent"}
+)
+"""String methods and filters that pad or format to a width a template gives: the size of
+what they build has no bound but the number, so flow templates have none of them."""
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, str) and attr in UNBOUNDED:
+            return False
+        return super().is_safe_attribute(obj, attr, value)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # The data are JSON: `steps.order.structured.items` is a field, never dict.items.
@@ -64,9 +79,19 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%":
+            if isinstance(left, str):  # printf-style formatting pads to any width asked
+                raise SecurityError("'%' formatting is not available in a flow template")
+            return left % right
         if operator == "**":
             if isinstance(right, int | float) and abs(right) > 64:
                 raise SecurityError("an exponent past 64 is not computed in a flow template")
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and left.bit_length() * right > 4096
+            ):
+                raise SecurityError("a power past 4,096 bits is not computed in a flow template")
             return left**right
         for count, built in ((right, left), (left, right)):
             if (
@@ -81,6 +106,9 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 
 ENVIRONMENT: Final = _Environment(undefined=StrictUndefined, autoescape=False)
+for _name in ("center", "indent", "format", "wordwrap", "truncate", "replace", "filesizeformat"):
+    # Sizes from the template's numbers (replace: a text grown by each replacement).
+    ENVIRONMENT.filters.pop(_name, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +131,10 @@ class Expression:
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         try:
             value = self._compiled(**names)
-        except (TemplateError, SecurityError, ArithmeticError, TypeError, ValueError) as exc:
-            raise Unrenderable(f"{self.source!r}: {_said(exc)}") from None
         except RecursionError:
             raise Unrenderable(f"{self.source!r}: nested too deep") from None
+        except (Exception, MemoryError) as exc:  # data of a run is what fails: the step's
+            raise Unrenderable(f"{self.source!r}: {_said(exc)}") from None
         if isinstance(value, Undefined):
             raise Unrenderable(f"{self.source!r}: {_said_undefined(value)}")
         return _json(value, self.source)
@@ -131,10 +159,10 @@ class Text:
     def evaluate(self, names: Mapping[str, Any]) -> str:
         try:
             text: str = self._compiled.render(**names)
-        except (TemplateError, SecurityError, ArithmeticError, TypeError, ValueError) as exc:
-            raise Unrenderable(f"{self.source!r}: {_said(exc)}") from None
         except RecursionError:
             raise Unrenderable(f"{self.source!r}: nested too deep") from None
+        except (Exception, MemoryError) as exc:  # data of a run is what fails: the step's
+            raise Unrenderable(f"{self.source!r}: {_said(exc)}") from None
         if len(text) > MAX_BUILT:
             raise Unrenderable(f"{self.source!r} rendered {len(text)} characters, over {MAX_BUILT}")
         return text
@@ -278,6 +306,8 @@ def _reference(node: nodes.Node) -> Reference | None:
 
 def _json(value: Any, source: str) -> Any:
     """A template's value as JSON: sequences as lists; anything else no JSON is refused."""
+    if isinstance(value, str) and len(value) > MAX_BUILT:
+        raise Unrenderable(f"{source!r} gave {len(value)} characters, over {MAX_BUILT}")
     if isinstance(value, str | bool | int) or value is None:
         return value
     if isinstance(value, float):
