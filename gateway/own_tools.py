@@ -90,19 +90,25 @@ PING = OwnTool(
 TOOLS: Mapping[str, OwnTool] = {tool.definition.name: tool for tool in (PING,)}
 
 
-def own_server(tools: Mapping[str, OwnTool] = TOOLS) -> Server[Any]:
-    """An MCP server offering `tools` under their own names (the pool adds the prefix)."""
-    listing = types.ListToolsResult(tools=[tool.definition for tool in tools.values()])
+def own_server(
+    tools: Mapping[str, OwnTool] = TOOLS, more: Callable[[], Mapping[str, OwnTool]] | None = None
+) -> Server[Any]:
+    """An MCP server offering `tools` under their own names (the pool adds the prefix),
+    and those `more()` gives as it is listed (the flows' tools, which change with the
+    tags: the pool lists them again when told, `UpstreamConnection.relist`)."""
+
+    def current() -> Mapping[str, OwnTool]:
+        return {**tools, **more()} if more is not None else tools
 
     async def list_tools(
         _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return listing
+        return types.ListToolsResult(tools=[tool.definition for tool in current().values()])
 
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        tool = tools.get(params.name)
+        tool = current().get(params.name)
         if tool is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
         meta = params.meta
@@ -146,7 +152,12 @@ def tool_error(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
-def own_upstream(tools: Mapping[str, OwnTool] = TOOLS, **settings: Any) -> InProcessUpstream:
-    """The pool's upstream of the gateway's own tools; `settings`: InProcessUpstream's
-    fields (call_timeout, ...) other than its defaults."""
-    return InProcessUpstream(server=own_server(tools), **settings)
+def own_upstream(
+    tools: Mapping[str, OwnTool] = TOOLS,
+    more: Callable[[], Mapping[str, OwnTool]] | None = None,
+    **settings: Any,
+) -> InProcessUpstream:
+    """The pool's upstream of the gateway's own tools (`tools`, and `more()` as own_server
+    says); `settings`: InProcessUpstream's fields (call_timeout, ...) other than its
+    defaults."""
+    return InProcessUpstream(server=own_server(tools, more), **settings)

@@ -37,13 +37,14 @@ from .engine.recovery import Recovery
 from .engine.settings import EngineSettings
 from .engine.tool import run_session_tool
 from .errors import CannotStart, ConfigError, ConfigIssue
+from .flows.tools import FlowTools
 from .front.views import Views, build_view
 from .own_tools import TOOLS as OWN_TOOLS
 from .own_tools import own_upstream
 from .settings import GatewayConfig
 from .state import StateStore, open_store
 from .tags import TagManager
-from .upstreams.config import InProcessUpstream
+from .upstreams.config import OWN_UPSTREAM, InProcessUpstream
 from .upstreams.definitions import DefinitionLedger
 from .upstreams.pool import Pool
 
@@ -73,6 +74,9 @@ class Runtime:
         self.views = Views(tags.resolve, lambda: pool.catalog)
         self._recovery: anyio.CancelScope | None = None
         self._stopping = False
+        own = pool.connections.get(OWN_UPSTREAM)
+        if own is not None:  # its flow tools follow the tags
+            tags.store.subscribe(lambda _old, _new: own.relist())
         engine = config.settings.engine
         self.engine = Engine(
             self.service,
@@ -181,9 +185,11 @@ def own_tools(
     `runtime()`'s engine (the runtime is built after its pool, so it is found late), as
     gateway.yaml's `engine` section has it."""
     sessions = run_session_tool(lambda: runtime().engine, tags.resolve, engine)
+    flows = FlowTools(lambda: tags.tagset, tags.resolve, lambda: runtime().engine)
     # A run_session call lasts as long as its session may (its wall clock, a resume's
     # lease), and the time its caller takes to answer elicited questions: the in-process
     # upstream's cap must not cut it short, which would cancel the session.
     settings = engine or EngineSettings()
     longest = settings.budgets.wall_seconds + 2 * settings.lease + ANSWERING_SECONDS
-    return own_upstream({**OWN_TOOLS, sessions.definition.name: sessions}, call_timeout=longest)
+    own = {**OWN_TOOLS, sessions.definition.name: sessions}
+    return own_upstream(own, flows, call_timeout=longest)

@@ -20,6 +20,7 @@ from ..calls.channel import NO_CHANNEL, CallChannel
 from ..calls.outcome import Completed, Failed, Outcome, Refused, ToolCall
 from ..calls.service import ToolService
 from ..errors import PermissionDenied, SessionTaken, UnknownTool
+from ..tags.flows import FLOW_TOOLS_LISTED
 from ..upstreams.config import RESERVED_PREFIX
 from .budgets import BudgetExhausted
 from .envelopes import (
@@ -159,6 +160,10 @@ class Actor:
         `loop_check`: whether the call counts against the repeats budget (a flow's steps
         do not: their author bounded them)."""
         channel = NO_CHANNEL
+        if call.tool.startswith(FLOW_TOOLS_LISTED):
+            why = "a session follows a flow with a plan that names it, not by its tool"
+            await self.refuse(session, key, call.tool, call.arguments, "nested_session", why)
+            return Done(f"{call.tool}: refused: {why}", outcome="refused", error=why)
         if call.tool == NESTED:
             if session.depth >= self.nested_depth:
                 # Not a tag's refusal (the caller may well use it): a session's own limit.

@@ -29,6 +29,7 @@ from ..flows.planning import replan_request, run_plan
 from ..flows.runner import FLOW_HELD, FlowEnd, FlowRunner, flow_of
 from ..state.base import START
 from ..tags.context import ResolvedContext
+from ..tags.flows import FLOW_TOOLS_LISTED
 from . import integrity
 from .acting import NESTED, Actor
 from .budgets import BudgetExhausted
@@ -464,8 +465,10 @@ class Turns:
         tools = tuple(
             ToolInfo(tool.name, tool.description or "", dict(tool.input_schema))
             for tool in self.tools_for(session.caller)
-            # What a session may not call, it is not shown either.
-            if tool.name != NESTED or session.depth < self.actor.nested_depth
+            # What a session may not call, it is not shown either; a flow it follows by a
+            # plan that names it, not by its tool.
+            if (tool.name != NESTED or session.depth < self.actor.nested_depth)
+            and not tool.name.startswith(FLOW_TOOLS_LISTED)
         )
         return Turn(session.caller.prompt, tools, tuple(session.transcript))
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 
 import mcp_types as types
 
+from ..flows.tools import flow_listing
 from ..principal import Principal
 from ..tags.context import ResolvedContext
+from ..tags.flows import FLOW_TOOLS_LISTED, public_flow_tool
 from ..tags.policy import check
 from ..upstreams.catalog import Catalog, CatalogTemplate
 
@@ -129,9 +131,12 @@ class Views:
 def build_view(context: ResolvedContext, catalog: Catalog) -> View:
     tools = []
     upstreams = set()
+    # A flow's tool as its caller's org wrote it: orgs may have flows of one name.
+    flows = {public_flow_tool(f.tag): f for f in context.flows} if context.flows else {}
     for name, entry in catalog.tools.items():
         if check(context, name).allowed:
-            tools.append(entry.listed)
+            flow = flows.get(name) if name.startswith(FLOW_TOOLS_LISTED) else None
+            tools.append(entry.listed if flow is None else flow_listing(flow))
             upstreams.add(entry.upstream)
     resources = [_CONTEXT_RESOURCE]
     # The gateway's own context prompt and resource win over an upstream's of the same name.

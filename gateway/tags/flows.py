@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from .. import jsoncodec
 from ..upstreams import schemas
+from ..upstreams.config import RESERVED_PREFIX
 from .model import FlowDefinition, FlowStep
 from .templates import (
     STEP_FIELDS,
@@ -45,6 +46,25 @@ from .templates import (
 )
 
 Loc = tuple[str | int, ...]
+FLOW_TOOLS: Final = "flow__"
+"""Flow tools among the gateway's own tools (gateway/flows/tools.py)."""
+
+
+def flow_tool(tag: str) -> str:
+    """A flow tag's tool, as the gateway's own upstream names it: `flow__` and the tag's
+    name without a leading `flow_` (flow_refund: flow__refund)."""
+    short = tag[len("flow_") :] if tag.startswith("flow_") and len(tag) > len("flow_") else tag
+    return f"{FLOW_TOOLS}{short}"
+
+
+FLOW_TOOLS_LISTED: Final = f"{RESERVED_PREFIX}{FLOW_TOOLS}"
+
+
+def public_flow_tool(tag: str) -> str:
+    """A flow tag's tool as callers see it (gateway__flow__refund)."""
+    return f"{RESERVED_PREFIX}{flow_tool(tag)}"
+
+
 ARGUMENT_NAMES: Final = ("input", "steps")
 EXPECT_NAMES: Final = ("input", "steps", "result")
 

@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from ..errors import ConfigError, ConfigIssue
 from ..yamlfile import YamlDocument, decode, dotted, parse_yaml, read_bytes, validate
-from .flows import CompiledFlow, FlowFormatError, compile_flow
+from .flows import CompiledFlow, FlowFormatError, compile_flow, public_flow_tool
 from .model import NAME_PATTERN, ORG_WIDE, FlowDefinition, OrgFile, OrgUser, Tag, ToolScope
 from .patterns import ToolGlob
 
@@ -67,7 +67,9 @@ class LoadedTag:
             source=source,
             line=line,
             shared=shared,
-            allowed=tuple(ToolGlob.compile(p) for p in config.allowed_tools),
+            # A flow tag grants its own tool (flows/tools.py) to the users it applies to.
+            allowed=tuple(ToolGlob.compile(p) for p in config.allowed_tools)
+            + ((ToolGlob.compile(public_flow_tool(tag.tag)),) if flow is not None else ()),
             denied=tuple(ToolGlob.compile(p) for p in config.denied_tools),
             scopes=tuple((ToolGlob.compile(k), v) for k, v in config.scopes.items()),
             resources=tuple(ToolGlob.compile(p) for p in config.allowed_resources),

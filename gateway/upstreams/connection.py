@@ -329,6 +329,11 @@ class UpstreamConnection(UpstreamRequests):
         self._stale = True
         self._wake.set()
 
+    def relist(self) -> None:
+        """List the upstream's offer again soon, as when it announces a change (the
+        gateway's own upstream, whose flow tools change with the tags)."""
+        self._tools_changed()
+
     def _callbacks(self, links: list[CallerLink]) -> dict[str, Any]:
         """The SDK client's callbacks for a session whose calls in flight are `links`.
         Only the gateway's own session speaks for the upstream's offer and resources."""
