@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError
 from ..settings import CONFIG_ENV, DEFAULT_CONFIG
-from . import check, keys, serve, sessions, tags, tools, upstreams
+from . import check, flows, keys, serve, sessions, tags, tools, upstreams
 from .common import EXIT_CONFIG, UsageError
 from .serve import API_KEY_ENV
 
@@ -166,6 +166,33 @@ def _parser() -> argparse.ArgumentParser:
     shown.add_argument("--events", type=int, default=1000, help="events to show at most")
     shown.add_argument("--json", action="store_true", help="print JSON")
     shown.set_defaults(handler=sessions.show)
+
+    flows_cmd = commands.add_parser(
+        "flows", help="what runs of an org's flows did, and candidate flows to adopt"
+    )
+    flow_commands = flows_cmd.add_subparsers(dest="flows_command", required=True, metavar="COMMAND")
+    flow_stats = with_config(
+        flow_commands.add_parser("stats", help="per flow and step: runs, failures, latency")
+    )
+    flow_stats.add_argument("flow", nargs="?", help="one flow (default: every flow with runs)")
+    flow_stats.add_argument("--org", required=True)
+    flow_stats.add_argument("--json", action="store_true", help="print JSON")
+    flow_stats.set_defaults(handler=flows.stats)
+    flow_candidates = with_config(
+        flow_commands.add_parser(
+            "candidates", help="generated plans that completed, by shape, with how often"
+        )
+    )
+    flow_candidates.add_argument("--org", required=True)
+    flow_candidates.add_argument("--json", action="store_true", help="print JSON")
+    flow_candidates.set_defaults(handler=flows.candidates)
+    flow_export = with_config(
+        flow_commands.add_parser("export", help="a candidate as a flow tag (YAML) to adopt")
+    )
+    flow_export.add_argument("id", help="the candidate's id (gateway flows candidates)")
+    flow_export.add_argument("--org", required=True)
+    flow_export.add_argument("--name", help="the tag's name (default: flow_<id>)")
+    flow_export.set_defaults(handler=flows.export)
 
     run_cmd = with_config(
         commands.add_parser(

@@ -14,6 +14,7 @@ naming it. An answer that is no envelope gets at most MAX_REPAIRS turns to be pu
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
@@ -25,6 +26,7 @@ from .. import jsoncodec
 from ..calls.outcome import ToolCall
 from ..calls.service import ToolService
 from ..errors import SessionTaken, UnknownFlow
+from ..flows.learning import Learning
 from ..flows.planning import replan_request, run_plan
 from ..flows.runner import FLOW_HELD, FlowEnd, FlowRunner, flow_of
 from ..state.base import START
@@ -108,7 +110,11 @@ class Turns:
         self.actor = Actor(service, recorder, nested_depth)
         self.taint_definitions = taint_definitions
         self.flows = FlowRunner(self.actor, recorder, self._repeatable)
-        self.actor.plans = lambda session, plan, turn: run_plan(self.flows, session, plan, turn)
+        self.learning = Learning(recorder.store)
+        """What runs of flows did, kept to tell the planner and to learn flows from."""
+        self.actor.plans = lambda session, plan, turn: run_plan(
+            self.flows, session, plan, turn, self.learning
+        )
         self.stopping = False
         """The gateway shuts down (Engine.stop): a cancelled session is left to resume."""
 
@@ -176,8 +182,12 @@ class Turns:
             settled = await Journal.read(self.recorder.store, session.id, deciding["replay"])
             session.deciding = None
         inputs = session.flow["inputs"]
+        began, cost = time.monotonic(), session.spent.cost_usd
         end = await self.flows.run(session, flow, name, inputs, settled, keys=f"flow:{name}")
         session.journal = None
+        if end.status != "held":
+            seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
+            await self.learning.record_run(session.caller, name, end, seconds, spent)
         if end.status == "completed":
             session.outcome = end.text
             await self.recorder.event(session, "reply", text=end.text[:RESULT_TEXT], flow=name)
@@ -241,7 +251,8 @@ class Turns:
         repairs = 0
         while True:
             session.spent.before_turn(session.budgets)
-            turn = self._turn(session)
+            notes = await self.learning.notes(session.caller) if session.caller.flows else []
+            turn = self._turn(session, notes)
             if self.taint_definitions and not session.tainted:
                 await self._read_definitions(session, turn.tools)
             try:
@@ -461,7 +472,9 @@ class Turns:
             session.tainted = True
             await self.recorder.event(session, "tainted", definitions=untrusted[:20])
 
-    def _turn(self, session: Session) -> Turn:
+    def _turn(self, session: Session, notes: Sequence[str] = ()) -> Turn:
+        """The turn the planner is asked: the caller's prompt (with what recent runs of
+        its flows say, `notes`), the tools it may use, the transcript."""
         tools = tuple(
             ToolInfo(tool.name, tool.description or "", dict(tool.input_schema))
             for tool in self.tools_for(session.caller)
@@ -470,7 +483,11 @@ class Turns:
             if (tool.name != NESTED or session.depth < self.actor.nested_depth)
             and not tool.name.startswith(FLOW_TOOLS_LISTED)
         )
-        return Turn(session.caller.prompt, tools, tuple(session.transcript))
+        system = session.caller.prompt
+        if notes:
+            listed = "\n".join(f"- {note}" for note in notes)
+            system = f"{system}\n\n## What recent runs of your flows say\n\n{listed}"
+        return Turn(system, tools, tuple(session.transcript))
 
     async def _envelope_event(self, session: Session, answer: Answer, envelope: Envelope) -> None:
         usage = answer.usage

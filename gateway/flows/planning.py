@@ -10,6 +10,7 @@ pointer}` the only thing read from them (templates.Pointer), never a template.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any, Final
 
 from .. import jsoncodec
@@ -20,6 +21,7 @@ from ..errors import UnknownFlow
 from ..tags.flows import CompiledFlow, CompiledStep
 from ..tags.model import FlowDefinition, FlowStep
 from ..tags.templates import Pointer
+from .learning import Learning
 from .runner import FlowEnd, FlowRunner, flow_of
 
 SHOWN_RESULT: Final = 1_000
@@ -62,8 +64,11 @@ def _pointers(value: Any, needs: list[str]) -> Any:
     return value
 
 
-async def run_plan(runner: FlowRunner, session: Session, plan: PlanEnvelope, turn: int) -> str:
-    """Run a plan (its steps, or the flow it names); what the model is told of it."""
+async def run_plan(
+    runner: FlowRunner, session: Session, plan: PlanEnvelope, turn: int, learning: Learning
+) -> str:
+    """Run a plan (its steps, or the flow it names); what the model is told of it. A run
+    of a flow is recorded, and a plan whose steps all completed counted as a candidate."""
     if plan.flow is not None:
         try:
             flow = flow_of(session.caller, plan.flow)
@@ -76,7 +81,11 @@ async def run_plan(runner: FlowRunner, session: Session, plan: PlanEnvelope, tur
         unsafe = flow.unsafe_retries(runner.repeatable)
         if unsafe:
             return "Not run: " + "; ".join(unsafe)
+        began, cost = time.monotonic(), session.spent.cost_usd
         end = await runner.run(session, flow, f"{turn}.{plan.flow}", inputs, session.journal)
+        if end.status != "held":
+            seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
+            await learning.record_run(session.caller, plan.flow, end, seconds, spent)
         return _told(flow, end)
     flow = plan_flow(plan)
     if await runner.store.get_flow_state(session.id, str(turn)) is None:
@@ -89,6 +98,12 @@ async def run_plan(runner: FlowRunner, session: Session, plan: PlanEnvelope, tur
     # A model's steps count against the repeats budget as its calls do: a loop of plans
     # is still a loop.
     end = await runner.run(session, flow, str(turn), {}, session.journal, loop_check=True)
+    if end.status == "completed" and all(
+        record.status == "completed" for record in end.records.values()
+    ):
+        count = await learning.plan_completed(session.caller, plan)
+        if count:
+            await runner.recorder.event(session, "candidate", turn=turn, count=count)
     return _told(flow, end)
 
 

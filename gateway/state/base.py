@@ -44,11 +44,16 @@ class TTLs:
     tool_execution: float = 5 * 60
     tool_results: float = 10 * 60
     flow: float = 2 * 3600
+    learning: float = 30 * 24 * 3600
+    """Flow statistics and candidate flows (renewed by every run)."""
 
     def stream(self, stream: Stream) -> float:
         ttl: float = getattr(self, stream.value)
         return ttl
 
+
+MAX_CANDIDATES = 1_000
+"""Candidate flows kept per org: shapes past these are not counted."""
 
 DEFAULT_STREAM_MAX_LEN = 10_000
 """Events kept per stream; older ones are trimmed (and a read past them reports a gap)."""
@@ -89,6 +94,25 @@ def stream_key(session_id: str, stream: Stream) -> str:
 
 def flow_key(session_id: str, flow_id: str) -> str:
     return f"FLOW:{{{_part(session_id)}}}:{{{_part(flow_id)}}}"
+
+
+def flow_runs_key(org: str, flow: str) -> str:
+    """The latest runs of an org's flow (learning: gateway/flows/learning.py)."""
+    return f"FLOWSTATS:{{{_part(org)}}}:{_part(flow)}"
+
+
+def flow_names_key(org: str) -> str:
+    """The names of an org's flows that have runs recorded."""
+    return f"FLOWSTATS:{{{_part(org)}}}"
+
+
+def candidates_key(org: str) -> str:
+    """An org's candidate flows (generated plans that completed), by shape."""
+    return f"FLOWCANDIDATES:{{{_part(org)}}}"
+
+
+def candidate_counts_key(org: str) -> str:
+    return f"FLOWCANDIDATES:{{{_part(org)}}}:counts"
 
 
 def channel_name(session_id: str) -> str:
@@ -260,6 +284,29 @@ class StateStore(ABC):
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
     ) -> None: ...
+
+    # learning (per org, shared by replicas; gateway/flows/learning.py)
+
+    @abstractmethod
+    async def record_flow_run(self, org: str, flow: str, run: Mapping[str, Any], keep: int) -> None:
+        """Add a run of `flow` to the org's record of it, keeping the latest `keep`."""
+
+    @abstractmethod
+    async def flow_runs(self, org: str, flow: str, most: int) -> list[JsonObject]:
+        """The latest `most` runs of `flow`, newest first."""
+
+    @abstractmethod
+    async def flow_names(self, org: str) -> list[str]:
+        """The org's flows that have runs recorded, by name."""
+
+    @abstractmethod
+    async def count_candidate(self, org: str, shape: str, candidate: Mapping[str, Any]) -> int:
+        """Count one more run of the candidate flow `shape` (kept as `candidate` the first
+        time); how many there have been."""
+
+    @abstractmethod
+    async def flow_candidates(self, org: str) -> list[tuple[str, JsonObject, int]]:
+        """The org's candidate flows: (shape, candidate, count)."""
 
     # streams
 

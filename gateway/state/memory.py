@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from . import codec
 from .base import (
+    MAX_CANDIDATES,
     START,
     JsonObject,
     StateStore,
@@ -32,8 +33,10 @@ from .base import (
     StreamEvent,
     StreamGap,
     TTLs,
+    candidates_key,
     channel_name,
     flow_key,
+    flow_runs_key,
     format_id,
     parse_id,
     session_claim_key,
@@ -87,6 +90,9 @@ class MemoryStore(StateStore):
         self._channels: dict[str, set[MemoryObjectSendStream[JsonObject]]] = {}
         self._last_sweep = clock()
         self._closed = False
+        self._runs: dict[str, deque[bytes]] = {}
+        self._candidates: dict[str, dict[str, tuple[bytes, int]]] = {}
+        """Learning, kept for the life of the process (bounded by `keep`, MAX_CANDIDATES)."""
 
     async def start(self) -> None:
         self._closed = False
@@ -249,6 +255,34 @@ class MemoryStore(StateStore):
         if not self._holds(session_id, owner):
             return None
         return self._append(session_id, stream, [encoded])[0]
+
+    async def record_flow_run(self, org: str, flow: str, run: Mapping[str, Any], keep: int) -> None:
+        runs = self._runs.setdefault(flow_runs_key(org, flow), deque())
+        runs.appendleft(codec.encode(run))
+        while len(runs) > keep:
+            runs.pop()
+
+    async def flow_runs(self, org: str, flow: str, most: int) -> list[JsonObject]:
+        key = flow_runs_key(org, flow)
+        runs = list(self._runs.get(key, ()))[:most]
+        return [codec.decode(raw, key) for raw in runs]
+
+    async def flow_names(self, org: str) -> list[str]:
+        prefix = flow_runs_key(org, "")
+        return sorted(key[len(prefix) :] for key in self._runs if key.startswith(prefix))
+
+    async def count_candidate(self, org: str, shape: str, candidate: Mapping[str, Any]) -> int:
+        kept = self._candidates.setdefault(candidates_key(org), {})
+        body, count = kept.get(shape, (codec.encode(candidate), 0))
+        if shape not in kept and len(kept) >= MAX_CANDIDATES:
+            return 0
+        kept[shape] = (body, count + 1)
+        return count + 1
+
+    async def flow_candidates(self, org: str) -> list[tuple[str, JsonObject, int]]:
+        key = candidates_key(org)
+        kept = self._candidates.get(key, {})
+        return [(shape, codec.decode(body, key), count) for shape, (body, count) in kept.items()]
 
     def _append(self, session_id: str, stream: Stream, encoded: list[bytes]) -> list[str]:
         if not encoded:

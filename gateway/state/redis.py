@@ -61,6 +61,7 @@ from .base import (
     session_key,
     stream_key,
 )
+from .redis_learning import RedisLearning
 from .redis_pubsub import Hub, Listener
 from .redis_scripts import APPEND, APPEND_CLAIMED, CLAIM, READ, RELEASE, SET_CLAIMED
 
@@ -99,7 +100,7 @@ class _Waiter:
         self.wakeup.set()
 
 
-class RedisStore(StateStore):
+class RedisStore(RedisLearning, StateStore):
     def __init__(
         self,
         url: str,

@@ -149,7 +149,7 @@ def _assemble(
                     loaded.flow,
                 )
             )
-            text = _flow_text(content)
+            text = _flow_text(loaded.name, content)
         else:
             text = content.strip()
         if text:
@@ -188,9 +188,21 @@ def _assemble(
     )
 
 
-def _flow_text(flow: FlowDefinition) -> str:
+def _flow_text(name: str, flow: FlowDefinition) -> str:
     lines = [flow.description.strip()] if flow.description.strip() else []
-    lines.append("Steps:")
+    properties = (flow.inputs or {}).get("properties") or {}
+    listed = (flow.inputs or {}).get("required")
+    required = set(listed) if isinstance(listed, list) else set()
+    if isinstance(properties, dict) and properties:
+        fields = [
+            f"{field} ({(schema or {}).get('type', 'any') if isinstance(schema, dict) else 'any'}"
+            f"{', required' if field in required else ''})"
+            for field, schema in properties.items()
+        ]
+        lines.append(f"Inputs: {', '.join(fields)}.")
+    lines.append(
+        f'Run it with a plan envelope that names it: flow "{name}", with its inputs. Steps:'
+    )
     for number, step in enumerate(flow.steps, 1):
         what = step.description or step.id
         lines.append(f"{number}. {what} (tool {step.tool})")

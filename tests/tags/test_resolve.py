@@ -145,8 +145,9 @@ def test_order_is_kind_then_priority_then_name() -> None:
     ]
     assert context.prompt.startswith("## Acme\n\nCompany text.\n\n## Lead\n\nLead text.\n\n")
     assert context.prompt.endswith(
-        "## Refund flow\n\nRefund an order.\nSteps:\n1. Look it up (tool crm__get_order)\n"
-        "2. pay (tool payments__refund)"
+        "## Refund flow\n\nRefund an order.\n"
+        'Run it with a plan envelope that names it: flow "flow_refund", with its inputs. '
+        "Steps:\n1. Look it up (tool crm__get_order)\n2. pay (tool payments__refund)"
     )
 
 
