@@ -45,11 +45,10 @@ class Recovery:
 
     async def sweep(self, tasks: TaskGroup) -> int:
         """Start resuming every session that lost its engine; how many were started (some
-        may turn out held by another replica: they are left to it). None when the engine
-        has no planner of its own (each caller's, by sampling): such a session goes on
-        when its caller calls run_session with its id (Engine.pick_up)."""
-        if self.engine.turns.planner is None:
-            return 0
+        may turn out held by another replica: they are left to it). When the engine has no
+        planner of its own (each caller's, by sampling), only sessions that run a flow
+        (which needs none): the others go on when their caller calls run_session with
+        their id (Engine.pick_up)."""
         store = self.engine.recorder.store
         started = 0
         for session_id in await store.session_ids():
@@ -69,6 +68,9 @@ class Recovery:
         """The stored session, as its user, if it is running (nobody may be running it)."""
         snapshot = await self.engine.recorder.store.get_session_state(session_id)
         if snapshot is None or snapshot.get("state") not in RUNNING:
+            return None
+        flow = snapshot.get("flow") or {}
+        if self.engine.turns.planner is None and flow.get("phase") != "running":
             return None
         principal = Principal(
             str(snapshot["user"]), str(snapshot["org"]), tuple(snapshot.get("roles", ()))

@@ -135,8 +135,13 @@ def build_view(context: ResolvedContext, catalog: Catalog) -> View:
     flows = {public_flow_tool(f.tag): f for f in context.flows} if context.flows else {}
     for name, entry in catalog.tools.items():
         if check(context, name).allowed:
-            flow = flows.get(name) if name.startswith(FLOW_TOOLS_LISTED) else None
-            tools.append(entry.listed if flow is None else flow_listing(flow))
+            if name.startswith(FLOW_TOOLS_LISTED):
+                flow = flows.get(name)
+                if flow is None:  # another org's flow (a grant of gateway__* or *)
+                    continue
+                tools.append(flow_listing(flow))
+            else:
+                tools.append(entry.listed)
             upstreams.add(entry.upstream)
     resources = [_CONTEXT_RESOURCE]
     # The gateway's own context prompt and resource win over an upstream's of the same name.

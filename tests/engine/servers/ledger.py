@@ -4,7 +4,8 @@ so a test can kill the gateway while a call is under way and count what reached 
 
     python -m tests.engine.servers.ledger LEDGER GATES
 
-A call of `<tool>` waits while the file GATES/<tool> exists.
+A call of `<tool>` waits while the file GATES/<tool> exists, after it is written to the
+ledger; one of `<tool>` with `what` W waits while GATES/<tool>.W.before exists, before.
 
 Tools: `read` (annotated read-only) and `write` (annotated destructive, not idempotent),
 both taking `what`. A ledger line is `<tool> <what> <idempotency key>`.
@@ -55,6 +56,11 @@ def tools(ledger: Path, gates: Path) -> Server:
         arguments: dict[str, Any] = dict(params.arguments or {})
         meta: dict[str, Any] = dict(params.meta or {})
         key = meta.get(IDEMPOTENCY_META, "-")
+        what = arguments.get("what")
+        for _ in range(int(GATE_SECONDS / 0.02)):  # held before it counts: not an attempt yet
+            if not (gates / f"{params.name}.{what}.before").exists():
+                break
+            await anyio.sleep(0.02)
         with ledger.open("a", encoding="utf-8") as file:
             file.write(f"{params.name} {arguments.get('what')} {key}\n")
         for _ in range(int(GATE_SECONDS / 0.02)):  # a file has no event to wait on
