@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     check_cmd = with_config(
         commands.add_parser("check", help="validate every config file; exit 2 if any is bad")
     )
+    check_cmd.add_argument(
+        "--upstreams",
+        action="store_true",
+        help="also connect to the upstreams and check every flow's steps against their tools",
+    )
     check_cmd.set_defaults(handler=check.check)
 
     tags_cmd = commands.add_parser("tags", help="explain tag resolution")

@@ -1,10 +1,26 @@
-"""`gateway check`: validate gateway.yaml and every tag file it names."""
+"""`gateway check`: validate gateway.yaml and every tag file it names; with `--upstreams`,
+also connect to every upstream once and check each flow's steps against the live catalog:
+that each step's tool exists, that arguments written as literals fit its inputSchema (and
+that templated ones leave out no required argument), and that a step retried is allowed
+to be (its tool read-only or idempotent, or `retry_unsafe`)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import Any
 
-from .common import EXIT_OK, open_config
+import anyio
+
+from ..own_tools import own_upstream
+from ..tags.flows import CompiledFlow
+from ..tags.loader import TagSet
+from ..tags.templates import Expression, Pointer, Text
+from ..upstreams import schemas
+from ..upstreams.catalog import Catalog
+from ..upstreams.config import RESERVED_PREFIX, public_prefix
+from ..upstreams.pool import Pool
+from .common import EXIT_CONFIG, EXIT_OK, open_config
 
 
 def check(args: argparse.Namespace) -> int:
@@ -14,4 +30,96 @@ def check(args: argparse.Namespace) -> int:
         f"ok: {config.path} and {len(tagset.files)} tag files "
         f"({len(tagset.orgs)} orgs, {tagset.tag_count} tags)"
     )
+    if not args.upstreams:
+        return EXIT_OK
+    upstreams = config.settings.upstreams
+    pool = Pool(upstreams, own=own_upstream())
+    limit = max((u.init_timeout for u in upstreams.values()), default=1.0) + 5.0
+
+    async def connect() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(pool.run)
+            with anyio.move_on_after(limit):
+                await pool.settled()
+            tasks.cancel_scope.cancel()
+
+    anyio.run(connect)
+    down = {
+        name: state
+        for name, state in pool.statuses().items()
+        if name in upstreams and state.state.value not in ("ready", "disabled")
+    }
+    for name, state in down.items():
+        why = f"{state.state.value}{': ' + state.error if state.error else ''}"
+        print(f"warning: upstream {name} is {why}: the steps of its tools are not checked")
+    prefixes = [public_prefix(name, upstreams[name]) for name in down]
+    problems = flow_problems(tagset, pool.catalog, prefixes)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_CONFIG
+    flows = sum(1 for _ in _flows(tagset))
+    print(f"ok: the steps of {flows} flows against {len(pool.catalog.tools)} live tools")
     return EXIT_OK
+
+
+def _flows(tagset: TagSet) -> list[tuple[str, str, CompiledFlow]]:
+    """Every flow once: (where, tag, flow)."""
+    seen: dict[tuple[str, str], tuple[str, str, CompiledFlow]] = {}
+    for org in tagset.orgs.values():
+        for loaded in org.tags.values():
+            if loaded.flow is not None:
+                seen.setdefault(
+                    (loaded.source, loaded.name), (loaded.where, loaded.name, loaded.flow)
+                )
+    return list(seen.values())
+
+
+def flow_problems(tagset: TagSet, catalog: Catalog, down: Sequence[str] = ()) -> list[str]:
+    """What is wrong with the flows' steps against `catalog`, one line each; `down`: the
+    public prefixes of upstreams that could not be asked (their tools are not judged)."""
+    found = []
+    for where, tag, flow in _flows(tagset):
+        for step in flow.steps:
+            said = f"{where}: tag {tag!r}: step {step.id!r}: "
+            if step.tool.startswith(RESERVED_PREFIX):
+                continue  # the gateway's own tools, listed where it runs
+            entry = catalog.tools.get(step.tool)
+            if entry is None:
+                if not any(step.tool.startswith(prefix) for prefix in down):
+                    found.append(f"{said}no tool {step.tool!r} in the live catalog")
+                continue
+            problem = _argument_problem(entry.schema_key, entry.tool.input_schema, step.args)
+            if problem is not None:
+                found.append(f"{said}args do not fit {step.tool}'s inputSchema: {problem}")
+        for unsafe in flow.unsafe_retries(
+            lambda tool: (e := catalog.tools.get(tool)) is None or e.repeatable
+        ):
+            found.append(f"{where}: tag {tag!r}: {unsafe}")
+    return found
+
+
+def _argument_problem(schema_key: str, schema: dict[str, Any], args: Any) -> str | None:
+    if not _templated(args):
+        return schemas.argument_problem(schema_key, args)
+    # Templated values are known only as the flow runs: which arguments are given is known.
+    required = schema.get("required") or []
+    missing = [name for name in required if name not in args]
+    if missing:
+        return f"required argument{'s' if len(missing) > 1 else ''} {', '.join(missing)} left out"
+    properties = schema.get("properties") or {}
+    if schema.get("additionalProperties") is False:
+        extra = [name for name in args if name not in properties]
+        if extra:
+            return f"{', '.join(extra)}: not among its arguments ({', '.join(properties)})"
+    return None
+
+
+def _templated(value: Any) -> bool:
+    if isinstance(value, Expression | Text | Pointer):
+        return True
+    if isinstance(value, dict):
+        return any(_templated(inner) for inner in value.values())
+    if isinstance(value, list):
+        return any(_templated(inner) for inner in value)
+    return False
