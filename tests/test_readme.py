@@ -195,7 +195,7 @@ def demo_orders() -> set[str]:
 def test_the_readmes_inspector_lines_do_what_they_say() -> None:
     """The README's Inspector commands, run as written (from the repository, the demo on
     a free port instead of 8080), against `gateway serve` on the demo config: alice's
-    tools listed, and the demo's agent session run."""
+    tools listed, the demo's agent session run, and its refund flow run as a tool."""
     if not (ROOT / ".cache" / "mcp-clients" / "node_modules" / ".bin" / "mcp-inspector").exists():
         pytest.skip("the Inspector is not installed: run scripts/ensure-mcp-clients")
     shown = [b for b in blocks("sh") if "mcp-inspector --cli" in b.text]
@@ -207,7 +207,11 @@ def test_the_readmes_inspector_lines_do_what_they_say() -> None:
         )
         for b in shown
     ]
-    expected = {"tools/list": '"name": "payments__refund"', "run_session": '"status": "completed"'}
+    expected = {
+        "tools/list": '"name": "payments__refund"',
+        "run_session": '"status": "completed"',
+        "gateway__flow__refund": '"output": "Refunded 10.0 USD for ORD-100001"',
+    }
     assert sorted(key for key in expected for line in lines if key in line) == sorted(expected)
     gateway = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(DEMO_CONFIG)]
     with serving(gateway, clean_env()) as (_, port):

@@ -81,10 +81,13 @@ def held(
         if known and not permitted(tool, arguments or {}):
             continue
         arguments = arguments or {}
-        if caller.needs_approval(tool):
-            found.append(Held(index, tool, arguments, ASKED_BY_TAGS))
-        elif tainted and not read_only(tool):
-            found.append(Held(index, tool, arguments, AFTER_TAINT))
+        why = ASKED_BY_TAGS if caller.needs_approval(tool) else AFTER_TAINT
+        if why == ASKED_BY_TAGS or (tainted and not read_only(tool)):
+            if isinstance(envelope, PlanEnvelope) and envelope.flow is not None:
+                # What the user decides on: the flow, and the inputs the model chose.
+                inputs = envelope.inputs or {}
+                why = f"a step of flow {envelope.flow!r} with the inputs {inputs}: {why}"
+            found.append(Held(index, tool, arguments, why))
     return found
 
 

@@ -312,21 +312,20 @@ class FlowRunner:
             finally:
                 send.send_nowait(step.id)
 
-        async with anyio.create_task_group() as tasks:
-            running = 0
-            while True:
-                if not run.stopping and not raised:
-                    for step in pending:
-                        if step.id not in started and ready(step):
-                            started.add(step.id)
-                            running += 1
-                            tasks.start_soon(one, step)
-                if running == 0:
-                    break
-                await receive.receive()
-                running -= 1
-        send.close()
-        receive.close()
+        with send, receive:  # closed however the group ends (a cancellation, say)
+            async with anyio.create_task_group() as tasks:
+                running = 0
+                while True:
+                    if not run.stopping and not raised:
+                        for step in pending:
+                            if step.id not in started and ready(step):
+                                started.add(step.id)
+                                running += 1
+                                tasks.start_soon(one, step)
+                    if running == 0:
+                        break
+                    await receive.receive()
+                    running -= 1
         if raised:  # the steps under way ran to their end; none started after
             raise raised[0]
 
