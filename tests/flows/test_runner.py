@@ -404,3 +404,85 @@ async def test_a_refused_step_is_not_retried(bench: Bench) -> None:
     assert [(call.tool, call.ok) for call in result.calls] == [("ops__secret", False)]
     assert result.calls[0].decision == "denied"
     assert (await tally(bench, alice))["calls"] == {}
+
+
+FIVE = flow_tag(
+    "five",
+    {
+        "inputs": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+        "steps": [
+            {"id": "sum", "tool": "ops__add", "args": {"a": "{{ input.a }}", "b": "{{ input.b }}"}},
+            *(
+                {
+                    "id": side,
+                    "tool": "ops__meet",
+                    "args": {"room": "five-{{ steps.sum.text }}", "who": side, "wait": 10},
+                }
+                for side in ("left", "right")
+            ),
+            {
+                "id": "fetch",
+                "tool": "ops__flaky",
+                "args": {"name": "five-{{ steps.sum.structured.sum }}", "fails": 1},
+                "expect": "result.structured.attempt == 2",
+                "on_error": "retry",
+                "retry": {"attempts": 3, "backoff": 0.01},
+            },
+            {
+                "id": "record",
+                "tool": "ops__write",
+                "when": "steps.fetch.status == 'completed' and steps.left.status == 'completed'",
+                "args": {"what": "{{ steps.left.text }} / {{ steps.right.text }}"},
+                "on_error": "skip",
+            },
+        ],
+        "output": {
+            "sum": "{{ steps.sum.structured.sum }}",
+            "fetched": "{{ steps.fetch.text }}",
+            "record": "{{ steps.record.status }}: {{ steps.record.error }}",
+        },
+    },
+)
+
+
+async def test_one_flow_of_five_steps_with_every_kind(bench: Bench) -> None:
+    """Templated arguments, two steps at once, a read-only step retried until its expect
+    holds, and a `when` guarding a step whose tool may not be retried: it fails once and
+    the flow goes on (on_error skip)."""
+    alice = caller(FIVE)
+    result = await run_flow(bench, alice, "five", {"a": 20, "b": 22})
+    assert result.state is SessionState.COMPLETED, result.text
+    assert result.text is not None
+    assert json.loads(result.text) == {
+        "sum": 42,
+        "fetched": "attempt 2",
+        "record": "failed: could not write 'left met right / right met left'",
+    }
+    counted = await tally(bench, alice)
+    assert counted["calls"] == {"add": 1, "meet": 2, "flaky": 2, "write": 1}
+    assert counted["attempts"] == {"five-42": 2}
+    events = await bench.events(result.session_id)
+    keys = [e["key"].rsplit(":", 1)[1] for e in events if e["type"] == "intent"]
+    assert sorted(keys) == sorted(
+        f"five.{step}.{n}"
+        for step, n in (
+            ("sum", 1),
+            ("left", 1),
+            ("right", 1),
+            ("fetch", 1),
+            ("fetch", 2),
+            ("record", 1),
+        )
+    )
+    state = await bench.store.get_flow_state(result.session_id, "five")
+    assert steps_status(state) == {
+        "sum": "completed",
+        "left": "completed",
+        "right": "completed",
+        "fetch": "completed",
+        "record": "failed",
+    }
