@@ -14,7 +14,6 @@ naming it. An answer that is no envelope gets at most MAX_REPAIRS turns to be pu
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
@@ -25,10 +24,11 @@ import mcp_types as types
 from .. import jsoncodec
 from ..calls.outcome import ToolCall
 from ..calls.service import ToolService
-from ..errors import SessionTaken, UnknownFlow
+from ..errors import SessionTaken
 from ..flows.learning import Learning
 from ..flows.planning import replan_request, run_plan
-from ..flows.runner import FLOW_HELD, FlowEnd, FlowRunner, flow_of
+from ..flows.records import FlowEnd
+from ..flows.runner import FLOW_HELD, FlowRunner, held_question
 from ..state.base import START
 from ..tags.context import ResolvedContext
 from ..tags.flows import FLOW_TOOLS_LISTED
@@ -161,33 +161,8 @@ class Turns:
     async def _flow(self, session: Session, planner: Planner | None) -> None:
         """Run the flow the session names, with no model in between; on a failed step
         that says `replan`, hand the session to the planner."""
-        assert session.flow is not None
-        name = session.flow["name"]
-        try:
-            flow = flow_of(session.caller, name)
-        except UnknownFlow as exc:
-            await self._end(session, SessionState.FAILED, str(exc))
-            return
-        if flow.digest != session.flow["digest"]:
-            why = f"the flow {name!r} changed since this session began it: start it again"
-            await self._end(session, SessionState.FAILED, why)
-            return
-        unsafe = flow.unsafe_retries(self._repeatable)
-        if unsafe:
-            await self._end(session, SessionState.FAILED, "; ".join(unsafe))
-            return
-        settled = None
-        deciding = session.deciding
-        if deciding is not None and deciding.get("for") == FLOW_HELD:
-            settled = await Journal.read(self.recorder.store, session.id, deciding["replay"])
-            session.deciding = None
-        inputs = session.flow["inputs"]
-        began, cost = time.monotonic(), session.spent.cost_usd
-        end = await self.flows.run(session, flow, name, inputs, settled, keys=f"flow:{name}")
-        session.journal = None
-        if end.status != "held":
-            seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
-            await self.learning.record_run(session.caller, name, end, seconds, spent)
+        flow, end = await self.flows.run_session(session, self.learning)
+        name = session.flow["name"] if session.flow is not None else ""
         if end.status == "completed":
             session.outcome = end.text
             await self.recorder.event(session, "reply", text=end.text[:RESULT_TEXT], flow=name)
@@ -200,6 +175,8 @@ class Turns:
             why = f"{end.text}; its on_error is replan, but no planner is configured"
             await self._end(session, SessionState.FAILED, why)
         else:
+            assert flow is not None
+            assert session.flow is not None
             session.flow["phase"] = "replanned"
             await self.recorder.event(session, "replan", flow=name, step=end.step, why=end.text)
             session.transcript.append(Said(replan_request(flow, end)))
@@ -217,12 +194,7 @@ class Turns:
         calls = [{**held, "why": OUTCOME_UNKNOWN} for held in end.held]
         session.approval = {"for": FLOW_HELD, "calls": calls, "keys": keys, "replay": end.after}
         await self.recorder.event(session, "outcome_unknown", keys=keys)
-        names = ", ".join(sorted({held["tool"] for held in end.held}))
-        question = (
-            f"The gateway stopped while the flow's step {end.step!r} ({names}) ran, so whether "
-            "it took effect is unknown, and it is not safe to repeat. Send it again "
-            "(approve), or go on without it (reject)?"
-        )
+        question = held_question(end)
         await self._ask(session, question, "approval")
 
     async def _end_anyway(self, session: Session, state: SessionState, why: str) -> None:

@@ -23,7 +23,7 @@ from ..engine.envelopes import STEP_REF, PlanEnvelope
 from ..errors import StateError
 from ..state.base import JsonObject, StateStore
 from ..tags.context import ResolvedContext
-from .runner import FlowEnd
+from .records import FlowEnd
 
 logger = logging.getLogger("gateway.flows")
 

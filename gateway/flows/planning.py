@@ -22,7 +22,8 @@ from ..tags.flows import CompiledFlow, CompiledStep
 from ..tags.model import FlowDefinition, FlowStep
 from ..tags.templates import Pointer
 from .learning import Learning
-from .runner import FlowEnd, FlowRunner, flow_of
+from .records import FlowEnd
+from .runner import FlowRunner, flow_of
 
 SHOWN_RESULT: Final = 1_000
 """Characters of a done step's result text the replan request shows."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
@@ -29,10 +29,12 @@ from ..engine.envelopes import Call
 from ..engine.journal import Journal
 from ..engine.session import Recorder, Session
 from ..errors import UnknownFlow
-from ..state.base import START, StateStore, parse_id
+from ..state.base import StateStore, parse_id
 from ..tags.context import ResolvedContext
 from ..tags.flows import CompiledFlow, CompiledStep, render
 from ..tags.templates import Unrenderable
+from .learning import Learning
+from .records import FINISHED, FlowEnd, StepRecord, step_view
 
 NOT_RETRIED: Final = frozenset({"refused", "not_resent", "template"})
 """How a step ends that trying again cannot change: the tags refused it, the user said not
@@ -40,9 +42,6 @@ to send it again, or its own template failed."""
 
 FLOW_HELD: Final = "flow"
 """What a session's approval is `for` when it holds a flow's steps (not an envelope)."""
-
-StepStatus = Literal["running", "completed", "skipped", "failed"]
-FINISHED: Final = frozenset({"completed", "skipped", "failed"})
 
 
 def flow_of(caller: ResolvedContext, name: str) -> CompiledFlow:
@@ -63,78 +62,6 @@ def flow_budgets(budgets: Budgets, flow: CompiledFlow) -> Budgets:
     if calls <= budgets.tool_calls:
         return budgets
     return budgets.model_copy(update={"tool_calls": calls + budgets.tool_calls})
-
-
-def step_view(
-    status: str, result: Mapping[str, Any] | None = None, error: str = ""
-) -> dict[str, Any]:
-    """What `steps.<id>` reads: the step's `status`, its result's `structured` content,
-    `text` (its text blocks joined), `content` (the blocks), `is_error`, and `error` (why it
-    did not complete, in words)."""
-    result = result or {}
-    content = result.get("content") or []
-    texts = [
-        block.get("text", "")
-        for block in content
-        if isinstance(block, dict) and block.get("type") == "text"
-    ]
-    return {
-        "status": status,
-        "structured": result.get("structuredContent"),
-        "text": "\n".join(texts),
-        "content": content,
-        "is_error": bool(result.get("isError", False)),
-        "error": error,
-    }
-
-
-@dataclass(slots=True)
-class StepRecord:
-    """A step's progress, as FLOW:{session}:{flow} keeps it."""
-
-    status: StepStatus
-    attempt: int = 1
-    key: str = ""
-    since: str = START
-    """The session's last event before the attempt's intent: where its journal starts."""
-    view: dict[str, Any] | None = None
-    error: str = ""
-    error_class: str = ""
-    ms: float = 0.0
-
-    def dump(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "attempt": self.attempt,
-            "key": self.key,
-            "since": self.since,
-            "view": self.view,
-            "error": self.error,
-            "error_class": self.error_class,
-            "ms": round(self.ms, 3),
-        }
-
-    @classmethod
-    def load(cls, data: Mapping[str, Any]) -> StepRecord:
-        return cls(**data)
-
-
-@dataclass(slots=True)
-class FlowEnd:
-    """How a run of a flow stopped."""
-
-    status: Literal["completed", "failed", "replan", "held"]
-    output: Any = None
-    text: str = ""
-    """The output as text (completed), or why it stopped (failed, replan)."""
-    step: str | None = None
-    """The step that failed, for replan and failed; for held, the first step held."""
-    held: list[dict[str, Any]] = field(default_factory=list)
-    """The calls of unknown outcome that wait for the user (held)."""
-    after: str = START
-    """Where the journal of a held run starts."""
-    records: dict[str, StepRecord] = field(default_factory=dict)
-    """Every step's progress, as the run left it."""
 
 
 @dataclass(slots=True)
@@ -177,6 +104,39 @@ class FlowRunner:
 
     def retry_allowed(self, step: CompiledStep) -> bool:
         return step.spec.retry_unsafe or self.repeatable(step.tool)
+
+    async def run_session(
+        self, session: Session, learning: Learning
+    ) -> tuple[CompiledFlow | None, FlowEnd]:
+        """Run (or go on with) the flow `session` names, as the session's caller today may:
+        refused (failed) when the caller has it no more, when it changed since the session
+        began it, or when it retries a tool that may not be retried. The run is recorded
+        (learning.py) unless it holds a step for the user."""
+        assert session.flow is not None
+        name = session.flow["name"]
+        try:
+            flow = flow_of(session.caller, name)
+        except UnknownFlow as exc:
+            return None, FlowEnd("failed", text=str(exc))
+        if flow.digest != session.flow["digest"]:
+            why = f"the flow {name!r} changed since this session began it: start it again"
+            return flow, FlowEnd("failed", text=why)
+        unsafe = flow.unsafe_retries(self.repeatable)
+        if unsafe:
+            return flow, FlowEnd("failed", text="; ".join(unsafe))
+        settled = None
+        deciding = session.deciding
+        if deciding is not None and deciding.get("for") == FLOW_HELD:
+            settled = await Journal.read(self.store, session.id, deciding["replay"])
+            session.deciding = None
+        began, cost = time.monotonic(), session.spent.cost_usd
+        inputs = session.flow["inputs"]
+        end = await self.run(session, flow, name, inputs, settled, keys=f"flow:{name}")
+        session.journal = None
+        if end.status != "held":
+            seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
+            await learning.record_run(session.caller, name, end, seconds, spent)
+        return flow, end
 
     async def run(
         self,
@@ -468,6 +428,16 @@ class FlowRunner:
             steps.update((sid, r.dump()) for sid, r in run.attempts.items())
             run.state["steps"] = steps
             await self.store.set_flow_state(run.session.id, run.flow_id, run.state)
+
+
+def held_question(end: FlowEnd) -> str:
+    """What the user is asked of a flow's steps held for an unknown outcome."""
+    names = ", ".join(sorted({held["tool"] for held in end.held}))
+    return (
+        f"The gateway stopped while the flow's step {end.step!r} ({names}) ran, so whether "
+        "it took effect is unknown, and it is not safe to repeat. Send it again "
+        "(approve), or go on without it (reject)?"
+    )
 
 
 def _last_result(state: RetryCallState) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.flows.runner import step_view
+from gateway.flows.records import step_view
 from gateway.principal import Principal
 from gateway.tags.flows import CompiledFlow, render
 from gateway.tags.loader import tagset_from_texts
