@@ -13,14 +13,14 @@ from typing import Any
 import anyio
 
 from ..own_tools import own_upstream
-from ..tags.flows import CompiledFlow
+from ..tags.flows import FLOW_TOOLS_LISTED, CompiledFlow
 from ..tags.loader import TagSet
 from ..tags.templates import Expression, Pointer, Text
 from ..upstreams import schemas
 from ..upstreams.catalog import Catalog
 from ..upstreams.config import RESERVED_PREFIX, public_prefix
 from ..upstreams.pool import Pool
-from .common import EXIT_CONFIG, EXIT_OK, open_config
+from .common import EXIT_CONFIG, EXIT_OK, EXIT_UNHEALTHY, open_config
 
 
 def check(args: argparse.Namespace) -> int:
@@ -47,7 +47,7 @@ def check(args: argparse.Namespace) -> int:
     down = {
         name: state
         for name, state in pool.statuses().items()
-        if name in upstreams and state.state.value not in ("ready", "disabled")
+        if name in upstreams and state.state.value not in ("ready", "degraded", "disabled")
     }
     for name, state in down.items():
         why = f"{state.state.value}{': ' + state.error if state.error else ''}"
@@ -58,6 +58,8 @@ def check(args: argparse.Namespace) -> int:
         print(problem)
     if problems:
         return EXIT_CONFIG
+    if down:
+        return EXIT_UNHEALTHY  # not every step could be judged
     flows = sum(1 for _ in _flows(tagset))
     print(f"ok: the steps of {flows} flows against {len(pool.catalog.tools)} live tools")
     return EXIT_OK
@@ -82,6 +84,9 @@ def flow_problems(tagset: TagSet, catalog: Catalog, down: Sequence[str] = ()) ->
     for where, tag, flow in _flows(tagset):
         for step in flow.steps:
             said = f"{where}: tag {tag!r}: step {step.id!r}: "
+            if step.tool.startswith(FLOW_TOOLS_LISTED):
+                found.append(f"{said}a flow's step cannot call a flow's tool ({step.tool})")
+                continue
             if step.tool.startswith(RESERVED_PREFIX):
                 continue  # the gateway's own tools, listed where it runs
             entry = catalog.tools.get(step.tool)
@@ -102,7 +107,8 @@ def flow_problems(tagset: TagSet, catalog: Catalog, down: Sequence[str] = ()) ->
 def _argument_problem(schema_key: str, schema: dict[str, Any], args: Any) -> str | None:
     if not _templated(args):
         return schemas.argument_problem(schema_key, args)
-    # Templated values are known only as the flow runs: which arguments are given is known.
+    # Templated values are known only as the flow runs: which arguments are given is known,
+    # the literal ones are checked, and text among text is text.
     required = schema.get("required") or []
     missing = [name for name in required if name not in args]
     if missing:
@@ -112,6 +118,17 @@ def _argument_problem(schema_key: str, schema: dict[str, Any], args: Any) -> str
         extra = [name for name in args if name not in properties]
         if extra:
             return f"{', '.join(extra)}: not among its arguments ({', '.join(properties)})"
+    for name, value in args.items():
+        declared = properties.get(name) if isinstance(properties, dict) else None
+        if not isinstance(declared, dict):
+            continue
+        if isinstance(value, Text) and declared.get("type") not in (None, "string"):
+            return f"{name}: a template with text around it makes text, not {declared['type']}"
+        if not _templated(value):
+            text = schemas.schema_text({"type": "object", "properties": {name: declared}})
+            problem = schemas.argument_problem(text, {name: value}) if text else None
+            if problem is not None:
+                return problem
     return None
 
 

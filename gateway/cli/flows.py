@@ -16,7 +16,7 @@ from ..flows.learning import FlowStats, Learning
 from ..settings import GatewayConfig
 from ..tags.model import NAME_PATTERN
 from .common import EXIT_NOT_FOUND, EXIT_OK, EXIT_STARTUP, open_config, print_json
-from .sessions import _ready, _store
+from .sessions import _ready, _shown, _store
 
 
 def stats(args: argparse.Namespace) -> int:
@@ -66,7 +66,7 @@ def _print_stats(flow: FlowStats) -> None:
             f"{_ms(step['p95_ms'])}"
         )
         for error in step["errors"]:
-            print(f"    {error['count']}x {error['class']}: {error['error'][:100]}")
+            print(f"    {error['count']}x {error['class']}: {_shown(error['error'][:100])}")
     for note in flow.notes():
         print(f"  note: {note}")
 
@@ -89,7 +89,8 @@ async def _candidates(config: GatewayConfig, args: argparse.Namespace) -> int:
     print(f"{'ID':<18} {'RUNS':>5}  TOOLS  (GOAL)")
     for shape, body, count in found:
         tools = " -> ".join(step["tool"] for step in body["steps"])
-        print(f"{shape:<18} {count:>5}  {tools}  ({str(body.get('goal', ''))[:60]})")
+        goal = _shown(str(body.get("goal", ""))[:60])
+        print(f"{shape:<18} {count:>5}  {_shown(tools)}  ({goal})")
     return EXIT_OK
 
 
@@ -116,22 +117,21 @@ def flow_tag(name: str, candidate: dict[str, Any], count: int) -> dict[str, Any]
     if not re.match(NAME_PATTERN, name):
         raise SystemExit(f"gateway flows export: {name!r} is not a valid tag name")
     inputs = candidate.get("inputs") or {}
-    properties = {
-        field: {"type": spec["type"], "examples": [spec["example"]]}
-        for field, spec in inputs.items()
-    }
+    properties = {field: {"type": spec["type"]} for field, spec in inputs.items()}
     goal = str(candidate.get("goal", ""))
     return {
         "tag": name,
         "kind": "flow",
         "payload": {
             "meta": {
-                "title": goal[:80] or name,
-                "description": f"Learned from {count} completed runs of a generated plan.",
+                "title": name,
+                "description": (
+                    f"Learned from {count} completed runs of a generated plan. Its goal, as "
+                    f"the model wrote it (review it before you assign this flow): {goal!r}"
+                ),
             },
             "config": {"assigned_users": []},
             "content": {
-                "description": goal,
                 "inputs": {
                     "type": "object",
                     "properties": properties,

@@ -272,7 +272,10 @@ class Engine:
             )
         session.approval = None
         session.waiting = None
-        session.deciding = {"for": FLOW_HELD, "verdict": verdict, "replay": approval["replay"]}
+        replay = approval["replay"]
+        if replay is None and session.flow is not None:  # the word on running it at all
+            session.flow["approved"] = verdict == "approve"
+        session.deciding = {"for": FLOW_HELD, "verdict": verdict, "replay": replay}
         session.spent.resume()
         return await self.run(session, planner=planner)
 

@@ -187,14 +187,17 @@ class Turns:
         """Ask the user about a flow's steps whose outcome is unknown (the gateway stopped
         while they ran) and that are not safe to send again."""
         for held in end.held:
-            self.service.held(
-                session.caller, ToolCall(held["tool"], held["arguments"]), OUTCOME_UNKNOWN
-            )
-        keys = [held["key"] for held in end.held]
-        calls = [{**held, "why": OUTCOME_UNKNOWN} for held in end.held]
-        session.approval = {"for": FLOW_HELD, "calls": calls, "keys": keys, "replay": end.after}
-        await self.recorder.event(session, "outcome_unknown", keys=keys)
-        question = held_question(end)
+            said = OUTCOME_UNKNOWN if end.asking == "outcome" else integrity.ASKED_BY_TAGS
+            self.service.held(session.caller, ToolCall(held["tool"], held["arguments"]), said)
+        why = OUTCOME_UNKNOWN if end.asking == "outcome" else integrity.ASKED_BY_TAGS
+        keys = [held["key"] for held in end.held if held["key"]]
+        calls = [{**held, "why": why} for held in end.held]
+        replay = end.after if end.asking == "outcome" else None
+        session.approval = {"for": FLOW_HELD, "calls": calls, "keys": keys, "replay": replay}
+        if keys:
+            await self.recorder.event(session, "outcome_unknown", keys=keys)
+        assert session.flow is not None
+        question = held_question(session.flow["name"], end)
         await self._ask(session, question, "approval")
 
     async def _end_anyway(self, session: Session, state: SessionState, why: str) -> None:

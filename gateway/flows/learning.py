@@ -23,23 +23,41 @@ from ..engine.envelopes import STEP_REF, PlanEnvelope
 from ..errors import StateError
 from ..state.base import JsonObject, StateStore
 from ..tags.context import ResolvedContext
+from ..tags.flows import CompiledFlow
 from .records import FlowEnd
 
 logger = logging.getLogger("gateway.flows")
 
 WINDOW: Final = 50
 """Runs of a flow kept, and looked at."""
-SHOWN_FLOWS: Final = 20
+SHOWN_FLOWS: Final = 10
 """Flows whose statistics one planner turn is shown, at most."""
+SHOWN_NOTES: Final = 20
+"""Lines of them, at most."""
+_FAILURES: Final = {
+    "timeout": "no answer in time",
+    "failed": "the upstream failed",
+    "error": "the tool answered an error",
+    "refused": "refused by the user's tags",
+    "expect": "its result was not what the flow expects",
+    "template": "its arguments could not be made",
+    "not_resent": "not sent again after a restart",
+}
+"""The kinds of failure (the runner's classes) as the planner is told them."""
 ERROR_TEXT: Final = 200
+GOAL_TEXT: Final = 500
+"""Characters of a candidate's goal kept (the model's words, shown to an admin)."""
+CANDIDATE_BYTES: Final = 64 * 1024
+"""A candidate larger than this (as JSON) is not kept: no flow worth adopting is."""
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBERS = re.compile(r"\d+")
 
 
-def run_record(end: FlowEnd, seconds: float, cost_usd: float) -> dict[str, Any]:
+def run_record(flow: CompiledFlow, end: FlowEnd, seconds: float, cost_usd: float) -> dict[str, Any]:
     """What is kept of one run."""
     steps = {
         sid: {
+            "tool": flow.by_id[sid].tool if sid in flow.by_id else "",
             "status": record.status,
             "attempts": record.attempt,
             "ms": round(record.ms, 3),
@@ -69,6 +87,7 @@ class StepStats:
     skipped: int = 0
     retries: int = 0
     latencies: list[float] = field(default_factory=list)
+    tool: str = ""
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     """By class and message with its numbers left out: "attempt 3 failed" and "attempt 4
     failed" are one error."""
@@ -116,6 +135,7 @@ class FlowStats:
             stats.cost_usd += float(run.get("cost_usd", 0.0))
             for sid, step in (run.get("steps") or {}).items():
                 mine = stats.steps.setdefault(sid, StepStats())
+                mine.tool = mine.tool or _plain(str(step.get("tool", "")))
                 mine.runs += 1
                 status = step.get("status")
                 mine.completed += status == "completed"
@@ -141,21 +161,30 @@ class FlowStats:
         }
 
     def notes(self) -> list[str]:
-        """What a planner should know: the steps that failed, and how."""
+        """What a planner should know: the steps that failed, how (the kind of failure,
+        and whose tool), and how often. Never the error's own words: they are an
+        upstream's (or a caller's) text, and these notes are the prompt of every user of
+        the flow, where no text but the gateway's may stand (`gateway flows stats` shows
+        them to an admin)."""
         lines = []
         for sid, step in self.steps.items():
             if not step.failed:
                 continue
             key, _ = step.errors.most_common(1)[0]
-            cls, text = key[0], step.examples[key]
-            why = f"{text} ({cls})" if cls and cls not in text else text
+            source = f" from {step.tool}" if step.tool else ""
             lines.append(
                 f"step {sid!r} of {self.flow!r} failed {step.failed} of the last "
-                f"{step.runs} runs: {why}"
+                f"{step.runs} runs: {_FAILURES.get(key[0], 'it failed')}{source}"
             )
         if self.runs and self.completed < self.runs:
             lines.append(f"{self.flow!r} completed {self.completed} of its last {self.runs} runs")
         return lines
+
+
+def _plain(text: str) -> str:
+    """A tool name as kept: only what a tool name may hold (a record is data from the
+    store, written by this module, but a note must hold nothing else)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "", text)[:256]
 
 
 def percentiles(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -174,15 +203,18 @@ class Learning:
         self.window = window
 
     async def record_run(
-        self, caller: ResolvedContext, flow: str, end: FlowEnd, seconds: float, cost: float
+        self, caller: ResolvedContext, flow: CompiledFlow, end: FlowEnd, seconds: float, cost: float
     ) -> None:
         """Keep a run of `flow`; a store that fails loses the record, not the session."""
         try:
             await self.store.record_flow_run(
-                caller.principal.org_id, flow, run_record(end, seconds, cost), self.window
+                caller.principal.org_id,
+                flow.name,
+                run_record(flow, end, seconds, cost),
+                self.window,
             )
         except StateError as exc:
-            logger.warning("flow %s: its run was not recorded: %s", flow, exc)
+            logger.warning("flow %s: its run was not recorded: %s", flow.name, exc)
 
     async def notes(self, caller: ResolvedContext) -> list[str]:
         """What recent runs of the caller's flows say, for the planner's prompt."""
@@ -194,6 +226,8 @@ class Learning:
             except StateError:
                 return lines
             lines += FlowStats.of(info.tag, runs).notes()
+            if len(lines) >= SHOWN_NOTES:
+                return lines[:SHOWN_NOTES]
         return lines
 
     async def stats(self, org: str, flows: Sequence[str] | None = None) -> list[FlowStats]:
@@ -204,7 +238,12 @@ class Learning:
 
     async def plan_completed(self, caller: ResolvedContext, plan: PlanEnvelope) -> int:
         """Count a generated plan that completed as a candidate flow; its count."""
-        shape, candidate = abstracted(plan)
+        try:
+            shape, candidate = abstracted(plan)
+        except NotAFlow:
+            return 0
+        if len(jsoncodec.dumps(candidate)) > CANDIDATE_BYTES:
+            return 0
         try:
             return await self.store.count_candidate(caller.principal.org_id, shape, candidate)
         except StateError as exc:
@@ -216,10 +255,16 @@ class Learning:
         return sorted(found, key=lambda item: (-item[2], item[0]))
 
 
+class NotAFlow(ValueError):
+    """A plan that no flow could be made of (a reference no template can say)."""
+
+
 def abstracted(plan: PlanEnvelope) -> tuple[str, dict[str, Any]]:
-    """A plan's steps with the values the model wrote made inputs of a flow, and the
-    outputs it took made templates over the steps: (its shape's id, the candidate). Plans
-    of one shape (the same tools, arguments and references, whatever the values) merge."""
+    """A plan's steps with the values the model wrote made inputs of a flow (by type: the
+    values themselves are not kept, they may be anyone's data), and the outputs it took
+    made templates over the steps: (its shape's id, the candidate). Plans of one shape
+    (the same tools, arguments and references, whatever the values) merge. NotAFlow when a
+    reference cannot be a template."""
     ids = {step.id: f"s{index + 1}" for index, step in enumerate(plan.steps)}
     inputs: dict[str, Any] = {}
     steps = []
@@ -237,29 +282,52 @@ def abstracted(plan: PlanEnvelope) -> tuple[str, dict[str, Any]]:
         steps.append(entry)
     shape_data = [[s["tool"], s["args"], s.get("after", [])] for s in steps]
     shape = hashlib.sha256(jsoncodec.dumps(shape_data, sort_keys=True)).hexdigest()[:16]
-    return shape, {"goal": plan.goal, "steps": steps, "inputs": inputs}
+    return shape, {"goal": plan.goal[:GOAL_TEXT], "steps": steps, "inputs": inputs}
 
 
 def _abstract(value: Any, name: str, ids: Mapping[str, str], inputs: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         step = value.get(STEP_REF)
         if isinstance(step, str) and set(value) <= {STEP_REF, "path"} and step in ids:
-            return "{{ " + _pointer_expression(ids[step], str(value.get("path", ""))) + " }}"
+            return "{{ " + _pointer_expression(ids[step], value.get("path", "")) + " }}"
         return {k: _abstract(v, f"{name}_{k}", ids, inputs) for k, v in sorted(value.items())}
-    field_name = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    inputs[field_name] = {"type": _json_type(value), "example": value}
-    return "{{ input." + field_name + " }}"
+    if isinstance(value, list) and _has_reference(value):
+        return [_abstract(v, f"{name}_{i}", ids, inputs) for i, v in enumerate(value)]
+    field_name = re.sub(r"[^A-Za-z0-9_]", "_", name)[:64]
+    unique, n = field_name, 1
+    while unique in inputs:  # `a.b` and `a_b` are two inputs
+        n += 1
+        unique = f"{field_name}_{n}"
+    inputs[unique] = {"type": _json_type(value)}
+    return "{{ input." + unique + " }}"
 
 
-def _pointer_expression(step: str, pointer: str) -> str:
-    """`steps.<step>...` for a JSON pointer into its result."""
+def _has_reference(value: Any) -> bool:
+    if isinstance(value, dict):
+        return STEP_REF in value or any(_has_reference(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_reference(v) for v in value)
+    return False
+
+
+_RESULT_PARTS: Final = {
+    "structuredContent": "structured",
+    "content": "content",
+    "isError": "is_error",
+}
+
+
+def _pointer_expression(step: str, pointer: Any) -> str:
+    """`steps.<step>...` for a JSON pointer into its result; NotAFlow for one that does not
+    start in what a step's template may read (its structured content or content)."""
+    if not isinstance(pointer, str) or not pointer.startswith("/"):
+        raise NotAFlow(f"a reference to all of step {step}'s result")
     parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
-    renamed = {"structuredContent": "structured", "isError": "is_error"}
-    expression = f"steps.{step}"
-    for index, part in enumerate(parts):
-        if index == 0:
-            part = renamed.get(part, part)
-        if part.isdigit():
+    if parts[0] not in _RESULT_PARTS:
+        raise NotAFlow(f"a reference to {parts[0]!r} of a result")
+    expression = f"steps.{step}.{_RESULT_PARTS[parts[0]]}"
+    for part in parts[1:]:
+        if part.isascii() and part.isdigit():
             expression += f"[{part}]"
         elif _IDENTIFIER.match(part):
             expression += f".{part}"

@@ -84,9 +84,9 @@ async def run_plan(
             return "Not run: " + "; ".join(unsafe)
         began, cost = time.monotonic(), session.spent.cost_usd
         end = await runner.run(session, flow, f"{turn}.{plan.flow}", inputs, session.journal)
-        if end.status != "held":
+        if end.status != "held" and not end.replayed:
             seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
-            await learning.record_run(session.caller, plan.flow, end, seconds, spent)
+            await learning.record_run(session.caller, flow, end, seconds, spent)
         return _told(flow, end)
     flow = plan_flow(plan)
     if await runner.store.get_flow_state(session.id, str(turn)) is None:

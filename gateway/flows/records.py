@@ -84,3 +84,8 @@ class FlowEnd:
     """Where the journal of a held run starts."""
     records: dict[str, StepRecord] = field(default_factory=dict)
     """Every step's progress, as the run left it."""
+    asking: Literal["outcome", "approval"] = "outcome"
+    """What a held run asks the user: whether to send again the calls of unknown outcome
+    (`held`), or whether to run the flow at all (its tools need the user's approval)."""
+    replayed: bool = False
+    """The run had ended before: this is its end as it was written down (not a new run)."""

@@ -31,7 +31,8 @@ from ..engine.session import Recorder, Session
 from ..errors import UnknownFlow
 from ..state.base import StateStore, parse_id
 from ..tags.context import ResolvedContext
-from ..tags.flows import CompiledFlow, CompiledStep, render
+from ..tags.flows import CompiledFlow, CompiledStep, public_flow_tool, render
+from ..tags.policy import check
 from ..tags.templates import Unrenderable
 from .learning import Learning
 from .records import FINISHED, FlowEnd, StepRecord, step_view
@@ -45,9 +46,11 @@ FLOW_HELD: Final = "flow"
 
 
 def flow_of(caller: ResolvedContext, name: str) -> CompiledFlow:
-    """The caller's flow tag `name`, compiled; UnknownFlow when the caller has none."""
+    """The caller's flow tag `name`, compiled; UnknownFlow when the caller has none, or
+    its tags deny the flow's tool (`denied_tools: [gateway__flow__x]`): one word on a
+    flow, whichever door runs it."""
     for info in caller.flows:
-        if info.tag == name:
+        if info.tag == name and check(caller, public_flow_tool(name)).allowed:
             return info.flow
     raise UnknownFlow(name)
 
@@ -124,18 +127,26 @@ class FlowRunner:
         unsafe = flow.unsafe_retries(self.repeatable)
         if unsafe:
             return flow, FlowEnd("failed", text="; ".join(unsafe))
+        approved = session.flow.get("approved")
+        asked = [s for s in flow.steps if session.caller.needs_approval(s.tool)]
+        if asked and approved is None:  # the user's tags ask for a word before these run
+            held = [{"step": s.id, "tool": s.tool, "arguments": {}, "key": ""} for s in asked]
+            return flow, FlowEnd("held", step=asked[0].id, held=held, asking="approval")
+        if asked and approved is False:
+            return flow, FlowEnd("failed", text=f"the user did not approve the flow {name!r}")
         settled = None
         deciding = session.deciding
         if deciding is not None and deciding.get("for") == FLOW_HELD:
-            settled = await Journal.read(self.store, session.id, deciding["replay"])
+            if deciding.get("replay") is not None:
+                settled = await Journal.read(self.store, session.id, deciding["replay"])
             session.deciding = None
         began, cost = time.monotonic(), session.spent.cost_usd
         inputs = session.flow["inputs"]
         end = await self.run(session, flow, name, inputs, settled, keys=f"flow:{name}")
         session.journal = None
-        if end.status != "held":
+        if end.status != "held" and not end.replayed:
             seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
-            await learning.record_run(session.caller, name, end, seconds, spent)
+            await learning.record_run(session.caller, flow, end, seconds, spent)
         return flow, end
 
     async def run(
@@ -158,7 +169,7 @@ class FlowRunner:
             state = dict(stored)
             ended = stored.get("end")
             if ended is not None:  # it ended before the session's end was written: as it was
-                return FlowEnd(**ended, records=records)
+                return FlowEnd(**ended, records=records, replayed=True)
         else:
             records, state = {}, {"flow": flow.name, "digest": flow.digest, "status": "running"}
             await self.recorder.event(
@@ -430,9 +441,15 @@ class FlowRunner:
             await self.store.set_flow_state(run.session.id, run.flow_id, run.state)
 
 
-def held_question(end: FlowEnd) -> str:
-    """What the user is asked of a flow's steps held for an unknown outcome."""
+def held_question(flow: str, end: FlowEnd) -> str:
+    """What the user is asked of a flow held: its steps of unknown outcome, or its tools
+    that need the user's approval."""
     names = ", ".join(sorted({held["tool"] for held in end.held}))
+    if end.asking == "approval":
+        return (
+            f"The flow {flow!r} runs {names}, which your tags say need your approval, with "
+            "arguments made as it runs. Run it (approve), or not (reject)?"
+        )
     return (
         f"The gateway stopped while the flow's step {end.step!r} ({names}) ran, so whether "
         "it took effect is unknown, and it is not safe to repeat. Send it again "

@@ -102,32 +102,35 @@ class FlowTools:
             schemas = {jsoncodec.dumps(f.flow.inputs, sort_keys=True) for f in flows}
             # Flows of one name in several orgs: each caller is shown and held to its own.
             schema = None if len(schemas) == 1 else ANY_OBJECT
-            tools[name] = OwnTool(definition(flows[0], schema), self._handler(flows[0].tag))
+            tools[name] = OwnTool(definition(flows[0], schema), self._handler(name))
         return tools
 
-    def _handler(self, tag: str) -> Callable[[Mapping[str, Any], Request], Any]:
+    def _handler(self, name: str) -> Callable[[Mapping[str, Any], Request], Any]:
         async def handler(arguments: Mapping[str, Any], request: Request) -> types.CallToolResult:
-            return await self._run(tag, arguments, request)
+            return await self._run(name, arguments, request)
 
         return handler
 
     async def _run(
-        self, tag: str, arguments: Mapping[str, Any], request: Request
+        self, name: str, arguments: Mapping[str, Any], request: Request
     ) -> types.CallToolResult:
         from ..engine.caller import Reporter
         from ..engine.states import SessionState
 
+        public = f"{RESERVED_PREFIX}{name}"
         caller = request.caller
         if caller is None:
-            return tool_error(
-                f"{public_flow_tool(tag)}: no caller: it runs only through the gateway"
-            )
+            return tool_error(f"{public}: no caller: it runs only through the gateway")
         context = self._resolve(caller)
+        # The caller's own flow of this name: orgs may have flows of one name.
+        tag = next((f.tag for f in context.flows if flow_tool(f.tag) == name), None)
+        if tag is None:  # the call service lets it through only to a caller who has one
+            return tool_error(f"{public}: no flow of yours is this tool")
         engine = self._engine()
         try:
             session = await engine.start(context, "", flow=tag, inputs=dict(arguments))
         except SessionError as exc:
-            return tool_error(f"{public_flow_tool(tag)}: {exc}")
+            return tool_error(f"{public}: {exc}")
         reporter = None
         async with anyio.create_task_group() as tasks:
             if request.progress is not None:

@@ -405,6 +405,7 @@ def _assemble(files: list[_ParsedFile], digest: str, issues: list[ConfigIssue]) 
                 continue
             tags[name] = loaded
         _check_includes(org, tags, issues)
+        _check_flow_tools(tags, issues)
         orgs[org] = OrgTags(
             org=org,
             source=parsed.display,
@@ -419,6 +420,26 @@ def _assemble(files: list[_ParsedFile], digest: str, issues: list[ConfigIssue]) 
         files=tuple(f.display for f in files),
         tag_count=sum(len(f.content.tags) for f in files),
     )
+
+
+def _check_flow_tools(tags: Mapping[str, LoadedTag], issues: list[ConfigIssue]) -> None:
+    """Two flows of one org must not be one tool (flow_x and x are both flow__x)."""
+    first: dict[str, LoadedTag] = {}
+    for name, loaded in sorted(tags.items()):
+        if loaded.flow is None:
+            continue
+        tool = public_flow_tool(name)
+        if tool in first:
+            issues.append(
+                ConfigIssue(
+                    loaded.source,
+                    f"flow tags {first[tool].name!r} ({first[tool].where}) and {name!r} would "
+                    f"both be the tool {tool}: rename one",
+                    loaded.line,
+                    tag=name,
+                )
+            )
+        first.setdefault(tool, loaded)
 
 
 def _check_includes(org: str, tags: Mapping[str, LoadedTag], issues: list[ConfigIssue]) -> None:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from .context import ResolvedContext, ScopeRule, ToolRule
+from .flows import FLOW_TOOLS_LISTED, public_flow_tool
 from .scopes import Violation, check_scope
 
 
@@ -74,6 +75,10 @@ def check(
     if not match.granted_by:
         reason = context.note or f"no applied tag grants {tool}"
         return Decision(tool, Outcome.NOT_GRANTED, reason)
+    if tool.startswith(FLOW_TOOLS_LISTED) and not any(
+        public_flow_tool(flow.tag) == tool for flow in context.flows
+    ):  # a grant of gateway__* does not reach another org's flows, nor names none has
+        return Decision(tool, Outcome.NOT_GRANTED, f"no flow tag of this user is {tool}")
     if arguments is None:
         return Decision(
             tool,

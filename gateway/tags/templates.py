@@ -14,10 +14,11 @@ field is an error there, not at run time). `{% statements %}` are not allowed: a
 computes a value, it does not loop. The sandbox keeps templates from Python's internals
 (no attributes starting `_`, no methods that change data), and what it builds is held to
 sizes a workflow needs, since a template of a mistaken flow must not take the gateway's
-memory: `*` builds at most MAX_BUILT items or characters, `**` takes exponents up to 64
-and results up to 4,096 bits, `'%'` formatting and the methods and filters that pad or
-format to a width (UNBOUNDED, `center`, `format`, `replace`, ...) are not there, and a
-value or text past MAX_BUILT is refused.
+memory: `*` and `join` build at most MAX_BUILT items or characters, `**` takes exponents
+up to 64 and results up to 4,096 bits, `'%'` formatting and the methods and filters that
+pad, format to a width or grow a text by each replacement (UNBOUNDED, the `center`,
+`format` and `replace` filters) are not there, and a value or text past MAX_VALUE is
+refused.
 Values from callers and upstreams are data to templates, never template text: nothing a
 caller sends is ever evaluated.
 """
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import jsonpointer
-from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes, pass_eval_context
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -40,7 +41,11 @@ from .. import jsoncodec
 MAX_SOURCE: Final = 4_000
 """Characters of one expression or template."""
 MAX_BUILT: Final = 100_000
-"""Items or characters `*` may build, and characters a rendered template may have."""
+"""Items or characters `*` may build (counting what a list it repeats holds), and the
+characters of what `join` may join."""
+MAX_VALUE: Final = 4_000_000
+"""Characters (and items) of a template's whole value or rendered text: what a step passes
+on from another's result may be large, but not without end."""
 STEP_FIELDS: Final = ("status", "structured", "text", "content", "is_error", "error")
 """What `steps.<id>` holds (step_view)."""
 
@@ -56,10 +61,22 @@ class Unrenderable(ValueError):
 
 
 UNBOUNDED: Final = frozenset(
-    {"center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map", "indent"}
+    {
+        "center",
+        "ljust",
+        "rjust",
+        "zfill",
+        "expandtabs",
+        "format",
+        "format_map",
+        "indent",
+        "replace",
+        "join",
+    }
 )
-"""String methods and filters that pad or format to a width a template gives: the size of
-what they build has no bound but the number, so flow templates have none of them."""
+"""String methods that pad or format to a width a template gives, or grow a text by each
+replacement or separator: what they build has no bound but the numbers, so flow templates
+have none of them (the `join` filter is there, bounded)."""
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -94,21 +111,45 @@ class _Environment(ImmutableSandboxedEnvironment):
                 raise SecurityError("a power past 4,096 bits is not computed in a flow template")
             return left**right
         for count, built in ((right, left), (left, right)):
-            if (
-                isinstance(count, int)
-                and isinstance(built, str | list | tuple)
-                and count * len(built) > MAX_BUILT
-            ):
-                raise SecurityError(
-                    f"'*' would build {count * len(built)} items, more than {MAX_BUILT}"
-                )
+            if isinstance(count, int) and isinstance(built, str | list | tuple):
+                size = count * _size(built)
+                if size > MAX_BUILT:
+                    raise SecurityError(f"'*' would build {size} items, more than {MAX_BUILT}")
         return left * right
+
+
+def _size(value: Any) -> int:
+    """Characters and items in `value`, as far as MAX_BUILT (past that, no more counted)."""
+    total, stack = 0, [value]
+    while stack and total <= MAX_BUILT:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, list | tuple):
+            total += len(item)
+            stack.extend(item)
+        elif isinstance(item, Mapping):
+            total += len(item)
+            stack.extend(item.values())
+    return total
+
+
+def _join(context: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    """The `join` filter, refusing to build past MAX_BUILT."""
+    items = list(value)[: MAX_BUILT + 1]
+    size = len(d) * max(0, len(items) - 1) + sum(_size(str(item)) for item in items)
+    if size > MAX_BUILT:
+        raise SecurityError(f"join would build {size} characters, more than {MAX_BUILT}")
+    joined: str = _JOIN(context, items, d, attribute)
+    return joined
 
 
 ENVIRONMENT: Final = _Environment(undefined=StrictUndefined, autoescape=False)
 for _name in ("center", "indent", "format", "wordwrap", "truncate", "replace", "filesizeformat"):
     # Sizes from the template's numbers (replace: a text grown by each replacement).
     ENVIRONMENT.filters.pop(_name, None)
+_JOIN = ENVIRONMENT.filters["join"]
+ENVIRONMENT.filters["join"] = pass_eval_context(_join)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +173,11 @@ class Expression:
         try:
             value = self._compiled(**names)
         except RecursionError:
-            raise Unrenderable(f"{self.source!r}: nested too deep") from None
+            raise Unrenderable(f"{_quote(self.source)}: nested too deep") from None
         except (Exception, MemoryError) as exc:  # data of a run is what fails: the step's
-            raise Unrenderable(f"{self.source!r}: {_said(exc)}") from None
+            raise Unrenderable(f"{_quote(self.source)}: {_said(exc)}") from None
         if isinstance(value, Undefined):
-            raise Unrenderable(f"{self.source!r}: {_said_undefined(value)}")
+            raise Unrenderable(f"{_quote(self.source)}: {_said_undefined(value)}")
         return _json(value, self.source)
 
     def truth(self, names: Mapping[str, Any]) -> bool:
@@ -144,7 +185,7 @@ class Expression:
         value = self.evaluate(names)
         if not isinstance(value, bool):
             shown = jsoncodec.dumps(value).decode()[:80]
-            raise Unrenderable(f"{self.source!r} gave {shown}, not true or false")
+            raise Unrenderable(f"{_quote(self.source)} gave {shown}, not true or false")
         return value
 
 
@@ -160,11 +201,13 @@ class Text:
         try:
             text: str = self._compiled.render(**names)
         except RecursionError:
-            raise Unrenderable(f"{self.source!r}: nested too deep") from None
+            raise Unrenderable(f"{_quote(self.source)}: nested too deep") from None
         except (Exception, MemoryError) as exc:  # data of a run is what fails: the step's
-            raise Unrenderable(f"{self.source!r}: {_said(exc)}") from None
-        if len(text) > MAX_BUILT:
-            raise Unrenderable(f"{self.source!r} rendered {len(text)} characters, over {MAX_BUILT}")
+            raise Unrenderable(f"{_quote(self.source)}: {_said(exc)}") from None
+        if len(text) > MAX_VALUE:
+            raise Unrenderable(
+                f"{_quote(self.source)} rendered {len(text)} characters, over {MAX_VALUE}"
+            )
         return text
 
 
@@ -202,9 +245,11 @@ def expression(source: str, names: Iterable[str]) -> Expression:
     try:
         compiled = ENVIRONMENT.compile_expression(source, undefined_to_none=False)
         tree = ENVIRONMENT.parse(f"{{{{ {source} }}}}")
+        return Expression(source, _references(tree, set(names)), compiled)
     except TemplateError as exc:
-        raise TemplateProblem(f"{source!r} is not an expression: {_said(exc)}") from None
-    return Expression(source, _references(tree, set(names)), compiled)
+        raise TemplateProblem(f"{_quote(source)} is not an expression: {_said(exc)}") from None
+    except RecursionError:
+        raise TemplateProblem(f"{_quote(source)} is nested too deep") from None
 
 
 def template(source: str, names: Iterable[str]) -> Expression | Text | None:
@@ -218,12 +263,14 @@ def template(source: str, names: Iterable[str]) -> Expression | Text | None:
     try:
         tree = ENVIRONMENT.parse(source)
     except TemplateError as exc:
-        raise TemplateProblem(f"{source!r} is not a template: {_said(exc)}") from None
+        raise TemplateProblem(f"{_quote(source)} is not a template: {_said(exc)}") from None
+    except RecursionError:
+        raise TemplateProblem(f"{_quote(source)} is nested too deep") from None
     statements = [n for n in tree.body if not isinstance(n, nodes.Output)]
     if statements:
         kind = type(statements[0]).__name__.lower()
         raise TemplateProblem(
-            f"{source!r} holds a {{% {kind} %}} statement: a flow template holds "
+            f"{_quote(source)} holds a {{% {kind} %}} statement: a flow template holds "
             "{{ expressions }} among text, no statements (use `a if c else b` for a choice)"
         )
     whole = _WHOLE.match(source)
@@ -232,9 +279,11 @@ def template(source: str, names: Iterable[str]) -> Expression | Text | None:
         return expression(whole["expression"].strip(), allowed)
     try:
         compiled = ENVIRONMENT.from_string(source)
+        return Text(source, _references(tree, allowed), compiled)
     except TemplateError as exc:
-        raise TemplateProblem(f"{source!r} is not a template: {_said(exc)}") from None
-    return Text(source, _references(tree, allowed), compiled)
+        raise TemplateProblem(f"{_quote(source)} is not a template: {_said(exc)}") from None
+    except RecursionError:
+        raise TemplateProblem(f"{_quote(source)} is nested too deep") from None
 
 
 def _bounded(source: str) -> None:
@@ -304,26 +353,30 @@ def _reference(node: nodes.Node) -> Reference | None:
     return Reference(root, keys[0] if keys else None, keys[1] if len(keys) > 1 else None)
 
 
-def _json(value: Any, source: str) -> Any:
-    """A template's value as JSON: sequences as lists; anything else no JSON is refused."""
-    if isinstance(value, str) and len(value) > MAX_BUILT:
-        raise Unrenderable(f"{source!r} gave {len(value)} characters, over {MAX_BUILT}")
+def _json(value: Any, source: str, budget: list[int] | None = None) -> Any:
+    """A template's value as JSON: sequences as lists; anything else no JSON is refused,
+    and so is a value of more than MAX_VALUE characters and items in all (`budget`)."""
+    if budget is None:
+        budget = [MAX_VALUE]
+    budget[0] -= 1 + (len(value) if isinstance(value, str) else 0)
+    if budget[0] < 0:
+        raise Unrenderable(f"{_quote(source)} gave a value of more than {MAX_VALUE} characters")
     if isinstance(value, str | bool | int) or value is None:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise Unrenderable(f"{source!r} gave {value}, which is no JSON number")
+            raise Unrenderable(f"{_quote(source)} gave {value}, which is no JSON number")
         return value
     if isinstance(value, Mapping):
-        return {str(key): _json(inner, source) for key, inner in value.items()}
+        return {str(key): _json(inner, source, budget) for key, inner in value.items()}
     if isinstance(value, list | tuple | range) or hasattr(value, "__next__"):
-        items = []
-        for index, inner in enumerate(value):
-            if index >= MAX_BUILT:
-                raise Unrenderable(f"{source!r} gave more than {MAX_BUILT} items")
-            items.append(_json(inner, source))
-        return items
-    raise Unrenderable(f"{source!r} gave a {type(value).__name__}, which is no JSON value")
+        return [_json(inner, source, budget) for inner in value]
+    raise Unrenderable(f"{_quote(source)} gave a {type(value).__name__}, which is no JSON value")
+
+
+def _quote(source: str) -> str:
+    """A template as an error shows it: in full when short, else its start."""
+    return repr(source) if len(source) <= 120 else f"{source[:100]!r}... ({len(source)} characters)"
 
 
 def _said(exc: BaseException) -> str:

@@ -57,6 +57,9 @@ def test_the_steps_of_every_flow_are_checked_against_the_live_tools(
             {"id": "nowhere", "tool": "ops__nothing"},
             {"id": "literal", "tool": "ops__add", "args": {"a": 1, "b": "two"}},
             {"id": "partial", "tool": "ops__add", "args": {"a": "{{ input.n }}"}},
+            {"id": "mixed", "tool": "ops__add", "args": {"a": "{{ input.n }}", "b": "two"}},
+            {"id": "texty", "tool": "ops__add", "args": {"a": "n={{ input.n }}", "b": 1}},
+            {"id": "nested", "tool": "gateway__flow__other"},
             {"id": "twice", "tool": "ops__write", "args": {"what": "x"}, "on_error": "retry"},
             {
                 "id": "fine",
@@ -86,6 +89,11 @@ def test_the_steps_of_every_flow_are_checked_against_the_live_tools(
         "type 'integer'",
         f"{where}: step 'partial': args do not fit ops__add's inputSchema: required argument b "
         "left out",
+        f"{where}: step 'mixed': args do not fit ops__add's inputSchema: b: 'two' is not of "
+        "type 'integer'",
+        f"{where}: step 'texty': args do not fit ops__add's inputSchema: a: a template with "
+        "text around it makes text, not integer",
+        f"{where}: step 'nested': a flow's step cannot call a flow's tool (gateway__flow__other)",
         f"{where}: step 'twice': on_error is retry, but ops__write is neither read-only nor "
         "idempotent, so a retry may act twice; write retry_unsafe: true to retry it anyway",
     ]
@@ -99,3 +107,19 @@ def test_flows_that_fit_the_live_tools_pass(tmp_path: Path, run: Run) -> None:
     code, out, err = run("check", "--upstreams", "--config", path)
     assert code == 0, out + err
     assert out.splitlines()[-1] == "ok: the steps of 1 flows against 8 live tools"
+
+
+def test_steps_of_an_upstream_that_is_down_are_not_passed(tmp_path: Path, run: Run) -> None:
+    path = config(
+        tmp_path,
+        flow_tag("flow_sum", steps({"id": "sum", "tool": "ops__add", "args": {"a": 1, "b": 2}})),
+    )
+    data = json.loads(Path(path).read_text())
+    data["upstreams"]["ops"]["args"] = ["-c", "raise SystemExit(1)"]
+    data["upstreams"]["ops"]["init_timeout"] = 5
+    Path(path).write_text(json.dumps(data))
+    code, out, err = run("check", "--upstreams", "--config", path)
+    assert code == 1, out + err
+    assert "warning: upstream ops is down" in out
+    assert "the steps of its tools are not checked" in out
+    assert "ok: the steps" not in out
