@@ -75,7 +75,6 @@ class _Run:
     inputs: dict[str, Any]
     records: dict[str, StepRecord]
     """Steps finished (and, resumed, the one under way when the run stopped)."""
-    state: dict[str, Any]
     keys: str
     """What the idempotency keys of its calls start with, after the session's id."""
     loop_check: bool
@@ -165,13 +164,15 @@ class FlowRunner:
         on calls held before."""
         stored = await self.store.get_flow_state(session.id, flow_id)
         if stored is not None and stored.get("digest") == flow.digest:
-            records = {sid: StepRecord.load(r) for sid, r in stored["steps"].items()}
-            state = dict(stored)
+            steps = stored.get("steps") or {}
+            records = {sid: StepRecord.load(r) for sid, r in steps.items()}
             ended = stored.get("end")
             if ended is not None:  # it ended before the session's end was written: as it was
                 return FlowEnd(**ended, records=records, replayed=True)
         else:
-            records, state = {}, {"flow": flow.name, "digest": flow.digest, "status": "running"}
+            records = {}
+            state = {"flow": flow.name, "digest": flow.digest, "status": "running"}
+            await self.store.set_flow_state(session.id, flow_id, state)
             await self.recorder.event(
                 session,
                 "flow",
@@ -179,7 +180,7 @@ class FlowRunner:
                 id=flow_id,
                 steps=[{"id": s.id, "tool": s.tool, "needs": list(s.needs)} for s in flow.steps],
             )
-        run = _Run(session, flow, flow_id, inputs, records, state, keys or flow_id, loop_check)
+        run = _Run(session, flow, flow_id, inputs, records, keys or flow_id, loop_check)
         held = await self._replay(run, settled)
         if held is not None:
             held.records = records
@@ -201,13 +202,8 @@ class FlowRunner:
     async def _ended(self, run: _Run, end: FlowEnd) -> FlowEnd:
         """Write down how the run ended, so that a resume before the session's own end is
         written tells the same, running nothing."""
-        run.state["end"] = {
-            "status": end.status,
-            "output": end.output,
-            "text": end.text,
-            "step": end.step,
-        }
-        await self._save(run, end.status)
+        ended = {"status": end.status, "output": end.output, "text": end.text, "step": end.step}
+        await self._save(run, end.status, end=ended)
         return end
 
     def _output(self, flow: CompiledFlow, names: Mapping[str, Any], run: _Run) -> Any:
@@ -261,15 +257,23 @@ class FlowRunner:
             return
         limiter = anyio.CapacityLimiter(run.session.budgets.parallel)
         send, receive = anyio.create_memory_object_stream[str](len(flow.steps))
-        started: set[str] = set()
 
-        def ready(step: CompiledStep) -> bool:
-            return all(
-                (record := run.records.get(need)) is not None
+        def done(need: str) -> bool:  # finished for good, and its dependents may go on
+            record = run.records.get(need)
+            return (
+                record is not None
                 and record.status in FINISHED
                 and (record.status != "failed" or flow.by_id[need].spec.on_error == "skip")
-                for need in step.needs
             )
+
+        # Each step waits for its unmet needs; a step's end is told to its dependents only,
+        # so scheduling costs the flow's edges, not its steps squared.
+        unmet = {step.id: {need for need in step.needs if not done(need)} for step in pending}
+        dependents: dict[str, list[CompiledStep]] = {}
+        for step in pending:
+            for need in unmet[step.id]:
+                dependents.setdefault(need, []).append(step)
+        ready = [step for step in pending if not unmet[step.id]]
 
         raised: list[Exception] = []
 
@@ -288,15 +292,19 @@ class FlowRunner:
                 running = 0
                 while True:
                     if not run.stopping and not raised:
-                        for step in pending:
-                            if step.id not in started and ready(step):
-                                started.add(step.id)
-                                running += 1
-                                tasks.start_soon(one, step)
+                        for step in ready:
+                            running += 1
+                            tasks.start_soon(one, step)
+                        ready = []
                     if running == 0:
                         break
-                    await receive.receive()
+                    finished = await receive.receive()
                     running -= 1
+                    if done(finished):
+                        for later in dependents.get(finished, ()):
+                            unmet[later.id].discard(finished)
+                            if not unmet[later.id]:
+                                ready.append(later)
         if raised:  # the steps under way ran to their end; none started after
             raise raised[0]
 
@@ -358,7 +366,7 @@ class FlowRunner:
         key = f"{session.id}:{run.keys}.{step.id}.{number}"
         record = StepRecord("running", number, key, session.last_event)
         run.attempts[step.id] = record
-        await self._save(run, "running")
+        await self._save(run, "running", record, step.id)
         await self.recorder.event(
             session, "step", flow=run.flow.name, step=step.id, status="running", attempt=number
         )
@@ -428,17 +436,26 @@ class FlowRunner:
             attempt=record.attempt,
             **({"error": error[:500], "class": error_class} if record.status == "failed" else {}),
         )
-        await self._save(run, "running")
+        await self._save(run, "running", record, step.id)
 
-    async def _save(self, run: _Run, status: str) -> None:
-        # One write at a time, each of the state as it is then: parallel steps' writes
-        # must not land out of order (an older one last would lose a step).
+    async def _save(
+        self,
+        run: _Run,
+        status: str,
+        record: StepRecord | None = None,
+        step: str | None = None,
+        end: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the run's `status`, and one step's `record` or its `end`: a field each,
+        so that a step's write costs that step, however long the flow."""
+        changes: dict[str, Any] = {"status": status}
+        if record is not None:
+            changes[f"steps.{step}"] = record.dump()
+        if end is not None:
+            changes["end"] = end
+        # One write at a time: the status of parallel steps' writes lands in their order.
         async with run.saving:
-            run.state["status"] = status
-            steps = {sid: r.dump() for sid, r in run.records.items()}
-            steps.update((sid, r.dump()) for sid, r in run.attempts.items())
-            run.state["steps"] = steps
-            await self.store.set_flow_state(run.session.id, run.flow_id, run.state)
+            await self.store.update_flow_state(run.session.id, run.flow_id, changes)
 
 
 def held_question(flow: str, end: FlowEnd) -> str:

@@ -115,6 +115,39 @@ def candidate_counts_key(org: str) -> str:
     return f"FLOWCANDIDATES:{{{_part(org)}}}:counts"
 
 
+def flow_fields(state: Mapping[str, Any]) -> dict[str, bytes]:
+    """A flow state's fields as stored (update_flow_state): each value encoded alone."""
+    return {name: codec_field(value) for name, value in state.items()}
+
+
+def codec_field(value: Any) -> bytes:
+    from . import codec  # codec reads this module's JsonObject
+
+    return codec.encode({"value": value})
+
+
+def assembled(fields: Mapping[Any, Any], key: str) -> JsonObject:
+    """A flow state from its stored fields: `a` as it is, then each `a.b` into `a`."""
+    from . import codec
+
+    state: JsonObject = {}
+    dotted = []
+    for raw_name, raw in fields.items():
+        name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
+        value = codec.decode(raw, key)["value"]
+        if "." in name:
+            dotted.append((name, value))
+        else:
+            state[name] = value
+    for name, value in dotted:
+        section, entry = name.split(".", 1)
+        held = state.get(section)
+        if not isinstance(held, dict):
+            held = state[section] = {}
+        held[entry] = value
+    return state
+
+
 def channel_name(session_id: str) -> str:
     """The pub/sub channel of `pub_event` and `subscribe`."""
     return f"NOTIFY:{{{_part(session_id)}}}"
@@ -277,13 +310,23 @@ class StateStore(ABC):
 
     # flows
 
+    @abstractmethod
     async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None:
-        return await self._get_value(flow_key(session_id, flow_id))
+        """The flow's state as set and updated (None when there is none)."""
 
     @abstractmethod
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
-    ) -> None: ...
+    ) -> None:
+        """Replace the flow's state with `state`."""
+
+    @abstractmethod
+    async def update_flow_state(
+        self, session_id: str, flow_id: str, changes: Mapping[str, Any], ttl: float | None = None
+    ) -> None:
+        """Write `changes` into the flow's state: a key `a` sets its field `a`, a key
+        `a.b` the entry `b` of its field `a` (a mapping). Each is a field of its own in
+        the store, so a flow's progress is written a step at a time, not as a whole."""
 
     # learning (per org, shared by replicas; gateway/flows/learning.py)
 

@@ -33,8 +33,10 @@ from .base import (
     StreamEvent,
     StreamGap,
     TTLs,
+    assembled,
     candidates_key,
     channel_name,
+    flow_fields,
     flow_key,
     flow_runs_key,
     format_id,
@@ -56,7 +58,7 @@ SUBSCRIBER_BUFFER = 1000
 
 @dataclass(slots=True)
 class _Value:
-    data: bytes | set[str]
+    data: bytes | set[str] | dict[str, bytes]
     expires_at: float | None
 
 
@@ -138,7 +140,7 @@ class MemoryStore(StateStore):
             return None
         return stream
 
-    def _write(self, key: str, data: bytes | set[str], ttl: float) -> None:
+    def _write(self, key: str, data: bytes | set[str] | dict[str, bytes], ttl: float) -> None:
         self._values[key] = _Value(data, self._expiry(ttl))
         self._maybe_sweep()
 
@@ -225,10 +227,35 @@ class MemoryStore(StateStore):
 
     # --- flows -------------------------------------------------------------------------
 
+    async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None:
+        key = flow_key(session_id, flow_id)
+        value = self._live(key)
+        if value is None or not isinstance(value.data, dict):
+            return None
+        return assembled(value.data, key)
+
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
     ) -> None:
-        encoded = codec.encode(state)
+        self._flow_fields(session_id, flow_id, flow_fields(state), ttl, replace=True)
+
+    async def update_flow_state(
+        self, session_id: str, flow_id: str, changes: Mapping[str, Any], ttl: float | None = None
+    ) -> None:
+        self._flow_fields(session_id, flow_id, flow_fields(changes), ttl, replace=False)
+
+    def _flow_fields(
+        self,
+        session_id: str,
+        flow_id: str,
+        fields: dict[str, bytes],
+        ttl: float | None,
+        replace: bool,
+    ) -> None:
+        held = self._live(flow_key(session_id, flow_id))
+        if not replace and held is not None and isinstance(held.data, dict):
+            held.data.update(fields)  # in place: a step's write costs that step's fields
+            fields = held.data
         ttl = ttl or self.ttls.flow
         index = self._live(session_flows_key(session_id))
         flows = index.data if index is not None and isinstance(index.data, set) else set()
@@ -236,7 +263,7 @@ class MemoryStore(StateStore):
         # The index outlives every flow it lists, so a touch can always reach them.
         index_ttl = max(ttl, index.expires_at - self._clock() if index and index.expires_at else 0)
         self._write(session_flows_key(session_id), flows, index_ttl)
-        self._write(flow_key(session_id, flow_id), encoded, ttl)
+        self._write(flow_key(session_id, flow_id), fields, ttl)
 
     # --- streams -----------------------------------------------------------------------
 

@@ -52,7 +52,9 @@ from .base import (
     StreamEvent,
     StreamGap,
     TTLs,
+    assembled,
     channel_name,
+    flow_fields,
     flow_key,
     parse_id,
     session_claim_key,
@@ -357,16 +359,40 @@ class RedisStore(RedisLearning, StateStore):
 
         await self._call(delete)
 
+    async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None:
+        key = flow_key(session_id, flow_id)
+        fields = await self._call(lambda r: r.hgetall(key))
+        return assembled(fields, key) if fields else None
+
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
     ) -> None:
-        encoded = codec.encode(state)
+        await self._flow_fields(session_id, flow_id, flow_fields(state), ttl, replace=True)
+
+    async def update_flow_state(
+        self, session_id: str, flow_id: str, changes: Mapping[str, Any], ttl: float | None = None
+    ) -> None:
+        await self._flow_fields(session_id, flow_id, flow_fields(changes), ttl, replace=False)
+
+    async def _flow_fields(
+        self,
+        session_id: str,
+        flow_id: str,
+        fields: dict[str, bytes],
+        ttl: float | None,
+        replace: bool,
+    ) -> None:
         ttl_ms = _ms(ttl or self.ttls.flow)
         index = session_flows_key(session_id)
+        key = flow_key(session_id, flow_id)
 
         async def store(r: Client) -> None:
             async with r.pipeline(transaction=True) as pipe:
-                pipe.set(flow_key(session_id, flow_id), encoded, px=ttl_ms)
+                if replace:
+                    pipe.delete(key)
+                if fields:
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.pexpire(key, ttl_ms)
                 pipe.sadd(index, flow_id)
                 # The index outlives every flow it lists, so a touch can always reach them.
                 pipe.pexpire(index, ttl_ms, nx=True)

@@ -251,13 +251,13 @@ class Lagging(MemoryStore):
         self.writes = 0
         self.seen: list[dict[str, str]] = []
 
-    async def set_flow_state(
-        self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
+    async def update_flow_state(
+        self, session_id: str, flow_id: str, changes: Mapping[str, Any], ttl: float | None = None
     ) -> None:
-        copied = json.loads(json.dumps(state))  # the state as it was when written
+        copied = json.loads(json.dumps(changes))  # the changes as they were when written
         self.writes += 1
         await anyio.sleep(0.05 if self.writes % 2 else 0.0)
-        await super().set_flow_state(session_id, flow_id, copied, ttl)
+        await super().update_flow_state(session_id, flow_id, copied, ttl)
         self.seen.append(steps_status(await self.get_flow_state(session_id, flow_id)))
 
 
