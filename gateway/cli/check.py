@@ -10,17 +10,13 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-import anyio
-
-from ..own_tools import own_upstream
 from ..tags.flows import FLOW_TOOLS_LISTED, CompiledFlow
 from ..tags.loader import TagSet
 from ..tags.templates import Expression, Pointer, Text
 from ..upstreams import schemas
 from ..upstreams.catalog import Catalog
 from ..upstreams.config import RESERVED_PREFIX, public_prefix
-from ..upstreams.pool import Pool
-from .common import EXIT_CONFIG, EXIT_OK, EXIT_UNHEALTHY, open_config
+from .common import EXIT_CONFIG, EXIT_OK, EXIT_UNHEALTHY, connected_pool, open_config
 
 
 def check(args: argparse.Namespace) -> int:
@@ -33,17 +29,7 @@ def check(args: argparse.Namespace) -> int:
     if not args.upstreams:
         return EXIT_OK
     upstreams = config.settings.upstreams
-    pool = Pool(upstreams, own=own_upstream())
-    limit = max((u.init_timeout for u in upstreams.values()), default=1.0) + 5.0
-
-    async def connect() -> None:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(pool.run)
-            with anyio.move_on_after(limit):
-                await pool.settled()
-            tasks.cancel_scope.cancel()
-
-    anyio.run(connect)
+    pool = connected_pool(upstreams)
     down = {
         name: state
         for name, state in pool.statuses().items()

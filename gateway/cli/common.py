@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+import anyio
+
 from ..audit import AuditLog
+from ..own_tools import own_upstream
 from ..principal import Principal
 from ..settings import GatewayConfig, config_path, load_config
 from ..tags import TagManager
+from ..upstreams.config import UpstreamConfig
 from ..upstreams.definitions import DefinitionLedger
+from ..upstreams.pool import Pool
 
 EXIT_OK = 0
 EXIT_NOT_PERMITTED = 1
@@ -43,6 +49,23 @@ def principal(args: argparse.Namespace) -> Principal:
 
 def ledger(config: GatewayConfig) -> DefinitionLedger:
     return DefinitionLedger(config.definitions_path, AuditLog(config.audit_path))
+
+
+def connected_pool(upstreams: Mapping[str, UpstreamConfig]) -> Pool:
+    """A pool of `upstreams` (and the gateway's own tools) after connecting to each once,
+    as far as their init_timeout allows, and closed again: its catalog and statuses."""
+    pool = Pool(upstreams, own=own_upstream())
+    limit = max((u.init_timeout for u in upstreams.values()), default=1.0) + 5.0
+
+    async def connect() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(pool.run)
+            with anyio.move_on_after(limit):
+                await pool.settled()
+            tasks.cancel_scope.cancel()
+
+    anyio.run(connect)
+    return pool
 
 
 def print_json(data: Any) -> None:

@@ -10,30 +10,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import anyio
-
 from ..errors import ConfigError
-from ..own_tools import own_upstream
 from ..settings import config_path, load_config
 from ..upstreams.importer import merged_text, read_client_config, render, write_atomically
-from ..upstreams.pool import Pool
-from .common import EXIT_OK, EXIT_UNHEALTHY
+from .common import EXIT_OK, EXIT_UNHEALTHY, connected_pool
 
 
 def status(args: argparse.Namespace) -> int:
     config = load_config(config_path(args.config))
     upstreams = config.settings.upstreams
-    pool = Pool(upstreams, own=own_upstream())
-    limit = max((u.init_timeout for u in upstreams.values()), default=1.0) + 5.0
-
-    async def connect() -> None:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(pool.run)
-            with anyio.move_on_after(limit):
-                await pool.settled()
-            tasks.cancel_scope.cancel()
-
-    anyio.run(connect)
+    pool = connected_pool(upstreams)
     catalog = pool.catalog
     rows = []
     for name, state in pool.statuses().items():
