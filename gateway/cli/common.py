@@ -6,14 +6,16 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
 from ..audit import AuditLog
+from ..errors import ConfigError, ConfigIssue
 from ..own_tools import own_upstream
 from ..principal import Principal
 from ..settings import GatewayConfig, config_path, load_config
+from ..state import StateStore, open_store
 from ..tags import TagManager
 from ..upstreams.config import UpstreamConfig
 from ..upstreams.definitions import DefinitionLedger
@@ -68,5 +70,41 @@ def connected_pool(upstreams: Mapping[str, UpstreamConfig]) -> Pool:
     return pool
 
 
+READY_SECONDS: Final = 5.0
+
+
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def shared_store(config: GatewayConfig) -> StateStore:
+    """The gateway's state store, read from here: a shared one (redis://) only."""
+    if config.state_url.startswith("memory:"):
+        problem = (
+            "the state store is memory://, which lives in the gateway's own process: "
+            "only a shared store (redis://) can be read from here"
+        )
+        raise ConfigError([ConfigIssue(str(config.path), problem, field="state.url")])
+    try:
+        return open_store(config.state_url, config.state_ttls, config.settings.state.stream_max_len)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue(str(config.path), str(exc), field="state.url")]) from exc
+
+
+async def store_ready(store: StateStore) -> bool:
+    """Whether `store` answers within READY_SECONDS (said on stderr when not)."""
+    for _ in range(int(READY_SECONDS / 0.05)):
+        if store.status().ready:
+            return True
+        await anyio.sleep(0.05)
+    status = store.status()
+    print(f"gateway: state store {status.url} unavailable: {status.reason}", file=sys.stderr)
+    return False
+
+
+def shown(text: Any) -> str:
+    """Caller's or model's text, safe on the admin's terminal: control characters (escape
+    sequences that could retitle, clear or write the clipboard) shown escaped."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
+    )

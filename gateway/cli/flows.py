@@ -15,8 +15,16 @@ import yaml
 from ..flows.learning import FlowStats, Learning
 from ..settings import GatewayConfig
 from ..tags.model import NAME_PATTERN
-from .common import EXIT_NOT_FOUND, EXIT_OK, EXIT_STARTUP, open_config, print_json
-from .sessions import _ready, _shown, _store
+from .common import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_STARTUP,
+    open_config,
+    print_json,
+    shared_store,
+    shown,
+    store_ready,
+)
 
 
 def stats(args: argparse.Namespace) -> int:
@@ -35,8 +43,8 @@ def export(args: argparse.Namespace) -> int:
 
 
 async def _stats(config: GatewayConfig, args: argparse.Namespace) -> int:
-    async with _store(config) as store:
-        if not await _ready(store):
+    async with shared_store(config) as store:
+        if not await store_ready(store):
             return EXIT_STARTUP
         found = await Learning(store).stats(args.org, [args.flow] if args.flow else None)
     if args.json:
@@ -66,7 +74,7 @@ def _print_stats(flow: FlowStats) -> None:
             f"{_ms(step['p95_ms'])}"
         )
         for error in step["errors"]:
-            print(f"    {error['count']}x {error['class']}: {_shown(error['error'][:100])}")
+            print(f"    {error['count']}x {error['class']}: {shown(error['error'][:100])}")
     for note in flow.notes():
         print(f"  note: {note}")
 
@@ -76,8 +84,8 @@ def _ms(value: float | None) -> str:
 
 
 async def _candidates(config: GatewayConfig, args: argparse.Namespace) -> int:
-    async with _store(config) as store:
-        if not await _ready(store):
+    async with shared_store(config) as store:
+        if not await store_ready(store):
             return EXIT_STARTUP
         found = await Learning(store).candidates(args.org)
     if args.json:
@@ -89,14 +97,14 @@ async def _candidates(config: GatewayConfig, args: argparse.Namespace) -> int:
     print(f"{'ID':<18} {'RUNS':>5}  TOOLS  (GOAL)")
     for shape, body, count in found:
         tools = " -> ".join(step["tool"] for step in body["steps"])
-        goal = _shown(str(body.get("goal", ""))[:60])
-        print(f"{shape:<18} {count:>5}  {_shown(tools)}  ({goal})")
+        goal = shown(str(body.get("goal", ""))[:60])
+        print(f"{shape:<18} {count:>5}  {shown(tools)}  ({goal})")
     return EXIT_OK
 
 
 async def _export(config: GatewayConfig, args: argparse.Namespace) -> int:
-    async with _store(config) as store:
-        if not await _ready(store):
+    async with shared_store(config) as store:
+        if not await store_ready(store):
             return EXIT_STARTUP
         found = await Learning(store).candidates(args.org)
     for shape, body, count in found:

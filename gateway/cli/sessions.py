@@ -15,11 +15,20 @@ import anyio
 from ..engine.caller import Reporter
 from ..engine.loop import SessionResult
 from ..engine.states import SessionState
-from ..errors import ConfigError, ConfigIssue, SessionError
+from ..errors import SessionError
 from ..settings import GatewayConfig
-from ..state import StateStore, open_store
 from ..state.base import START, Stream
-from .common import EXIT_NOT_FOUND, EXIT_OK, EXIT_STARTUP, open_config, principal, print_json
+from .common import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_STARTUP,
+    open_config,
+    principal,
+    print_json,
+    shared_store,
+    shown,
+    store_ready,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,7 +39,6 @@ if TYPE_CHECKING:
 
 EXIT_NOT_DONE: Final = 1
 """`gateway run`: the session did not complete (failed, or waits for an answer)."""
-READY_SECONDS: Final = 5.0
 MAX_ANSWERS: Final = 20
 """Questions and approvals a `gateway run` session may put to its user."""
 
@@ -45,32 +53,9 @@ def show(args: argparse.Namespace) -> int:
     return anyio.run(_show, config, args)
 
 
-def _store(config: GatewayConfig) -> StateStore:
-    if config.state_url.startswith("memory:"):
-        problem = (
-            "the state store is memory://, which lives in the gateway's own process: "
-            "only a shared store (redis://) can be read from here"
-        )
-        raise ConfigError([ConfigIssue(str(config.path), problem, field="state.url")])
-    try:
-        return open_store(config.state_url, config.state_ttls, config.settings.state.stream_max_len)
-    except ValueError as exc:
-        raise ConfigError([ConfigIssue(str(config.path), str(exc), field="state.url")]) from exc
-
-
-async def _ready(store: StateStore) -> bool:
-    for _ in range(int(READY_SECONDS / 0.05)):
-        if store.status().ready:
-            return True
-        await anyio.sleep(0.05)
-    status = store.status()
-    print(f"gateway: state store {status.url} unavailable: {status.reason}", file=sys.stderr)
-    return False
-
-
 async def _list(config: GatewayConfig, args: argparse.Namespace) -> int:
-    async with _store(config) as store:
-        if not await _ready(store):
+    async with shared_store(config) as store:
+        if not await store_ready(store):
             return EXIT_STARTUP
         rows = []
         for session_id in await store.session_ids():
@@ -94,7 +79,7 @@ async def _list(config: GatewayConfig, args: argparse.Namespace) -> int:
     print(f"{'SESSION':<20} {'STATE':<15} {'USER':<24} {'CREATED':<20} TURNS CALLS  OUTCOME")
     for row in rows:
         who = f"{row['user']}@{row['org']}"
-        outcome = _shown((row["outcome"] or "").replace("\n", " "))
+        outcome = shown((row["outcome"] or "").replace("\n", " "))
         print(
             f"{row['id']:<20} {row['state']:<15} {who:<24} {_when(row['created']):<20} "
             f"{row['spent'].get('turns', 0):>5} {row['spent'].get('tool_calls', 0):>5}  "
@@ -104,8 +89,8 @@ async def _list(config: GatewayConfig, args: argparse.Namespace) -> int:
 
 
 async def _show(config: GatewayConfig, args: argparse.Namespace) -> int:
-    async with _store(config) as store:
-        if not await _ready(store):
+    async with shared_store(config) as store:
+        if not await store_ready(store):
             return EXIT_STARTUP
         snapshot = await store.get_session_state(args.session_id)
         if snapshot is None:
@@ -123,12 +108,12 @@ async def _show(config: GatewayConfig, args: argparse.Namespace) -> int:
     )
     print(
         f"user     {row['user']}@{row['org']}"
-        + (f", intent {_shown(row['intent'])}" if row["intent"] else "")
+        + (f", intent {shown(row['intent'])}" if row["intent"] else "")
     )
     print(f"created  {_when(row['created'])}")
-    print(f"message  {_shown(row['message'])}")
+    print(f"message  {shown(row['message'])}")
     if row["outcome"]:
-        print(f"outcome  {_shown(row['outcome'])}")
+        print(f"outcome  {shown(row['outcome'])}")
     spent = ", ".join(f"{name} {value}" for name, value in row["spent"].items() if value)
     print(f"spent    {spent or 'nothing'}")
     for call in row["calls"]:
@@ -155,14 +140,6 @@ def _when(created: Any) -> str:
         return "?"
     moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _shown(text: Any) -> str:
-    """Caller's or model's text, safe on the admin's terminal: control characters (escape
-    sequences that could retitle, clear or write the clipboard) shown escaped."""
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
-    )
 
 
 def _compact(details: dict[str, Any]) -> str:
