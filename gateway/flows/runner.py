@@ -169,6 +169,10 @@ class FlowRunner:
             ended = stored.get("end")
             if ended is not None:  # it ended before the session's end was written: as it was
                 return FlowEnd(**ended, records=records, replayed=True)
+            stopped = _stopped(flow, records)
+            if stopped is not None:  # a step had stopped it, before its end was written
+                stopped.records = records
+                return stopped
         else:
             records = {}
             state = {"flow": flow.name, "digest": flow.digest, "status": "running"}
@@ -448,7 +452,10 @@ class FlowRunner:
     ) -> None:
         """Write the run's `status`, and one step's `record` or its `end`: a field each,
         so that a step's write costs that step, however long the flow."""
-        changes: dict[str, Any] = {"status": status}
+        # The flow and its digest every time: a key lost meanwhile (its TTL, an eviction,
+        # a failover) is not rebuilt as a state that no resume would take for this run.
+        changes: dict[str, Any] = {"flow": run.flow.name, "digest": run.flow.digest}
+        changes["status"] = status
         if record is not None:
             changes[f"steps.{step}"] = record.dump()
         if end is not None:
@@ -456,6 +463,18 @@ class FlowRunner:
         # One write at a time: the status of parallel steps' writes lands in their order.
         async with run.saving:
             await self.store.update_flow_state(run.session.id, run.flow_id, changes)
+
+
+def _stopped(flow: CompiledFlow, records: Mapping[str, StepRecord]) -> FlowEnd | None:
+    """How a run ended that a failed step stopped (its on_error not skip), if one did."""
+    for step in flow.steps:
+        record = records.get(step.id)
+        if record is not None and record.status == "failed" and step.spec.on_error != "skip":
+            why = f"step {step.id!r} ({step.tool}) failed: {record.error}"
+            if step.spec.on_error == "replan":
+                return FlowEnd("replan", text=why, step=step.id)
+            return FlowEnd("failed", text=why, step=step.id)
+    return None
 
 
 def held_question(flow: str, end: FlowEnd) -> str:

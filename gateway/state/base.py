@@ -20,7 +20,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
-from ..errors import InvalidStreamId
+from ..errors import InvalidStreamId, StateDecodeError
 
 JsonObject = dict[str, Any]
 """What the store keeps: JSON objects (encoded by `gateway.state.codec`)."""
@@ -133,8 +133,13 @@ def assembled(fields: Mapping[Any, Any], key: str) -> JsonObject:
     state: JsonObject = {}
     dotted = []
     for raw_name, raw in fields.items():
-        name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
-        value = codec.decode(raw, key)["value"]
+        try:
+            name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
+            value = codec.decode(raw, key)["value"]
+        except (KeyError, UnicodeDecodeError) as exc:
+            raise StateDecodeError(
+                f"{key}: a field of the flow's state is damaged: {exc}"
+            ) from None
         if "." in name:
             dotted.append((name, value))
         else:
@@ -318,7 +323,8 @@ class StateStore(ABC):
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
     ) -> None:
-        """Replace the flow's state with `state`."""
+        """Replace the flow's state with `state` (a key with a dot is an entry, as
+        update_flow_state says)."""
 
     @abstractmethod
     async def update_flow_state(

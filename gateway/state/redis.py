@@ -361,8 +361,19 @@ class RedisStore(RedisLearning, StateStore):
 
     async def get_flow_state(self, session_id: str, flow_id: str) -> JsonObject | None:
         key = flow_key(session_id, flow_id)
-        fields = await self._call(lambda r: r.hgetall(key))
-        return assembled(fields, key) if fields else None
+
+        async def read(r: Client) -> JsonObject | None:
+            try:
+                fields = await r.hgetall(key)
+            except ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                # Written whole by a gateway before FLOW states were hashes: read as such.
+                raw = await r.get(key)
+                return None if raw is None else codec.decode(raw, key)
+            return assembled(fields, key) if fields else None
+
+        return await self._call(read)
 
     async def set_flow_state(
         self, session_id: str, flow_id: str, state: Mapping[str, Any], ttl: float | None = None
@@ -387,6 +398,18 @@ class RedisStore(RedisLearning, StateStore):
         key = flow_key(session_id, flow_id)
 
         async def store(r: Client) -> None:
+            try:
+                await write(r, replace, fields)
+            except ResponseError as exc:
+                if replace or "WRONGTYPE" not in str(exc):
+                    raise
+                # A state written whole, before FLOW states were hashes: merged with the
+                # changes and written again, as a hash.
+                held = await r.get(key)
+                whole = flow_fields(codec.decode(held, key)) if held is not None else {}
+                await write(r, True, {**whole, **fields})
+
+        async def write(r: Client, replace: bool, fields: dict[str, bytes]) -> None:
             async with r.pipeline(transaction=True) as pipe:
                 if replace:
                     pipe.delete(key)

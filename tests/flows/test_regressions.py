@@ -305,3 +305,84 @@ async def test_a_cancelled_flow_leaves_no_stream_open(bench: Bench) -> None:
     assert session.state is SessionState.CANCELED
     unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert unclosed == []
+
+
+# Found by the last review: a run stopped by a step, resumed before its end was written;
+# and a FLOW key lost between two of a run's writes.
+
+
+async def test_a_run_a_step_stopped_before_its_end_was_written_stays_stopped(
+    bench: Bench,
+) -> None:
+    alice = caller(ABORTS)
+    first = bench.engine(None)
+    session = await first.start(alice, "", flow="fix", inputs={})
+    with anyio.fail_after(30):
+        await first.turns.flows.run(session, flow_of(alice, "fix"), "fix", {})
+    state = await bench.store.get_flow_state(session.id, "fix")
+    assert state is not None
+    # As if the engine stopped after `record` failed and before the run's end was written.
+    await bench.store.set_flow_state(
+        session.id, "fix", {k: v for k, v in state.items() if k != "end"}
+    )
+    await first.claims.let_go(session)
+    ran = (await tally(bench, alice))["calls"]
+    second = bench.engine(None)
+    with anyio.fail_after(30):
+        result = await second.resume(await second.load(session.id, alice))
+    assert (result.state, result.text) == (
+        SessionState.FAILED,
+        "step 'record' (ops__write) failed: could not write '5'",
+    )
+    assert (await tally(bench, alice))["calls"] == ran, "nothing after the stop ran"
+
+
+TWO = flow_tag(
+    "two",
+    {
+        "steps": [
+            {"id": "first", "tool": "ops__add", "args": {"a": 2, "b": 3}},
+            {"id": "second", "tool": "ops__echo", "args": {"r": "{{ steps.first.text }}"}},
+        ]
+    },
+)
+
+
+class Clocked(MemoryStore):
+    """A memory store whose clock jumps past the FLOW key's TTL once `first` completed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(TTLs(flow=10), DEFAULT_STREAM_MAX_LEN, clock=lambda: self.now)
+        self.jumped = False
+
+    async def update_flow_state(
+        self, session_id: str, flow_id: str, changes: Mapping[str, Any], ttl: float | None = None
+    ) -> None:
+        await super().update_flow_state(session_id, flow_id, changes, ttl)
+        state = await self.get_flow_state(session_id, flow_id)
+        first = ((state or {}).get("steps") or {}).get("first", {})
+        if not self.jumped and first.get("status") == "completed":
+            self.jumped = True
+            self.now += 11
+
+
+async def test_a_flow_key_lost_between_writes_is_not_taken_for_another_run(bench: Bench) -> None:
+    alice = caller(TWO)
+    async with Clocked() as store:
+        clocked = Bench(bench.service, bench.pool, store)
+        first = clocked.engine(None)
+        session = await first.start(alice, "", flow="two", inputs={})
+        with anyio.fail_after(30):
+            end = await first.turns.flows.run(session, flow_of(alice, "two"), "two", {})
+        assert end.status == "completed"
+        state = await store.get_flow_state(session.id, "two")
+        assert state is not None
+        assert state["digest"] == flow_of(alice, "two").digest  # written with every change
+        ran = (await tally(clocked, alice))["calls"]
+        await first.claims.let_go(session)
+        second = clocked.engine(None)
+        with anyio.fail_after(30):
+            result = await second.resume(await second.load(session.id, alice))
+        assert result.state is SessionState.COMPLETED
+        assert (await tally(clocked, alice))["calls"] == ran, "the resumed run ran nothing again"

@@ -384,6 +384,23 @@ async def test_redis_values_of_a_newer_encoding_are_refused(redis_url: str) -> N
             assert key in str(caught.value)
 
 
+@pytest.mark.anyio
+async def test_a_flow_state_written_whole_before_hashes_is_read_and_carried_on(
+    redis_url: str,
+) -> None:
+    async with started(open_store(redis_url, DEFAULT_TTLS)) as store, raw_redis(redis_url) as raw:
+        key = "FLOW:{s1}:{f}"
+        old = {"v": ENCODING_VERSION, "data": {"flow": "f", "steps": {"a": {"n": 1}}}}
+        await raw.set(key, json.dumps(old), px=60_000)
+        assert await store.get_flow_state("s1", "f") == {"flow": "f", "steps": {"a": {"n": 1}}}
+        await store.update_flow_state("s1", "f", {"steps.b": {"n": 2}})
+        assert await raw.type(key) == b"hash"
+        assert await store.get_flow_state("s1", "f") == {
+            "flow": "f",
+            "steps": {"a": {"n": 1}, "b": {"n": 2}},
+        }
+
+
 NOT_JSON: list[Any] = [{1, 2}, float("nan"), float("inf"), b"bytes", object()]
 
 
