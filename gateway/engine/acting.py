@@ -172,9 +172,12 @@ class Actor:
                 return Done(f"{call.tool}: refused: {why}", outcome="refused", error=why)
             # run_session learns whose call this is, and so how deep its session would be.
             channel = CallChannel(owner=SessionOwner(session.id, session.depth))
-        repeat = jsoncodec.dumps([call.tool, call.arguments], sort_keys=True).decode()
-        if not loop_check:
-            repeat = key
+        # A loop is the same call again; a flow's step is counted by its own key.
+        repeat = (
+            jsoncodec.dumps([call.tool, call.arguments], sort_keys=True).decode()
+            if loop_check
+            else key
+        )
         session.spent.before_call(session.budgets, repeat)
         session.spent.call_made(repeat)
         if session.journal is not None:
@@ -220,13 +223,7 @@ class Actor:
                 is_error=not ok,
                 text=text[:RESULT_TEXT],
             )
-            return Done(
-                framed(call.tool, text, ok),
-                dumped if ok else None,
-                "completed" if ok else "error",
-                dumped,
-                "" if ok else text[:RESULT_TEXT],
-            )
+            return _completed(call.tool, text, ok, dumped)
         if isinstance(outcome, Refused):
             error = outcome.error
             decision = (
@@ -301,13 +298,7 @@ class Actor:
                 text = _result_text(types.CallToolResult.model_validate(dumped), dumped)
             except ValueError:
                 text = jsoncodec.dumps(dumped).decode()
-            return Done(
-                framed(call.tool, text, ok),
-                dumped if ok else None,
-                "completed" if ok else "error",
-                dumped,
-                "" if ok else text[:RESULT_TEXT],
-            )
+            return _completed(call.tool, text, ok, dumped)
         if outcome in ("failed", "timeout", "not_resent"):
             decision = "outcome_unknown" if outcome == "not_resent" else "allowed"
             session.calls.append(CallSummary(key, call.tool, decision, ok=False))
@@ -317,6 +308,14 @@ class Actor:
             said = result.get("text") or f"failed: {result.get('error', '')}"
             return Done(f"{call.tool}: {said}", outcome=str(outcome), error=str(said))
         return None  # refused: never sent; checked again
+
+
+def _completed(tool: str, text: str, ok: bool, dumped: dict[str, Any]) -> Done:
+    """A completed call (`dumped`, its result as JSON; `text`, what the model reads), ok
+    or marked isError."""
+    if ok:
+        return Done(framed(tool, text, ok), dumped, "completed", dumped)
+    return Done(framed(tool, text, ok), None, "error", dumped, text[:RESULT_TEXT])
 
 
 def framed(tool: str, text: str, ok: bool) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..flows.access import find_flow
 from ..tags.context import ResolvedContext
 from .envelopes import Envelope, PlanEnvelope, ToolEnvelope, ToolsEnvelope, has_references
 
@@ -72,7 +73,7 @@ def held(
     calls: list[tuple[str, dict[str, Any] | None]] = list(calls_of(envelope))
     if isinstance(envelope, PlanEnvelope) and envelope.flow is not None:
         # A flow to follow: its steps, whose arguments are known only as they run.
-        flow = next((f.flow for f in caller.flows if f.tag == envelope.flow), None)
+        flow = find_flow(caller, envelope.flow)
         calls = [(step.tool, None) for step in flow.steps] if flow is not None else []
     for index, (tool, arguments) in enumerate(calls):
         # A step's argument that takes an earlier output is known only when it runs: the

@@ -22,7 +22,8 @@ from ..errors import (
     SessionTaken,
     UnknownSession,
 )
-from ..flows.runner import FLOW_HELD, flow_budgets, flow_of
+from ..flows.access import find_flow, flow_budgets, flow_of
+from ..flows.runner import FLOW_HELD
 from ..state.base import START, StateStore, Stream
 from ..tags.context import ResolvedContext
 from .budgets import Budgets
@@ -152,7 +153,7 @@ class Engine:
         session = restore(snapshot, caller)
         session.budgets = self.budgets.tightened(caller.session_limits())
         if session.flow is not None:
-            flow = next((f.flow for f in caller.flows if f.tag == session.flow["name"]), None)
+            flow = find_flow(caller, session.flow["name"])
             if flow is not None:
                 session.budgets = flow_budgets(session.budgets, flow)
         return session

@@ -109,12 +109,10 @@ class Turns:
         self.after_taint = after_taint
         self.actor = Actor(service, recorder, nested_depth)
         self.taint_definitions = taint_definitions
-        self.flows = FlowRunner(self.actor, recorder, self._repeatable)
         self.learning = Learning(recorder.store)
         """What runs of flows did, kept to tell the planner and to learn flows from."""
-        self.actor.plans = lambda session, plan, turn: run_plan(
-            self.flows, session, plan, turn, self.learning
-        )
+        self.flows = FlowRunner(self.actor, recorder, self._repeatable, self.learning)
+        self.actor.plans = lambda session, plan, turn: run_plan(self.flows, session, plan, turn)
         self.stopping = False
         """The gateway shuts down (Engine.stop): a cancelled session is left to resume."""
 
@@ -161,7 +159,7 @@ class Turns:
     async def _flow(self, session: Session, planner: Planner | None) -> None:
         """Run the flow the session names, with no model in between; on a failed step
         that says `replan`, hand the session to the planner."""
-        flow, end = await self.flows.run_session(session, self.learning)
+        flow, end = await self.flows.run_session(session)
         name = session.flow["name"] if session.flow is not None else ""
         if end.status == "completed":
             session.outcome = end.text
@@ -186,10 +184,9 @@ class Turns:
     async def _hold_flow(self, session: Session, end: FlowEnd) -> None:
         """Ask the user about a flow's steps whose outcome is unknown (the gateway stopped
         while they ran) and that are not safe to send again."""
-        for held in end.held:
-            said = OUTCOME_UNKNOWN if end.asking == "outcome" else integrity.ASKED_BY_TAGS
-            self.service.held(session.caller, ToolCall(held["tool"], held["arguments"]), said)
         why = OUTCOME_UNKNOWN if end.asking == "outcome" else integrity.ASKED_BY_TAGS
+        for held in end.held:
+            self.service.held(session.caller, ToolCall(held["tool"], held["arguments"]), why)
         keys = [held["key"] for held in end.held if held["key"]]
         calls = [{**held, "why": why} for held in end.held]
         replay = end.after if end.asking == "outcome" else None
@@ -224,9 +221,11 @@ class Turns:
 
     async def _loop(self, session: Session, planner: Planner) -> None:
         repairs = 0
+        # Read once a run, not every turn: the prompt stays the same from turn to turn (a
+        # cached prefix), and the store is not asked again for what a turn cannot change.
+        notes = await self.learning.notes(session.caller) if session.caller.flows else []
         while True:
             session.spent.before_turn(session.budgets)
-            notes = await self.learning.notes(session.caller) if session.caller.flows else []
             turn = self._turn(session, notes)
             if self.taint_definitions and not session.tainted:
                 await self._read_definitions(session, turn.tools)

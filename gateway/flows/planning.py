@@ -10,7 +10,6 @@ pointer}` the only thing read from them (templates.Pointer), never a template.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any, Final
 
 from .. import jsoncodec
@@ -21,9 +20,9 @@ from ..errors import UnknownFlow
 from ..tags.flows import CompiledFlow, CompiledStep
 from ..tags.model import FlowDefinition, FlowStep
 from ..tags.templates import Pointer
-from .learning import Learning
+from .access import flow_of
 from .records import FlowEnd
-from .runner import FlowRunner, flow_of
+from .runner import FlowRunner
 
 SHOWN_RESULT: Final = 1_000
 """Characters of a done step's result text the replan request shows."""
@@ -65,9 +64,7 @@ def _pointers(value: Any, needs: list[str]) -> Any:
     return value
 
 
-async def run_plan(
-    runner: FlowRunner, session: Session, plan: PlanEnvelope, turn: int, learning: Learning
-) -> str:
+async def run_plan(runner: FlowRunner, session: Session, plan: PlanEnvelope, turn: int) -> str:
     """Run a plan (its steps, or the flow it names); what the model is told of it. A run
     of a flow is recorded, and a plan whose steps all completed counted as a candidate."""
     if plan.flow is not None:
@@ -82,11 +79,8 @@ async def run_plan(
         unsafe = flow.unsafe_retries(runner.repeatable)
         if unsafe:
             return "Not run: " + "; ".join(unsafe)
-        began, cost = time.monotonic(), session.spent.cost_usd
-        end = await runner.run(session, flow, f"{turn}.{plan.flow}", inputs, session.journal)
-        if end.status != "held" and not end.replayed:
-            seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
-            await learning.record_run(session.caller, flow, end, seconds, spent)
+        flow_id = f"{turn}.{plan.flow}"
+        end = await runner.run(session, flow, flow_id, inputs, session.journal, record=True)
         return _told(flow, end)
     flow = plan_flow(plan)
     if await runner.store.get_flow_state(session.id, str(turn)) is None:
@@ -102,7 +96,7 @@ async def run_plan(
     if end.status == "completed" and all(
         record.status == "completed" for record in end.records.values()
     ):
-        count = await learning.plan_completed(session.caller, plan)
+        count = await runner.learning.plan_completed(session.caller, plan)
         if count:
             await runner.recorder.event(session, "candidate", turn=turn, count=count)
     return _told(flow, end)

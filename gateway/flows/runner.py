@@ -24,16 +24,14 @@ from tenacity.wait import wait_exponential
 
 from .. import jsoncodec
 from ..engine.acting import Actor, Done
-from ..engine.budgets import Budgets
 from ..engine.envelopes import Call
 from ..engine.journal import Journal
 from ..engine.session import Recorder, Session
 from ..errors import UnknownFlow
 from ..state.base import StateStore, parse_id
-from ..tags.context import ResolvedContext
-from ..tags.flows import CompiledFlow, CompiledStep, public_flow_tool, render
-from ..tags.policy import check
+from ..tags.flows import CompiledFlow, CompiledStep, render
 from ..tags.templates import Unrenderable
+from .access import flow_of
 from .learning import Learning
 from .records import FINISHED, FlowEnd, StepRecord, step_view
 
@@ -43,28 +41,6 @@ to send it again, or its own template failed."""
 
 FLOW_HELD: Final = "flow"
 """What a session's approval is `for` when it holds a flow's steps (not an envelope)."""
-
-
-def flow_of(caller: ResolvedContext, name: str) -> CompiledFlow:
-    """The caller's flow tag `name`, compiled; UnknownFlow when the caller has none, or
-    its tags deny the flow's tool (`denied_tools: [gateway__flow__x]`): one word on a
-    flow, whichever door runs it."""
-    for info in caller.flows:
-        if info.tag == name and check(caller, public_flow_tool(name)).allowed:
-            return info.flow
-    raise UnknownFlow(name)
-
-
-def flow_budgets(budgets: Budgets, flow: CompiledFlow) -> Budgets:
-    """A flow session's budgets: its calls are the steps its author wrote (each as often
-    as its retries allow), not a model's, so the tool call budget is at least that."""
-    calls = sum(
-        (s.spec.retry.attempts if s.spec.retry else 3) if s.spec.on_error == "retry" else 1
-        for s in flow.steps
-    )
-    if calls <= budgets.tool_calls:
-        return budgets
-    return budgets.model_copy(update={"tool_calls": calls + budgets.tool_calls})
 
 
 @dataclass(slots=True)
@@ -93,12 +69,14 @@ class FlowRunner:
         actor: Actor,
         recorder: Recorder,
         repeatable: Callable[[str], bool],
+        learning: Learning,
     ) -> None:
         """`repeatable`: whether a tool is annotated read-only or idempotent (the catalog's
-        word)."""
+        word); `learning`: where runs of flow tags are recorded."""
         self.actor = actor
         self.recorder = recorder
         self.repeatable = repeatable
+        self.learning = learning
 
     @property
     def store(self) -> StateStore:
@@ -107,9 +85,7 @@ class FlowRunner:
     def retry_allowed(self, step: CompiledStep) -> bool:
         return step.spec.retry_unsafe or self.repeatable(step.tool)
 
-    async def run_session(
-        self, session: Session, learning: Learning
-    ) -> tuple[CompiledFlow | None, FlowEnd]:
+    async def run_session(self, session: Session) -> tuple[CompiledFlow | None, FlowEnd]:
         """Run (or go on with) the flow `session` names, as the session's caller today may:
         refused (failed) when the caller has it no more, when it changed since the session
         began it, or when it retries a tool that may not be retried. The run is recorded
@@ -139,13 +115,9 @@ class FlowRunner:
             if deciding.get("replay") is not None:
                 settled = await Journal.read(self.store, session.id, deciding["replay"])
             session.deciding = None
-        began, cost = time.monotonic(), session.spent.cost_usd
         inputs = session.flow["inputs"]
-        end = await self.run(session, flow, name, inputs, settled, keys=f"flow:{name}")
+        end = await self.run(session, flow, name, inputs, settled, f"flow:{name}", record=True)
         session.journal = None
-        if end.status != "held" and not end.replayed:
-            seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
-            await learning.record_run(session.caller, flow, end, seconds, spent)
         return flow, end
 
     async def run(
@@ -157,11 +129,30 @@ class FlowRunner:
         settled: Journal | None = None,
         keys: str | None = None,
         loop_check: bool = False,
+        record: bool = False,
     ) -> FlowEnd:
         """Run (or go on with) `flow` for `session` as `flow_id`, on `inputs` (checked
         against its schema already), until it completes, fails, needs a new plan, or holds
         a call of unknown outcome for the user. `settled`: the journal of the user's word
-        on calls held before."""
+        on calls held before; `record`: keep the run in `learning` (a flow tag's, not a
+        generated plan's), unless it holds a step or had ended before."""
+        began, cost = time.monotonic(), session.spent.cost_usd
+        end = await self._run(session, flow, flow_id, inputs, settled, keys, loop_check)
+        if record and end.status != "held" and not end.replayed:
+            seconds, spent = time.monotonic() - began, session.spent.cost_usd - cost
+            await self.learning.record_run(session.caller, flow, end, seconds, spent)
+        return end
+
+    async def _run(
+        self,
+        session: Session,
+        flow: CompiledFlow,
+        flow_id: str,
+        inputs: dict[str, Any],
+        settled: Journal | None,
+        keys: str | None,
+        loop_check: bool,
+    ) -> FlowEnd:
         stored = await self.store.get_flow_state(session.id, flow_id)
         if stored is not None and stored.get("digest") == flow.digest:
             steps = stored.get("steps") or {}

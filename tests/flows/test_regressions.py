@@ -19,7 +19,7 @@ import yaml
 
 from gateway.engine.loop import Engine, SessionResult
 from gateway.engine.states import SessionState
-from gateway.flows.runner import flow_of
+from gateway.flows.access import flow_of
 from gateway.principal import Principal
 from gateway.state.base import DEFAULT_STREAM_MAX_LEN, TTLs
 from gateway.state.memory import MemoryStore
