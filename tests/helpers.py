@@ -57,7 +57,10 @@ def serving(
                 os.killpg(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
-            proc.communicate(timeout=10)
+        # Always: its pipes are closed here, not left to the garbage collector (a
+        # ResourceWarning in whichever test it runs), also when the kill above already
+        # ended it or the test read them.
+        proc.communicate(timeout=10)
 
 
 def get_json(url: str) -> tuple[int, dict[str, str], Any]:
