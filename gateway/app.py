@@ -2,7 +2,8 @@
 
 What it serves: `/mcp` (the gateway as an MCP server, see gateway.front), `/health` (the
 process is up) and `/ready` (it can serve: the state store is reachable; 503 with the
-reason otherwise). The session API is built on this app by later work.
+reason otherwise), and the session API (gateway/api/routes.py): REST, SSE and WebSocket
+sessions, /metrics, /openapi.json, the web page and the widget.
 
 The parts come from the runtime (runtime.py), which starts them: every upstream is
 connected in parallel before the app serves, and two upstreams offering the same public
@@ -23,21 +24,31 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import __version__, sdk_internals
+from .api.bodies import problem, refused
+from .api.notify import Notifier
+from .api.routes import api_routes
+from .api.sessions import SessionApi
+from .api.streams import Streams
+from .api.webhooks import Webhooks
 from .auth import Authenticator
-from .errors import CannotStart, ConfigError
+from .errors import ApiError, CannotStart, ConfigError
 from .front.http import McpEndpoint
 from .front.modern_calls import Listings, ModernCalls
 from .front.server import Front
 from .front.session_calls import SessionCalls
 from .front.session_transport import GatewaySessionManager
+from .live import OpenRequests
+from .metrics import Metrics
 from .runtime import Runtime
 from .settings import load_config
 from .state import StateUnavailable
@@ -46,6 +57,14 @@ from .watching import file_changes
 logger = logging.getLogger("gateway")
 
 ROUTES_SERVED = ("/mcp", "/health", "/ready")
+
+
+async def http_error(_request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method it does not allow) as the API's
+    JSON problems."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    return problem(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
 async def state_unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -125,6 +144,16 @@ def build_app(runtime: Runtime) -> Starlette:
         calls = ModernCalls(front, listings)
         session_calls = SessionCalls(front, manager, security, listings)
     endpoint = McpEndpoint(manager, lambda: authenticator, calls, session_calls, security)
+    metrics = Metrics()
+    runtime.service.on_outcome(metrics.record_call)
+    runtime.engine.recorder.on_event(metrics.record_event)
+    endpoint.on_request(metrics.record_mcp)
+    webhooks = Webhooks(settings.api.webhooks, display=str(config.path))
+    notifier = Notifier(webhooks)
+    runtime.engine.recorder.on_event(notifier.on_event)
+    api = SessionApi(runtime.engine, tags.resolve, lambda: authenticator, webhooks)
+    streams_open = OpenRequests("session streams")
+    streams = Streams(api, settings.api, settings.server.allowed_origins, streams_open)
 
     async def follow_auth() -> None:
         """Apply edits of gateway.yaml's `auth:` section (see the module docstring)."""
@@ -142,11 +171,14 @@ def build_app(runtime: Runtime) -> Starlette:
             authenticator = replacement
             logger.info("auth settings reloaded from %s", path)
             endpoint.recheck(replacement)
+            streams_open.recheck(replacement)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with runtime.running() as tasks, front.running():
+            api.tasks = tasks
             tasks.start_soon(follow_auth)
+            tasks.start_soon(notifier.run)
             if not authenticator.enabled:
                 logger.warning("no API keys or JWT configured: every /mcp request gets 401")
             async with manager.run():
@@ -157,6 +189,8 @@ def build_app(runtime: Runtime) -> Starlette:
                     # under way are left to resume (after a restart, or elsewhere), and this
                     # process takes none up again on its way out.
                     runtime.stop_sessions()
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        await webhooks.aclose()
 
     async def health(_request: Request) -> JSONResponse:
         # No tag names or counts here: /health is unauthenticated.
@@ -186,9 +220,14 @@ def build_app(runtime: Runtime) -> Starlette:
             Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/health", health),
             Route("/ready", ready),
+            *api_routes(api, streams, metrics, state, pool),
         ],
         lifespan=lifespan,
-        exception_handlers={StateUnavailable: state_unavailable},
+        exception_handlers={
+            StateUnavailable: state_unavailable,
+            ApiError: refused,
+            HTTPException: http_error,
+        },
     )
     app.state.runtime = runtime
     app.state.tags = tags
@@ -197,4 +236,6 @@ def build_app(runtime: Runtime) -> Starlette:
     app.state.pool = pool
     app.state.front = front
     app.state.mcp = endpoint
+    app.state.api = api
+    app.state.metrics = metrics
     return app

@@ -187,6 +187,18 @@ class Authenticator:
             return self._check_jwt(presented, self.settings.jwt)
         raise Unauthenticated("the credential is not valid")
 
+    def key_principal(self, digest: str) -> Principal | None:
+        """Who the API key with this sha256 is now (None: no such key): what a stream
+        opened with a token minted by that key is checked against when keys change."""
+        key = self._keys.get(digest)
+        return None if key is None else Principal(key.user, key.org, key.roles)
+
+    def jwt_still_valid(self, jti: object) -> bool:
+        """Whether JWTs still work here and this token id is not revoked (its expiry is
+        the stream's deadline already)."""
+        settings = self.settings.jwt
+        return settings is not None and not (isinstance(jti, str) and jti in settings.revoked)
+
     def _check_jwt(self, token: str, settings: JwtSettings) -> Credential:
         try:
             claims = jwt.decode(

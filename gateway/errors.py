@@ -154,6 +154,14 @@ class SessionTaken(SessionError):
         self.session_id = session_id
 
 
+class SessionCanceled(SessionError):
+    """Its caller asked for the session to stop after the step under way: it ends canceled."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id} was cancelled by its caller")
+
+
 class UnknownFlow(SessionError):
     """No flow of that name is the caller's (whether another's exists is not its to learn)."""
 
@@ -167,6 +175,20 @@ class InvalidFlowInput(SessionError):
 
 
 # --- the state store -----------------------------------------------------------------------
+
+
+class ApiError(GatewayError):
+    """A request the session API refuses: its HTTP status, a code for programs and a
+    detail for people (never a stack trace, never whether another org's session exists)."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+        super().__init__(detail)
 
 
 class StateError(GatewayError):

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from .api.settings import ApiSettings
 from .auth import AuthSettings
 from .engine.settings import EngineSettings
 from .errors import ConfigError, ConfigIssue
@@ -116,6 +117,8 @@ class Settings(Strict):
     """The MCP servers the gateway is a client of, by name (see gateway.upstreams.config)."""
     engine: EngineSettings = EngineSettings()
     """Agent sessions (gateway/engine): the planner, budgets, integrity."""
+    api: ApiSettings = ApiSettings()
+    """The session API (gateway/api): its streams and webhooks."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from .envelopes import edited, parse
 from .journal import Journal
 from .planners.base import Emitted, Planner, Said, Told
 from .session import Recorder, Session, new_session_id, restore
-from .states import RUNNING, SessionState
+from .states import FINAL, RUNNING, SessionState
 from .turns import AfterTaint, SessionResult, ToolsFor, Turns
 
 __all__ = ["AfterTaint", "Engine", "Reply", "SessionResult", "ToolsFor", "Verdict"]
@@ -42,6 +42,9 @@ logger = logging.getLogger("gateway.engine")
 Verdict = Literal["approve", "reject", "edit"]
 Reply = Literal["answer", "approve", "reject"]
 """A caller's word on what a waiting session showed it."""
+Go = Callable[[], Awaitable[bool]] | None
+"""What `run` does first with a session an answer or approval was taken for (None: it
+goes on with its next turn)."""
 SNAPSHOT_POLLS: Final = 250
 """Reads of a snapshot, 20 ms apart, for it to catch up with its stream's state event."""
 
@@ -100,12 +103,13 @@ class Engine:
         depth: int = 0,
         flow: str | None = None,
         inputs: Mapping[str, Any] | None = None,
+        callback: str | None = None,
     ) -> Session:
         """A new session, `accepted` on its stream before anyone learns its id, claimed by
         this engine for `run`; `depth`: how many sessions deep it is started. With `flow`,
         it runs that flow tag of the caller's on `inputs` (UnknownFlow, InvalidFlowInput
-        before anything is written)."""
-        session = Session(new_session_id(), caller, message, depth=depth)
+        before anything is written). `callback`: the webhook its caller is told at."""
+        session = Session(new_session_id(), caller, message, depth=depth, callback=callback)
         session.budgets = self.budgets.tightened(caller.session_limits())
         if flow is not None:
             compiled = flow_of(caller, flow)
@@ -163,6 +167,13 @@ class Engine:
     ) -> SessionResult:
         """Go on with a session waiting for its caller (a question, a confidence check),
         with the caller's answer; SessionNotWaiting when it is not waiting."""
+        first = await self.take_answer(session, text)
+        return await self.run(session, first, planner)
+
+    async def take_answer(self, session: Session, text: str) -> Go:
+        """The first half of `answer`: claim the session and record the answer, so that a
+        door can say at once whether it was taken (SessionNotWaiting) and run the session
+        (`run` with what this returns) in the background."""
         if session.state is not SessionState.INPUT_REQUIRED or session.waiting == "approval":
             raise SessionNotWaiting(session.id, _waiting(session))
         asked = next(
@@ -180,7 +191,7 @@ class Engine:
             session.transcript.append(Told(asked.id, answered))
             await self.recorder.event(session, "answer", text=text)
             session.spent.resume()
-        return await self.run(session, planner=planner)
+        return None
 
     async def respond(
         self,
@@ -210,12 +221,23 @@ class Engine:
         them, `edit` runs them with `arguments` (by their index in the envelope) in
         place of the model's, checked again in full; `reject` runs none, and the model
         is told so with `message`. InvalidApproval for edits that are no envelope."""
+        first = await self.take_verdict(session, verdict, message, arguments)
+        return await self.run(session, first, planner)
+
+    async def take_verdict(
+        self,
+        session: Session,
+        verdict: Verdict,
+        message: str = "",
+        arguments: Mapping[int, dict[str, Any]] | None = None,
+    ) -> Go:
+        """The first half of `approve`, as `take_answer` is of `answer`: what `run` takes."""
         if session.state is not SessionState.INPUT_REQUIRED or session.waiting != "approval":
             raise SessionNotWaiting(session.id, _waiting(session))
         approval = session.approval
         assert approval is not None
         if approval["for"] == FLOW_HELD:
-            return await self._decide_flow(session, approval, verdict, message, planner)
+            return await self._decide_flow(session, approval, verdict, message)
         emitted_id = approval["for"]
         emitted = next(
             e for e in session.transcript if isinstance(e, Emitted) and e.id == emitted_id
@@ -249,7 +271,7 @@ class Engine:
         session.deciding = {"for": emitted_id, "verdict": verdict, "arguments": edits}
         session.deciding.update(message=message, replay=replay)
         session.spent.resume()
-        return await self.run(session, lambda: self.turns.decided(session, emitted), planner)
+        return lambda: self.turns.decided(session, emitted)
 
     async def _decide_flow(
         self,
@@ -257,8 +279,7 @@ class Engine:
         approval: dict[str, Any],
         verdict: Verdict,
         message: str,
-        planner: Planner | None,
-    ) -> SessionResult:
+    ) -> Go:
         """The user's word on a flow's steps of unknown outcome: sent again, or not (then
         each fails as its on_error says)."""
         if verdict == "edit":
@@ -278,7 +299,7 @@ class Engine:
             session.flow["approved"] = verdict == "approve"
         session.deciding = {"for": FLOW_HELD, "verdict": verdict, "replay": replay}
         session.spent.resume()
-        return await self.run(session, planner=planner)
+        return None
 
     async def pick_up(self, session: Session, planner: Planner | None = None) -> SessionResult:
         """How `session` stands, as `wait` says; but one whose engine stopped (it runs, and
@@ -361,19 +382,85 @@ class Engine:
     async def run(
         self,
         session: Session,
-        first: Callable[[], Awaitable[bool]] | None = None,
+        first: Go = None,
         planner: Planner | None = None,
     ) -> SessionResult:
         """Drive `session`, which this engine has claimed, until it replies, asks, or ends
         (after `first`, when given and it says to go on), and let go of it. The first
         budget exhausted, wherever, ends it as failed. Cancelling the awaiting task cancels
-        the session (its calls in flight too), recorded as canceled. SessionTaken when
-        another engine took it over meanwhile (this one's claim lapsed): it then writes
-        nothing more. `planner`: this run's, in place of the engine's (the caller's own
-        model, by sampling)."""
+        the session (its calls in flight too), recorded as canceled; so does its caller's
+        request (`cancel`), from whichever replica it came. SessionTaken when another
+        engine took it over meanwhile (this one's claim lapsed): it then writes nothing
+        more. `planner`: this run's, in place of the engine's (the caller's own model, by
+        sampling)."""
         async with self.claims.held(session):
-            return await self.turns.run(session, first, planner)
+            async with self._cancellable(session):
+                return await self.turns.run(session, first, planner)
+            return self.turns.result(session)  # cancelled at once, at its caller's request
         raise AssertionError("unreachable: held() raises when it ends the body")  # for mypy
+
+    async def cancel(self, session: Session, mode: Literal["immediate", "after_step"]) -> None:
+        """Its caller's request to stop `session`: kept in the store, for the engine that
+        runs it (here or on another replica; Engine.run watches) or resumes it; a session
+        that nobody runs (it waits for its caller, or its engine is gone) ends here, now.
+        SessionNotWaiting when it has ended already."""
+        if session.state in FINAL:
+            raise SessionNotWaiting(session.id, f"it has ended ({session.state.value})")
+        store = self.recorder.store
+        await store.request_cancel(session.id, mode)
+        await store.pub_event(session.id, {"type": "cancel", "mode": mode})
+        taken = SessionTaken(session.id)
+        try:
+            async with self._taken(session, taken, taken):
+                try:
+                    session.stop = mode
+                    await self.turns.cancel(session)
+                finally:
+                    await self.claims.let_go(session)
+        except SessionTaken:
+            pass  # an engine runs it, or it moved on: the request stands for whoever runs it
+
+    @asynccontextmanager
+    async def _cancellable(self, session: Session) -> AsyncIterator[None]:
+        """Run the body while watching for its caller's request to cancel `session`
+        (published to the session's channel, and kept in the store for a run that starts
+        after it was published): immediate cancels the body, which records the session as
+        canceled; after_step lets what runs now finish (Session.stop). The body's own
+        exception comes out as it is, not in the watcher's group's ExceptionGroup."""
+        failure: Exception | None = None
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._watch_cancel, session, scope)
+                try:
+                    yield
+                except Exception as exc:
+                    failure = exc
+                finally:
+                    tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _watch_cancel(self, session: Session, scope: anyio.CancelScope) -> None:
+        store = self.recorder.store
+        mode: str | None = None
+        try:
+            async with store.subscribe(session.id) as told:
+                # Subscribed first, then read: a request made in between is not missed.
+                mode = await store.cancel_request(session.id)
+                if mode is None:
+                    async for payload in told:
+                        if payload.get("type") == "cancel":
+                            mode = str(payload.get("mode"))
+                            break
+        except Exception as exc:  # the store: a request is read again by the next run
+            logger.warning("session %s: watching for its cancellation: %s", session.id, exc)
+            return
+        if mode is None:
+            return
+        logger.info("session %s: cancelled by its caller (%s)", session.id, mode)
+        session.stop = mode
+        if mode != "after_step":
+            scope.cancel()
 
 
 def _waiting(session: Session) -> str:

@@ -22,18 +22,23 @@ Events, each a JSON object with a `type`:
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from ..errors import SessionTaken
 from ..state.base import START, StateStore, Stream, parse_id
+from ..subscribers import Subscribers
 from ..tags.context import ResolvedContext
 from .budgets import DEFAULT, Budgets, Spent
 from .journal import Journal
 from .planners.base import Emitted, Entry, Said, Told
 from .states import SessionState, transition
+
+logger = logging.getLogger("gateway.engine")
 
 RESULT_TEXT: Final = 2_000
 """Characters of a call's result kept in its `result` event (all of it on tool_results)."""
@@ -107,9 +112,21 @@ class Session:
     then at the latest."""
     journal: Journal | None = None
     """While a resumed turn is acted on again: what its first run recorded."""
+    callback: str | None = None
+    """Where its caller is told of its questions, approvals and end (a webhook URL the
+    session API checked against the org's allow-list; gateway/api/notify.py)."""
+    stop: str | None = None
+    """Its caller asked it to stop (Engine.run watches for that): `immediate`, or
+    `after_step` (no turn or flow step starts after the ones under way). Never written
+    down here: the request is kept in the store (StateStore.request_cancel)."""
     flow: dict[str, Any] | None = None
     """For a session that runs a flow tag: its `name`, `digest` and `inputs`, and `phase`:
     `running`, or `replanned` once the planner took over from a step that failed."""
+
+
+EventHook = Callable[["Session", str, Mapping[str, Any]], None]
+"""Told of every event a session writes, once written: the session, the event's type and
+its fields (metrics.py counts turns, tokens and states from them). It must not block."""
 
 
 class Recorder:
@@ -117,6 +134,11 @@ class Recorder:
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
+        self.hooks = Subscribers[EventHook]()
+
+    def on_event(self, hook: EventHook) -> Callable[[], None]:
+        """Tell `hook` of every event written from now on; returns what stops it."""
+        return self.hooks.add(hook)
 
     async def event(self, session: Session, type_: str, **fields: Any) -> str:
         """Append the event, if this engine still holds the session's claim; else
@@ -130,6 +152,11 @@ class Recorder:
         # Parallel calls' events may come back out of order: the latest is the greatest.
         if parse_id(event_id) > parse_id(session.last_event):
             session.last_event = event_id
+        for hook in self.hooks.current:
+            try:
+                hook(session, type_, fields)
+            except Exception:
+                logger.exception("an event hook failed")
         return event_id
 
     async def accepted(self, session: Session) -> None:
@@ -186,6 +213,7 @@ class Recorder:
                 "transcript": [_entry(entry) for entry in session.transcript],
                 "last_event": session.last_event,
                 "flow": session.flow,
+                "callback": session.callback,
             },
             owner,
         )
@@ -230,6 +258,7 @@ def restore(snapshot: dict[str, Any], caller: ResolvedContext) -> Session:
         created=snapshot["created"],
         last_event=snapshot.get("last_event", START),
         flow=snapshot.get("flow"),
+        callback=snapshot.get("callback"),
     )
 
 

@@ -24,7 +24,7 @@ import mcp_types as types
 from .. import jsoncodec
 from ..calls.outcome import ToolCall
 from ..calls.service import ToolService
-from ..errors import SessionTaken
+from ..errors import SessionCanceled, SessionTaken
 from ..flows.learning import Learning
 from ..flows.planning import replan_request, run_plan
 from ..flows.records import FlowEnd
@@ -65,6 +65,8 @@ logger = logging.getLogger("gateway.engine")
 END_SECONDS: Final = 5.0
 """How long recording a session's end may take when it ends by cancellation or a failure."""
 OUTCOME_UNKNOWN: Final = "its outcome is unknown: the gateway stopped while it ran"
+CANCELED_BY_CALLER: Final = "cancelled by its caller"
+CANCELED_AFTER_STEP: Final = "cancelled by its caller, after the step under way"
 MAX_REPAIRS: Final = 2
 """Turns in a row that may put an invalid answer right, before the session fails."""
 
@@ -144,10 +146,13 @@ class Turns:
                 await self._loop(session, planner)
         except BudgetExhausted as exc:
             await self._exhausted(session, exc)
+        except SessionCanceled:
+            await self._end(session, SessionState.CANCELED, CANCELED_AFTER_STEP)
         except SessionTaken:
             raise
         except anyio.get_cancelled_exc_class():
-            await self._end_anyway(session, SessionState.CANCELED, "cancelled")
+            why = CANCELED_BY_CALLER if session.stop is not None else "cancelled"
+            await self._end_anyway(session, SessionState.CANCELED, why)
             raise
         except Exception:  # a bug, or the state store failing: the session ends, said so
             logger.exception("session %s failed", session.id)
@@ -155,6 +160,10 @@ class Turns:
             if session.claim is None:  # writing the end found the session another's
                 raise SessionTaken(session.id) from None
         return self.result(session)
+
+    async def cancel(self, session: Session) -> None:
+        """End `session`, which nobody runs, as its caller asked (Engine.cancel)."""
+        await self._end(session, SessionState.CANCELED, CANCELED_BY_CALLER)
 
     async def _flow(self, session: Session, planner: Planner | None) -> None:
         """Run the flow the session names, with no model in between; on a failed step
@@ -225,6 +234,8 @@ class Turns:
         # cached prefix), and the store is not asked again for what a turn cannot change.
         notes = await self.learning.notes(session.caller) if session.caller.flows else []
         while True:
+            if session.stop is not None:
+                raise SessionCanceled(session.id)
             session.spent.before_turn(session.budgets)
             turn = self._turn(session, notes)
             if self.taint_definitions and not session.tainted:
@@ -480,7 +491,15 @@ class Turns:
         session.outcome = question
         session.waiting = waiting
         session.spent.pause()
-        await self.recorder.event(session, "question", text=question)
+        # What it waits for, on the event too: a client following the stream learns it
+        # without reading the session again (an approval's id is the id of the `state`
+        # event that follows, which moves the session to input_required).
+        held = (
+            {"calls": session.approval["calls"]}
+            if waiting == "approval" and session.approval
+            else {}
+        )
+        await self.recorder.event(session, "question", text=question, waiting=waiting, **held)
         await self.recorder.move(session, SessionState.INPUT_REQUIRED, "asked the caller")
 
     async def _exhausted(self, session: Session, exc: BudgetExhausted) -> None:

@@ -27,7 +27,7 @@ from ..engine.acting import Actor, Done
 from ..engine.envelopes import Call
 from ..engine.journal import Journal
 from ..engine.session import Recorder, Session
-from ..errors import UnknownFlow
+from ..errors import SessionCanceled, UnknownFlow
 from ..state.base import StateStore, parse_id
 from ..tags.flows import CompiledFlow, CompiledStep, render
 from ..tags.templates import Unrenderable
@@ -181,6 +181,8 @@ class FlowRunner:
             held.records = records
             return held
         await self._steps(run)
+        if session.stop is not None:  # its caller's: the steps under way ran to their end
+            raise SessionCanceled(session.id)
         if run.stopping:
             end = run.stopping[0]
             end.records = records
@@ -275,7 +277,7 @@ class FlowRunner:
         async def one(step: CompiledStep) -> None:
             try:
                 async with limiter:
-                    if not run.stopping and not raised:
+                    if not run.stopping and not raised and run.session.stop is None:
                         await self._step(run, step)
             except Exception as exc:  # a budget, a lost claim, a bug: it ends the run
                 raised.append(exc)  # raised below as it is, not in the group's ExceptionGroup
@@ -286,7 +288,7 @@ class FlowRunner:
             async with anyio.create_task_group() as tasks:
                 running = 0
                 while True:
-                    if not run.stopping and not raised:
+                    if not run.stopping and not raised and run.session.stop is None:
                         for step in ready:
                             running += 1
                             tasks.start_soon(one, step)

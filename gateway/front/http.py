@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import jsoncodec
 from ..auth import Authenticator, Credential
 from ..errors import Unauthenticated
+from ..live import OpenRequests
 from ..principal import Principal
 from ..subscribers import Subscribers
 from .caller import current_credential
@@ -108,7 +109,7 @@ class McpEndpoint:
         self._calls = calls
         self._session_calls = session_calls
         self._authenticator = authenticator
-        self._live: dict[int, tuple[Credential, anyio.CancelScope]] = {}
+        self.open = OpenRequests("MCP requests")
 
         self._hooks = Subscribers[RequestHook](on_change=self._rewire)
         self.serve: ASGIApp = self._serve
@@ -117,7 +118,7 @@ class McpEndpoint:
 
     @property
     def live_requests(self) -> int:
-        return len(self._live)
+        return len(self.open)
 
     def on_request(self, hook: RequestHook) -> Callable[[], None]:
         """Tell `hook` of every request from now on; returns what stops it (once; again,
@@ -204,33 +205,23 @@ class McpEndpoint:
                         cancelling = self._session_calls.cancellation(message, headers)
         reset = current_credential.set(caller)
         try:
-            with anyio.CancelScope() as request_scope:
-                if caller.expires_at is not None:
-                    left = caller.expires_at - time.time()
-                    request_scope.deadline = anyio.current_time() + left
-                key = id(request_scope)
-                self._live[key] = (caller, request_scope)
-                try:
-                    if fast is not None and self._calls is not None:
-                        await self._calls.serve(
-                            scope, receive, send, fast, headers, caller.principal
-                        )
-                    elif (
-                        on_session is None
-                        or self._session_calls is None
-                        or not await self._session_calls.serve(
-                            scope,
-                            receive,
-                            send,
-                            on_session,
-                            headers,
-                            _requestor(caller),
-                            caller.principal,
-                        )
-                    ):  # not served on the session by session_calls.py: the SDK's
-                        await self._sdk(scope, receive, send, caller, headers, cancelling)
-                finally:
-                    del self._live[key]
+            with anyio.CancelScope() as request_scope, self.open.open(caller, request_scope):
+                if fast is not None and self._calls is not None:
+                    await self._calls.serve(scope, receive, send, fast, headers, caller.principal)
+                elif (
+                    on_session is None
+                    or self._session_calls is None
+                    or not await self._session_calls.serve(
+                        scope,
+                        receive,
+                        send,
+                        on_session,
+                        headers,
+                        _requestor(caller),
+                        caller.principal,
+                    )
+                ):  # not served on the session by session_calls.py: the SDK's
+                    await self._sdk(scope, receive, send, caller, headers, cancelling)
         finally:
             current_credential.reset(reset)
 
@@ -283,20 +274,7 @@ class McpEndpoint:
     def recheck(self, authenticator: Authenticator) -> int:
         """End the requests (streams included) whose credential no longer identifies the
         same principal under `authenticator`. Returns how many were ended."""
-        ended = 0
-        for caller, request_scope in list(self._live.values()):
-            if caller.kind not in ("api_key", "jwt"):
-                continue
-            try:
-                still = authenticator.check(caller.secret).principal == caller.principal
-            except Unauthenticated:
-                still = False
-            if not still:
-                request_scope.cancel()
-                ended += 1
-        if ended:
-            logger.warning("ended %d open MCP requests whose credentials were revoked", ended)
-        return ended
+        return self.open.recheck(authenticator)
 
 
 def _status_seen(send: Send, status: list[int]) -> Send:

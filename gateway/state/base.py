@@ -12,6 +12,7 @@ one slot. Values inside braces are escaped (`{`, `}`, `:` and `%` as `%7B`, `%7D
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -86,6 +87,21 @@ def session_id_of(key: str) -> str | None:
 def session_claim_key(session_id: str) -> str:
     """Who acts on the session now (`claim_session`): one owner at a time, for a lease."""
     return f"SESSION:{{{_part(session_id)}}}:claim"
+
+
+def cancel_key(session_id: str) -> str:
+    """A request to cancel the session (`request_cancel`), for whichever engine runs it."""
+    return f"SESSION:{{{_part(session_id)}}}:cancel"
+
+
+def sessions_index_key(org: str, user: str) -> str:
+    """A user's sessions by creation time (`index_session`), in the org's slot."""
+    return f"SESSIONS:{{{_part(org)}}}:{_part(user)}"
+
+
+def token_key(token: str) -> str:
+    """A single-use token (`put_token`), by its digest: the store never holds one usable."""
+    return f"TOKEN:{{{hashlib.sha256(token.encode()).hexdigest()}}}"
 
 
 def stream_key(session_id: str, stream: Stream) -> str:
@@ -270,6 +286,10 @@ class StateStore(ABC):
     async def _set_value(self, key: str, value: Mapping[str, Any], ttl: float) -> None:
         """Encode and store `value` at `key` with `ttl` seconds to live."""
 
+    @abstractmethod
+    async def _take_value(self, key: str) -> JsonObject | None:
+        """`_get_value` and delete it, at once: of two takers, one gets it."""
+
     # sessions
 
     async def get_session_state(self, session_id: str) -> JsonObject | None:
@@ -312,6 +332,44 @@ class StateStore(ABC):
     @abstractmethod
     async def delete_session(self, session_id: str) -> None:
         """Remove every key of the session."""
+
+    async def request_cancel(self, session_id: str, mode: str) -> None:
+        """Ask whichever engine runs the session (now, or when it resumes) to cancel it;
+        `mode`: immediate, or after_step (after what runs now). Kept as long as a session."""
+        await self._set_value(cancel_key(session_id), {"mode": mode}, self.ttls.session)
+
+    async def cancel_request(self, session_id: str) -> str | None:
+        """The mode of the session's cancel request, if one was made."""
+        found = await self._get_value(cancel_key(session_id))
+        mode = None if found is None else found.get("mode")
+        return mode if isinstance(mode, str) else None
+
+    # a user's sessions, newest first (the session API's listing)
+
+    @abstractmethod
+    async def index_session(self, org: str, user: str, session_id: str, created: float) -> None:
+        """Add the session to its user's index (kept as long as a session, renewed by
+        every addition; a listed session whose state expired is dropped by its reader)."""
+
+    @abstractmethod
+    async def indexed_sessions(
+        self, org: str, user: str, before: float | None, limit: int
+    ) -> list[tuple[str, float]]:
+        """Up to `limit` (id, created) of the user's sessions created before `before`
+        (all when None), newest first."""
+
+    @abstractmethod
+    async def unindex_sessions(self, org: str, user: str, session_ids: Sequence[str]) -> None:
+        """Drop sessions from the user's index (their state is gone)."""
+
+    # single-use tokens (a WebSocket's credential, which a browser cannot send as a header)
+
+    async def put_token(self, token: str, value: Mapping[str, Any], ttl: float) -> None:
+        await self._set_value(token_key(token), value, ttl)
+
+    async def take_token(self, token: str) -> JsonObject | None:
+        """What the token was put with, once: a second take, or one after its TTL, None."""
+        return await self._take_value(token_key(token))
 
     # flows
 

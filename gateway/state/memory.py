@@ -45,6 +45,7 @@ from .base import (
     session_flows_key,
     session_id_of,
     session_key,
+    sessions_index_key,
     stream_key,
 )
 
@@ -152,6 +153,36 @@ class MemoryStore(StateStore):
         if value is None or not isinstance(value.data, bytes):
             return None
         return codec.decode(value.data, key)
+
+    async def _take_value(self, key: str) -> JsonObject | None:
+        found = await self._get_value(key)
+        self._values.pop(key, None)
+        return found
+
+    async def index_session(self, org: str, user: str, session_id: str, created: float) -> None:
+        key = sessions_index_key(org, user)
+        index = self._live(key)
+        entries = index.data if index is not None and isinstance(index.data, dict) else {}
+        entries[session_id] = repr(created).encode()
+        self._write(key, entries, self.ttls.session)
+
+    async def indexed_sessions(
+        self, org: str, user: str, before: float | None, limit: int
+    ) -> list[tuple[str, float]]:
+        index = self._live(sessions_index_key(org, user))
+        if index is None or not isinstance(index.data, dict):
+            return []
+        found = [(session_id, float(created)) for session_id, created in index.data.items()]
+        if before is not None:
+            found = [entry for entry in found if entry[1] < before]
+        found.sort(key=lambda entry: (entry[1], entry[0]), reverse=True)
+        return found[:limit]
+
+    async def unindex_sessions(self, org: str, user: str, session_ids: Sequence[str]) -> None:
+        index = self._live(sessions_index_key(org, user))
+        if index is not None and isinstance(index.data, dict):
+            for session_id in session_ids:
+                index.data.pop(session_id, None)
 
     def _maybe_sweep(self) -> None:
         now = self._clock()

@@ -63,6 +63,7 @@ from .base import (
     session_key,
     stream_key,
 )
+from .redis_index import RedisIndex
 from .redis_learning import RedisLearning
 from .redis_pubsub import Hub, Listener
 from .redis_scripts import APPEND, APPEND_CLAIMED, CLAIM, READ, RELEASE, SET_CLAIMED
@@ -102,7 +103,7 @@ class _Waiter:
         self.wakeup.set()
 
 
-class RedisStore(RedisLearning, StateStore):
+class RedisStore(RedisIndex, RedisLearning, StateStore):
     def __init__(
         self,
         url: str,
@@ -299,6 +300,10 @@ class RedisStore(RedisLearning, StateStore):
     async def _set_value(self, key: str, value: Mapping[str, Any], ttl: float) -> None:
         encoded = codec.encode(value)
         await self._call(lambda r: r.set(key, encoded, px=_ms(ttl)))
+
+    async def _take_value(self, key: str) -> JsonObject | None:
+        raw = await self._call(lambda r: r.getdel(key))
+        return None if raw is None else codec.decode(raw, key)
 
     async def set_claimed_session_state(
         self, session_id: str, state: Mapping[str, Any], owner: str, ttl: float | None = None
@@ -528,10 +533,11 @@ class RedisStore(RedisLearning, StateStore):
 
         try:
             listener = Listener(deliver, lambda: None)
-            async with self._listening(channel, listener), receiver:
+            async with self._listening(channel, listener):
                 yield receiver
-        finally:
+        finally:  # both, also when the subscription failed or was cancelled unconfirmed
             sender.close()
+            receiver.close()
 
     def _listening(self, channel: str, listener: Listener) -> AbstractAsyncContextManager[None]:
         if self._hub is None:

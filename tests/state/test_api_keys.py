@@ -1,0 +1,60 @@
+"""What the session API keeps in the store, one suite for every backend: a user's index of
+sessions, newest first and paged; single-use tokens; cancel requests."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from gateway.state import StateStore
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_users_sessions_are_listed_newest_first_a_page_at_a_time(
+    store: StateStore,
+) -> None:
+    for n in range(5):
+        await store.index_session("acme", "alice", f"s{n}", 1000.0 + n)
+    await store.index_session("acme", "bob", "b1", 2000.0)
+    await store.index_session("globex", "alice", "g1", 3000.0)
+    first = await store.indexed_sessions("acme", "alice", None, 2)
+    assert first == [("s4", 1004.0), ("s3", 1003.0)]
+    rest = await store.indexed_sessions("acme", "alice", first[-1][1], 10)
+    assert [session_id for session_id, _ in rest] == ["s2", "s1", "s0"]
+    await store.unindex_sessions("acme", "alice", ["s2", "s0"])
+    left = await store.indexed_sessions("acme", "alice", None, 10)
+    assert [session_id for session_id, _ in left] == ["s4", "s3", "s1"]
+    assert await store.indexed_sessions("acme", "nobody", None, 10) == []
+    assert [s for s, _ in await store.indexed_sessions("globex", "alice", None, 10)] == ["g1"]
+
+
+async def test_a_token_is_taken_once(store: StateStore) -> None:
+    await store.put_token("t-1", {"user": "alice"}, 30)
+    keys = await store.debug_keys("TOKEN:*")
+    assert keys
+    assert all("t-1" not in key for key in keys)  # kept by its digest only
+    results = []
+
+    async def take() -> None:
+        results.append(await store.take_token("t-1"))
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(5):
+            tasks.start_soon(take)
+    assert results.count({"user": "alice"}) == 1
+    assert results.count(None) == 4
+    assert await store.take_token("never") is None
+
+
+async def test_a_token_expires(store: StateStore) -> None:
+    await store.put_token("t-2", {"user": "alice"}, 0.1)
+    await anyio.sleep(0.3)
+    assert await store.take_token("t-2") is None
+
+
+async def test_a_cancel_request_is_kept_for_the_session(store: StateStore) -> None:
+    assert await store.cancel_request("s1") is None
+    await store.request_cancel("s1", "after_step")
+    assert await store.cancel_request("s1") == "after_step"
+    assert await store.cancel_request("s2") is None
