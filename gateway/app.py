@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 from . import __version__, sdk_internals
 from .api.bodies import problem, refused
 from .api.notify import Notifier
+from .api.redaction import redact_access_log
 from .api.routes import api_routes
 from .api.sessions import SessionApi
 from .api.streams import Streams
@@ -122,6 +123,7 @@ class GatewayApp(Starlette):
 
 def build_app(runtime: Runtime) -> Starlette:
     sdk_internals.check()  # before anything starts: a changed SDK is refused in one message
+    redact_access_log()
     config, tags, state, pool = runtime.config, runtime.tags, runtime.state, runtime.pool
     settings = config.settings
     authenticator = Authenticator(settings.auth, config.path.parent, str(config.path))

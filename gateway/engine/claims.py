@@ -41,6 +41,8 @@ class Claims:
         self.store = store
         self.lease = lease
         self._me = f"{socket.gethostname()}:{os.getpid()}"
+        self.runner = f"{self._me}:{secrets.token_hex(4)}"
+        """This replica's name on the run queue."""
         self.holding: set[str] = set()
         """The sessions this engine holds a claim on."""
 
@@ -77,9 +79,16 @@ class Claims:
         owner = session.claim
         assert owner is not None, "a session is run only by the engine that claimed it"
         lost = False
+        # On the run queue while it runs, renewed with the claim: a replica that dies
+        # leaves its runs there, silent, for another to take over (recovery.py).
+        try:
+            entry = await self.store.enlist_run(session.id, self.runner)
+        except BaseException:
+            await self.let_go(session)
+            raise
 
         async def renew(scope: anyio.CancelScope) -> None:
-            nonlocal lost
+            nonlocal lost, entry
             renewed = session.claimed_at
             # The first renewal a quarter lease after the claim, however long what came
             # between took (a resume reads its journal).
@@ -95,6 +104,12 @@ class Claims:
                         logger.warning("session %s: renewing its claim: %s", session.id, exc)
                 if held:
                     renewed, pause = asked, self.lease / 4
+                    with anyio.move_on_after(self.lease / 6):
+                        try:
+                            if not await self.store.renew_run(entry, self.runner):
+                                entry = await self.store.enlist_run(session.id, self.runner)
+                        except Exception as exc:  # the claim is what decides; logged
+                            logger.warning("session %s: renewing its run: %s", session.id, exc)
                     continue
                 # Unrenewed for two thirds of a lease, it stops with a third to spare before
                 # the store lets another replica take the session; till then it tries again
@@ -120,6 +135,11 @@ class Claims:
                     tasks.cancel_scope.cancel()
         finally:
             await self.let_go(session)
+            with anyio.move_on_after(RELEASE_SECONDS, shield=True):
+                try:
+                    await self.store.end_run(entry)
+                except Exception:  # it is taken over, found ended, and dropped
+                    logger.warning("session %s: could not end its run", session.id)
         if failure is not None:
             raise failure
         if lost:

@@ -2,15 +2,21 @@
 
 A session that is submitted or working while no engine holds its claim lost its engine: the
 process crashed or was killed, or its replica went away (a claim not renewed lapses after
-one lease). Every replica sweeps the state store once a lease and resumes such sessions
-(Engine.resume: from the snapshot and the events after it), as the user they belong to,
-resolved again from today's tags; the claim decides which replica gets each one.
+one lease). Every run is on the store's run queue, renewed with its claim (claims.py);
+every replica asks the queue twice a lease for runs silent for a lease and resumes their
+sessions (Engine.resume: from the snapshot and the events after it), as the user they
+belong to, resolved again from today's tags; the queue gives each silent run to one
+replica, and the claim decides. A scan of every session, at start-up and every
+FULL_SWEEPS after, also finds one whose run never reached the queue (its store failed
+then, or a gateway before the queue ran it).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
+from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -24,6 +30,11 @@ from .states import RUNNING
 
 logger = logging.getLogger("gateway.engine")
 
+FULL_SWEEPS: Final = 120
+"""Rounds of the run queue (half a lease each) between scans of every session."""
+RUNS_TAKEN: Final = 100
+"""Silent runs taken over in one round, at most."""
+
 Resolve = Callable[[Principal, str | None], ResolvedContext]
 """A caller's context from who they are and their intent (the tags')."""
 
@@ -34,14 +45,40 @@ class Recovery:
         self.resolve = resolve
 
     async def run(self) -> None:
-        """Sweep once a lease, for as long as it runs, each session resumed in a task."""
+        """Ask the run queue twice a lease, and scan every session now and then, for as
+        long as it runs, each session resumed in a task."""
+        lease = self.engine.claims.lease
         async with anyio.create_task_group() as tasks:
-            while True:
+            for round_ in itertools.count():
                 try:
-                    await self.sweep(tasks)
+                    if round_ % FULL_SWEEPS == 0:
+                        await self.sweep(tasks)
+                    else:
+                        await self.lapsed(tasks)
                 except Exception as exc:  # the store: there is a next sweep
                     logger.warning("sessions to resume: the sweep failed: %s", exc)
-                await anyio.sleep(self.engine.claims.lease)
+                await anyio.sleep(lease / 2)
+
+    async def lapsed(self, tasks: TaskGroup) -> int:
+        """Start resuming the sessions of the runs whose runner went silent for a lease;
+        how many. A run whose session needs no resuming (it ended, waits, or another
+        engine holds it) is dropped from the queue."""
+        claims = self.engine.claims
+        store = self.engine.recorder.store
+        started = 0
+        for entry, session_id in await store.lapsed_runs(claims.runner, claims.lease, RUNS_TAKEN):
+            session = None
+            if session_id not in claims.holding:
+                try:
+                    session = await self._orphan(session_id)
+                except Exception as exc:
+                    logger.warning("session %s cannot be resumed: %s", session_id, exc)
+            if session is None:
+                await store.end_run(entry)
+                continue
+            tasks.start_soon(self._resume, session, entry)
+            started += 1
+        return started
 
     async def sweep(self, tasks: TaskGroup) -> int:
         """Start resuming every session that lost its engine; how many were started (some
@@ -77,12 +114,21 @@ class Recovery:
         )
         return self.engine.restored(snapshot, self.resolve(principal, snapshot.get("intent")))
 
-    async def _resume(self, session: Session) -> None:
+    async def _resume(self, session: Session, entry: str | None = None) -> None:
+        """Resume `session`; `entry`: the silent run it was found by, dropped once the
+        session is resumed (its new run has an entry of its own) or found another's."""
         try:
             result = await self.engine.resume(session)
         except SessionError:
-            return  # held by another engine, or moved on meanwhile: not ours
+            result = None  # held by another engine, or moved on meanwhile: not ours
         except Exception:  # the store failing before the run: there is a next sweep
             logger.exception("session %s: resuming it failed", session.id)
             return
-        logger.info("session %s resumed: %s", result.session_id, result.state.value)
+        if entry is not None:
+            with anyio.move_on_after(5, shield=True):
+                try:
+                    await self.engine.recorder.store.end_run(entry)
+                except Exception:
+                    logger.warning("session %s: could not drop its silent run", session.id)
+        if result is not None:
+            logger.info("session %s resumed: %s", result.session_id, result.state.value)

@@ -99,6 +99,12 @@ def sessions_index_key(org: str, user: str) -> str:
     return f"SESSIONS:{{{_part(org)}}}:{_part(user)}"
 
 
+RUNS_KEY = "RUNS"
+"""The run queue (a stream): one entry per run of a session under way, pending in the
+consumer group RUNS_GROUP for the replica running it (`enlist_run`)."""
+RUNS_GROUP = "engines"
+
+
 def token_key(token: str) -> str:
     """A single-use token (`put_token`), by its digest: the store never holds one usable."""
     return f"TOKEN:{{{hashlib.sha256(token.encode()).hexdigest()}}}"
@@ -361,6 +367,29 @@ class StateStore(ABC):
     @abstractmethod
     async def unindex_sessions(self, org: str, user: str, session_ids: Sequence[str]) -> None:
         """Drop sessions from the user's index (their state is gone)."""
+
+    # the run queue: which runs are under way, and whose runner went silent
+
+    @abstractmethod
+    async def enlist_run(self, session_id: str, runner: str) -> str:
+        """Queue a run of the session, pending for `runner` (a replica's name) at once;
+        returns its entry. Its runner renews it (`renew_run`) as it renews its claim."""
+
+    @abstractmethod
+    async def renew_run(self, entry: str, runner: str) -> bool:
+        """The run is alive, run by `runner` (its silence starts again from now); False
+        when the entry is gone (another replica found the session held, and dropped it):
+        the runner enlists the run again."""
+
+    @abstractmethod
+    async def end_run(self, entry: str) -> None:
+        """The run let go of its session (it waits, ended, or another took it over)."""
+
+    @abstractmethod
+    async def lapsed_runs(self, runner: str, silent: float, most: int) -> list[tuple[str, str]]:
+        """Take over, for `runner`, up to `most` runs whose runner has renewed nothing
+        for `silent` seconds: (entry, session id). Of two replicas asking at once, each
+        run goes to one (on Redis: XAUTOCLAIM)."""
 
     # single-use tokens (a WebSocket's credential, which a browser cannot send as a header)
 

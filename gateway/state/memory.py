@@ -48,6 +48,7 @@ from .base import (
     sessions_index_key,
     stream_key,
 )
+from .memory_runs import MemoryRuns
 
 logger = logging.getLogger("gateway.state")
 
@@ -71,7 +72,7 @@ class _Stream:
     expires_at: float | None = None
 
 
-class MemoryStore(StateStore):
+class MemoryStore(MemoryRuns, StateStore):
     def __init__(
         self,
         ttls: TTLs,
@@ -81,6 +82,7 @@ class MemoryStore(StateStore):
     ) -> None:
         if stream_max_len < 1:
             raise ValueError("stream_max_len must be at least 1")
+        MemoryRuns.__init__(self)
         self.url = "memory://"
         self.ttls = ttls
         self.stream_max_len = stream_max_len

@@ -66,6 +66,7 @@ from .base import (
 from .redis_index import RedisIndex
 from .redis_learning import RedisLearning
 from .redis_pubsub import Hub, Listener
+from .redis_runs import RedisRuns
 from .redis_scripts import APPEND, APPEND_CLAIMED, CLAIM, READ, RELEASE, SET_CLAIMED
 
 logger = logging.getLogger("gateway.state")
@@ -103,7 +104,7 @@ class _Waiter:
         self.wakeup.set()
 
 
-class RedisStore(RedisIndex, RedisLearning, StateStore):
+class RedisStore(RedisRuns, RedisIndex, RedisLearning, StateStore):
     def __init__(
         self,
         url: str,

@@ -175,3 +175,27 @@ async def test_an_end_that_finds_the_session_anothers_leaves_it_to_them(bench: B
     stored = await bench.store.get_session_state(sessions[0].id)
     assert stored is not None
     assert stored["state"] == "working"
+
+
+async def test_a_live_run_stays_off_the_silent_runs_and_leaves_the_queue_at_its_end(
+    bench: Bench,
+) -> None:
+    """A run longer than its lease renews its entry on the run queue with its claim: no
+    other replica finds it silent meanwhile; once it ends, the queue holds nothing of it."""
+    engine = bench.engine(Recording([tool("echo__sleep", seconds=1.5), reply()]), lease=0.4)
+    session = await engine.start(ALICE, "wait")
+    silent: list[list[tuple[str, str]]] = []
+
+    async def watch() -> None:
+        for _ in range(12):  # 1.2 s: three leases
+            await anyio.sleep(0.1)
+            silent.append(await bench.store.lapsed_runs("another", 0.4, 10))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watch)
+            result = await engine.run(session)
+    assert result.state is SessionState.COMPLETED
+    assert silent == [[]] * 12
+    await anyio.sleep(0.5)
+    assert await bench.store.lapsed_runs("another", 0.4, 10) == []

@@ -58,3 +58,30 @@ async def test_a_cancel_request_is_kept_for_the_session(store: StateStore) -> No
     await store.request_cancel("s1", "after_step")
     assert await store.cancel_request("s1") == "after_step"
     assert await store.cancel_request("s2") is None
+
+
+async def test_a_silent_run_is_taken_over_once_and_a_renewed_one_is_not(
+    store: StateStore,
+) -> None:
+    assert await store.lapsed_runs("b", 0.2, 10) == []  # no run ever enlisted
+    quiet = await store.enlist_run("s1", "a")
+    alive = await store.enlist_run("s2", "a")
+    ended = await store.enlist_run("s3", "a")
+    await store.end_run(ended)
+    assert await store.lapsed_runs("b", 0.2, 10) == []  # none silent long enough yet
+    for _ in range(6):  # renewed more often than it may be silent
+        await anyio.sleep(0.05)
+        await store.renew_run(alive, "a")
+    taken = await store.lapsed_runs("b", 0.2, 10)
+    assert taken == [(quiet, "s1")]
+    assert await store.lapsed_runs("c", 0.2, 10) == []  # b holds it now, renewed by taking
+    await store.end_run(quiet)
+    await anyio.sleep(0.3)
+    assert await store.lapsed_runs("c", 0.2, 10) == [(alive, "s2")]
+
+
+async def test_renewing_a_dropped_run_says_so(store: StateStore) -> None:
+    entry = await store.enlist_run("s1", "a")
+    assert await store.renew_run(entry, "a")
+    await store.end_run(entry)
+    assert not await store.renew_run(entry, "a")
