@@ -39,6 +39,10 @@ class NewSession(Body):
 class Interaction(Body):
     message: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
     """The answer to the session's question."""
+    question: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    """The question answered: the session's `last_event` when it was read asking it
+    (the id of the `state` event that moved it to input_required). A stale one, meant for
+    a question answered since, is refused (409) instead of answering a newer one."""
 
 
 class Decision(Body):

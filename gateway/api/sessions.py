@@ -171,7 +171,7 @@ class SessionApi:
             raise ApiError(400, "invalid_query", f"limit must be from 1 to {MAX_PAGE}")
         before = _number(query.get("cursor"), "cursor", float, None)
         found: list[SessionSummary] = []
-        more = False
+        more = exhausted = False
         for _ in range(LIST_READS):
             page = await self.store.indexed_sessions(
                 principal.org_id, principal.user_id, before, limit
@@ -191,9 +191,13 @@ class SessionApi:
                     found.append(summary(snapshot))
             if gone:
                 await self.store.unindex_sessions(principal.org_id, principal.user_id, gone)
-            if more or len(page) < limit:
+            exhausted = len(page) < limit
+            if more or exhausted:
                 break
-        cursor = repr(found[-1].created) if more and found else None
+        if more:
+            cursor: str | None = repr(found[-1].created)
+        else:  # a filter left the page short after LIST_READS reads: go on from there
+            cursor = None if exhausted or before is None else repr(before)
         return JSONResponse(SessionList(sessions=found, next=cursor).model_dump())
 
     async def interact(self, request: Request) -> JSONResponse:
@@ -224,6 +228,8 @@ class SessionApi:
     async def answer(self, caller: Credential, session_id: str, body: Interaction) -> Accepted:
         """Answer the session's question, and run it on in the background."""
         session = await self.session(caller, session_id)
+        if body.question is not None and body.question != session.last_event:
+            raise ApiError(409, "not_waiting", "that question was answered already")
         try:
             first = await self.engine.take_answer(session, body.message)
         except SessionNotWaiting as exc:

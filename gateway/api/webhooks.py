@@ -1,26 +1,9 @@
 """Signed webhooks: the session API's notifications to a caller's `callback_url`.
 
 A caller creating a session may name a `callback_url`; the gateway then POSTs a JSON
-notification there on every terminal state, question and approval request. The URL is
-the caller's choice, so it is an SSRF risk: the gateway would otherwise post into its own
-network (metadata endpoints, admin ports, redis) on anyone's behalf. Hence:
+notification there on every terminal state, question and approval request.
 
-- Each org lists the targets it may deliver to (`webhooks.orgs.<org>.allow`): host names
-  (`hooks.example.com`, or `*.example.com` for any subdomain; only on the scheme's default
-  port unless the entry says `:port`) and IP networks (`10.0.0.0/8`, `::1/128`; a bare
-  address is its own network; any port). A network entry allows every address inside it,
-  private ones included: never write `0.0.0.0/0`. `check_target` tells the session API,
-  at creation, why a URL is refused; `deliver` checks again.
-- The check that matters happens at connect time, on the *resolved* addresses: a name
-  that resolves (or is rebound) to a loopback, private, link-local, CGNAT, multicast,
-  reserved or unspecified address, or to an IPv6 form embedding one (IPv4-mapped, NAT64,
-  6to4), is refused unless the address lies in one of the org's networks. An IP literal
-  in the URL (which aiohttp does not resolve) must lie in one of those networks.
-  Redirects are not followed, proxy variables are ignored, and connections are never
-  reused (a kept-alive connection opened under one org's networks must not serve
-  another's), nor are cookies kept.
-- Plain http is allowed only for an IP literal inside one of the org's networks, or for an
-  org with `https_only: false`.
+Where a notification may go (the SSRF guard) is decided, and explained, in `targets`.
 
 Signing follows Standard Webhooks (https://www.standardwebhooks.com/), so its receiver
 libraries verify our notifications:
@@ -43,15 +26,12 @@ final.
 from __future__ import annotations
 
 import base64
-import contextvars
 import hashlib
 import hmac
-import ipaddress
 import logging
 import math
 import os
 import re
-import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -63,17 +43,15 @@ from typing import Annotated, Any, Final
 
 import aiohttp
 import anyio
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from pydantic import Field, field_validator, model_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
-from yarl import URL
 
 from .. import jsoncodec
 from ..auth import NAME
 from ..errors import ConfigError, ConfigIssue
 from ..strict import Strict
+from .targets import NETWORKS, GuardedResolver, Refused, Targets, host_of, parse_entry, reason
 
 logger = logging.getLogger(__name__)
 
@@ -82,17 +60,9 @@ TIMESTAMP_HEADER: Final = "Webhook-Timestamp"
 SIGNATURE_HEADER: Final = "Webhook-Signature"
 USER_AGENT: Final = "mcp-tag-gateway"
 MIN_SECRET_BYTES: Final = 32
-MAX_URL_LENGTH: Final = 2048
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class OrgWebhooks(Strict):
@@ -110,7 +80,7 @@ class OrgWebhooks(Strict):
     @classmethod
     def _valid_entries(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
         for entry in entries:
-            _parse_entry(entry)
+            parse_entry(entry)
         return entries
 
 
@@ -220,27 +190,19 @@ class Webhooks:
                 field = f"webhooks.orgs.{org_id}.secret_env"
                 issues.append(ConfigIssue(display, problem, field=field))
                 continue
-            hosts: list[_HostRule] = []
-            networks: list[Network] = []
-            for entry in org.allow:
-                rule = _parse_entry(entry)
-                if isinstance(rule, _HostRule):
-                    hosts.append(rule)
-                else:
-                    networks.append(rule)
-            self._orgs[org_id] = _Org(key, tuple(hosts), tuple(networks), org.https_only)
+            self._orgs[org_id] = _Org(key, Targets.parse(org.allow, org.https_only))
         if issues:
             raise ConfigError(issues)
         self._session: aiohttp.ClientSession | None = None
-        self._resolver: _GuardedResolver | None = None
+        self._resolver: GuardedResolver | None = None
 
     def check_target(self, org: str, url: str) -> str | None:
         """None when `org` may be notified at `url`, else a one-line reason (for a 422).
         Names only: whether the host resolves to an allowed address is known at delivery."""
         rules = self._orgs.get(org)
-        if rules is None or not (rules.hosts or rules.networks):
+        if rules is None or not (rules.targets.hosts or rules.targets.networks):
             return f"the org {org} allows no webhooks"
-        return _reason(rules, url)
+        return reason(rules.targets, url)
 
     async def deliver(
         self,
@@ -258,12 +220,12 @@ class Webhooks:
         elif not _ID.match(webhook_id):
             raise ValueError(f"webhook id {webhook_id!r} must match {_ID.pattern}")
         body = jsoncodec.dumps(dict(event))
-        host = _host_of(url)
-        reason = self.check_target(org, url)
-        if reason is None and len(body) > self.settings.max_body:
-            reason = f"the notification is {len(body)} bytes, more than max_body"
-        if reason is not None:
-            return self._failed(org, host, Delivery(False, 0, None, reason, webhook_id))
+        host = host_of(url)
+        refusal = self.check_target(org, url)
+        if refusal is None and len(body) > self.settings.max_body:
+            refusal = f"the notification is {len(body)} bytes, more than max_body"
+        if refusal is not None:
+            return self._failed(org, host, Delivery(False, 0, None, refusal, webhook_id))
         delivery = await self._send(url, body, webhook_id, self._orgs[org])
         return delivery if delivery.ok else self._failed(org, host, delivery)
 
@@ -290,7 +252,7 @@ class Webhooks:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._resolver = _GuardedResolver()
+            self._resolver = GuardedResolver()
             connector = aiohttp.TCPConnector(
                 resolver=self._resolver, use_dns_cache=False, force_close=True
             )
@@ -347,11 +309,11 @@ class Webhooks:
             retry_error_callback=_last_result,
             sleep=anyio.sleep,
         )
-        token = _NETWORKS.set(rules.networks)
+        token = NETWORKS.set(rules.targets.networks)
         try:
             last: _Attempt = await retrying(attempt)
         finally:
-            _NETWORKS.reset(token)
+            NETWORKS.reset(token)
         ok = last.error is None
         return Delivery(ok, tries, last.status, last.error, webhook_id)
 
@@ -367,26 +329,9 @@ class Webhooks:
 
 
 @dataclass(frozen=True, slots=True)
-class _HostRule:
-    name: str
-    """Lower case, without the `*.` of a wildcard."""
-    wildcard: bool
-    port: int | None
-
-    def matches(self, host: str, port: int, default_port: int) -> bool:
-        if port != (default_port if self.port is None else self.port):
-            return False
-        if self.wildcard:
-            return host.endswith("." + self.name)
-        return host == self.name
-
-
-@dataclass(frozen=True, slots=True)
 class _Org:
     key: bytes
-    hosts: tuple[_HostRule, ...]
-    networks: tuple[Network, ...]
-    https_only: bool
+    targets: Targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,112 +340,6 @@ class _Attempt:
     error: str | None
     retry: bool = False
     retry_after: float | None = None
-
-
-class _Refused(OSError):
-    """Raised by the resolver (aiohttp wraps it in a ClientConnectorDNSError)."""
-
-
-_NETWORKS: contextvars.ContextVar[tuple[Network, ...]] = contextvars.ContextVar(
-    "webhook_networks", default=()
-)
-"""The networks of the org being delivered for, read by the resolver: aiohttp resolves in
-the delivering task (or one it starts), which sees this context."""
-
-
-class _GuardedResolver(AbstractResolver):
-    """Resolves as aiohttp would, then keeps only the addresses the org may reach."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        networks = _NETWORKS.get()
-        found = await self._inner.resolve(host, port, family)
-        kept = [r for r in found if (a := _ip(r["host"])) is not None and _permitted(a, networks)]
-        if not kept:
-            raise _Refused(f"refused: {host} resolves to a private address")
-        return kept
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def _reason(rules: _Org, url: str) -> str | None:
-    """Why `url` is no target for an org with these rules, or None."""
-    if len(url) > MAX_URL_LENGTH:
-        return f"callback_url is longer than {MAX_URL_LENGTH} characters"
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        return "callback_url contains whitespace or control characters"
-    try:
-        target = URL(url)
-    except ValueError as exc:
-        return f"callback_url is malformed: {exc}"
-    if target.scheme not in ("http", "https") or not target.is_absolute():
-        return "callback_url must be an absolute http or https URL"
-    if "@" in target.raw_authority:
-        return "callback_url must not carry credentials (user:password@)"
-    host = (target.raw_host or "").lower()
-    port = target.port
-    if not host or port is None or port == 0:
-        return "callback_url has no valid host and port"
-    literal = None if "%" in host else _ip(host)
-    if literal is None and not _HOST.match(host.removesuffix(".")):
-        return f"callback_url's host {host} is not a valid host name"
-    shown = host if target.explicit_port is None else f"{host}:{port}"
-    if literal is not None and not _allowed(literal, rules.networks):
-        if not _public(literal):
-            return (
-                f"callback_url names the private address {host}, which is not in the org's "
-                "webhook networks"
-            )
-        return f"host {shown} is not in the org's webhook allow-list"
-    if literal is None and not any(
-        rule.matches(host.removesuffix("."), port, _DEFAULT_PORTS[target.scheme])
-        for rule in rules.hosts
-    ):
-        return f"host {shown} is not in the org's webhook allow-list"
-    if target.scheme == "http" and rules.https_only and literal is None:
-        return "callback_url must be https"
-    return None
-
-
-def _host_of(url: str) -> str:
-    """The host to name in a log line (never the path: it may hold a token)."""
-    try:
-        return URL(url).raw_host or "?"
-    except ValueError:
-        return "?"
-
-
-def _parse_entry(entry: str) -> _HostRule | Network:
-    """One `allow` entry; ValueError says what is wrong with it."""
-    text = entry.lower()
-    if "/" in text:
-        try:
-            return ipaddress.ip_network(text, strict=True)
-        except ValueError as exc:
-            raise ValueError(f"allow entry {entry!r} is not an IP network: {exc}") from None
-    address = _ip(text)
-    if address is not None:
-        return ipaddress.ip_network(address)
-    name, colon, port_text = text.partition(":")
-    port: int | None = None
-    if colon:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"allow entry {entry!r} has no valid port")
-        port = int(port_text)
-    if _ip(name) is not None:
-        raise ValueError(f"allow entry {entry!r}: an address takes no port; write a network")
-    wildcard = name.startswith("*.")
-    name = name.removeprefix("*.")
-    if len(name) > 253 or not _HOST.match(name):
-        raise ValueError(
-            f"allow entry {entry!r} is neither a host name, *.domain nor an IP network"
-        )
-    return _HostRule(name, wildcard, port)
 
 
 def _secret(org: str, variable: str, env: Mapping[str, str]) -> tuple[bytes, str | None]:
@@ -518,51 +357,6 @@ def _secret(org: str, variable: str, env: Mapping[str, str]) -> tuple[bytes, str
     return key, None
 
 
-def _ip(text: str) -> Address | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def _embedded(address: Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one reaches: mapped (::ffff:a.b.c.d) or NAT64."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-        if address in _NAT64:
-            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def _public(address: Address) -> bool:
-    inner = _embedded(address)
-    if inner is not None:
-        return _public(inner)
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.sixtofour is not None and not _public(address.sixtofour):
-            return False
-        if address.is_site_local:
-            return False
-    return address.is_global and not (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-def _allowed(address: Address, networks: tuple[Network, ...]) -> bool:
-    inner = _embedded(address)
-    return any(address in net or (inner is not None and inner in net) for net in networks)
-
-
-def _permitted(address: Address, networks: tuple[Network, ...]) -> bool:
-    return _public(address) or _allowed(address, networks)
-
-
 def _answer(response: aiohttp.ClientResponse, cap: float) -> _Attempt:
     status = response.status
     if 200 <= status < 300:
@@ -578,7 +372,7 @@ def _answer(response: aiohttp.ClientResponse, cap: float) -> _Attempt:
 def _failure(exc: aiohttp.ClientError) -> _Attempt:
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, _Refused):
+        if isinstance(cause, Refused):
             return _Attempt(None, str(cause))
         cause = cause.__cause__
     if isinstance(exc, aiohttp.InvalidURL):

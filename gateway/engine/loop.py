@@ -45,6 +45,10 @@ Reply = Literal["answer", "approve", "reject"]
 Go = Callable[[], Awaitable[bool]] | None
 """What `run` does first with a session an answer or approval was taken for (None: it
 goes on with its next turn)."""
+LETTING_GO_TRIES: Final = 100
+LETTING_GO_PAUSE: Final = 0.02
+"""How often, and how far apart, a claim is asked for while the engine that asked the
+caller lets go of the session (Engine._taken): two seconds at most."""
 SNAPSHOT_POLLS: Final = 250
 """Reads of a snapshot, 20 ms apart, for it to catch up with its stream's state event."""
 
@@ -367,8 +371,21 @@ class Engine:
         for the body to prepare its run (which lets go in the end); let go at once if the
         body fails. Raises `held` when another holds it, `moved_on` when another acted on
         it since it was loaded (its snapshot moved on); SessionNotWaiting by default (an
-        answer or approval that came too late)."""
-        if not await self.claims.take(session):
+        answer or approval that came too late).
+
+        A session that waits for its caller is still held, for a moment, by the engine
+        that asked (it lets go once its snapshot is written): while the stored session
+        waits as loaded, the claim is asked for again, a bounded number of times."""
+        for _ in range(LETTING_GO_TRIES):
+            if await self.claims.take(session):
+                break
+            stored = await self.recorder.store.get_session_state(session.id)
+            if stored is None or stored.get("last_event", START) != session.last_event:
+                raise moved_on or SessionNotWaiting(session.id, "already answered")
+            if stored.get("state") != SessionState.INPUT_REQUIRED.value:
+                raise held or SessionNotWaiting(session.id, "already being answered")
+            await anyio.sleep(LETTING_GO_PAUSE)
+        else:
             raise held or SessionNotWaiting(session.id, "already being answered")
         try:
             stored = await self.recorder.store.get_session_state(session.id)

@@ -286,3 +286,60 @@ async def test_health_readiness_metrics_and_openapi(api: Api) -> None:
     assert 'gateway_session_transitions_total{to="completed"}' in metrics
     spec = (await api.http.get(f"{api.base}/openapi.json")).json()
     assert set(spec["paths"]) >= {"/sessions", "/sessions/{session_id}", "/events/{session_id}"}
+
+
+async def test_a_filtered_listing_goes_on_by_cursor_past_what_it_did_not_show(api: Api) -> None:
+    api.script(clarify(), reply())
+    oldest = await api.start()
+    await api.until(oldest, "input_required")
+    cancel = await api.http.post(f"{api.base}/sessions/{oldest}/cancel", headers=auth("alice"))
+    assert cancel.status_code == 202
+    for _ in range(12):  # newer, and not what the filter asks for
+        await api.until(await api.start(), "input_required")
+    shown: list[str] = []
+    query = {"status": "canceled", "limit": "1"}
+    for _ in range(5):
+        page = (
+            await api.http.get(f"{api.base}/sessions", params=query, headers=auth("alice"))
+        ).json()
+        shown += [s["id"] for s in page["sessions"]]
+        if page["next"] is None:
+            break
+        query["cursor"] = page["next"]
+    assert shown == [oldest]
+
+
+async def test_an_answer_names_its_question_and_a_stale_one_is_refused(api: Api) -> None:
+    api.script(clarify("First?"), clarify("Second?"), reply())
+    session_id = await api.start()
+    first = await api.until(session_id, "input_required")
+    url = f"{api.base}/sessions/{session_id}/interact"
+    body = {"message": "one", "question": first["last_event"]}
+    assert (await api.http.post(url, json=body, headers=auth("alice"))).status_code == 202
+    for _ in range(500):  # the second question, on a newer event
+        second = await api.get(session_id)
+        if second["status"] == "input_required" and second["last_event"] != first["last_event"]:
+            break
+        await anyio_sleep(0.02)
+    late = await api.http.post(url, json=body, headers=auth("alice"))  # meant for the first
+    assert late.status_code == 409
+    assert late.json()["error"] == "not_waiting"
+    body = {"message": "two", "question": second["last_event"]}
+    assert (await api.http.post(url, json=body, headers=auth("alice"))).status_code == 202
+    assert (await api.until(session_id, "completed"))["reply"] == "done"
+
+
+async def test_an_answer_sent_as_soon_as_the_session_asks_is_taken(api: Api) -> None:
+    """The engine that asked still holds the session for a moment after its state says
+    it waits: an answer sent then waits for it to let go, rather than being refused."""
+    api.script(clarify(), reply())
+    for _ in range(10):
+        session_id = await api.start()
+        await api.until(session_id, "input_required")
+        answer = await api.http.post(
+            f"{api.base}/sessions/{session_id}/interact",
+            json={"message": "now"},
+            headers=auth("alice"),
+        )
+        assert answer.status_code == 202, answer.text
+        await api.until(session_id, "completed")

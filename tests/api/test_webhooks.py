@@ -19,11 +19,11 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
+from gateway.api.targets import _public
 from gateway.api.webhooks import (
     Delivery,
     Webhooks,
     WebhookSettings,
-    _public,
     signing_key,
     verify,
 )
