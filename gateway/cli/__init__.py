@@ -5,23 +5,27 @@ Exit codes: 0 success (for `tags why`: permitted), 1 `tags why`: not permitted,
 `sessions show`: no such session, `run`: the session did not complete;
 2 invalid configuration or usage; 3 `serve`, `stdio`: the gateway could not start (it says
 why in one message, e.g. two upstreams offering the same tool name), `sessions`: the state
-store cannot be reached.
+store cannot be reached; with `--url` (`run`, `sessions`: through a gateway's session
+API, remote.py and rest.py): 4 the gateway could not be reached or refused a request (its detail on
+stderr), 5 `run`: the session did not end within --timeout (it was cancelled), 130 `run`:
+interrupted by Ctrl-C (the session was cancelled).
 
 Here: the argument parser and the dispatch. Each command is a function in the module of
 its group (`serve.py`: serve and stdio; `keys.py`, `check.py`, `tags.py`, `upstreams.py`,
-`tools.py`, `sessions.py`: sessions and run); `common.py` holds what they share. `main`
-is the package's one public name (the console script and `python -m gateway.cli`).
+`tools.py`, `sessions.py`: sessions and run; `remote.py`: the same through a gateway's
+API, with `--url`, over `rest.py`, its HTTP client); `common.py` holds what they share. `main` is the package's one public
+name (the console script and `python -m gateway.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import ConfigError
 from ..settings import CONFIG_ENV, DEFAULT_CONFIG
-from . import check, flows, keys, serve, sessions, tags, tools, upstreams
+from . import check, flows, keys, remote, serve, sessions, tags, tools, upstreams
 from .common import EXIT_CONFIG, UsageError
 from .serve import API_KEY_ENV
 
@@ -160,17 +164,33 @@ def _parser() -> argparse.ArgumentParser:
     session_commands = sessions_cmd.add_subparsers(
         dest="sessions_command", required=True, metavar="COMMAND"
     )
-    listed = with_config(session_commands.add_parser("list", help="the sessions, newest first"))
+    listed = with_config(
+        session_commands.add_parser(
+            "list",
+            help="the sessions, newest first (with --url: the API key's caller's, from a gateway)",
+            epilog=SESSIONS_EPILOG,
+        )
+    )
     listed.add_argument("--state", help="only sessions in this state, e.g. input_required")
-    listed.add_argument("--user", help="only this user's")
-    listed.add_argument("--org", help="only this org's")
+    listed.add_argument("--user", help="only this user's (not with --url)")
+    listed.add_argument("--org", help="only this org's (not with --url)")
     listed.add_argument("--json", action="store_true", help="print JSON")
-    listed.set_defaults(handler=sessions.list_)
-    shown = with_config(session_commands.add_parser("show", help="one session and its events"))
+    _remote_args(listed)
+    listed.set_defaults(handler=_either(remote.list_, sessions.list_))
+    shown = with_config(
+        session_commands.add_parser(
+            "show",
+            help="one session and its events (with --url: as a gateway's API shows it)",
+            epilog=SESSIONS_EPILOG,
+        )
+    )
     shown.add_argument("session_id", help="the session's id, e.g. s_AbC...")
-    shown.add_argument("--events", type=int, default=1000, help="events to show at most")
+    shown.add_argument(
+        "--events", type=int, help="events to show at most (default 1000; not with --url)"
+    )
     shown.add_argument("--json", action="store_true", help="print JSON")
-    shown.set_defaults(handler=sessions.show)
+    _remote_args(shown)
+    shown.set_defaults(handler=_either(remote.show, sessions.show))
 
     flows_cmd = commands.add_parser(
         "flows", help="what runs of an org's flows did, and candidate flows to adopt"
@@ -201,7 +221,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run_cmd = with_config(
         commands.add_parser(
-            "run", help="run one agent session here, as a user (questions asked on the terminal)"
+            "run",
+            help="run one agent session here, as a user (questions asked on the terminal); "
+            "with --url, on a gateway through its session API",
+            epilog=RUN_EPILOG,
         )
     )
     run_cmd.add_argument(
@@ -211,14 +234,79 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument(
         "--inputs", default="{}", help="with --flow: the flow's input, as a JSON object"
     )
-    _principal_args(run_cmd)
-    run_cmd.set_defaults(handler=sessions.run)
+    _principal_args(run_cmd, required=False)
+    _remote_args(run_cmd)
+    run_cmd.add_argument(
+        "--timeout",
+        type=float,
+        help="with --url: seconds to wait for the session's end, time at a prompt excepted; "
+        f"then it is cancelled (default: its wall_seconds budget + {remote.MARGIN:g})",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        if args.url is not None:
+            return remote.run(args)
+        _remote_only(args)
+        missing = [f"--{name}" for name in ("org", "user") if getattr(args, name) is None]
+        if missing:  # what argparse says when they are required, as they are here
+            run_cmd.error(f"the following arguments are required: {', '.join(missing)}")
+        return sessions.run(args)
+
+    run_cmd.set_defaults(handler=run)
     return parser
 
 
-def _principal_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--org", required=True)
-    p.add_argument("--user", required=True)
+CALLER = (
+    f"With --url, the caller is the one its API key names: --api-key, or ${API_KEY_ENV} "
+    "(so that the key need not be on the command line); none for a gateway that lets "
+    "loopback callers in without one."
+)
+RUN_EPILOG = CALLER + (
+    " Exit codes with --url: 0 completed, 1 the session failed, was canceled or rejected "
+    "(or stdin ended while it waits), 4 the gateway could not be reached or refused (its "
+    "detail on stderr), 5 --timeout passed (the session is cancelled), 130 Ctrl-C (the "
+    "session is cancelled)."
+)
+SESSIONS_EPILOG = CALLER + (
+    " Exit codes with --url: 0 shown, 1 no such session (show), 4 the gateway could not be "
+    "reached or refused (its detail on stderr)."
+)
+
+
+def _remote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        help="a running gateway's base URL, e.g. http://127.0.0.1:8080 (its /mcp URL works "
+        "too): ask its session API instead of a state store or an engine here",
+    )
+    p.add_argument("--api-key", help=f"with --url: the caller's API key (default: ${API_KEY_ENV})")
+
+
+def _either(
+    remote_handler: Callable[[argparse.Namespace], int],
+    local_handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        if args.url is not None:
+            return remote_handler(args)
+        _remote_only(args)
+        return local_handler(args)
+
+    return handler
+
+
+def _remote_only(args: argparse.Namespace) -> None:
+    names = ("api_key", "timeout")
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --url")
+
+
+def _principal_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """`required` False: the command checks (gateway run: not with --url)."""
+    needed = None if required else "required without --url"
+    p.add_argument("--org", required=required, help=needed)
+    p.add_argument("--user", required=required, help=needed)
     p.add_argument(
         "--roles",
         default="",

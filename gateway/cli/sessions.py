@@ -96,7 +96,8 @@ async def _show(config: GatewayConfig, args: argparse.Namespace) -> int:
         if snapshot is None:
             print(f"gateway: no session {args.session_id!r} (it may have expired)", file=sys.stderr)
             return EXIT_NOT_FOUND
-        batch = await store.read(args.session_id, Stream.EVENTS, START, args.events)
+        most = 1000 if args.events is None else args.events
+        batch = await store.read(args.session_id, Stream.EVENTS, START, most)
     events = [{"id": event.id, **event.data} for event in batch.events]
     if args.json:
         print_json({"session": _summary(snapshot), "events": events})
