@@ -155,7 +155,8 @@ def build_app(runtime: Runtime) -> Starlette:
     runtime.engine.recorder.on_event(notifier.on_event)
     api = SessionApi(runtime.engine, tags.resolve, lambda: authenticator, webhooks)
     streams_open = OpenRequests("session streams")
-    streams = Streams(api, settings.api, settings.server.allowed_origins, streams_open)
+    server = settings.server
+    streams = Streams(api, settings.api, server.allowed_hosts, server.allowed_origins, streams_open)
 
     async def follow_auth() -> None:
         """Apply edits of gateway.yaml's `auth:` section (see the module docstring)."""
@@ -222,7 +223,7 @@ def build_app(runtime: Runtime) -> Starlette:
             Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/health", health),
             Route("/ready", ready),
-            *api_routes(api, streams, metrics, state, pool),
+            *api_routes(api, streams, metrics, state, pool, server.allowed_hosts),
         ],
         lifespan=lifespan,
         exception_handlers={

@@ -13,13 +13,13 @@ a `gap` frame, never skipped in silence.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Final
 
 from ..engine.states import FINAL
 from ..errors import ApiError, InvalidStreamId
-from ..state.base import START, StateStore, Stream, StreamGap, parse_id
+from ..state.base import START, StateStore, Stream, StreamEvent, StreamGap, parse_id
 
 Frame = tuple[str | None, dict[str, Any]]
 """A stream id (None for the snapshot and gaps) and what the client is sent."""
@@ -40,6 +40,15 @@ def resume_point(value: str | None, name: str) -> str:
     return value
 
 
+def _frame(event: StreamEvent) -> dict[str, Any]:
+    """An event as sent: its fields and its stream id, as `id` (an envelope's own id, the
+    model's answer's, goes on as `answer_id`)."""
+    frame = {**event.data, "id": event.id}
+    if "id" in event.data:
+        frame["answer_id"] = event.data["id"]
+    return frame
+
+
 def gap_frame(gap: StreamGap) -> Frame:
     return None, {"type": "gap", "after": gap.after_id, "lost_through": gap.lost_through}
 
@@ -49,7 +58,7 @@ async def frames(
     session_id: str,
     after: str,
     snapshot: Callable[[], Awaitable[dict[str, Any]]],
-) -> AsyncIterator[Frame]:
+) -> AsyncGenerator[Frame, None]:
     """The frames of one connection (see the module docstring). `snapshot()`: the
     session's view now, read once the connection is made."""
     view = await snapshot()
@@ -60,7 +69,7 @@ async def frames(
             if batch.gap is not None:
                 yield gap_frame(batch.gap)
             for event in batch.events:
-                yield event.id, {**event.data, "id": event.id}
+                yield event.id, _frame(event)
             if not batch.events:
                 return
             after = batch.events[-1].id
@@ -69,6 +78,6 @@ async def frames(
             if batch.gap is not None:
                 yield gap_frame(batch.gap)
             for event in batch.events:
-                yield event.id, {**event.data, "id": event.id}
+                yield event.id, _frame(event)
                 if event.data.get("type") == "state" and event.data.get("to") in ENDED:
                     return

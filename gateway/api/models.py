@@ -61,7 +61,8 @@ class Cancel(Body):
 
 class TokenRequest(Body):
     session_id: SessionId | None = None
-    """The session the token opens a WebSocket on; none: a WebSocket that starts one."""
+    """The one session the token opens a WebSocket on; none: `/ws`, which starts one, or
+    any session of the caller's (a widget reconnecting to the session it started)."""
 
 
 # --- answers ---------------------------------------------------------------------------

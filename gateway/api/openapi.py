@@ -35,6 +35,7 @@ PROBLEMS: Final = {
     "401": "No valid credential",
     "413": "The body is too large",
     "415": "The body is not application/json",
+    "421": "The Host is not one this gateway answers",
     "422": "The body does not fit",
     "503": "The state store is unavailable; retry later",
 }
@@ -52,7 +53,7 @@ def _responses(ok: str, model: type[Any] | None, *statuses: str) -> dict[str, An
     answers: dict[str, Any] = {}
     if model is not None:
         answers[ok] = {"description": "Done", "content": _json(model)}
-    for status in ("400", "401", *statuses, "503"):
+    for status in ("400", "401", *statuses, "421", "503"):
         answers[status] = {"description": _describe(status), "content": _json(Problem)}
     return answers
 

@@ -32,22 +32,36 @@ from ..errors import ApiError
 from ..metrics import Metrics
 from ..state.base import StateStore
 from ..upstreams.pool import Pool
+from .hosts import listed
 from .openapi import document
 from .sessions import SessionApi
 from .streams import Streams
 
 UI: Final = Path(__file__).parent / "ui"
+UNCHECKED_HOST: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 def api_routes(
-    api: SessionApi, streams: Streams, metrics: Metrics, state: StateStore, pool: Pool
+    api: SessionApi,
+    streams: Streams,
+    metrics: Metrics,
+    state: StateStore,
+    pool: Pool,
+    hosts: tuple[str, ...],
 ) -> list[BaseRoute]:
+    """`hosts`: the Host headers answered (server.allowed_hosts; 421 otherwise, as /mcp)."""
+
     def timed(template: str, handler: Handler) -> Handler:
+        # Probes and scrapers come by address, not by name, and read nothing of a caller's.
+        checked = template not in UNCHECKED_HOST
+
         async def endpoint(request: Request) -> Response:
             started = time.perf_counter()
             status = 500
             try:
+                if checked and not listed(request.headers.get("host", ""), hosts):
+                    raise ApiError(421, "misdirected", "this gateway does not answer that Host")
                 response = await handler(request)
                 status = response.status_code
                 return response

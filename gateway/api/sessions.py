@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import anyio
 from anyio.abc import TaskGroup
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -37,6 +38,7 @@ from ..errors import (
     UnknownFlow,
 )
 from ..principal import Principal
+from ..state.base import Stream
 from ..tags.context import ResolvedContext
 from .bodies import read_body
 from .models import (
@@ -62,6 +64,8 @@ TOKEN_SECONDS: Final = 60.0
 """How long a WebSocket's token works (once)."""
 PAGE: Final = 20
 MAX_PAGE: Final = 100
+SETTLING_READS: Final = 25
+"""Reads of a snapshot behind its stream's last move, 20 ms apart, at most."""
 LIST_READS: Final = 10
 """Pages of the index read for one page of a filtered listing, at most."""
 STATUSES: Final = frozenset(Status.__args__)  # type: ignore[attr-defined]
@@ -227,7 +231,7 @@ class SessionApi:
 
     async def answer(self, caller: Credential, session_id: str, body: Interaction) -> Accepted:
         """Answer the session's question, and run it on in the background."""
-        session = await self.session(caller, session_id)
+        session = await self.settled(caller, session_id)
         if body.question is not None and body.question != session.last_event:
             raise ApiError(409, "not_waiting", "that question was answered already")
         try:
@@ -241,7 +245,7 @@ class SessionApi:
         self, caller: Credential, session_id: str, approval: str, body: Decision
     ) -> Accepted:
         """Decide the session's pending approval `approval`, and run it on."""
-        session = await self.session(caller, session_id)
+        session = await self.settled(caller, session_id)
         if session.waiting == "approval" and session.last_event != approval:
             raise ApiError(404, "not_found", f"no pending approval {approval!r}")
         try:
@@ -293,6 +297,24 @@ class SessionApi:
         """The caller's session, as the engine goes on with it (today's tags), or 404."""
         snapshot = await self.owned_snapshot(caller, session_id)
         return self.engine.restored(snapshot, self.resolve(caller.principal, snapshot["intent"]))
+
+    async def settled(self, caller: Credential, session_id: str) -> Session:
+        """`session`, once its snapshot has caught up with a move its stream already
+        tells (the snapshot is written just after the event): an answer sent the moment
+        the client saw `input_required` finds the session waiting, not working."""
+        session = await self.session(caller, session_id)
+        for _ in range(SETTLING_READS):
+            if session.state.value not in ("submitted", "working"):
+                return session
+            after = await self.store.read(session_id, Stream.EVENTS, session.last_event, 10)
+            if not any(
+                event.data.get("type") == "state" and event.data.get("to") != "working"
+                for event in after.events
+            ):
+                return session
+            await anyio.sleep(0.02)
+            session = await self.session(caller, session_id)
+        return session
 
     async def view(self, caller: Credential, snapshot: dict[str, Any]) -> Any:
         context = self.resolve(caller.principal, snapshot.get("intent"))

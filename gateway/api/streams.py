@@ -1,18 +1,22 @@
 """A session's events, followed live: `GET /events/{id}` (Server-Sent Events) and
 `WebSocket /ws/{id}` (also `/ws`, which starts a session first). Both send the frames of
 events.py; the WebSocket also takes the caller's word (answer, approve, reject, edit,
-cancel) on the same connection.
+cancel) on the same connection, each frame answered with an `ack` or an `error` (a bad
+frame leaves the socket usable; a command under way is answered before it closes).
 
 Browsers cannot set headers on a WebSocket, so it authenticates with a short-lived,
 single-use token from `POST /tokens` (`?token=`), never an API key in a URL; a client
-that can send headers may use its credential as on REST. An upgrade from an Origin that
+that can send headers may use its credential as on REST. A token minted for a session
+opens that session only; one minted for none opens `/ws`, or any of its caller's own
+sessions (what a widget reconnects with). An upgrade from an Origin that
 is neither the gateway's own, nor in server.allowed_origins or api.widget_origins, is
 refused before it is accepted (a page elsewhere cannot drive a user's session).
 
 A stream holds no buffer of its own: it reads the session's stream at its client's pace,
 and a client that takes no frame for api.send_timeout seconds is disconnected (a slow
 reader costs the gateway one idle connection, and nobody else any time). A stream ends
-when its credential is revoked (OpenRequests), as /mcp requests do.
+when its credential is revoked or expires (OpenRequests), as /mcp requests do: an SSE
+response still ends as a stream does, a WebSocket closes with 1008.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from typing import Any, Final
 
 import anyio
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -33,12 +38,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .. import jsoncodec
 from ..auth import Authenticator, Credential
-from ..errors import ApiError
+from ..errors import ApiError, StateUnavailable
 from ..live import OpenRequests, Vouched
 from ..principal import Principal
 from ..state.base import START
 from .bodies import describe
 from .events import frames, resume_point
+from .hosts import listed
 from .models import Cancel, Decision, Interaction, NewSession
 from .sessions import NO_STORE, SessionApi, authenticated
 from .settings import ApiSettings
@@ -49,13 +55,16 @@ POLICY_VIOLATION: Final = 1008
 NOT_FOUND: Final = 4404
 BAD_REQUEST: Final = 4400
 TOO_SLOW: Final = 4408
+TRY_LATER: Final = 1013
+UNAVAILABLE: Final = "state store unavailable; retry later"
 MAX_FRAME: Final = 256 * 1024
 """Bytes of one frame a WebSocket client sends, at most."""
 
 
 class Guarded(Response):
     """A response served inside a cancel scope that a revoked credential cancels; a
-    stream cut so still ends as a stream does (its last, empty chunk), not torn off."""
+    stream cut so still ends as a stream does (its last, empty chunk), not torn off. One
+    whose client reads too slowly is left unfinished: the server drops the connection."""
 
     def __init__(self, inner: Response, open_: OpenRequests, caller: Credential) -> None:
         self.inner, self.open_, self.caller = inner, open_, caller
@@ -73,7 +82,11 @@ class Guarded(Response):
             await send(message)
 
         with anyio.CancelScope() as guard, self.open_.open(self.caller, guard):
-            await self.inner(scope, receive, sending)
+            try:
+                await self.inner(scope, receive, sending)
+            except SendTimeoutError:  # its buffers are full: it reads too slowly
+                logger.warning("an SSE client did not keep up with its stream: disconnected")
+                return  # unfinished: the server drops the connection
         if guard.cancel_called and started and not ended:  # revoked, or it expired
             with anyio.move_on_after(1), suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -84,12 +97,14 @@ class Streams:
         self,
         api: SessionApi,
         settings: ApiSettings,
+        allowed_hosts: tuple[str, ...],
         allowed_origins: tuple[str, ...],
         open_: OpenRequests,
     ) -> None:
         self.api = api
         self.settings = settings
         self.origins = (*allowed_origins, *settings.widget_origins)
+        self.hosts = allowed_hosts
         self.open = open_
 
     # --- SSE ---------------------------------------------------------------------------
@@ -102,8 +117,10 @@ class Streams:
         view = self._view(caller, session_id, snapshot)
 
         async def content() -> Any:
-            async for event_id, frame in frames(self.api.store, session_id, after, view):
-                yield ServerSentEvent(data=jsoncodec.dumps(frame).decode(), id=event_id)
+            stream = frames(self.api.store, session_id, after, view)
+            async with aclosing(stream) as followed:
+                async for event_id, frame in followed:
+                    yield ServerSentEvent(data=jsoncodec.dumps(frame).decode(), id=event_id)
 
         response = EventSourceResponse(
             content(),
@@ -129,6 +146,10 @@ class Streams:
     # --- WebSocket ---------------------------------------------------------------------
 
     async def websocket(self, ws: WebSocket) -> None:
+        if not listed(ws.headers.get("host", ""), self.hosts):
+            logger.warning("WebSocket to a foreign Host refused: %s", ws.headers.get("host"))
+            await ws.close(POLICY_VIOLATION)
+            return
         origin = ws.headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, ws.headers.get("host")):
             logger.warning("WebSocket from a foreign Origin refused: %s", origin)
@@ -151,8 +172,10 @@ class Streams:
                 return
             except ApiError as exc:
                 await self._refuse(ws, exc)
-        if ws.application_state is WebSocketState.CONNECTED:  # revoked, or it ended
-            await ws.close(POLICY_VIOLATION if guard.cancel_called else 1000)
+            except StateUnavailable:
+                await self._refuse(ws, ApiError(503, "unavailable", UNAVAILABLE))
+        # The session ended, or the credential was revoked (or expired).
+        await self._close(ws, POLICY_VIOLATION if guard.cancel_called else 1000)
 
     async def _serve(self, ws: WebSocket, caller: Credential, session_id: str | None) -> None:
         if session_id is None:
@@ -170,21 +193,48 @@ class Streams:
             after = resume_point(ws.query_params.get("since"), "since")
         snapshot = await self.api.owned_snapshot(caller, session_id)
         view = self._view(caller, session_id, snapshot)
-        async with anyio.create_task_group() as tasks:
+        # Why the connection ends before its session does: a task's own failure comes
+        # out as it is, not in the task group's ExceptionGroup.
+        ended: list[Exception] = []
 
-            async def pump() -> None:
-                async for _event_id, frame in frames(self.api.store, session_id, after, view):
+        async def watched(task: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await task()
+            except (ApiError, WebSocketDisconnect, StateUnavailable) as exc:
+                ended.append(exc)
+            tasks.cancel_scope.cancel()  # one ends (the session's end too): all do
+
+        async def pump() -> None:
+            stream = frames(self.api.store, session_id, after, view)
+            async with aclosing(stream) as followed:
+                async for _event_id, frame in followed:
                     await self._send(ws, frame)
-                tasks.cancel_scope.cancel()  # the session ended: so does the connection
 
-            tasks.start_soon(pump)
-            tasks.start_soon(self._ping, ws)
-            while True:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watched, pump)
+            tasks.start_soon(watched, lambda: self._ping(ws))
+            tasks.start_soon(watched, lambda: self._listen(ws, caller, session_id))
+        if ended:
+            raise ended[0]
+
+    async def _listen(self, ws: WebSocket, caller: Credential, session_id: str) -> None:
+        """The caller's word, each frame answered (an ack, or an error frame: a bad frame
+        leaves the socket usable)."""
+        while True:
+            try:
                 frame = await self._frame(ws)
+            except ApiError as exc:
+                await self._send(ws, _error(exc))
+                continue
+            # A command under way is not cut short by the session's end (which it may
+            # bring about: a cancel) and is answered before the socket closes.
+            with anyio.CancelScope(shield=True):
                 try:
                     answer = await self._command(caller, session_id, frame)
                 except ApiError as exc:
-                    answer = {"type": "error", "error": exc.code, "detail": exc.detail}
+                    answer = _error(exc)
+                except StateUnavailable:
+                    answer = _error(ApiError(503, "unavailable", UNAVAILABLE))
                 await self._send(ws, answer)
 
     async def _command(
@@ -237,17 +287,20 @@ class Streams:
             await self._send(ws, {"type": "ping", "at": time.time()})
 
     async def _refuse(self, ws: WebSocket, exc: ApiError) -> None:
-        code = {404: NOT_FOUND, 408: TOO_SLOW}.get(exc.status, BAD_REQUEST)
+        """Say why the socket closes (but to a client too slow to read it), and close."""
+        if exc.code != "too_slow" and ws.application_state is WebSocketState.CONNECTED:
+            with anyio.move_on_after(1), suppress(WebSocketDisconnect):
+                await ws.send_text(jsoncodec.dumps(_error(exc)).decode())
+        code = {404: NOT_FOUND, 408: TOO_SLOW, 503: TRY_LATER}.get(exc.status, BAD_REQUEST)
+        await self._close(ws, code, exc.detail[:120])
+
+    async def _close(self, ws: WebSocket, code: int, reason: str = "") -> None:
+        """Close the socket, if still open: bounded, since a client that does not read
+        may never take the close frame (its connection is then left to the server)."""
         if ws.application_state is not WebSocketState.CONNECTED:
             return
-        if exc.code != "too_slow":
-            with anyio.move_on_after(1):
-                await ws.send_text(
-                    jsoncodec.dumps(
-                        {"type": "error", "error": exc.code, "detail": exc.detail}
-                    ).decode()
-                )
-        await ws.close(code, exc.detail[:120])
+        with anyio.move_on_after(self.settings.send_timeout), suppress(WebSocketDisconnect):
+            await ws.close(code, reason)
 
     async def _admit(self, ws: WebSocket) -> tuple[Credential, Vouched | None, str | None] | None:
         """Who opens the WebSocket: a single-use token's caller (and the session it was
@@ -275,13 +328,8 @@ class Streams:
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
         if host is not None and origin.split("://", 1)[-1] == host:
-            return True  # the gateway's own page
-        for allowed in self.origins:
-            if origin == allowed or (
-                allowed.endswith(":*") and origin.startswith(allowed[:-2] + ":")
-            ):
-                return True
-        return False
+            return True  # the gateway's own page (its Host was checked first)
+        return listed(origin, self.origins)
 
 
 def _vouched(vouch: dict[str, Any], principal: Principal) -> Vouched:
@@ -296,6 +344,10 @@ def _vouched(vouch: dict[str, Any], principal: Principal) -> Vouched:
         return True
 
     return vouched
+
+
+def _error(exc: ApiError) -> dict[str, Any]:
+    return {"type": "error", "error": exc.code, "detail": exc.detail}
 
 
 def _body(model: type[Any], frame: dict[str, Any], drop: set[str]) -> Any:

@@ -16,7 +16,8 @@ import httpx2
 
 from gateway.engine.planners.scripted import ScriptedPlanner
 from gateway.runtime import Runtime
-from gateway.state.base import StateStore
+from gateway.state.base import START, StateStore, Stream
+from tests.engine.helpers import envelope, reply, tool
 from tests.front.harness import GLOBEX, KEYS, Gateway, gateway_yaml, running_gateway
 
 ACME = """
@@ -44,16 +45,7 @@ tags:
 Frame = dict[str, Any]
 
 
-def envelope(kind: str, confidence: float = 0.9, **fields: Any) -> dict[str, Any]:
-    return {"kind": kind, "confidence": confidence, "reasoning": "test", **fields}
-
-
-def tool(name: str, **arguments: Any) -> dict[str, Any]:
-    return envelope("tool", call={"tool": name, "arguments": json.dumps(arguments)})
-
-
-def reply(text: str = "done") -> dict[str, Any]:
-    return envelope("reply", text=text)
+__all__ = ["envelope", "reply", "tool"]  # the engine tests' envelopes, used from here too
 
 
 def clarify(question: str = "Which one?") -> dict[str, Any]:
@@ -132,6 +124,19 @@ class Api:
                     seen += 1
                     if seen >= most:
                         return
+
+
+async def whole_stream(api: Api, session_id: str) -> list[Frame]:
+    """The session's stream as the store holds it, each event as its frame is sent: its
+    stream id as `id`, an event's own id (an envelope's) as `answer_id`."""
+    batch = await api.store.read(session_id, Stream.EVENTS, START, 10_000)
+    frames = []
+    for event in batch.events:
+        frame = {**event.data, "id": event.id}
+        if "id" in event.data:
+            frame["answer_id"] = event.data["id"]
+        frames.append(frame)
+    return frames
 
 
 @asynccontextmanager

@@ -19,9 +19,8 @@ import httpx2
 import pytest
 
 from tests.api.harness import envelope
-from tests.conftest import ROOT
 from tests.engine.fake_anthropic import Reply, fake_messages
-from tests.engine.test_resume import CLERK
+from tests.engine.test_restart import config
 from tests.helpers import clean_env, serving, until
 
 pytestmark = pytest.mark.anyio
@@ -35,34 +34,13 @@ def _tool(name: str, what: str) -> dict[str, Any]:
 
 
 def _config(tmp_path: Path, redis_url: str, model_url: str) -> Path:
-    (tmp_path / "orgs").mkdir(exist_ok=True)
-    (tmp_path / "orgs" / "acme.yaml").write_text(CLERK)
-    (tmp_path / "gates").mkdir(exist_ok=True)
-    upstream = {
-        "transport": "stdio",
-        "command": sys.executable,
-        "args": ["-m", "tests.engine.servers.ledger", str(tmp_path / "ledger"), "gates"],
-        "cwd": str(tmp_path),
-        "env": {"PYTHONPATH": str(ROOT)},
-        "call_timeout": 60,
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "data_dir": str(tmp_path / "data"),
-                "auth": {"dev": True, "api_keys": [{"user": "carol", "org": "acme", "key": KEY}]},
-                "tags": {"dir": "orgs", "watch": False},
-                "state": {"url": redis_url},
-                "engine": {
-                    "planner": "anthropic",
-                    "anthropic": {"base_url": model_url},
-                    "lease": 1,
-                },
-                "upstreams": {"ledger": upstream},
-            }
-        )
-    )
+    """The engine restart test's gateway (carol, the ledger upstream, Redis), planned by
+    the fake Messages API instead of a script."""
+    path = config(tmp_path, redis_url)
+    settings = json.loads(path.read_text())
+    settings["auth"]["api_keys"][0]["key"] = KEY
+    settings["engine"] = {"planner": "anthropic", "anthropic": {"base_url": model_url}, "lease": 1}
+    path.write_text(json.dumps(settings))
     return path
 
 

@@ -343,3 +343,15 @@ async def test_an_answer_sent_as_soon_as_the_session_asks_is_taken(api: Api) -> 
         )
         assert answer.status_code == 202, answer.text
         await api.until(session_id, "completed")
+
+
+async def test_a_foreign_host_is_misdirected_but_probes_answer_any(api: Api) -> None:
+    """A page on a name that resolves to the gateway (DNS rebinding) gets nothing."""
+    headers = {**auth("alice"), "Host": "evil.example"}
+    answer = await api.http.get(f"{api.base}/sessions", headers=headers)
+    assert answer.status_code == 421
+    assert answer.json()["error"] == "misdirected"
+    page = await api.http.get(f"{api.base}/", headers={"Host": "evil.example"})
+    assert page.status_code == 421
+    probe = await api.http.get(f"{api.base}/healthz", headers={"Host": "10.1.2.3:8080"})
+    assert probe.status_code == 200

@@ -150,7 +150,7 @@ async def running_gateway(
     path.write_text(config_text if config_text is not None else gateway_yaml(), encoding="utf-8")
     config = load_config(path)
     tags = TagManager.open(config.tags_dir, directory)
-    state = open_store(state_url, config.state_ttls)
+    state = open_store(state_url, config.state_ttls, config.settings.state.stream_max_len)
     built: list[Runtime] = []
     pool = Pool(
         config.settings.upstreams,
