@@ -13,8 +13,8 @@ interrupted by Ctrl-C (the session was cancelled).
 Here: the argument parser and the dispatch. Each command is a function in the module of
 its group (`serve.py`: serve and stdio; `keys.py`, `check.py`, `tags.py`, `upstreams.py`,
 `tools.py`, `sessions.py`: sessions and run; `remote.py`: the same through a gateway's
-API, with `--url`, over `rest.py`, its HTTP client); `common.py` holds what they share. `main` is the package's one public
-name (the console script and `python -m gateway.cli`).
+API, with `--url`, over `rest.py`, its HTTP client); `common.py` holds what they share.
+`main` is the package's one public name (the console script and `python -m gateway.cli`).
 """
 
 from __future__ import annotations
