@@ -118,9 +118,15 @@ class Streams:
 
         async def content() -> Any:
             stream = frames(self.api.store, session_id, after, view)
-            async with aclosing(stream) as followed:
-                async for event_id, frame in followed:
-                    yield ServerSentEvent(data=jsoncodec.dumps(frame).decode(), id=event_id)
+            try:
+                async with aclosing(stream) as followed:
+                    async for event_id, frame in followed:
+                        yield ServerSentEvent(data=jsoncodec.dumps(frame).decode(), id=event_id)
+            except StateUnavailable as exc:  # the response has begun: end it, say when to return
+                logger.warning(
+                    "session %s: its stream ends, the store is away: %s", session_id, exc
+                )
+                yield ServerSentEvent(retry=max(1000, int(exc.retry_after * 1000)))
 
         response = EventSourceResponse(
             content(),

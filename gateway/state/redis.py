@@ -36,7 +36,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..breaker import Breaker
@@ -82,6 +82,8 @@ PROBE_TIMEOUT = 0.25
 """Seconds a readiness probe (a PING) may take."""
 LONG_OP_TIMEOUT = 30.0
 """For operations that scan the keyspace (diagnostics)."""
+POOL_WAIT = 0.8
+"""Of an operation's bound, how long it may wait for a pooled connection."""
 _DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _FIELD = b"v"
 
@@ -158,17 +160,22 @@ class RedisStore(RedisRuns, RedisIndex, RedisLearning, StateStore):
                 retry=Retry(NoBackoff(), 1),
             )
         else:
-            self._redis = aioredis.Redis.from_url(
+            # Past max_connections an operation waits for a connection (most of its
+            # bound), rather than failing at once: a burst of streams opening together
+            # is load, not Redis being down, and must not open the breaker.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._raw_url,
+                max_connections=self._max_connections,
+                timeout=self._op_timeout * POOL_WAIT,
                 socket_timeout=self._op_timeout,
                 socket_connect_timeout=self._op_timeout,
-                max_connections=self._max_connections,
                 health_check_interval=30,
                 # A pooled connection that died with its server fails on first use: one
                 # retry at once, on a fresh connection, is what recovers; redis-py's default
                 # backoff (seconds) would outlast every operation's bound.
                 retry=Retry(NoBackoff(), 1),
             )
+            self._redis = aioredis.Redis.from_pool(pool)
         self._hub = Hub(
             self._redis.pubsub(),
             self.url,
@@ -283,6 +290,8 @@ class RedisStore(RedisRuns, RedisIndex, RedisLearning, StateStore):
             with anyio.fail_after(seconds or self._op_timeout):
                 result = await operation(self._client())
         except _DOWN as exc:
+            if _exhausted(exc):  # every connection busy: load, not a failure of Redis
+                raise StateUnavailable(self.url, "every connection is busy", 0.5) from exc
             self._breaker.failure()
             reason = str(exc) or f"no answer within {self._op_timeout:g} s"
             raise StateUnavailable(self.url, reason, max(self._breaker.retry_after(), 0.5)) from exc
@@ -561,6 +570,13 @@ class RedisStore(RedisRuns, RedisIndex, RedisLearning, StateStore):
             }
 
         return await self._call(scan, seconds=LONG_OP_TIMEOUT)
+
+
+def _exhausted(exc: BaseException) -> bool:
+    """The pool had no connection to give within its wait (not a failure of Redis)."""
+    return isinstance(exc, MaxConnectionsError) or (
+        isinstance(exc, RedisConnectionError) and str(exc) == "No connection available."
+    )
 
 
 def _text(value: bytes | str) -> str:

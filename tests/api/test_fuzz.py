@@ -38,7 +38,7 @@ tags:
       content: "You help."
       config: {assigned_roles: [support], allowed_tools: []}
 """
-EXAMPLES = 40
+EXAMPLES = 100
 """Cases per operation: bounded, so the suite stays in scripts/test's time."""
 CHECKS = [
     not_a_server_error,

@@ -51,7 +51,7 @@ async def test_a_killed_replicas_session_is_completed_by_the_other(
         Reply(envelope("clarify", question="Which book?")),
         Reply(_tool("ledger__read", "a")),
         # The answer the first runner never gets: it is killed while it waits.
-        Reply(_tool("ledger__write", "lost"), delay=30),
+        Reply(_tool("ledger__write", "lost"), delay=6),
         Reply(_tool("ledger__write", "b")),
         Reply(envelope("reply", text="booked")),
     ]

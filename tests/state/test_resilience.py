@@ -106,3 +106,23 @@ async def test_pub_sub_resubscribes_after_redis_returns(tmp_path: Path) -> None:
             with anyio.fail_after(2):
                 payload = await anext(events)
             assert payload == {"after": "restart"}
+
+
+@pytest.mark.anyio
+async def test_more_operations_at_once_than_connections_wait_for_one(redis_url: str) -> None:
+    """A burst past the pool's size is load, not Redis down: every operation completes
+    (each waits for a connection), and the breaker stays shut."""
+    from gateway.state.redis import RedisStore
+
+    async with RedisStore(redis_url, DEFAULT_TTLS, 1000, max_connections=4) as store:
+        done: list[str] = []
+
+        async def one(n: int) -> None:
+            done.append(await store.append(f"s{n % 7}", Stream.EVENTS, {"n": n}))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tasks:
+                for n in range(200):
+                    tasks.start_soon(one, n)
+        assert len(done) == 200
+        assert store.status().ready
