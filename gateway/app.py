@@ -232,6 +232,9 @@ def build_app(runtime: Runtime) -> Starlette:
             HTTPException: http_error,
         },
     )
+    # /sessions/ is no route: a redirect to /sessions would be made before any check of
+    # the request's Host, to whatever Host it named.
+    app.router.redirect_slashes = False
     app.state.runtime = runtime
     app.state.tags = tags
     app.state.store = state

@@ -132,6 +132,8 @@ class Credential:
     """What the caller presented (to re-check it when the config changes); never logged."""
     expires_at: float | None = None
     """Unix time after which it stops working (a JWT's exp)."""
+    token_id: str | None = None
+    """A JWT's `jti`, when it has one."""
 
     @property
     def owner(self) -> str:
@@ -151,8 +153,16 @@ class Authenticator:
         self.settings = settings
         self._keys: dict[str, ApiKeySettings] = {k.digest: k for k in settings.api_keys}
         self._jwt_key: Any = None
+        self.jwt_fingerprint: str | None = None
+        """Names the JWT settings and key in force (a digest), so that a stream opened by a
+        token a JWT minted ends when they change (a key rotated after a compromise)."""
         if settings.jwt is not None:
             self._jwt_key = _jwt_key(settings.jwt, base_dir, display)
+            key = self._jwt_key
+            material = key if isinstance(key, str) else repr(key.public_numbers())
+            self.jwt_fingerprint = hashlib.sha256(
+                f"{settings.jwt.model_dump_json()}\n{material}".encode()
+            ).hexdigest()
 
     @property
     def enabled(self) -> bool:
@@ -193,11 +203,13 @@ class Authenticator:
         key = self._keys.get(digest)
         return None if key is None else Principal(key.user, key.org, key.roles)
 
-    def jwt_still_valid(self, jti: object) -> bool:
-        """Whether JWTs still work here and this token id is not revoked (its expiry is
-        the stream's deadline already)."""
+    def jwt_still_valid(self, jti: object, fingerprint: object) -> bool:
+        """Whether JWTs are still checked as they were (`fingerprint`, jwt_fingerprint's
+        then) and this token id is not revoked (its expiry is the stream's deadline)."""
         settings = self.settings.jwt
-        return settings is not None and not (isinstance(jti, str) and jti in settings.revoked)
+        if settings is None or fingerprint != self.jwt_fingerprint:
+            return False
+        return not (isinstance(jti, str) and jti in settings.revoked)
 
     def _check_jwt(self, token: str, settings: JwtSettings) -> Credential:
         try:
@@ -231,7 +243,8 @@ class Authenticator:
             raise Unauthenticated(f"the token's {settings.roles_claim!r} claim is not a list")
         label = f"jwt:{jti}" if isinstance(jti, str) else f"jwt:{user}"
         principal = Principal(user, org, tuple(roles_claim))
-        return Credential(principal, "jwt", label, token, float(claims["exp"]))
+        token_id = jti if isinstance(jti, str) else None
+        return Credential(principal, "jwt", label, token, float(claims["exp"]), token_id)
 
 
 def _jwt_key(settings: JwtSettings, base_dir: Path, display: str) -> Any:

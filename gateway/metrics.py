@@ -136,7 +136,8 @@ class Metrics:
         )
         self._http_seconds = Histogram(
             "gateway_http_request_seconds",
-            "Seconds of HTTP requests, until the response ended (a stream's whole life).",
+            "Seconds of HTTP requests: the session API's until its answer began (a stream:"
+            " until it opened), /mcp's until it ended.",
             ("route", "method"),
             buckets=HTTP_BUCKETS,
             registry=registry,

@@ -13,6 +13,7 @@ a `gap` frame, never skipped in silence.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Final
@@ -24,6 +25,8 @@ from ..state.base import START, StateStore, Stream, StreamEvent, StreamGap, pars
 Frame = tuple[str | None, dict[str, Any]]
 """A stream id (None for the snapshot and gaps) and what the client is sent."""
 ENDED: Final = frozenset(state.value for state in FINAL)
+FUTURE_SLACK: Final = 60.0
+"""Seconds an id may lie ahead of this clock (a Redis server's clock differs a little)."""
 
 
 def resume_point(value: str | None, name: str) -> str:
@@ -32,11 +35,15 @@ def resume_point(value: str | None, name: str) -> str:
     if value is None or value == "":
         return START
     try:
-        parse_id(value)
+        millis, _ = parse_id(value)
     except InvalidStreamId:
         raise ApiError(
             400, "invalid_event_id", f"{name} must be a stream id like 1700000000000-0"
         ) from None
+    if (
+        millis > (time.time() + FUTURE_SLACK) * 1000
+    ):  # no such event, nor will be: it would wait forever
+        raise ApiError(400, "invalid_event_id", f"{name} names an event not yet written")
     return value
 
 

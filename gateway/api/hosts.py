@@ -10,6 +10,10 @@ from collections.abc import Iterable
 
 def listed(value: str, patterns: Iterable[str]) -> bool:
     for pattern in patterns:
-        if value == pattern or (pattern.endswith(":*") and value.startswith(pattern[:-2] + ":")):
+        if value == pattern:
             return True
+        if pattern.endswith(":*") and value.startswith(pattern[:-2] + ":"):
+            port = value[len(pattern) - 1 :]
+            if port.isascii() and port.isdigit() and len(port) <= 5:  # a port, nothing else
+                return True
     return False

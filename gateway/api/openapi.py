@@ -210,6 +210,23 @@ def document() -> dict[str, Any]:
             "responses": {"200": {"description": "Ready"}, "503": {"description": "Not"}},
         }
     }
+    for path, summary, kind in (
+        ("/metrics", "Prometheus metrics (text exposition)", "text/plain"),
+        ("/openapi.json", "This document", "application/json"),
+        ("/", "The web page", "text/html"),
+        ("/widget.js", "The embeddable widget", "text/javascript"),
+    ):
+        paths[path] = {
+            "get": {
+                "operationId": _operation_id(path),
+                "summary": summary,
+                "security": [],
+                "responses": {
+                    "200": {"description": summary, "content": {kind: {"schema": {}}}},
+                    **({} if path == "/metrics" else {"421": {"description": _describe("421")}}),
+                },
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -227,6 +244,10 @@ def document() -> dict[str, Any]:
             },
         },
     }
+
+
+def _operation_id(path: str) -> str:
+    return {"/metrics": "metrics", "/openapi.json": "openapi", "/": "page"}.get(path, "widget")
 
 
 def _is_body(model: type[Any]) -> bool:

@@ -28,7 +28,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from ..errors import ApiError
+from ..errors import ApiError, StateUnavailable
 from ..metrics import Metrics
 from ..state.base import StateStore
 from ..upstreams.pool import Pool
@@ -67,6 +67,9 @@ def api_routes(
                 return response
             except ApiError as exc:
                 status = exc.status
+                raise
+            except StateUnavailable:
+                status = 503  # the app's handler answers it so
                 raise
             finally:
                 metrics.observe_request(

@@ -127,6 +127,8 @@ class Streams:
                     "session %s: its stream ends, the store is away: %s", session_id, exc
                 )
                 yield ServerSentEvent(retry=max(1000, int(exc.retry_after * 1000)))
+            except Exception:  # a bug: logged; the stream ends, and the client may resume
+                logger.exception("session %s: its event stream failed", session_id)
 
         response = EventSourceResponse(
             content(),
@@ -152,6 +154,9 @@ class Streams:
     # --- WebSocket ---------------------------------------------------------------------
 
     async def websocket(self, ws: WebSocket) -> None:
+        # The token is taken first, whatever follows: one shown to a refused upgrade (in
+        # a log, on a foreign page) is spent, never left to work for another.
+        admitted = await self._admit(ws)
         if not listed(ws.headers.get("host", ""), self.hosts):
             logger.warning("WebSocket to a foreign Host refused: %s", ws.headers.get("host"))
             await ws.close(POLICY_VIOLATION)
@@ -161,7 +166,6 @@ class Streams:
             logger.warning("WebSocket from a foreign Origin refused: %s", origin)
             await ws.close(POLICY_VIOLATION)  # before accept: the upgrade gets 403
             return
-        admitted = await self._admit(ws)
         if admitted is None:
             await ws.close(POLICY_VIOLATION)
             return
@@ -208,6 +212,10 @@ class Streams:
                 await task()
             except (ApiError, WebSocketDisconnect, StateUnavailable) as exc:
                 ended.append(exc)
+            except Exception as exc:  # a bug: logged, and the socket closed as failed
+                logger.exception("session %s: its WebSocket failed", session_id)
+                ended.append(ApiError(500, "internal_error", "the gateway failed (logged)"))
+                del exc
             tasks.cancel_scope.cancel()  # one ends (the session's end too): all do
 
         async def pump() -> None:
@@ -271,7 +279,7 @@ class Streams:
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         raw = message.get("text") or message.get("bytes") or b""
-        if len(raw) > MAX_FRAME:
+        if len(raw.encode() if isinstance(raw, str) else raw) > MAX_FRAME:
             raise ApiError(413, "frame_too_large", f"a frame is at most {MAX_FRAME} bytes")
         try:
             frame = jsoncodec.loads(raw)
@@ -297,7 +305,9 @@ class Streams:
         if exc.code != "too_slow" and ws.application_state is WebSocketState.CONNECTED:
             with anyio.move_on_after(1), suppress(WebSocketDisconnect):
                 await ws.send_text(jsoncodec.dumps(_error(exc)).decode())
-        code = {404: NOT_FOUND, 408: TOO_SLOW, 503: TRY_LATER}.get(exc.status, BAD_REQUEST)
+        code = {404: NOT_FOUND, 408: TOO_SLOW, 500: 1011, 503: TRY_LATER}.get(
+            exc.status, BAD_REQUEST
+        )
         await self._close(ws, code, exc.detail[:120])
 
     async def _close(self, ws: WebSocket, code: int, reason: str = "") -> None:
@@ -330,7 +340,13 @@ class Streams:
             f"token:{vouch.get('label')}",
             expires_at=float(expires) if isinstance(expires, int | float) else None,
         )
-        return caller, _vouched(vouch, principal), grant.get("session_id")
+        vouched = _vouched(vouch, principal)
+        # Minted by a credential revoked (or expired) since: it opens nothing.
+        if not vouched(self.api.authenticator()) or (
+            caller.expires_at is not None and caller.expires_at <= time.time()
+        ):
+            return None
+        return caller, vouched, grant.get("session_id")
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
         if host is not None and origin.split("://", 1)[-1] == host:
@@ -346,7 +362,7 @@ def _vouched(vouch: dict[str, Any], principal: Principal) -> Vouched:
         if vouch.get("kind") == "api_key":
             return authenticator.key_principal(str(vouch.get("digest"))) == principal
         if vouch.get("kind") == "jwt":
-            return authenticator.jwt_still_valid(vouch.get("jti"))
+            return authenticator.jwt_still_valid(vouch.get("jti"), vouch.get("fingerprint"))
         return True
 
     return vouched

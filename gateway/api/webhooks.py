@@ -379,7 +379,17 @@ def _failure(exc: aiohttp.ClientError) -> _Attempt:
         return _Attempt(None, "callback_url is not a valid URL")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return _Attempt(None, f"TLS certificate refused: {exc.certificate_error}")
-    return _Attempt(None, f"{type(exc).__name__}: {exc}", retry=True)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Its text holds the URL (path and query: a receiver's secret token, often) and
+        # what the receiver sent: only the status and a line of its message are kept.
+        message = " ".join(str(exc.message).split())[:200]
+        return _Attempt(None, f"HTTP {exc.status}: {message}", retry=True)
+    return _Attempt(None, f"{type(exc).__name__}: {_without_url(str(exc))}", retry=True)
+
+
+def _without_url(text: str) -> str:
+    """An aiohttp error's text with any URL in it cut to its scheme and host."""
+    return re.sub(r"(https?://[^/\s'\"]+)[^\s'\"]*", r"\1/...", " ".join(text.split()))[:300]
 
 
 def _retry_after(value: str | None, cap: float) -> float | None:

@@ -256,7 +256,10 @@ class Follower:
             if said is None:
                 return False
             if said.strip():
-                self._send(f"{self.path}/interact", {"message": said}, view.get("last_event"))
+                body = {"message": said}
+                if view.get("last_event"):  # refused if it was answered elsewhere since
+                    body["question"] = view["last_event"]
+                self._send(f"{self.path}/interact", body, view.get("last_event"))
                 return True
             self.board.line("an answer cannot be empty")
         return False

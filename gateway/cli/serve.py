@@ -21,6 +21,7 @@ API_KEY_ENV = "GATEWAY_API_KEY"
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ..api.streams import MAX_FRAME
     from ..app import ROUTES_SERVED, build_app
     from ..runtime import Runtime
 
@@ -51,7 +52,16 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_STARTUP
     # No access log: a line per MCP message costs more CPU than proxying it (the audit
     # log records every tool call).
-    config_ = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    config_ = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        # A WebSocket frame past the API's own limit is refused by the server before it
+        # is buffered whole (uvicorn's default is 16 MiB).
+        ws_max_size=MAX_FRAME * 2,
+    )
     server_ = uvicorn.Server(config_)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
         server_.run()

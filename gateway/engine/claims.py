@@ -81,11 +81,11 @@ class Claims:
         lost = False
         # On the run queue while it runs, renewed with the claim: a replica that dies
         # leaves its runs there, silent, for another to take over (recovery.py).
+        entry: str | None = None
         try:
             entry = await self.store.enlist_run(session.id, self.runner)
-        except BaseException:
-            await self.let_go(session)
-            raise
+        except Exception as exc:  # the claim is what decides: enlisted at a renewal
+            logger.warning("session %s: not on the run queue yet: %s", session.id, exc)
 
         async def renew(scope: anyio.CancelScope) -> None:
             nonlocal lost, entry
@@ -106,7 +106,7 @@ class Claims:
                     renewed, pause = asked, self.lease / 4
                     with anyio.move_on_after(self.lease / 6):
                         try:
-                            if not await self.store.renew_run(entry, self.runner):
+                            if entry is None or not await self.store.renew_run(entry, self.runner):
                                 entry = await self.store.enlist_run(session.id, self.runner)
                         except Exception as exc:  # the claim is what decides; logged
                             logger.warning("session %s: renewing its run: %s", session.id, exc)
@@ -137,7 +137,8 @@ class Claims:
             await self.let_go(session)
             with anyio.move_on_after(RELEASE_SECONDS, shield=True):
                 try:
-                    await self.store.end_run(entry)
+                    if entry is not None:
+                        await self.store.end_run(entry)
                 except Exception:  # it is taken over, found ended, and dropped
                     logger.warning("session %s: could not end its run", session.id)
         if failure is not None:

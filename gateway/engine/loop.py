@@ -45,6 +45,8 @@ Reply = Literal["answer", "approve", "reject"]
 Go = Callable[[], Awaitable[bool]] | None
 """What `run` does first with a session an answer or approval was taken for (None: it
 goes on with its next turn)."""
+CANCEL_TRIES: Final = 5
+"""Times a cancel goes after a session that moved on while it was being cancelled."""
 LETTING_GO_TRIES: Final = 100
 LETTING_GO_PAUSE: Final = 0.02
 """How often, and how far apart, a claim is asked for while the engine that asked the
@@ -426,16 +428,23 @@ class Engine:
         store = self.recorder.store
         await store.request_cancel(session.id, mode)
         await store.pub_event(session.id, {"type": "cancel", "mode": mode})
-        taken = SessionTaken(session.id)
-        try:
-            async with self._taken(session, taken, taken):
-                try:
-                    session.stop = mode
-                    await self.turns.cancel(session)
-                finally:
-                    await self.claims.let_go(session)
-        except SessionTaken:
-            pass  # an engine runs it, or it moved on: the request stands for whoever runs it
+        for _ in range(CANCEL_TRIES):
+            try:
+                async with self._taken(
+                    session, SessionTaken(session.id), SessionNotWaiting(session.id, "moved on")
+                ):
+                    try:
+                        session.stop = mode
+                        await self.turns.cancel(session)
+                    finally:
+                        await self.claims.let_go(session)
+                return
+            except SessionTaken:
+                return  # an engine runs it: it sees the request (its watch, or its next run)
+            except SessionNotWaiting:  # it moved on since it was read: as it is now, again
+                session = await self.load(session.id, session.caller)
+                if session.state in FINAL:
+                    return
 
     @asynccontextmanager
     async def _cancellable(self, session: Session) -> AsyncIterator[None]:
@@ -444,6 +453,11 @@ class Engine:
         after it was published): immediate cancels the body, which records the session as
         canceled; after_step lets what runs now finish (Session.stop). The body's own
         exception comes out as it is, not in the watcher's group's ExceptionGroup."""
+        # Read before the body starts: a request standing from before this run (made
+        # while the session waited, or while its engine was gone) stops it first thing.
+        standing = await self.recorder.store.cancel_request(session.id)
+        if standing is not None:
+            session.stop = standing
         failure: Exception | None = None
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tasks:

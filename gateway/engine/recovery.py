@@ -71,13 +71,15 @@ class Recovery:
             if session_id not in claims.holding:
                 try:
                     session = await self._orphan(session_id)
-                except Exception as exc:
+                except Exception as exc:  # kept: taken again, and tried again, a lease on
                     logger.warning("session %s cannot be resumed: %s", session_id, exc)
-            if session is None:
-                await store.end_run(entry)
-                continue
-            tasks.start_soon(self._resume, session, entry)
-            started += 1
+                    continue
+            # Dropped now: the resumed run has an entry of its own, and one left behind
+            # would be taken again after a lease, only to be found held.
+            await store.end_run(entry)
+            if session is not None:
+                tasks.start_soon(self._resume, session)
+                started += 1
         return started
 
     async def sweep(self, tasks: TaskGroup) -> int:
@@ -114,21 +116,12 @@ class Recovery:
         )
         return self.engine.restored(snapshot, self.resolve(principal, snapshot.get("intent")))
 
-    async def _resume(self, session: Session, entry: str | None = None) -> None:
-        """Resume `session`; `entry`: the silent run it was found by, dropped once the
-        session is resumed (its new run has an entry of its own) or found another's."""
+    async def _resume(self, session: Session) -> None:
         try:
             result = await self.engine.resume(session)
         except SessionError:
-            result = None  # held by another engine, or moved on meanwhile: not ours
+            return  # held by another engine, or moved on meanwhile: not ours
         except Exception:  # the store failing before the run: there is a next sweep
             logger.exception("session %s: resuming it failed", session.id)
             return
-        if entry is not None:
-            with anyio.move_on_after(5, shield=True):
-                try:
-                    await self.engine.recorder.store.end_run(entry)
-                except Exception:
-                    logger.warning("session %s: could not drop its silent run", session.id)
-        if result is not None:
-            logger.info("session %s resumed: %s", result.session_id, result.state.value)
+        logger.info("session %s resumed: %s", result.session_id, result.state.value)

@@ -52,8 +52,8 @@ class EngineSettings(Strict):
     """Seconds a replica's claim on a session it runs lasts unrenewed (renewed every quarter
     of it): after a crash, how soon another replica may take the session over."""
     recover: bool = True
-    """Resume, on this replica, sessions whose engine stopped while they ran (recovery.py),
-    sweeping the state store once a lease."""
+    """Resume, on this replica, sessions whose engine stopped while they ran (recovery.py):
+    runs silent on the run queue for a lease, asked for twice a lease."""
     nested_depth: Annotated[int, Field(ge=0, le=5)] = 0
     """How deep sessions may start sessions (a session calling run_session): 0, not at all."""
     taint_definitions: bool = False

@@ -126,6 +126,8 @@ class Turns:
     ) -> SessionResult:
         planner = planner or self.planner
         try:
+            if session.stop is not None:  # its caller's request stood before this run began
+                raise SessionCanceled(session.id)
             if session.flow is not None and session.flow["phase"] == "running":
                 if session.state is not SessionState.WORKING:
                     await self.recorder.move(session, SessionState.WORKING)
@@ -488,6 +490,8 @@ class Turns:
         )
 
     async def _ask(self, session: Session, question: str, waiting: str) -> None:
+        if session.stop is not None:  # asked to stop: it does, rather than ask
+            raise SessionCanceled(session.id)
         session.outcome = question
         session.waiting = waiting
         session.spent.pause()

@@ -13,6 +13,7 @@ one slot. Values inside braces are escaped (`{`, `}`, `:` and `%` as `%7B`, `%7D
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -186,14 +187,18 @@ START = "0-0"
 """The id before every event: `read(..., after_id=START)` reads from the beginning."""
 
 
+_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_MAX_PART = 2**64 - 1
+
+
 def parse_id(event_id: str) -> tuple[int, int]:
-    """A stream id, `<milliseconds>-<sequence>` as Redis writes them, as a sortable pair."""
-    ms, sep, seq = event_id.partition("-")
-    try:
-        parsed = (int(ms), int(seq) if sep else 0)
-    except ValueError:
-        raise InvalidStreamId(event_id) from None
-    if parsed[0] < 0 or parsed[1] < 0:
+    """A stream id, `<milliseconds>-<sequence>` as Redis writes them (each part an
+    unsigned 64-bit number, in ASCII digits), as a sortable pair."""
+    match = _STREAM_ID.fullmatch(event_id)
+    if match is None:
+        raise InvalidStreamId(event_id)
+    parsed = (int(match.group(1)), int(match.group(2) or 0))
+    if parsed[0] > _MAX_PART or parsed[1] > _MAX_PART:
         raise InvalidStreamId(event_id)
     return parsed
 

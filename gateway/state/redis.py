@@ -56,6 +56,7 @@ from .base import (
     channel_name,
     flow_fields,
     flow_key,
+    format_id,
     parse_id,
     session_claim_key,
     session_flows_key,
@@ -82,6 +83,8 @@ PROBE_TIMEOUT = 0.25
 """Seconds a readiness probe (a PING) may take."""
 LONG_OP_TIMEOUT = 30.0
 """For operations that scan the keyspace (diagnostics)."""
+LAST_ID = (2**64 - 1, 2**64 - 1)
+"""The greatest stream id there is."""
 POOL_WAIT = 0.8
 """Of an operation's bound, how long it may wait for a pooled connection."""
 _DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
@@ -473,11 +476,11 @@ class RedisStore(RedisRuns, RedisIndex, RedisLearning, StateStore):
     ) -> StreamBatch:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        parse_id(after_id)
         key = stream_key(session_id, stream)
-
         after = parse_id(after_id)
-        args = [f"({after_id}", limit]
+        if after == LAST_ID:  # nothing can come after it (and Redis refuses "(" of it)
+            return StreamBatch(())
+        args = [f"({format_id(after)}", limit]
         found = await self._call(lambda r: self._read_script(keys=[key], args=args, client=r))
         entries, deleted = found
         if deleted is None:

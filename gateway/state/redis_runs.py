@@ -17,6 +17,10 @@ from .base import RUNS_GROUP, RUNS_KEY
 
 Client = aioredis.Redis | RedisCluster
 
+SCANS = 1_000
+"""XAUTOCLAIM calls a round makes at most: every pending run of a big queue, a window at
+a time (ten times COUNT each)."""
+
 ENLIST = """
 redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[2], '$', 'MKSTREAM')
 local id = redis.call('XADD', KEYS[1], '*', 'session', ARGV[1])
@@ -60,23 +64,30 @@ class RedisRuns:
         await self._call(end)
 
     async def lapsed_runs(self, runner: str, silent: float, most: int) -> list[tuple[str, str]]:
-        async def take(r: Client) -> Any:
+        idle = int(silent * 1000)
+
+        async def take(r: Client, cursor: str) -> Any:
             try:
-                return await r.xautoclaim(
-                    RUNS_KEY, RUNS_GROUP, runner, int(silent * 1000), "0-0", count=most
-                )
+                return await r.xautoclaim(RUNS_KEY, RUNS_GROUP, runner, idle, cursor, count=most)
             except aioredis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # no run was ever enlisted
                     return None
                 raise
 
-        found = await self._call(take)
-        if not found:
-            return []
         taken: list[tuple[str, str]] = []
-        for entry, fields in found[1]:
-            if fields:  # an entry deleted meanwhile comes back without its fields
-                session = fields.get(b"session") or fields.get("session")
-                if session is not None:
-                    taken.append((_text(entry), _text(session)))
+        cursor = "0-0"
+        # XAUTOCLAIM looks at ten times COUNT pending entries a call: live runs older than
+        # the silent ones would hide them, so it goes on by its cursor through them all.
+        for _ in range(SCANS):
+            found = await self._call(lambda r, at=cursor: take(r, at))
+            if not found:
+                break
+            for entry, fields in found[1]:
+                if fields:  # an entry deleted meanwhile comes back without its fields
+                    session = fields.get(b"session") or fields.get("session")
+                    if session is not None:
+                        taken.append((_text(entry), _text(session)))
+            cursor = _text(found[0])
+            if cursor == "0-0" or len(taken) >= most:
+                break
         return taken

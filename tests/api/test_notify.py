@@ -7,9 +7,11 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from gateway.api.webhooks import verify
+from gateway.api.notify import ORG_AT_ONCE, Notifier
+from gateway.api.webhooks import Webhooks, WebhookSettings, verify
 from tests.api.harness import Api, api_gateway, auth, clarify, reply
 from tests.api.test_webhooks import Receiver, receiver
 from tests.helpers import until
@@ -67,8 +69,8 @@ async def test_the_callback_is_told_of_the_question_and_the_end(
     ("user", "url", "says"),
     [
         ("alice", "https://elsewhere.example.org/hook", "allow-list"),
-        ("alice", "http://10.1.2.3/hook", ""),
-        ("alice", "not a url", ""),
+        ("alice", "http://10.1.2.3/hook", "private address"),
+        ("alice", "not a url", "whitespace"),
         ("carol", "https://hooks.example.com/hook", "no webhooks"),
     ],
 )
@@ -84,3 +86,26 @@ async def test_a_callback_outside_the_allow_list_is_refused(
     assert says in answer.json()["detail"]
     listed = await api.http.get(f"{api.base}/sessions", headers=auth(user))
     assert listed.json()["sessions"] == []  # nothing was started
+
+
+async def test_an_orgs_slow_receiver_does_not_hold_up_another_orgs(receiver: Receiver) -> None:
+    """Twenty of acme's notifications to a receiver that takes its time, then one of
+    globex's: globex's goes out next, while acme's wait in acme's own lane (with one lane
+    for all, it would wait behind as many of acme's as may be sent at once)."""
+    orgs = {org: {"secret_env": "HOOKS", "allow": ["127.0.0.1/32"]} for org in ("acme", "globex")}
+    settings = WebhookSettings.model_validate({"orgs": orgs, "attempts": 1, "timeout": 5})
+    receiver.delays = [1.0] * 20  # acme's answers take a second each
+    async with Webhooks(settings, environ={"HOOKS": SECRET}) as hooks:
+        notifier = Notifier(hooks)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(notifier.run)
+            await until(lambda: notifier._send is not None, 5)
+            for n in range(20):
+                body = {"session_id": f"a{n}"}
+                assert notifier.queue(("acme", receiver.url(), f"msg_a{n:031d}", body))
+            await until(lambda: len(receiver.requests) >= ORG_AT_ONCE, 5)  # acme's lane full
+            assert notifier.queue(("globex", receiver.url(), f"msg_g{0:031d}", {"session_id": "g"}))
+            await until(lambda: any(b'"g"' in r.body for r in receiver.requests), 10)
+            first = next(n for n, r in enumerate(receiver.requests) if b'"g"' in r.body)
+            assert first == ORG_AT_ONCE  # right after acme's lane filled
+            tasks.cancel_scope.cancel()

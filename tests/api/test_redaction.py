@@ -27,3 +27,11 @@ def test_a_token_in_the_access_log_is_redacted() -> None:
     )
     TokenRedaction().filter(plain)
     assert plain.getMessage() == "GET /ws?token=***"
+
+
+def test_a_percent_encoded_token_key_is_redacted_too() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, '"WebSocket %s"', ("/ws/s?%74oken=abc",), None
+    )
+    TokenRedaction().filter(record)
+    assert "abc" not in record.getMessage()

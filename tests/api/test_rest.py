@@ -5,10 +5,15 @@ wrong; another caller's session the same 404 as one that does not exist."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from anyio import sleep as anyio_sleep
 
+from gateway.engine.planners.base import Answer, Turn
+from gateway.engine.planners.scripted import ScriptedPlanner
+from gateway.principal import Principal
 from gateway.state.base import Stream
 from tests.api.harness import Api, api_gateway, auth, clarify, reply, tool
 
@@ -355,3 +360,54 @@ async def test_a_foreign_host_is_misdirected_but_probes_answer_any(api: Api) -> 
     assert page.status_code == 421
     probe = await api.http.get(f"{api.base}/healthz", headers={"Host": "10.1.2.3:8080"})
     assert probe.status_code == 200
+
+
+class Gated(ScriptedPlanner):
+    """The script, each turn held until the test opens the gate."""
+
+    def __init__(self, envelopes: list[dict[str, Any]]) -> None:
+        super().__init__(envelopes)
+        self.gate = anyio.Event()
+        self.entered = anyio.Event()
+
+    async def decide(self, turn: Turn) -> Answer:
+        self.entered.set()
+        with anyio.fail_after(10):
+            await self.gate.wait()
+        return await super().decide(turn)
+
+
+async def test_after_step_asked_during_a_turn_that_asks_ends_the_session(api: Api) -> None:
+    """The turn under way ends in a question: the session stops there instead of asking
+    (and a later run would not go on either)."""
+    planner = Gated([clarify("Which?"), reply("ok")])
+    api.runtime.engine.turns.planner = planner
+    session_id = await api.start()
+    with anyio.fail_after(5):
+        await planner.entered.wait()
+    url = f"{api.base}/sessions/{session_id}/cancel"
+    answer = await api.http.post(url, json={"mode": "after_step"}, headers=auth("alice"))
+    assert answer.status_code == 202
+    planner.gate.set()
+    ended = await api.until(session_id, "canceled", "input_required")
+    assert ended["status"] == "canceled"
+
+
+async def test_a_cancel_of_a_session_that_began_to_wait_meanwhile_still_ends_it(
+    api: Api,
+) -> None:
+    """Read working, then it asks before the cancel takes it: the cancel goes after it
+    as it is now and ends it, rather than leaving a request behind for a later run."""
+    planner = Gated([clarify("Which?"), reply("ok")])
+    engine = api.runtime.engine
+    engine.turns.planner = planner
+    session_id = await api.start()
+    with anyio.fail_after(5):
+        await planner.entered.wait()
+    snapshot = await api.store.get_session_state(session_id)
+    assert snapshot is not None
+    stale = engine.restored(snapshot, api.runtime.tags.resolve(Principal("alice", "acme"), None))
+    planner.gate.set()
+    await api.until(session_id, "input_required")
+    await engine.cancel(stale, "immediate")
+    assert (await api.get(session_id))["status"] == "canceled"

@@ -451,3 +451,29 @@ def test_the_secret_is_read_from_the_process_environment_by_default(
     assert (
         Webhooks(settings("a.example.com")).check_target("acme", "https://a.example.com/") is None
     )
+
+
+async def test_a_broken_answer_is_reported_without_the_urls_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp's error for a malformed status line holds the URL (a receiver's secret
+    path) and the bytes it got: neither reaches the delivery's error or the log."""
+
+    async def broken(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            with anyio.move_on_after(STEP):
+                await stream.receive()
+                await stream.send(b"HTTP/1.1 2x0 BROKEN\r\nX: line\r\n\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, broken)
+        hooks = webhooks("127.0.0.1/32", https_only=False, attempts=1)
+        with caplog.at_level(logging.WARNING):
+            done = await deliver(hooks, f"http://127.0.0.1:{port}/hook/SECRET-PATH-TOKEN")
+        tasks.cancel_scope.cancel()
+    assert not done.ok
+    assert done.error
+    assert "SECRET-PATH-TOKEN" not in done.error
+    assert "SECRET-PATH-TOKEN" not in caplog.text

@@ -448,3 +448,49 @@ async def test_a_client_too_slow_to_read_is_disconnected_and_others_are_served(
         ) as again:
             resumed = await until(again, waits)
         assert said + events(resumed) == stream
+
+
+async def test_a_token_minted_before_its_key_was_revoked_opens_nothing(api: Api) -> None:
+    api.script(clarify())
+    minted = await token(api)  # a token for /ws, kept while the key goes
+    kept = "".join(line + "\n" for line in key_entries().splitlines() if "user: alice," not in line)
+    config = gateway_yaml(auth="  api_keys:\n" + kept) + "engine: {planner: none}\n"
+    api.gateway.config.path.write_text(config, encoding="utf-8")
+    for _ in range(150):  # the edit applied: 3 s at most
+        if (await api.http.get(f"{api.base}/sessions", headers=auth("alice"))).status_code == 401:
+            break
+        await anyio.sleep(0.02)
+    assert await refused(api, f"/ws?token={minted}") == 403
+
+
+async def test_a_token_shown_to_a_refused_upgrade_is_spent(api: Api) -> None:
+    minted = await token(api)
+    assert await refused(api, f"/ws?token={minted}", origin="https://evil.example") == 403
+    assert await refused(api, f"/ws?token={minted}") == 403  # not left for another to use
+
+
+async def test_a_token_never_reaches_uvicorns_log(api: Api) -> None:
+    """uvicorn tells of each upgrade, its URL with it, in its error log at INFO."""
+    api.script(reply())
+    session_id = await api.start()
+    await api.until(session_id, "completed")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    log = logging.getLogger("uvicorn.error")
+    level, keep = log.level, Keep()
+    log.setLevel(logging.INFO)
+    log.addHandler(keep)
+    try:
+        minted = await token(api, session_id)
+        async with socket(api, f"/ws/{session_id}?token={minted}") as ws:
+            await to_the_end(ws)
+    finally:
+        log.removeHandler(keep)
+        log.setLevel(level)
+    upgrades = [line for line in seen if "WebSocket" in line]
+    assert upgrades, seen
+    assert all(minted not in line for line in seen), upgrades

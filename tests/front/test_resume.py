@@ -293,7 +293,7 @@ async def test_a_resume_whose_answer_was_lost_ends_after_the_gap(
 ) -> None:
     # A stream capped at 10 events: a later call trims a finished call's answer away, and
     # its resume can only say so. It must end, not wait for an answer that will not come.
-    monkeypatch.setattr(harness, "open_store", lambda url, ttls: open_store(url, ttls, 10))
+    monkeypatch.setattr(harness, "open_store", lambda url, ttls, _cap: open_store(url, ttls, 10))
     monkeypatch.setattr(session_transport, "GAP_IDLE_SECONDS", 1.0)
     async with running_gateway(tmp_path, chatty_config(direct)) as gateway:
         headers = await open_session(gateway)

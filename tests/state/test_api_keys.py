@@ -85,3 +85,39 @@ async def test_renewing_a_dropped_run_says_so(store: StateStore) -> None:
     assert await store.renew_run(entry, "a")
     await store.end_run(entry)
     assert not await store.renew_run(entry, "a")
+
+
+@pytest.mark.parametrize(
+    "after", ["18446744073709551615-18446744073709551615", "18446744073709551615", "5"]
+)
+async def test_a_read_after_any_valid_id_answers(store: StateStore, after: str) -> None:
+    """The greatest id has nothing after it, and an id without its sequence reads on."""
+    from gateway.state.base import Stream
+
+    await store.append("s1", Stream.EVENTS, {"n": 1})
+    batch = await store.read("s1", Stream.EVENTS, after, 10)
+    if after == "5":
+        assert len(batch.events) == 1
+    else:
+        assert batch.events == ()
+
+
+@pytest.mark.parametrize("bad", ["1_0-0", "99999999999999999999999-0", "1-0\n", " 1", "-", "+"])
+async def test_an_id_redis_would_refuse_is_refused_first(store: StateStore, bad: str) -> None:
+    from gateway.errors import InvalidStreamId
+    from gateway.state.base import Stream
+
+    with pytest.raises(InvalidStreamId):
+        await store.read("s1", Stream.EVENTS, bad, 10)
+
+
+async def test_silent_runs_are_found_behind_many_live_ones(store: StateStore) -> None:
+    """XAUTOCLAIM reads a window of the pending runs at a time: a silent run behind more
+    live runs than one window holds is still found."""
+    live = [await store.enlist_run(f"live{n}", "a") for n in range(120)]
+    silent = await store.enlist_run("silent", "a")
+    await anyio.sleep(0.3)
+    for entry in live:
+        assert await store.renew_run(entry, "a")
+    taken = await store.lapsed_runs("b", 0.2, 10)  # a window of 100, behind 120 live
+    assert taken == [(silent, "silent")]
