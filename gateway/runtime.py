@@ -167,6 +167,7 @@ class Runtime:
                             logger.warning(
                                 "upstream %s is %s: %s", name, status.reported, status.error
                             )
+                    tasks.start_soon(self.engine.watch_cancels)
                     if recover and self.config.settings.engine.recover:
                         # After the pool settled: a resumed session's calls need its tools.
                         tasks.start_soon(self._recover)

@@ -45,6 +45,8 @@ Reply = Literal["answer", "approve", "reject"]
 Go = Callable[[], Awaitable[bool]] | None
 """What `run` does first with a session an answer or approval was taken for (None: it
 goes on with its next turn)."""
+CANCELS: Final = "_cancels"
+"""The channel (a session's, by name) where a cancel is told to every replica's engine."""
 CANCEL_TRIES: Final = 5
 """Times a cancel goes after a session that moved on while it was being cancelled."""
 LETTING_GO_TRIES: Final = 100
@@ -82,6 +84,8 @@ class Engine:
         self.claims = Claims(store, lease)
         self.recorder = Recorder(store)
         self.nested_depth = nested_depth
+        self._running: dict[str, tuple[Session, anyio.CancelScope]] = {}
+        """The runs under way here, by session: what a cancel stops."""
         self.sweeping = False
         """A sweep for sessions to resume runs in this process (the runtime's, recovery.py);
         without one, a caller asking after a session nobody runs resumes it (pick_up)."""
@@ -427,7 +431,8 @@ class Engine:
             raise SessionNotWaiting(session.id, f"it has ended ({session.state.value})")
         store = self.recorder.store
         await store.request_cancel(session.id, mode)
-        await store.pub_event(session.id, {"type": "cancel", "mode": mode})
+        if not self._stop_here(session.id, mode):  # another replica's, maybe
+            await store.pub_event(CANCELS, {"session": session.id, "mode": mode})
         for _ in range(CANCEL_TRIES):
             try:
                 async with self._taken(
@@ -448,50 +453,48 @@ class Engine:
 
     @asynccontextmanager
     async def _cancellable(self, session: Session) -> AsyncIterator[None]:
-        """Run the body while watching for its caller's request to cancel `session`
-        (published to the session's channel, and kept in the store for a run that starts
-        after it was published): immediate cancels the body, which records the session as
-        canceled; after_step lets what runs now finish (Session.stop). The body's own
-        exception comes out as it is, not in the watcher's group's ExceptionGroup."""
-        # Read before the body starts: a request standing from before this run (made
-        # while the session waited, or while its engine was gone) stops it first thing.
-        standing = await self.recorder.store.cancel_request(session.id)
-        if standing is not None:
-            session.stop = standing
-        failure: Exception | None = None
+        """Run the body as a run of this engine that its caller's request can stop
+        (`_stop_here`: from Engine.cancel here, or from another replica's through
+        `watch_cancels`): immediate cancels the body, which records the session as
+        canceled; after_step lets what runs now finish (Session.stop)."""
         with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._watch_cancel, session, scope)
-                try:
-                    yield
-                except Exception as exc:
-                    failure = exc
-                finally:
-                    tasks.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
+            self._running[session.id] = (session, scope)
+            try:
+                # Read once registered: a request standing from before (made while the
+                # session waited, or while its engine was gone) stops it first thing, and
+                # one made since is published to this run.
+                standing = await self.recorder.store.cancel_request(session.id)
+                if standing is not None:
+                    session.stop = standing
+                yield
+            finally:
+                if self._running.get(session.id, (None,))[0] is session:
+                    del self._running[session.id]
 
-    async def _watch_cancel(self, session: Session, scope: anyio.CancelScope) -> None:
-        store = self.recorder.store
-        mode: str | None = None
-        try:
-            async with store.subscribe(session.id) as told:
-                # Subscribed first, then read: a request made in between is not missed.
-                mode = await store.cancel_request(session.id)
-                if mode is None:
-                    async for payload in told:
-                        if payload.get("type") == "cancel":
-                            mode = str(payload.get("mode"))
-                            break
-        except Exception as exc:  # the store: a request is read again by the next run
-            logger.warning("session %s: watching for its cancellation: %s", session.id, exc)
-            return
-        if mode is None:
-            return
-        logger.info("session %s: cancelled by its caller (%s)", session.id, mode)
+    def _stop_here(self, session_id: str, mode: str) -> bool:
+        """Stop the run of `session_id` if this engine has it under way; whether it had."""
+        running = self._running.get(session_id)
+        if running is None:
+            return False
+        session, scope = running
+        logger.info("session %s: cancelled by its caller (%s)", session_id, mode)
         session.stop = mode
         if mode != "after_step":
             scope.cancel()
+        return True
+
+    async def watch_cancels(self) -> None:
+        """Stop the runs of this engine that another replica's Engine.cancel asks to,
+        for as long as it runs (the runtime runs it): one subscription for every run."""
+        store = self.recorder.store
+        while True:
+            try:
+                async with store.subscribe(CANCELS) as told:
+                    async for payload in told:
+                        self._stop_here(str(payload.get("session")), str(payload.get("mode")))
+            except Exception as exc:  # the store: a run reads the request when it starts
+                logger.warning("watching for cancellations: %s", exc)
+            await anyio.sleep(1)
 
 
 def _waiting(session: Session) -> str:
