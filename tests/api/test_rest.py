@@ -4,6 +4,7 @@ wrong; another caller's session the same 404 as one that does not exist."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,22 @@ from tests.api.harness import Api, api_gateway, auth, clarify, reply, tool
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"  # module-wide, for `shared`
+
+
 @pytest.fixture
-async def api(tmp_path: Path) -> Api:  # type: ignore[misc]
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async with api_gateway(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    """One gateway for the tests that look at one session each (the many cases of the
+    refusals): a gateway per case would cost a second each."""
+    async with api_gateway(tmp_path_factory.mktemp("shared")) as running:
         yield running
 
 
@@ -213,13 +227,13 @@ ENDPOINTS = [
 
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
 async def test_every_endpoint_wants_a_credential(
-    api: Api, method: str, path: str, body: dict[str, str] | None
+    shared: Api, method: str, path: str, body: dict[str, str] | None
 ) -> None:
-    api.script(clarify())
-    session_id = await api.start()
-    url = api.base + path.format(id=session_id)
+    shared.script(clarify())
+    session_id = await shared.start()
+    url = shared.base + path.format(id=session_id)
     for headers in ({}, {"Authorization": "Bearer not-a-key-at-all-0000"}):
-        answer = await api.http.request(method, url, json=body, headers=headers)
+        answer = await shared.http.request(method, url, json=body, headers=headers)
         assert answer.status_code == 401, (method, path, answer.text)
         assert answer.json()["error"] == "unauthorized"
         assert answer.headers["www-authenticate"].startswith("Bearer")
@@ -227,20 +241,20 @@ async def test_every_endpoint_wants_a_credential(
 
 @pytest.mark.parametrize(("method", "path", "body"), [e for e in ENDPOINTS if "{id}" in e[1]])
 async def test_another_callers_session_is_as_unknown_as_none(
-    api: Api, method: str, path: str, body: dict[str, str] | None
+    shared: Api, method: str, path: str, body: dict[str, str] | None
 ) -> None:
-    api.script(clarify())
-    session_id = await api.start("alice")
-    await api.until(session_id, "input_required")
+    shared.script(clarify())
+    session_id = await shared.start("alice")
+    await shared.until(session_id, "input_required")
     unknown = "s_" + "x" * (len(session_id) - 2)
     answers = []
     for user, target in (("carol", session_id), ("bob", session_id), ("carol", unknown)):
-        url = api.base + path.format(id=target)
-        answer = await api.http.request(method, url, json=body, headers=auth(user))
+        url = shared.base + path.format(id=target)
+        answer = await shared.http.request(method, url, json=body, headers=auth(user))
         answers.append((answer.status_code, answer.text.replace(target, "ID")))
     assert answers[0] == answers[1] == answers[2], answers
     assert answers[0][0] == 404
-    still = await api.get(session_id)
+    still = await shared.get(session_id)
     assert still["status"] == "input_required"  # nothing the others sent reached it
 
 
@@ -259,23 +273,25 @@ async def test_another_callers_session_is_as_unknown_as_none(
     ],
 )
 async def test_bad_input_gets_a_clear_4xx(
-    api: Api, content: bytes, kind: str, status: int, code: str
+    shared: Api, content: bytes, kind: str, status: int, code: str
 ) -> None:
     headers = {**auth("alice"), "Content-Type": kind}
-    answer = await api.http.post(f"{api.base}/sessions", content=content, headers=headers)
+    answer = await shared.http.post(f"{shared.base}/sessions", content=content, headers=headers)
     assert answer.status_code == status, answer.text
     assert answer.json()["error"] == code
     assert answer.json()["detail"]
 
 
-async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
-    missing = await api.http.get(f"{api.base}/nowhere", headers=auth("alice"))
+async def test_unknown_routes_and_methods_answer_json(shared: Api) -> None:
+    missing = await shared.http.get(f"{shared.base}/nowhere", headers=auth("alice"))
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
-    wrong = await api.http.delete(f"{api.base}/sessions", headers=auth("alice"))
+    wrong = await shared.http.delete(f"{shared.base}/sessions", headers=auth("alice"))
     assert wrong.status_code == 405
     assert wrong.json()["error"] == "method_not_allowed"
-    query = await api.http.get(f"{api.base}/sessions", params={"limit": "0"}, headers=auth("alice"))
+    query = await shared.http.get(
+        f"{shared.base}/sessions", params={"limit": "0"}, headers=auth("alice")
+    )
     assert query.status_code == 400
 
 
@@ -350,15 +366,15 @@ async def test_an_answer_sent_as_soon_as_the_session_asks_is_taken(api: Api) -> 
         await api.until(session_id, "completed")
 
 
-async def test_a_foreign_host_is_misdirected_but_probes_answer_any(api: Api) -> None:
+async def test_a_foreign_host_is_misdirected_but_probes_answer_any(shared: Api) -> None:
     """A page on a name that resolves to the gateway (DNS rebinding) gets nothing."""
     headers = {**auth("alice"), "Host": "evil.example"}
-    answer = await api.http.get(f"{api.base}/sessions", headers=headers)
+    answer = await shared.http.get(f"{shared.base}/sessions", headers=headers)
     assert answer.status_code == 421
     assert answer.json()["error"] == "misdirected"
-    page = await api.http.get(f"{api.base}/", headers={"Host": "evil.example"})
+    page = await shared.http.get(f"{shared.base}/", headers={"Host": "evil.example"})
     assert page.status_code == 421
-    probe = await api.http.get(f"{api.base}/healthz", headers={"Host": "10.1.2.3:8080"})
+    probe = await shared.http.get(f"{shared.base}/healthz", headers={"Host": "10.1.2.3:8080"})
     assert probe.status_code == 200
 
 

@@ -165,7 +165,10 @@ async def test_watch_rejects_a_bad_edit_and_keeps_serving(tags_dir: Callable[...
         tasks.start_soon(lambda: store.watch(debounce_ms=50, stop=stop))
         with anyio.fail_after(10):
             for _ in range(100):
-                (directory / "acme.yaml").write_text("tags: [\n")
+                # Whole, at once: write_text truncates first, and a watcher that read the
+                # empty file between would load it (an org with no tags is valid).
+                (directory / "acme.yaml.new").write_text("tags: [\n")
+                (directory / "acme.yaml.new").replace(directory / "acme.yaml")
                 await anyio.sleep(0.2)
                 if store.last_error is not None:
                     break
