@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from ..auth import Authenticator, Credential, key_digest
 from ..engine.loop import Engine, Go
 from ..engine.session import Session
-from ..engine.states import FINAL
+from ..engine.states import FINAL, RUNNING
 from ..errors import (
     ApiError,
     InvalidApproval,
@@ -308,7 +308,7 @@ class SessionApi:
         the client saw `input_required` finds the session waiting, not working."""
         session = await self.session(caller, session_id)
         for _ in range(SETTLING_READS):
-            if session.state.value not in ("submitted", "working"):
+            if session.state not in RUNNING:
                 return session
             after = await self.store.read(session_id, Stream.EVENTS, session.last_event, 10)
             if not any(
@@ -381,7 +381,7 @@ def links(session_id: str) -> Links:
 def _not_waiting(session: Session, exc: SessionNotWaiting) -> ApiError:
     if session.state in FINAL:
         return ApiError(409, "already_ended", f"the session has ended ({session.state.value})")
-    if session.state.value in ("submitted", "working"):
+    if session.state in RUNNING:
         return ApiError(
             409,
             "session_working",

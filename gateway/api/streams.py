@@ -114,7 +114,7 @@ class Streams:
         session_id = request.path_params["session_id"]
         after = resume_point(request.headers.get("last-event-id"), "Last-Event-ID")
         snapshot = await self.api.owned_snapshot(caller, session_id)
-        view = self._view(caller, session_id, snapshot)
+        view = self._view(caller, snapshot)
 
         async def content() -> Any:
             stream = frames(self.api.store, session_id, after, view)
@@ -139,14 +139,12 @@ class Streams:
         return Guarded(response, self.open, caller)
 
     def _view(
-        self, caller: Credential, session_id: str, first: dict[str, Any] | None
+        self, caller: Credential, snapshot: dict[str, Any]
     ) -> Callable[[], Awaitable[dict[str, Any]]]:
-        """The snapshot frame's view: of `first` (read to check the caller), or read now."""
+        """The snapshot frame's view, of the snapshot read to check the caller (frames
+        makes it once, when the connection is made)."""
 
         async def view() -> dict[str, Any]:
-            nonlocal first
-            snapshot = first or await self.api.owned_snapshot(caller, session_id)
-            first = None
             return dict((await self.api.view(caller, snapshot)).model_dump())
 
         return view
@@ -202,7 +200,7 @@ class Streams:
         else:
             after = resume_point(ws.query_params.get("since"), "since")
         snapshot = await self.api.owned_snapshot(caller, session_id)
-        view = self._view(caller, session_id, snapshot)
+        view = self._view(caller, snapshot)
         # Why the connection ends before its session does: a task's own failure comes
         # out as it is, not in the task group's ExceptionGroup.
         ended: list[Exception] = []

@@ -27,6 +27,7 @@ from ..flows.runner import FLOW_HELD
 from ..state.base import START, StateStore, Stream
 from ..tags.context import ResolvedContext
 from .budgets import Budgets
+from .cancels import Cancels
 from .claims import Claims
 from .envelopes import edited, parse
 from .journal import Journal
@@ -45,8 +46,6 @@ Reply = Literal["answer", "approve", "reject"]
 Go = Callable[[], Awaitable[bool]] | None
 """What `run` does first with a session an answer or approval was taken for (None: it
 goes on with its next turn)."""
-CANCELS: Final = "_cancels"
-"""The channel (a session's, by name) where a cancel is told to every replica's engine."""
 CANCEL_TRIES: Final = 5
 """Times a cancel goes after a session that moved on while it was being cancelled."""
 LETTING_GO_TRIES: Final = 100
@@ -84,8 +83,7 @@ class Engine:
         self.claims = Claims(store, lease)
         self.recorder = Recorder(store)
         self.nested_depth = nested_depth
-        self._running: dict[str, tuple[Session, anyio.CancelScope]] = {}
-        """The runs under way here, by session: what a cancel stops."""
+        self.cancels = Cancels(store)
         self.sweeping = False
         """A sweep for sessions to resume runs in this process (the runtime's, recovery.py);
         without one, a caller asking after a session nobody runs resumes it (pick_up)."""
@@ -417,22 +415,19 @@ class Engine:
         more. `planner`: this run's, in place of the engine's (the caller's own model, by
         sampling)."""
         async with self.claims.held(session):
-            async with self._cancellable(session):
+            async with self.cancels.running(session):
                 return await self.turns.run(session, first, planner)
             return self.turns.result(session)  # cancelled at once, at its caller's request
         raise AssertionError("unreachable: held() raises when it ends the body")  # for mypy
 
     async def cancel(self, session: Session, mode: Literal["immediate", "after_step"]) -> None:
-        """Its caller's request to stop `session`: kept in the store, for the engine that
-        runs it (here or on another replica; Engine.run watches) or resumes it; a session
-        that nobody runs (it waits for its caller, or its engine is gone) ends here, now.
-        SessionNotWaiting when it has ended already."""
+        """Its caller's request to stop `session`, told to the run under way wherever it
+        runs, and kept for one that starts later (cancels.py); a session that nobody runs
+        (it waits for its caller, or its engine is gone) ends here, now. SessionNotWaiting
+        when it has ended already."""
         if session.state in FINAL:
             raise SessionNotWaiting(session.id, f"it has ended ({session.state.value})")
-        store = self.recorder.store
-        await store.request_cancel(session.id, mode)
-        if not self._stop_here(session.id, mode):  # another replica's, maybe
-            await store.pub_event(CANCELS, {"session": session.id, "mode": mode})
+        await self.cancels.request(session.id, mode)
         for _ in range(CANCEL_TRIES):
             try:
                 async with self._taken(
@@ -451,50 +446,10 @@ class Engine:
                 if session.state in FINAL:
                     return
 
-    @asynccontextmanager
-    async def _cancellable(self, session: Session) -> AsyncIterator[None]:
-        """Run the body as a run of this engine that its caller's request can stop
-        (`_stop_here`: from Engine.cancel here, or from another replica's through
-        `watch_cancels`): immediate cancels the body, which records the session as
-        canceled; after_step lets what runs now finish (Session.stop)."""
-        with anyio.CancelScope() as scope:
-            self._running[session.id] = (session, scope)
-            try:
-                # Read once registered: a request standing from before (made while the
-                # session waited, or while its engine was gone) stops it first thing, and
-                # one made since is published to this run.
-                standing = await self.recorder.store.cancel_request(session.id)
-                if standing is not None:
-                    session.stop = standing
-                yield
-            finally:
-                if self._running.get(session.id, (None,))[0] is session:
-                    del self._running[session.id]
-
-    def _stop_here(self, session_id: str, mode: str) -> bool:
-        """Stop the run of `session_id` if this engine has it under way; whether it had."""
-        running = self._running.get(session_id)
-        if running is None:
-            return False
-        session, scope = running
-        logger.info("session %s: cancelled by its caller (%s)", session_id, mode)
-        session.stop = mode
-        if mode != "after_step":
-            scope.cancel()
-        return True
-
     async def watch_cancels(self) -> None:
-        """Stop the runs of this engine that another replica's Engine.cancel asks to,
-        for as long as it runs (the runtime runs it): one subscription for every run."""
-        store = self.recorder.store
-        while True:
-            try:
-                async with store.subscribe(CANCELS) as told:
-                    async for payload in told:
-                        self._stop_here(str(payload.get("session")), str(payload.get("mode")))
-            except Exception as exc:  # the store: a run reads the request when it starts
-                logger.warning("watching for cancellations: %s", exc)
-            await anyio.sleep(1)
+        """Stop the runs here that another replica's cancel asks to (cancels.py), for as
+        long as it runs (the runtime runs it)."""
+        await self.cancels.watch()
 
 
 def _waiting(session: Session) -> str:

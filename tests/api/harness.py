@@ -139,6 +139,29 @@ async def whole_stream(api: Api, session_id: str) -> list[Frame]:
     return frames
 
 
+async def flooded(api: Api) -> tuple[str, list[Frame]]:
+    """A session waiting after ~11 MB of events in frames of at most ~1.5 MB (within the
+    50 calls a session may make): far more than a loopback connection's buffers hold (the
+    kernel's, at most tcp_wmem's 4 MB, and the transport's). Its id and its stream."""
+    big = "x" * 120_000
+    turns = [
+        envelope(
+            "tools",
+            calls=[
+                {"tool": "echo__echo", "arguments": json.dumps({"text": f"{big}{t}.{n}"})}
+                for n in range(12)
+            ],
+            mode="sequential",
+        )
+        for t in range(4)
+    ]
+    api.script(*turns, clarify())
+    session_id = await api.start()
+    held = await api.until(session_id, "input_required", "failed", "completed")
+    assert held["status"] == "input_required", held["error"]
+    return session_id, await whole_stream(api, session_id)
+
+
 @asynccontextmanager
 async def api_gateway(
     directory: Path, config: str = "", acme: str = ACME, state_url: str = "memory://"

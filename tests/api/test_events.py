@@ -7,7 +7,6 @@ stream; an idle stream carries keep-alive comments."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from tests.api.harness import (
     api_gateway,
     auth,
     clarify,
-    envelope,
+    flooded,
     reply,
     tool,
     whole_stream,
@@ -274,24 +273,7 @@ async def test_a_client_too_slow_to_read_is_disconnected(
     # All a server can do to drop a connection is leave its response unfinished.
     no_crash.append("ASGI callable returned without completing response.")
     async with api_gateway(tmp_path, config="api: {send_timeout: 0.5}\n") as api:
-        # ~11 MB of events: far more than the loopback connection's buffers hold.
-        big = "x" * 120_000
-        turns = [
-            envelope(
-                "tools",
-                calls=[
-                    {"tool": "echo__echo", "arguments": json.dumps({"text": f"{big}{t}.{n}"})}
-                    for n in range(12)
-                ],
-                mode="sequential",
-            )
-            for t in range(4)
-        ]
-        api.script(*turns, clarify())
-        session_id = await api.start()
-        held = await api.until(session_id, "input_required", "failed", "completed")
-        assert held["status"] == "input_required", held["error"]
-        stream = await whole_stream(api, session_id)
+        session_id, stream = await flooded(api)  # ~11 MB of events
         got: list[tuple[str | None, Frame]] = []
 
         async def read_slowly() -> None:

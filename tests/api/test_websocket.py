@@ -28,7 +28,7 @@ from tests.api.harness import (
     api_gateway,
     auth,
     clarify,
-    envelope,
+    flooded,
     reply,
     tool,
     whole_stream,
@@ -390,26 +390,7 @@ async def test_a_client_too_slow_to_read_is_disconnected_and_others_are_served(
     tmp_path: Path,
 ) -> None:
     async with api_gateway(tmp_path, config="api: {send_timeout: 0.5}\n") as api:
-        # ~11 MB of events in frames of at most ~1.5 MB (within the 50 calls a session may
-        # make): far more than the loopback connection buffers hold (the kernel's, at most
-        # tcp_wmem's 4 MB, and the transport's).
-        big = "x" * 120_000
-        turns = [
-            envelope(
-                "tools",
-                calls=[
-                    {"tool": "echo__echo", "arguments": json.dumps({"text": f"{big}{t}.{n}"})}
-                    for n in range(12)
-                ],
-                mode="sequential",
-            )
-            for t in range(4)
-        ]
-        api.script(*turns, clarify())
-        slow_id = await api.start()
-        held = await api.until(slow_id, "input_required", "failed", "completed")
-        assert held["status"] == "input_required", held["error"]
-        stream = await whole_stream(api, slow_id)
+        slow_id, stream = await flooded(api)  # ~11 MB of events
         port = int(api.base.rsplit(":", 1)[1])
         raw = sockets.socket()
         raw.setsockopt(sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096)
